@@ -1,0 +1,1 @@
+"""tuneplan.advisor"""

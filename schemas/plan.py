@@ -1,0 +1,307 @@
+"""plan.json: the advisor's output and the executor's input. External API — paths are stable."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from .common import (
+    Attention,
+    LRScheduler,
+    Method,
+    Optimizer,
+    Precision,
+    Strategy,
+    Strict,
+)
+from .inputs import Inputs
+
+SCHEMA_VERSION = "1.0"
+
+
+class Training(Strict):
+    """Optimisation settings the executor applies as given."""
+
+    learning_rate: float = Field(gt=0, lt=1)
+    """Peak learning rate. LoRA wants ~10x full fine-tuning's (LoRA Without Regret; Biderman 2024)."""
+    lr_scheduler: LRScheduler = "cosine"
+    """Schedule after warmup. QLoRA used constant; Biderman et al. cosine."""
+    warmup_ratio: float = Field(default=0.03, ge=0, le=0.5)
+    """Fraction of steps spent warming up linearly from 0. 0..0.5."""
+    num_epochs: Optional[float] = Field(default=None, gt=0)
+    """Passes over the data; exclusive with max_steps."""
+    max_steps: Optional[int] = Field(default=None, ge=1)
+    """Optimizer steps; exclusive with num_epochs. Wins when both are known to the executor."""
+    per_device_batch_size: int = Field(ge=1)
+    """Sequences per device per forward/backward (micro-batch). Memory grows linearly with it."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Micro-batches accumulated per optimizer step; trades time for memory at the same effective
+    batch."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Gradient clipping threshold (L2). QLoRA used 0.3."""
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    """Decoupled AdamW weight decay."""
+    optimizer: Optimizer = "adamw"
+    """adamw: 8 bytes/param of fp32 state; adamw-8bit: 2 bytes/param; paged-*: bitsandbytes paged
+    states that spill to CPU on CUDA memory spikes (QLoRA §3)."""
+    precision: Precision = "bf16-mixed"
+    """bf16-mixed: fp32 master weights, bf16 compute; bf16: pure bf16 weights and states;
+    fp16-mixed: for cards without bf16 (needs loss scaling); fp32: CPU default."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: keeps ~one layer input per block instead of all
+    activations (Korthikanti et al. 2022), at ~20-33% more compute."""
+    attention: Attention = "sdpa"
+    """eager materialises the b*a*s*s score matrix; sdpa/flash do not."""
+    seq_len: int = Field(ge=16)
+    """Tokens per sequence after any shortening the advisor applied."""
+    seed: int = 1234
+    """Random seed for data order and adapter initialisation."""
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> "Training":
+        if self.num_epochs is None and self.max_steps is None:
+            raise ValueError("set num_epochs or max_steps")
+        return self
+
+
+class LoraSettings(Strict):
+    """LoRA adapter configuration (null for full fine-tuning)."""
+
+    rank: int = Field(ge=1, le=4096)
+    """r: width of the update BA. A knob, not the lever (Biderman 2024; QLoRA §4)."""
+    alpha: float = Field(gt=0)
+    """Scale numerator: update scaled by alpha/r (or alpha/sqrt(r) with rsLoRA)."""
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    """Dropout on the adapter input. 0.05-0.1 for models up to 13B (QLoRA scripts)."""
+    target_modules: list[str] = Field(min_length=1)
+    """The architecture's module names the adapters wrap (all linear layers by default)."""
+    use_rslora: bool = False
+    """Scale by alpha/sqrt(r) (rank-stabilised LoRA); helps at high ranks."""
+    alpha_convention: str = "alpha = 2r"
+    """How alpha was set, stated so learning rates transfer (alpha and LR trade off)."""
+
+
+class Quantization(Strict):
+    """4-bit storage of the frozen base for QLoRA."""
+
+    bits: Literal[4] = 4
+    """Storage bits per base weight."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """NF4 is the QLoRA recipe; FP4 trails it by about a point of MMLU (QLoRA Table 4)."""
+    double_quant: bool = True
+    """Quantise the quantisation constants too: 4.127 instead of 4.5 bits/param (QLoRA §3)."""
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """Dtype matmuls dequantise into. bf16 on capable cards; fp16 is less stable."""
+
+
+class MemoryBreakdown(Strict):
+    """Predicted peak bytes per device, by component. They sum to per_device_bytes."""
+
+    weights: int = Field(ge=0)
+    """Model weights as stored on the device (after sharding), incl. fp32 master copies."""
+    quantization_constants: int = Field(ge=0)
+    """NF4 block constants (absmax and, with double quantisation, its second level)."""
+    adapter_weights: int = Field(ge=0)
+    """LoRA A and B matrices."""
+    gradients: int = Field(ge=0)
+    """Gradients of the trainable parameters."""
+    optimizer_states: int = Field(ge=0)
+    """Optimizer moments (and fp32 master copies under mixed precision when not in weights)."""
+    activations: int = Field(ge=0)
+    """Tensors saved for backward across all blocks."""
+    logits_and_loss: int = Field(ge=0)
+    """Logits, their fp32 upcast and gradient for the loss."""
+    framework_overhead: int = Field(ge=0)
+    """CUDA context, allocator fragmentation and temporary buffers."""
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, f) for f in type(self).model_fields)
+
+
+class MemoryTerm(Strict):
+    """One itemised line of the estimate with the formula it came from."""
+
+    component: Literal[
+        "weights", "quantization_constants", "adapter_weights", "gradients",
+        "optimizer_states", "activations", "logits_and_loss", "framework_overhead",
+    ]
+    """Which breakdown entry this line adds to."""
+    label: str
+    """What is counted, for people."""
+    bytes: int = Field(ge=0)
+    """Bytes on each device."""
+    formula: str
+    """The arithmetic, with the numbers used."""
+    source: str
+    """Where the formula comes from."""
+
+
+class MemorySettings(Strict):
+    """The settings an estimate was computed under."""
+
+    method: Method
+    """Method estimated."""
+    precision: Precision
+    """Training precision."""
+    optimizer: Optimizer
+    """Optimizer."""
+    gradient_checkpointing: bool
+    """Activation recomputation on/off."""
+    attention: Attention
+    """Attention implementation."""
+    micro_batch: int = Field(ge=1)
+    """Sequences per device per step."""
+    seq_len: int = Field(ge=1)
+    """Tokens per sequence."""
+    lora_rank: Optional[int] = None
+    """LoRA rank (None for full)."""
+    target_modules: Optional[list[str]] = None
+    """LoRA targets (None for full)."""
+    strategy: Strategy = "none"
+    """How state is spread over devices."""
+    num_devices: int = Field(default=1, ge=1)
+    """Devices sharing the model under the strategy."""
+    cpu_offload: bool = False
+    """Whether optimizer states and parameters are offloaded to host memory (ZeRO-Offload/FSDP)."""
+
+
+class MemoryEstimate(Strict):
+    """Predicted peak memory on each device for one method and its settings."""
+
+    method: Method
+    """Method estimated."""
+    per_device_bytes: int = Field(ge=0)
+    """Predicted peak on each device, everything included."""
+    device_capacity_bytes: int = Field(gt=0)
+    """Memory of one device."""
+    usable_bytes: int = Field(gt=0)
+    """Capacity less the stated headroom; the fit test compares against this."""
+    fits: bool
+    """per_device_bytes <= usable_bytes."""
+    headroom_bytes: int
+    """device_capacity_bytes - per_device_bytes (negative when it does not fit)."""
+    headroom_fraction: float = Field(ge=0, lt=1)
+    """Share of capacity kept free for fragmentation and spikes."""
+    breakdown: MemoryBreakdown
+    """Bytes by component."""
+    terms: list[MemoryTerm]
+    """Itemised lines with formulas and sources."""
+    settings: MemorySettings
+    """Settings the estimate assumes."""
+    trainable_params: int = Field(ge=0)
+    """Trainable parameter count."""
+    calibration_factor: Optional[float] = None
+    """Multiplier applied from `tuneplan calibrate`, when --calibrated."""
+
+
+class Alternative(Strict):
+    """A method the advisor did not choose, priced under its own best settings."""
+
+    method: Method
+    """The other method."""
+    per_device_bytes: int = Field(ge=0)
+    """Its predicted peak per device."""
+    fits: bool
+    """Whether it fits the device."""
+    reason: str
+    """Why it was not chosen."""
+    estimate: MemoryEstimate
+    """Its full itemised estimate."""
+
+
+class Distributed(Strict):
+    """How the run spreads over processes."""
+
+    num_processes: int = Field(default=1, ge=1)
+    """Total processes (devices) across all nodes."""
+    strategy: Strategy = "none"
+    """none: one device; ddp: replicas; deepspeed-zero2: shard optimizer+gradients; fsdp /
+    deepspeed-zero3: shard parameters, gradients and optimizer states."""
+    num_nodes: int = Field(default=1, ge=1)
+    """Machines."""
+    cpu_offload: bool = False
+    """Offload parameters/optimizer states to host memory."""
+
+
+class Decision(Strict):
+    """One rule that fired, in order."""
+
+    rule: str
+    """Rule id, e.g. "TP010"."""
+    name: str
+    """Rule name, kebab-case."""
+    message: str
+    """What the rule decided and why, with the numbers."""
+    source: str
+    """Paper/section or document the rule rests on."""
+
+
+class DataSpec(Strict):
+    """Datasets the executor reads; null until known."""
+
+    train_path: Optional[str] = None
+    """Training data file (JSONL, JSON, CSV or Parquet)."""
+    eval_path: Optional[str] = None
+    """In-domain eval file; carved off the training data when absent."""
+    probe_path: Optional[str] = None
+    """General-text forgetting probe; the built-in probe when absent."""
+    eval_fraction: float = Field(default=0.1, gt=0, lt=1)
+    """Share of training rows held out when eval_path is absent."""
+    skip_bad_rows: bool = False
+    """Skip (and count) malformed rows instead of failing with file:line."""
+
+
+class Plan(Strict):
+    """A complete, validated fine-tuning plan."""
+
+    schema_version: str = SCHEMA_VERSION
+    """Version of this schema."""
+    tuneplan_version: str
+    """tuneplan release that wrote the plan."""
+    method: Method
+    """Chosen method."""
+    feasible: bool
+    """False when nothing fits; `ways_out` then says what would."""
+    training: Training
+    """Optimisation settings."""
+    lora: Optional[LoraSettings]
+    """Adapter settings; null for full fine-tuning."""
+    quantization: Optional[Quantization]
+    """4-bit base settings for QLoRA; null otherwise."""
+    memory: MemoryEstimate
+    """Prediction for the chosen method."""
+    alternatives: list[Alternative]
+    """The other methods, each priced and with the reason it was not chosen."""
+    distributed: Distributed = Field(default_factory=Distributed)
+    """Process layout."""
+    decisions: list[Decision]
+    """Every rule that fired, in order."""
+    warnings: list[str] = Field(default_factory=list)
+    """Things the user should know (disagreements with pins, capacity ceilings, …)."""
+    ways_out: list[str] = Field(default_factory=list)
+    """When infeasible: concrete changes that would make a plan fit."""
+    inputs: Inputs
+    """What the plan was computed from."""
+    data: Optional[DataSpec] = None
+    """Datasets; filled by the user or the executor."""
+    trust_remote_code: bool = False
+    """Allow model repositories to run their own Python. Off unless the user turns it on."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Plan":
+        problems = []
+        if self.method == "full" and self.lora is not None:
+            problems.append("lora must be null when method is 'full'")
+        if self.method in ("lora", "qlora") and self.lora is None:
+            problems.append(f"lora settings are required when method is '{self.method}'")
+        if self.method == "qlora" and self.quantization is None:
+            problems.append("quantization is required when method is 'qlora'")
+        if self.method != "qlora" and self.quantization is not None:
+            problems.append("quantization must be null unless method is 'qlora'")
+        if self.memory.method != self.method:
+            problems.append("memory.method must equal method")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
