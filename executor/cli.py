@@ -1,0 +1,464 @@
+"""The executor's subcommands: ``tuneplan run``, ``tuneplan runs [ingest]``, ``tuneplan sql`` and
+``tuneplan merge``.
+
+Wiring: the root command (advisor/cli.py) calls :func:`register` with its subparsers object.
+``register`` sets a ``func`` default on every subparser; the root then calls ``args.func(args)``,
+which returns the process exit code (or calls :func:`dispatch`, which does exactly that).
+
+Exit codes: 0 success; 1 the run or the store failed (locked database, training error);
+2 bad input (an InputError, a refused or invalid SQL statement, a missing database for
+``sql``); 130 interrupted.
+
+Only argparse (and the standard library) is imported at module level so ``tuneplan --help`` stays
+fast: torch, DuckDB and rich are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "dispatch"]
+
+GIB = 1024**3
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+_DB_HELP = "run database (default: $TUNEPLAN_DB or ./.tuneplan/runs.duckdb)"
+
+
+def register(subparsers: "argparse._SubParsersAction") -> None:
+    """Add the executor's subcommands (run, runs [ingest], sql, merge) to the root command's
+    subparsers. Each subparser gets a ``func`` default: the root calls ``args.func(args)`` and
+    exits with the int it returns."""
+    # run ------------------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "run",
+        help="execute a plan.json and record what it measured",
+        description="Train as plan.json says, measure peak memory, learning (in-domain eval "
+        "loss before/after), forgetting (general-text probe loss before/after) and speed, and "
+        "record the run in the run database. Exit 0 succeeded, 1 failed, 2 bad input, "
+        "130 interrupted.",
+    )
+    p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
+    p.add_argument("--data", metavar="PATH", help="training data (JSONL, JSON, CSV or Parquet); "
+                   "overrides plan.data.train_path")
+    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
+    p.add_argument("--output", metavar="DIR", help="parent directory for the run directory")
+    p.add_argument("--max-steps", type=_positive_int, metavar="N",
+                   help="stop after N optimizer steps (smoke tests)")
+    p.add_argument("--model-path", metavar="DIR", help="load the model from this local directory")
+    p.add_argument("--num-processes", type=_positive_int, metavar="N", default=1,
+                   help="processes to launch (more than 1 needs the multi-process launcher)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the launch that would run, without training")
+    p.set_defaults(func=_cmd_run)
+
+    # runs [ingest] --------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "runs",
+        help="list recorded runs: predicted vs measured memory, learning, forgetting, speed",
+        description="List recorded runs, newest first. `tuneplan runs ingest PATH...` rebuilds "
+        "database rows from run directories (result.json, metrics.jsonl).",
+    )
+    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--limit", type=_non_negative_int, metavar="N", help="show the N newest runs")
+    p.set_defaults(func=_cmd_runs)
+    runs_sub = p.add_subparsers(dest="runs_command", metavar="{ingest}")
+    ing = runs_sub.add_parser(
+        "ingest",
+        help="rebuild database rows from run directories",
+        description="Rebuild runs and metrics rows from run directories (result.json, "
+        "metrics.jsonl, plan.json). PATH may be a run directory, its result.json, or a "
+        "directory searched recursively.",
+    )
+    ing.add_argument("paths", metavar="PATH", nargs="+", help="run directory or parent directory")
+    ing.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=_DB_HELP)
+    ing.set_defaults(func=_cmd_ingest)
+
+    # sql ------------------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "sql",
+        help="run a read-only SQL query against the run database",
+        description="Run one read-only statement (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN, PRAGMA "
+        "table_info) against the run database. Tables: runs, metrics; views: run_predictions, "
+        "run_learning, method_summary. Writes are refused (exit 2) and change nothing.",
+    )
+    p.add_argument("query", metavar="QUERY", help='e.g. "SELECT * FROM method_summary"')
+    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="output format (default: table)")
+    p.set_defaults(func=_cmd_sql)
+
+    # merge ----------------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "merge",
+        help="merge a run's LoRA adapter into full weights",
+        description="Merge the adapter saved by a LoRA/QLoRA run into its base model and save "
+        "the merged weights.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `tuneplan run`")
+    p.add_argument("--out", metavar="DIR", help="where to write the merged model")
+    p.set_defaults(func=_cmd_merge)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the handler a parsed command line selected (``args.func``) and return its exit
+    code. Used by tests and by a root command that does not call ``args.func`` itself."""
+    func = getattr(args, "func", None)
+    if func is None:
+        print("error: no command given; see `tuneplan --help`", file=sys.stderr)
+        return 2
+    return int(func(args) or 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    is_tty = hasattr(stream, "isatty") and stream.isatty()
+    return Console(file=stream, width=None if is_tty else 200, soft_wrap=False,
+                   highlight=False)
+
+
+def _gib(value: Any) -> str:
+    """Bytes as GiB: two decimals, three for small runs (under 0.1 GiB)."""
+    if value is None:
+        return "-"
+    gib = value / GIB
+    return f"{gib:.3f}" if 0 < gib < 0.1 else f"{gib:.2f}"
+
+
+def _loss(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _before_after(before: Any, after: Any) -> str:
+    if before is None and after is None:
+        return "-"
+    return f"{_loss(before)}→{_loss(after)}"
+
+
+def _signed_pct(value: Any) -> str:
+    return "" if value is None else f"{value * 100:+.1f}%"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _db_label(db: str | None) -> str:
+    from tuneplan.executor.store import default_db_path
+
+    return str(Path(db).expanduser() if db else default_db_path())
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Hand --num-processes > 1 and --dry-run to tuneplan.executor.launch.launch(plan, args)."""
+    from tuneplan.advisor.errors import InputError
+
+    try:
+        from tuneplan.executor import launch as launch_module
+    except ModuleNotFoundError as exc:
+        if exc.name in ("tuneplan.executor.launch", "tuneplan.executor"):
+            flag = "--dry-run" if args.dry_run else f"--num-processes {args.num_processes}"
+            _err(
+                f"error: {flag}: multi-process launch is not available yet "
+                f"(fix: run on one process without --dry-run, or launch with "
+                f"`accelerate launch` / `torchrun` yourself)"
+            )
+            return 2
+        raise
+    try:
+        code = launch_module.launch(args.plan, args)
+    except InputError as exc:
+        _err(exc.render())
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    return int(code or 0)
+
+
+def _find_run_dir(exc: BaseException, db: str | None, since: float) -> str | None:
+    """Best effort: the run directory of a run that just failed or was interrupted."""
+    for candidate in (getattr(exc, "run_dir", None),
+                      getattr(getattr(exc, "result", None), "run_dir", None)):
+        if candidate:
+            return str(candidate)
+    try:
+        from tuneplan.executor.store import list_runs
+
+        started = datetime.fromtimestamp(since - 1, timezone.utc)
+        for row in list_runs(db, limit=5):
+            text = (row.get("started_at") or "").replace("Z", "+00:00")
+            if text and datetime.fromisoformat(text) >= started:
+                return row.get("run_dir")
+    except Exception:  # noqa: BLE001 - a lookup aid only; the run itself is already recorded
+        return None
+    return None
+
+
+def _print_summary(result: Any) -> None:
+    measured = result.measured.peak_bytes if result.measured else None
+    print(f"run {result.run_id} {result.status}")
+    print(f"  dir        {result.run_dir}")
+    line = f"  peak       predicted {_gib(result.predicted_peak_bytes)} GiB, measured " \
+           f"{_gib(measured)} GiB"
+    if measured:
+        err = (result.predicted_peak_bytes - measured) / measured
+        line += f" (prediction {_signed_pct(err)})"
+    if result.measured:
+        line += f" [{result.measured.device_kind}]"
+    print(line)
+    print(f"  eval loss  {_before_after(result.eval_loss_before, result.eval_loss_after)}")
+    print(f"  probe loss "
+          f"{_before_after(result.forgetting_loss_before, result.forgetting_loss_after)}")
+    speed = "-" if result.tokens_per_second is None else f"{result.tokens_per_second:,.0f}"
+    wall = "" if result.wall_seconds is None else f", {result.wall_seconds:.1f} s wall"
+    print(f"  speed      {speed} tokens/s, {result.steps} steps, {result.tokens} tokens{wall}")
+    for sub in result.substitutions:
+        print(f"  substituted: {sub}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tuneplan.advisor.errors import InputError
+
+    if not Path(args.plan).is_file():
+        _err(InputError.one("PLAN", f"{args.plan}: no such file",
+                            "give the plan.json written by `tuneplan advise`").render())
+        return 2
+    if args.num_processes > 1 or args.dry_run:
+        return _launch(args)
+    try:
+        from tuneplan.executor.runner import run_plan
+    except ModuleNotFoundError as exc:
+        _err(f"error: `tuneplan run` cannot start: module {exc.name!r} is missing "
+             f"(fix: install the training dependencies, e.g. `pip install tuneplan`)")
+        return 1
+    since = time.time()
+    try:
+        result = run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
+                          max_steps=args.max_steps, model_path=args.model_path)
+    except InputError as exc:
+        _err(exc.render())
+        return 2
+    except KeyboardInterrupt as exc:
+        run_dir = _find_run_dir(exc, args.db, since)
+        where = f"; run directory {run_dir}" if run_dir else ""
+        _err(f"interrupted: the run was recorded as interrupted{where}")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the runner recorded the failed run already
+        run_dir = _find_run_dir(exc, args.db, since)
+        _err(f"error: run failed: {type(exc).__name__}: {exc}")
+        if run_dir:
+            _err(f"  run directory: {run_dir} (result.json, metrics.jsonl)")
+        return 1
+    _print_summary(result)
+    return 0 if result.status == "succeeded" else 1
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from tuneplan.executor.store import LIST_KEYS, NoDatabase, StoreError, list_runs
+
+    try:
+        rows = list_runs(args.db, limit=args.limit)
+    except NoDatabase as exc:
+        _err(str(exc))
+        rows = []
+    except StoreError as exc:
+        _err(f"error: {exc}")
+        return 1
+    if args.json:
+        print(json.dumps([{k: _jsonable(r.get(k)) for k in LIST_KEYS} for r in rows], indent=2))
+        return 0
+    _print_runs_table(rows, args.db)
+    return 0
+
+
+def _print_runs_table(rows: list[dict], db: str | None) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"runs in {_db_label(db)}"), title_justify="left")
+    for name, justify in [("id", "left"), ("status", "left"), ("method", "left"),
+                          ("model", "left"), ("procs", "right"),
+                          ("peak GiB pred/meas", "right"), ("err", "right"),
+                          ("eval before→after", "right"), ("probe before→after", "right"),
+                          ("tok/s", "right"), ("wall s", "right")]:
+        table.add_column(name, justify=justify, no_wrap=name != "model")
+    styles = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+    for r in rows:
+        status = r["status"] or "-"
+        table.add_row(
+            escape(r["run_id"]),
+            f"[{styles[status]}]{status}[/]" if status in styles else escape(status),
+            escape(r["method"] or "-"),
+            escape(r["model"] or "-"),
+            str(r["num_processes"] or 1),
+            f"{_gib(r['predicted_peak_bytes'])} / {_gib(r['measured_peak_bytes'])}",
+            _signed_pct(r["memory_error"]) or "-",
+            _before_after(r["eval_loss_before"], r["eval_loss_after"]),
+            _before_after(r["forgetting_loss_before"], r["forgetting_loss_after"]),
+            "-" if r["tokens_per_second"] is None else f"{r['tokens_per_second']:,.0f}",
+            "-" if r["wall_seconds"] is None else f"{r['wall_seconds']:.1f}",
+        )
+    console = _console()
+    console.print(table)
+    if rows:
+        console.print("err = (predicted - measured) / measured; eval = in-domain loss "
+                      "(lower is learning); probe = general-text loss (higher is forgetting)")
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from tuneplan.advisor.errors import InputError
+    from tuneplan.executor.store import StoreError, ingest
+
+    try:
+        ids = ingest(args.db, args.paths)
+    except InputError as exc:
+        _err(exc.render())
+        return 2
+    except StoreError as exc:
+        _err(f"error: {exc}")
+        return 1
+    print(f"ingested {len(ids)} run{'s' if len(ids) != 1 else ''} into {_db_label(args.db)}")
+    for run_id in ids:
+        print(f"  {run_id}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# sql
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from tuneplan.executor.store import NoDatabase, QueryError, StoreError, query
+
+    try:
+        columns, rows = query(args.db, args.query)
+    except (QueryError, NoDatabase) as exc:
+        _err(f"error: {exc}")
+        return 2
+    except StoreError as exc:
+        _err(f"error: {exc}")
+        return 1
+    if args.format == "json":
+        print(json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows],
+                         indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_csv_cell(v) for v in row])
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table()
+        for c in columns:
+            table.add_column(escape(c), overflow="fold")
+        for row in rows:
+            table.add_row(*("" if v is None else escape(str(_jsonable(v))) for v in row))
+        console = _console()
+        console.print(table)
+        console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
+    return 0
+
+
+def _csv_cell(value: Any) -> Any:
+    value = _jsonable(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return "" if value is None else value
+
+
+# --------------------------------------------------------------------------------------------
+# merge
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from tuneplan.advisor.errors import InputError
+
+    if not Path(args.run_dir).is_dir():
+        _err(InputError.one("RUN_DIR", f"{args.run_dir}: no such directory",
+                            "give a run directory written by `tuneplan run`").render())
+        return 2
+    try:
+        from tuneplan.executor.merge import merge_run
+    except ModuleNotFoundError as exc:
+        _err(f"error: `tuneplan merge` cannot start: module {exc.name!r} is missing")
+        return 1
+    try:
+        out = merge_run(args.run_dir, args.out) if args.out is not None else merge_run(args.run_dir)
+    except InputError as exc:
+        _err(exc.render())
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - report and exit 1
+        _err(f"error: merge failed: {type(exc).__name__}: {exc}")
+        return 1
+    if out is not None:
+        print(f"merged model written to {out}")
+    return 0

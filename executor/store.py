@@ -1,0 +1,832 @@
+"""The run store: one DuckDB file that holds every run's promise next to what it measured.
+
+Layout
+------
+``runs``      one row per run (``run_id`` primary key): the plan (hash and JSON), predicted and
+              measured peak memory by component, eval/probe losses before and after, throughput,
+              artefact, substitutions, library versions.
+``metrics``   one row per logged optimizer step (``run_id, step`` primary key).
+``run_predictions``, ``run_learning``, ``method_summary``
+              views for the obvious questions: how wrong was the memory prediction (signed
+              relative error ``(predicted - measured) / measured``), how much did a run learn
+              (``eval_loss_before - eval_loss_after``) and forget (``forgetting_loss_after -
+              forgetting_loss_before``), and per method and model, on average.
+``schema_migrations``
+              ``(version, applied_at)``: which entries of :data:`MIGRATIONS` have been applied.
+              :func:`connect` applies the missing ones, each in its own transaction.
+
+Never lose a run: the executor writes ``result.json`` (and ``metrics.jsonl``) into the run
+directory before calling :func:`record`; when the database cannot be written (another process
+holds DuckDB's single-writer lock, the disk is read-only) :func:`record` raises
+:class:`StoreError` and ``tuneplan runs ingest RUN_DIR`` rebuilds the rows later from those
+files alone (:func:`ingest`).
+
+Pooling runs across people: :func:`record` also writes ``<run_dir>/run.parquet`` and
+``<run_dir>/metrics.parquet`` once a run has finished, so
+``SELECT * FROM read_parquet('runs/*/run.parquet')`` works without any shared database.
+
+This module imports DuckDB, never torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Union
+
+import duckdb
+
+from tuneplan.schemas.run import RunResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from duckdb import DuckDBPyConnection
+
+__all__ = [
+    "StoreError",
+    "DatabaseLocked",
+    "NoDatabase",
+    "QueryError",
+    "QueryRefused",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "RUN_COLUMNS",
+    "LIST_KEYS",
+    "default_db_path",
+    "connect",
+    "migrate",
+    "schema_version",
+    "record",
+    "ingest",
+    "find_run_dirs",
+    "read_metrics_jsonl",
+    "list_runs",
+    "query",
+    "check_read_only_sql",
+]
+
+DBPath = Union[str, Path, None]
+
+ENV_DB = "TUNEPLAN_DB"
+"""Environment variable that overrides the default database path."""
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class StoreError(Exception):
+    """The run store could not do what was asked; the message says why and what to do."""
+
+
+class DatabaseLocked(StoreError):
+    """Another process holds DuckDB's lock on the database file."""
+
+
+class NoDatabase(StoreError):
+    """A read was asked of a database file that does not exist yet (no runs recorded)."""
+
+
+class QueryError(StoreError):
+    """A query given to :func:`query` is invalid (syntax error, unknown table or column)."""
+
+
+class QueryRefused(QueryError):
+    """A statement given to :func:`query` could change something; only reads are allowed."""
+
+
+# --------------------------------------------------------------------------------------------
+# Schema and migrations
+
+RUN_COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "VARCHAR PRIMARY KEY"),
+    ("plan_hash", "VARCHAR"),
+    ("plan_json", "JSON"),
+    ("method", "VARCHAR"),
+    ("model", "VARCHAR"),
+    ("hardware", "VARCHAR"),
+    ("device_kind", "VARCHAR"),
+    ("status", "VARCHAR NOT NULL"),
+    ("error", "VARCHAR"),
+    ("started_at", "TIMESTAMP"),
+    ("finished_at", "TIMESTAMP"),
+    ("predicted_peak_bytes", "BIGINT"),
+    ("predicted_fits", "BOOLEAN"),
+    ("measured_peak_bytes", "BIGINT"),
+    ("params_bytes", "BIGINT"),
+    ("grads_bytes", "BIGINT"),
+    ("optimizer_bytes", "BIGINT"),
+    ("saved_tensors_peak_bytes", "BIGINT"),
+    ("cuda_max_allocated_bytes", "BIGINT"),
+    ("cuda_max_reserved_bytes", "BIGINT"),
+    ("rss_peak_bytes", "BIGINT"),
+    ("eval_loss_before", "DOUBLE"),
+    ("eval_loss_after", "DOUBLE"),
+    ("forgetting_loss_before", "DOUBLE"),
+    ("forgetting_loss_after", "DOUBLE"),
+    ("forgetting_tolerance", "VARCHAR"),
+    ("domain_distance", "VARCHAR"),
+    ("steps", "BIGINT"),
+    ("tokens", "BIGINT"),
+    ("tokens_per_second", "DOUBLE"),
+    ("wall_seconds", "DOUBLE"),
+    ("trainable_params", "BIGINT"),
+    ("total_params", "BIGINT"),
+    ("artifact_path", "VARCHAR"),
+    ("artifact_bytes", "BIGINT"),
+    ("substitutions", "VARCHAR[]"),
+    ("versions", "JSON"),
+    ("trust_remote_code", "BOOLEAN"),
+    ("num_processes", "INTEGER"),
+    ("strategy", "VARCHAR"),
+    ("run_dir", "VARCHAR"),
+    ("data_path", "VARCHAR"),
+    ("tuneplan_version", "VARCHAR"),
+    ("result_json", "JSON"),
+    ("recorded_at", "TIMESTAMP"),
+]
+"""Columns of ``runs`` in order. ``result_json`` keeps the whole result.json so nothing is lost
+when the schema grows; ``recorded_at`` is when the row was last written (UTC)."""
+
+METRIC_COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "VARCHAR NOT NULL"),
+    ("step", "BIGINT NOT NULL"),
+    ("loss", "DOUBLE"),
+    ("lr", "DOUBLE"),
+    ("grad_norm", "DOUBLE"),
+    ("tokens", "BIGINT"),
+    ("elapsed_s", "DOUBLE"),
+]
+"""Columns of ``metrics`` in order; primary key (run_id, step)."""
+
+_V1_TABLES = (
+    "CREATE TABLE IF NOT EXISTS runs (\n    "
+    + ",\n    ".join(f"{name} {kind}" for name, kind in RUN_COLUMNS)
+    + "\n);\n"
+    "CREATE TABLE IF NOT EXISTS metrics (\n    "
+    + ",\n    ".join(f"{name} {kind}" for name, kind in METRIC_COLUMNS)
+    + ",\n    PRIMARY KEY (run_id, step)\n);\n"
+)
+
+_V2_VIEWS = """
+CREATE OR REPLACE VIEW run_predictions AS
+SELECT
+    run_id, method, model, status, device_kind, num_processes, strategy,
+    predicted_peak_bytes, measured_peak_bytes, predicted_fits,
+    predicted_peak_bytes - measured_peak_bytes AS error_bytes,
+    CASE WHEN measured_peak_bytes > 0
+         THEN (predicted_peak_bytes - measured_peak_bytes)::DOUBLE / measured_peak_bytes
+    END AS relative_error
+FROM runs;
+
+CREATE OR REPLACE VIEW run_learning AS
+SELECT
+    run_id, method, model, status, domain_distance, forgetting_tolerance,
+    eval_loss_before, eval_loss_after,
+    eval_loss_before - eval_loss_after AS learning,
+    forgetting_loss_before, forgetting_loss_after,
+    forgetting_loss_after - forgetting_loss_before AS forgetting,
+    steps, tokens
+FROM runs;
+
+CREATE OR REPLACE VIEW method_summary AS
+SELECT
+    r.method, r.model,
+    count(*) AS runs,
+    count(*) FILTER (WHERE r.status = 'succeeded') AS succeeded,
+    avg(p.relative_error) FILTER (WHERE r.status = 'succeeded') AS mean_memory_error,
+    avg(abs(p.relative_error)) FILTER (WHERE r.status = 'succeeded') AS mean_abs_memory_error,
+    avg(l.learning) FILTER (WHERE r.status = 'succeeded') AS mean_learning,
+    avg(l.forgetting) FILTER (WHERE r.status = 'succeeded') AS mean_forgetting,
+    avg(r.tokens_per_second) FILTER (WHERE r.status = 'succeeded') AS mean_tokens_per_second
+FROM runs r
+JOIN run_predictions p USING (run_id)
+JOIN run_learning l USING (run_id)
+GROUP BY r.method, r.model;
+"""
+
+Migration = tuple[int, str, Union[str, Callable[["DuckDBPyConnection"], None]]]
+
+MIGRATIONS: list[Migration] = [
+    (1, "runs and metrics tables", _V1_TABLES),
+    (2, "run_predictions, run_learning and method_summary views "
+        "(means over succeeded runs)", _V2_VIEWS),
+]
+"""Ordered migrations: (version, description, SQL script or function of a connection).
+Append only; never edit an applied one."""
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+"""The schema version this code writes."""
+
+LIST_KEYS: list[str] = [
+    "run_id", "status", "method", "model", "hardware", "device_kind", "num_processes",
+    "strategy", "started_at", "finished_at", "predicted_peak_bytes", "predicted_fits",
+    "measured_peak_bytes", "memory_error", "eval_loss_before", "eval_loss_after", "learning",
+    "forgetting_loss_before", "forgetting_loss_after", "forgetting", "steps", "tokens",
+    "tokens_per_second", "wall_seconds", "run_dir", "error",
+]
+"""Keys of each dict :func:`list_runs` returns. ``memory_error`` is the signed relative error
+(predicted - measured) / measured; ``learning`` and ``forgetting`` as in the views."""
+
+
+def default_db_path() -> Path:
+    """The database used when none is given: ``$TUNEPLAN_DB``, else ``./.tuneplan/runs.duckdb``
+    relative to the current directory."""
+    env = os.environ.get(ENV_DB)
+    if env:
+        return Path(env).expanduser()
+    return Path.cwd() / ".tuneplan" / "runs.duckdb"
+
+
+def _resolve(db: DBPath) -> Path:
+    return default_db_path() if db is None or str(db) == "" else Path(db).expanduser()
+
+
+def _open_error(path: Path, exc: Exception, *, writing: bool) -> StoreError:
+    text = str(exc)
+    if "lock" in text.lower():
+        what = "record the run" if writing else "read it"
+        return DatabaseLocked(
+            f"run database {path} is locked by another process ({text.splitlines()[0]}); "
+            f"cannot {what} now. Nothing is lost: every run directory keeps result.json and "
+            f"metrics.jsonl. Wait for the other process (a running `tuneplan run`, an open "
+            f"DuckDB shell) to finish, then run `tuneplan runs ingest RUN_DIR --db {path}`, "
+            f"or use another database with --db / ${ENV_DB}."
+        )
+    return StoreError(
+        f"cannot open run database {path}: {text}. Check the path and its permissions, or use "
+        f"another database with --db / ${ENV_DB}."
+    )
+
+
+def connect(db: DBPath = None, *, read_only: bool = False) -> "DuckDBPyConnection":
+    """Open the run database (default :func:`default_db_path`).
+
+    Writable connections create the parent directory and apply missing migrations.
+    Read-only connections change nothing; a missing file raises :class:`NoDatabase`.
+    A file locked by another process raises :class:`DatabaseLocked`; other failures
+    :class:`StoreError`.
+    """
+    if db is not None and str(db) == ":memory:":
+        con = duckdb.connect(":memory:")
+        if not read_only:
+            migrate(con)
+        return con
+    path = _resolve(db)
+    if read_only:
+        if not path.exists():
+            raise NoDatabase(
+                f"no runs yet: the run database {path} does not exist. Record runs with "
+                f"`tuneplan run PLAN` or rebuild them with `tuneplan runs ingest RUN_DIR`, or "
+                f"point --db / ${ENV_DB} at an existing database."
+            )
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the directory for run database {path}: {exc}. "
+                f"Use another database with --db / ${ENV_DB}."
+            ) from exc
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as exc:
+        raise _open_error(path, exc, writing=not read_only) from exc
+    if not read_only:
+        try:
+            migrate(con)
+        except BaseException:
+            con.close()
+            raise
+    return con
+
+
+def schema_version(con: "DuckDBPyConnection") -> int:
+    """The highest applied migration version (0 for an empty database)."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = 'schema_migrations' AND table_schema = 'main'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    value = con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+    return int(value or 0)
+
+
+def migrate(con: "DuckDBPyConnection", target: int | None = None) -> list[int]:
+    """Apply the migrations of :data:`MIGRATIONS` not yet recorded in ``schema_migrations``
+    (up to ``target`` when given), each in one transaction. Returns the versions applied;
+    an up-to-date database is left untouched."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+    )
+    done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    applied: list[int] = []
+    for version, description, step in MIGRATIONS:
+        if version in done or (target is not None and version > target):
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if callable(step):
+                step(con)
+            else:
+                con.execute(step)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?)", [version, _utcnow()]
+            )
+            con.execute("COMMIT")
+        except Exception as exc:
+            con.execute("ROLLBACK")
+            raise StoreError(
+                f"run database migration {version} ({description}) failed: {exc}"
+            ) from exc
+        applied.append(version)
+    return applied
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    """ISO-8601 text -> naive UTC datetime (None when absent or unparsable; the original text
+    stays in result_json)."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _read_plan_json(run_dir: Path) -> str | None:
+    """The run directory's plan.json as compact JSON text, or None if missing or unreadable."""
+    path = run_dir / "plan.json"
+    try:
+        return json.dumps(json.loads(path.read_text(encoding="utf-8")), separators=(",", ":"))
+    except (OSError, ValueError):
+        return None
+
+
+def _row(result: RunResult, plan_json: str | None, run_dir: str | None = None) -> dict[str, Any]:
+    """The ``runs`` row for a result, as a column -> value dict in RUN_COLUMNS order."""
+    m = result.measured
+    tuneplan_version = result.versions.get("tuneplan")
+    if tuneplan_version is None and plan_json:
+        try:
+            tuneplan_version = json.loads(plan_json).get("tuneplan_version")
+        except (ValueError, AttributeError):
+            tuneplan_version = None
+    row = {
+        "run_id": result.run_id,
+        "plan_hash": result.plan_hash,
+        "plan_json": plan_json,
+        "method": result.method,
+        "model": result.model,
+        "hardware": result.hardware,
+        "device_kind": m.device_kind if m else None,
+        "status": result.status,
+        "error": result.error,
+        "started_at": _timestamp(result.started_at),
+        "finished_at": _timestamp(result.finished_at),
+        "predicted_peak_bytes": result.predicted_peak_bytes,
+        "predicted_fits": result.predicted_fits,
+        "measured_peak_bytes": m.peak_bytes if m else None,
+        "params_bytes": m.params_bytes if m else None,
+        "grads_bytes": m.grads_bytes if m else None,
+        "optimizer_bytes": m.optimizer_bytes if m else None,
+        "saved_tensors_peak_bytes": m.saved_tensors_peak_bytes if m else None,
+        "cuda_max_allocated_bytes": m.cuda_max_allocated_bytes if m else None,
+        "cuda_max_reserved_bytes": m.cuda_max_reserved_bytes if m else None,
+        "rss_peak_bytes": m.rss_peak_bytes if m else None,
+        "eval_loss_before": result.eval_loss_before,
+        "eval_loss_after": result.eval_loss_after,
+        "forgetting_loss_before": result.forgetting_loss_before,
+        "forgetting_loss_after": result.forgetting_loss_after,
+        "forgetting_tolerance": result.forgetting_tolerance,
+        "domain_distance": result.domain_distance,
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "tokens_per_second": result.tokens_per_second,
+        "wall_seconds": result.wall_seconds,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "artifact_path": result.artifact_path,
+        "artifact_bytes": result.artifact_bytes,
+        "substitutions": list(result.substitutions),
+        "versions": json.dumps(result.versions, sort_keys=True),
+        "trust_remote_code": result.trust_remote_code,
+        "num_processes": result.num_processes,
+        "strategy": result.strategy,
+        "run_dir": run_dir if run_dir is not None else result.run_dir,
+        "data_path": result.data_path,
+        "tuneplan_version": tuneplan_version,
+        "result_json": result.model_dump_json(),
+        "recorded_at": _utcnow(),
+    }
+    assert list(row) == [c for c, _ in RUN_COLUMNS]
+    return row
+
+
+_CASTS = {name: kind.split()[0] for name, kind in RUN_COLUMNS}
+_UPSERT_SQL = (
+    "INSERT INTO runs ("
+    + ", ".join(c for c, _ in RUN_COLUMNS)
+    + ") VALUES ("
+    + ", ".join(f"?::{_CASTS[c]}" for c, _ in RUN_COLUMNS)
+    + ") ON CONFLICT (run_id) DO UPDATE SET "
+    + ", ".join(
+        # A later write without plan.json must not erase the plan recorded at run start.
+        f"{c} = coalesce(excluded.{c}, runs.{c})" if c == "plan_json" else f"{c} = excluded.{c}"
+        for c, _ in RUN_COLUMNS
+        if c != "run_id"
+    )
+)
+
+
+def _upsert_run(con: "DuckDBPyConnection", row: dict[str, Any]) -> None:
+    con.execute(_UPSERT_SQL, list(row.values()))
+
+
+def _num(value: Any, kind: type) -> Any:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if kind is int and isinstance(value, float) and not math.isfinite(value):
+        return None
+    return number
+
+
+def _metric_columns(metrics: Iterable[dict]) -> list[list[Any]]:
+    """Metrics dicts -> column lists (step, loss, lr, grad_norm, tokens, elapsed_s).
+    Rows without an integer step are skipped; a repeated step keeps its last row."""
+    by_step: dict[int, dict] = {}
+    for item in metrics:
+        if not isinstance(item, dict):
+            continue
+        step = item.get("step")
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)
+        if not isinstance(step, int) or isinstance(step, bool):
+            continue
+        by_step[step] = item
+    steps = sorted(by_step)
+    return [
+        steps,
+        [_num(by_step[s].get("loss"), float) for s in steps],
+        [_num(by_step[s].get("lr"), float) for s in steps],
+        [_num(by_step[s].get("grad_norm"), float) for s in steps],
+        [_num(by_step[s].get("tokens"), int) for s in steps],
+        [_num(by_step[s].get("elapsed_s"), float) for s in steps],
+    ]
+
+
+def _replace_metrics(con: "DuckDBPyConnection", run_id: str, metrics: Iterable[dict]) -> int:
+    cols = _metric_columns(metrics)
+    con.execute("DELETE FROM metrics WHERE run_id = ?", [run_id])
+    if not cols[0]:
+        return 0
+    con.execute(
+        "INSERT INTO metrics SELECT ?, unnest(?::BIGINT[]), unnest(?::DOUBLE[]), "
+        "unnest(?::DOUBLE[]), unnest(?::DOUBLE[]), unnest(?::BIGINT[]), unnest(?::DOUBLE[])",
+        [run_id, *cols],
+    )
+    return len(cols[0])
+
+
+def read_metrics_jsonl(path: str | Path) -> list[dict]:
+    """Read a metrics.jsonl file: one JSON object per line. Blank and unparsable lines (such as
+    a last line cut short by a killed process) are skipped; a missing file gives []."""
+    out: list[dict] = []
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        return out
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    with handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                out.append(item)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Parquet
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _copy_parquet(con: "DuckDBPyConnection", select_sql: str, target: Path) -> None:
+    """COPY a query to a parquet file atomically (write a temporary file, then rename)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        con.execute(f"COPY ({select_sql}) TO {_sql_literal(str(tmp))} (FORMAT parquet)")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_parquet(con: "DuckDBPyConnection", run_id: str, run_dir: Path) -> None:
+    rid = _sql_literal(run_id)
+    try:
+        _copy_parquet(con, f"SELECT * FROM runs WHERE run_id = {rid}", run_dir / "run.parquet")
+        _copy_parquet(
+            con,
+            f"SELECT * FROM metrics WHERE run_id = {rid} ORDER BY step",
+            run_dir / "metrics.parquet",
+        )
+    except (duckdb.Error, OSError) as exc:
+        raise StoreError(
+            f"run {run_id} is in the database, but writing {run_dir}/run.parquet or "
+            f"metrics.parquet failed: {exc}"
+        ) from exc
+
+
+def _write_parquet_standalone(row: dict[str, Any], metrics: list[dict] | None,
+                              run_dir: Path) -> None:
+    """Write the parquet files from an in-memory database (used when the real one is locked),
+    so the run can still be pooled with read_parquet."""
+    if metrics is None:
+        metrics = read_metrics_jsonl(run_dir / "metrics.jsonl")
+    con = connect(":memory:")
+    try:
+        _upsert_run(con, row)
+        _replace_metrics(con, row["run_id"], metrics)
+        _write_parquet(con, row["run_id"], run_dir)
+    finally:
+        con.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Public writes
+
+
+def record(db: DBPath, result: RunResult, metrics: list[dict] | None = None) -> None:
+    """Insert or update the ``runs`` row of ``result`` (keyed by run_id).
+
+    Called at run start (status "running") and at the end. When ``metrics`` is given (dicts with
+    step, loss, lr, grad_norm, tokens, elapsed_s) the run's ``metrics`` rows are replaced by
+    them. The plan JSON is read from ``<run_dir>/plan.json`` when present. Once the run has
+    ended (status other than "running") and its directory exists, ``run.parquet`` and
+    ``metrics.parquet`` are written into it.
+
+    Raises :class:`DatabaseLocked` (a :class:`StoreError`) when another process holds the
+    database, :class:`StoreError` when it cannot be written; the parquet files are still
+    written in that case, and ``tuneplan runs ingest RUN_DIR`` rebuilds the row later.
+    """
+    run_dir = Path(result.run_dir)
+    row = _row(result, _read_plan_json(run_dir))
+    final = result.status != "running" and run_dir.is_dir()
+    try:
+        con = connect(db)
+    except StoreError:
+        if final:
+            try:
+                _write_parquet_standalone(row, metrics, run_dir)
+            except StoreError:
+                pass  # the database error is the one to report
+        raise
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _upsert_run(con, row)
+            if metrics is not None:
+                _replace_metrics(con, result.run_id, metrics)
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise StoreError(
+                f"could not record run {result.run_id} in {_resolve(db)}: {exc}. The run "
+                f"directory {run_dir} keeps result.json; `tuneplan runs ingest {run_dir}` "
+                f"rebuilds the row."
+            ) from exc
+        if final:
+            _write_parquet(con, result.run_id, run_dir)
+    finally:
+        con.close()
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories (those holding result.json) under the given paths: a run directory
+    itself, its result.json, or any parent directory searched recursively. Sorted and
+    de-duplicated. Raises InputError naming every path that does not exist or holds no run."""
+    from tuneplan.advisor.errors import InputError
+
+    dirs, problems = _find_run_dirs(paths)
+    if problems:
+        raise InputError(problems)
+    return dirs
+
+
+def _find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list]:
+    from tuneplan.advisor.errors import Problem
+
+    found: dict[Path, None] = {}
+    problems: list[Problem] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            problems.append(Problem(str(raw), "no such file or directory",
+                                    "give a run directory or a directory that contains runs"))
+            continue
+        if path.is_file():
+            if path.name == "result.json":
+                found[path.parent.resolve()] = None
+            else:
+                problems.append(Problem(str(raw), "not a run directory or result.json",
+                                        "give the run directory that holds result.json"))
+            continue
+        hits = sorted(p.parent.resolve() for p in path.rglob("result.json") if p.is_file())
+        if not hits:
+            problems.append(Problem(str(raw), "no result.json found in or below this directory",
+                                    "give a directory written by `tuneplan run`"))
+        for hit in hits:
+            found[hit] = None
+    return sorted(found), problems
+
+
+def ingest(db: DBPath, paths: list[str | Path]) -> list[str]:
+    """Rebuild ``runs`` and ``metrics`` rows from run directories alone (result.json,
+    metrics.jsonl and plan.json), replacing any existing rows of the same run_ids.
+
+    ``paths`` may be run directories, result.json files, or parent directories (searched
+    recursively). Every result.json is validated first; any problem raises InputError naming
+    each bad path and nothing is written. The row's run_dir is where the files were found.
+    Returns the ingested run_ids in directory order.
+    """
+    from pydantic import ValidationError
+
+    from tuneplan.advisor.errors import InputError, Problem, pydantic_problems
+
+    dirs, problems = _find_run_dirs(paths)
+    loaded: list[tuple[Path, RunResult]] = []
+    for run_dir in dirs:
+        path = run_dir / "result.json"
+        try:
+            loaded.append((run_dir, RunResult.model_validate_json(path.read_text("utf-8"))))
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(exc, prefix=f"{path}:"))
+        except (OSError, ValueError) as exc:
+            problems.append(Problem(str(path), f"cannot read: {exc}",
+                                    "restore the file or leave this directory out"))
+    if problems:
+        raise InputError(problems)
+
+    con = connect(db)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for run_dir, result in loaded:
+                _upsert_run(con, _row(result, _read_plan_json(run_dir), run_dir=str(run_dir)))
+                _replace_metrics(con, result.run_id, read_metrics_jsonl(run_dir / "metrics.jsonl"))
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise StoreError(f"ingest into {_resolve(db)} failed, nothing written: {exc}") from exc
+    finally:
+        con.close()
+    return [result.run_id for _, result in loaded]
+
+
+# --------------------------------------------------------------------------------------------
+# Public reads
+
+
+def list_runs(db: DBPath = None, *, limit: int | None = None) -> list[dict]:
+    """Runs newest first (by started_at, then run_id), as dicts with the keys of
+    :data:`LIST_KEYS`. Timestamps are ISO-8601 strings (UTC). A missing database raises
+    :class:`NoDatabase`."""
+    con = connect(db, read_only=True)
+    try:
+        sql = """
+            SELECT run_id, status, method, model, hardware, device_kind, num_processes,
+                   strategy, started_at, finished_at, predicted_peak_bytes, predicted_fits,
+                   measured_peak_bytes,
+                   CASE WHEN measured_peak_bytes > 0 THEN
+                        (predicted_peak_bytes - measured_peak_bytes)::DOUBLE / measured_peak_bytes
+                   END AS memory_error,
+                   eval_loss_before, eval_loss_after,
+                   eval_loss_before - eval_loss_after AS learning,
+                   forgetting_loss_before, forgetting_loss_after,
+                   forgetting_loss_after - forgetting_loss_before AS forgetting,
+                   steps, tokens, tokens_per_second, wall_seconds, run_dir, error
+            FROM runs
+            ORDER BY started_at DESC NULLS LAST, run_id DESC
+        """
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(int(limit), 0))
+        try:
+            cur = con.execute(sql, params)
+        except duckdb.CatalogException as exc:
+            raise StoreError(
+                f"{_resolve(db)} is not a tuneplan run database (or predates its schema): {exc}"
+            ) from exc
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    finally:
+        con.close()
+    out = []
+    for values in rows:
+        item = dict(zip(names, values))
+        for key in ("started_at", "finished_at"):
+            if isinstance(item[key], datetime):
+                item[key] = item[key].isoformat() + "Z"
+        out.append(item)
+    return out
+
+
+_ALLOWED_PRAGMAS = {"table_info", "show_tables", "show_tables_expanded", "show",
+                    "database_size", "storage_info", "version"}
+_EXPLAIN = re.compile(r"^\s*explain\s+(analyze\s+)?", re.IGNORECASE)
+_PRAGMA = re.compile(r"^\s*pragma\s+([a-z_][a-z0-9_]*)", re.IGNORECASE)
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def check_read_only_sql(sql: str) -> None:
+    """Refuse anything but one read statement: SELECT (incl. WITH, FROM-first, VALUES,
+    DESCRIBE, SHOW, SUMMARIZE), EXPLAIN of such a statement, or a schema PRAGMA such as
+    table_info. Raises :class:`QueryRefused` naming the refused statement type, or
+    :class:`QueryError` for SQL that does not parse."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"invalid SQL: {exc}") from exc
+    if not statements:
+        raise QueryError("no SQL statement given; try `SELECT * FROM runs`")
+    if len(statements) > 1:
+        raise QueryRefused(
+            f"refused: {len(statements)} statements given; tuneplan sql runs exactly one "
+            f"read-only statement"
+        )
+    stmt = statements[0]
+    kind = stmt.type
+    name = getattr(kind, "name", str(kind))
+    if kind == duckdb.StatementType.SELECT:
+        return
+    text = _COMMENTS.sub(" ", stmt.query).strip()
+    if kind == duckdb.StatementType.EXPLAIN:
+        check_read_only_sql(_EXPLAIN.sub("", text, count=1))
+        return
+    if kind == duckdb.StatementType.PRAGMA:
+        match = _PRAGMA.match(text)
+        if match and match.group(1).lower() in _ALLOWED_PRAGMAS:
+            return
+        name = f"PRAGMA {match.group(1) if match else ''}".strip()
+    raise QueryRefused(
+        f"refused: {name} statement; tuneplan sql is read-only and runs only SELECT, WITH, "
+        f"DESCRIBE, SHOW, EXPLAIN or PRAGMA table_info. Nothing was changed."
+    )
+
+
+def query(db: DBPath, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run one read-only SQL statement against the run database and return (column names,
+    rows). The statement is checked up front (:func:`check_read_only_sql`) and the database is
+    opened read-only, so a write is refused with :class:`QueryRefused` and changes nothing.
+    A missing database raises :class:`NoDatabase`; bad SQL :class:`QueryError`."""
+    check_read_only_sql(sql)
+    con = connect(db, read_only=True)
+    try:
+        try:
+            cur = con.execute(sql)
+        except duckdb.InvalidInputException as exc:
+            if "read-only" in str(exc):
+                raise QueryRefused(f"refused: {exc}. Nothing was changed.") from exc
+            raise QueryError(str(exc)) from exc
+        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
+                duckdb.ConversionException) as exc:
+            raise QueryError(str(exc)) from exc
+        except duckdb.Error as exc:
+            raise QueryError(f"query failed: {exc}") from exc
+        if cur.description is None:
+            return [], []
+        columns = [d[0] for d in cur.description]
+        return columns, [tuple(r) for r in cur.fetchall()]
+    finally:
+        con.close()

@@ -1,0 +1,313 @@
+"""The executor's subcommands (run, runs, runs ingest, sql, merge) through register() + dispatch()."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import tuneplan.executor
+from tuneplan.advisor.errors import InputError
+from tuneplan.executor import store
+from tuneplan.executor.cli import dispatch, register
+from tuneplan.schemas.run import MeasuredMemory, RunResult
+
+LIST_KEYS = {
+    "run_id", "status", "method", "model", "num_processes", "predicted_peak_bytes",
+    "measured_peak_bytes", "eval_loss_before", "eval_loss_after", "forgetting_loss_before",
+    "forgetting_loss_after", "tokens_per_second", "wall_seconds",
+}
+
+
+def make_result(run_dir: Path, run_id: str = "r1", status: str = "succeeded",
+                **extra) -> RunResult:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fields = dict(
+        run_id=run_id, status=status, plan_hash="0123456789abcdef", method="lora",
+        model="tiny", hardware="cpu (2 cores)", started_at="2025-01-01T10:00:00Z",
+        finished_at="2025-01-01T10:05:00Z", run_dir=str(run_dir),
+        predicted_peak_bytes=3 * 1024**3,
+        measured=MeasuredMemory(device_kind="cpu", peak_bytes=2 * 1024**3),
+        eval_loss_before=2.5, eval_loss_after=2.0, forgetting_loss_before=3.0,
+        forgetting_loss_after=3.1, steps=10, tokens=4096, tokens_per_second=1234.0,
+        wall_seconds=12.0,
+    )
+    fields.update(extra)
+    return RunResult(**fields)
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="tuneplan")
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    return dispatch(parser.parse_args(list(argv)))
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    path = tmp_path / "runs.duckdb"
+    store.record(path, make_result(tmp_path / "runs" / "r1", "r1"),
+                 [{"step": 1, "loss": 2.4}, {"step": 2, "loss": 2.1}])
+    store.record(path, make_result(tmp_path / "runs" / "r2", "r2", status="failed",
+                                   started_at="2025-01-02T10:00:00Z", measured=None,
+                                   error="RuntimeError: boom"))
+    return path
+
+
+def test_module_import_stays_light():
+    code = ("import sys, tuneplan.executor.cli; "
+            "print(sorted(m for m in ('duckdb', 'torch', 'rich', 'transformers') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_register_sets_func_on_every_subcommand():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    for argv in (["run", "p.json"], ["runs"], ["runs", "ingest", "x"], ["sql", "SELECT 1"],
+                 ["merge", "d"]):
+        assert callable(parser.parse_args(argv).func)
+    assert dispatch(argparse.Namespace()) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+
+
+def test_runs_json_keys_and_order(db, capsys):
+    assert cli("runs", "--db", str(db), "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in rows] == ["r2", "r1"]
+    for r in rows:
+        assert LIST_KEYS <= set(r)
+    assert rows[1]["memory_error"] == pytest.approx(0.5)
+    assert rows[0]["status"] == "failed" and rows[0]["error"] == "RuntimeError: boom"
+    assert cli("runs", "--db", str(db), "--json", "--limit", "1") == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == ["r2"]
+
+
+def test_runs_table(db, capsys):
+    assert cli("runs", "--db", str(db)) == 0
+    out = capsys.readouterr().out
+    for text in ("r1", "r2", "succeeded", "failed", "lora", "3.00 / 2.00", "+50.0%",
+                 "2.500→2.000", "3.000→3.100", "1,234", "12.0"):
+        assert text in out
+
+
+def test_runs_missing_db_is_empty_not_an_error(tmp_path, capsys):
+    missing = tmp_path / "nope" / "runs.duckdb"
+    assert cli("runs", "--db", str(missing), "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == []
+    assert "no runs yet" in captured.err and str(missing) in captured.err
+    assert cli("runs", "--db", str(missing)) == 0
+    assert "no runs yet" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_runs_ingest(tmp_path, capsys):
+    result = make_result(tmp_path / "runs" / "abc", "abc")
+    (tmp_path / "runs" / "abc" / "result.json").write_text(result.model_dump_json())
+    (tmp_path / "runs" / "abc" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    db = tmp_path / "db" / "runs.duckdb"
+    assert cli("runs", "ingest", str(tmp_path / "runs"), "--db", str(db)) == 0
+    out = capsys.readouterr().out
+    assert "ingested 1 run" in out and "abc" in out and str(db) in out
+    # --db before the subcommand works too
+    assert cli("runs", "--db", str(db), "ingest", str(tmp_path / "runs" / "abc")) == 0
+    capsys.readouterr()
+    assert [r["run_id"] for r in store.list_runs(db)] == ["abc"]
+
+    assert cli("runs", "ingest", str(tmp_path / "missing"), "--db", str(db)) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "no such file" in err
+
+
+# --------------------------------------------------------------------------------------------
+# sql
+
+
+def test_sql_formats(db, capsys):
+    query = "SELECT run_id, status, relative_error FROM run_predictions ORDER BY run_id"
+    assert cli("sql", query, "--db", str(db), "--format", "csv") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "run_id,status,relative_error", "r1,succeeded,0.5", "r2,failed,"]
+    assert cli("sql", query, "--db", str(db), "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"run_id": "r1", "status": "succeeded", "relative_error": 0.5},
+        {"run_id": "r2", "status": "failed", "relative_error": None}]
+    assert cli("sql", "SELECT run_id, started_at, substitutions FROM runs ORDER BY 1",
+               "--db", str(db), "--format", "json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0] == {"run_id": "r1", "started_at": "2025-01-01T10:00:00",
+                       "substitutions": []}
+    assert cli("sql", query, "--db", str(db)) == 0
+    out = capsys.readouterr().out
+    assert "relative_error" in out and "r1" in out and "2 rows" in out
+
+
+@pytest.mark.parametrize("sql", ["DELETE FROM runs", "DROP TABLE runs",
+                                 "INSERT INTO metrics VALUES ('r1', 9, 0, 0, 0, 0, 0)",
+                                 "CREATE TABLE x (a INT)", "COPY runs TO 'out.csv'",
+                                 "ATTACH 'other.duckdb'"])
+def test_sql_refuses_writes(db, capsys, sql, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("sql", sql, "--db", str(db)) == 2
+    captured = capsys.readouterr()
+    assert "refused" in captured.err and "read-only" in captured.err
+    assert captured.out == ""
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+    assert con.execute("SELECT count(*) FROM metrics").fetchone() == (2,)
+    con.close()
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
+
+
+def test_sql_missing_db_and_bad_sql_exit_2(tmp_path, db, capsys):
+    missing = tmp_path / "missing.duckdb"
+    assert cli("sql", "SELECT 1", "--db", str(missing)) == 2
+    err = capsys.readouterr().err
+    assert "no runs yet" in err and str(missing) in err
+    assert not missing.exists()
+    assert cli("sql", "SELECT * FROM nope", "--db", str(db)) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# run (with a stand-in runner: the real one trains)
+
+
+@pytest.fixture
+def plan(tmp_path) -> Path:
+    path = tmp_path / "plan.json"
+    path.write_text("{}")
+    return path
+
+
+def fake_runner(monkeypatch, behaviour):
+    calls = []
+
+    def run_plan(plan_path, *, data=None, db=None, output_dir=None, max_steps=None,
+                 progress=None, model_path=None):
+        calls.append(dict(plan_path=plan_path, data=data, db=db, output_dir=output_dir,
+                          max_steps=max_steps, model_path=model_path))
+        return behaviour(db)
+
+    module = types.ModuleType("tuneplan.executor.runner")
+    module.run_plan = run_plan
+    monkeypatch.setitem(sys.modules, "tuneplan.executor.runner", module)
+    return calls
+
+
+def test_run_success_prints_summary(tmp_path, plan, monkeypatch, capsys):
+    result = make_result(tmp_path / "out" / "r9", "r9",
+                         substitutions=["bf16-mixed -> fp32 on CPU"])
+    calls = fake_runner(monkeypatch, lambda db: result)
+    code = cli("run", str(plan), "--data", "d.jsonl", "--db", "x.duckdb", "--output", "out",
+               "--max-steps", "3", "--model-path", "m")
+    assert code == 0
+    assert calls == [dict(plan_path=str(plan), data="d.jsonl", db="x.duckdb",
+                          output_dir="out", max_steps=3, model_path="m")]
+    out = capsys.readouterr().out
+    for text in ("r9", str(tmp_path / "out" / "r9"), "predicted 3.00 GiB", "measured 2.00 GiB",
+                 "+50.0%", "2.500→2.000", "3.000→3.100", "1,234 tokens/s",
+                 "bf16-mixed -> fp32 on CPU"):
+        assert text in out
+
+
+def test_run_input_error_exits_2(plan, monkeypatch, capsys):
+    def bad(db):
+        raise InputError.one("training.learning_rate", "must be < 1", "use 2e-4")
+
+    fake_runner(monkeypatch, bad)
+    assert cli("run", str(plan)) == 2
+    err = capsys.readouterr().err
+    assert "training.learning_rate" in err and "use 2e-4" in err
+
+
+def test_run_missing_plan_exits_2(tmp_path, capsys):
+    assert cli("run", str(tmp_path / "nope.json")) == 2
+    assert "nope.json" in capsys.readouterr().err
+
+
+def test_run_interrupted_exits_130(plan, monkeypatch, capsys):
+    def interrupted(db):
+        raise KeyboardInterrupt
+
+    fake_runner(monkeypatch, interrupted)
+    assert cli("run", str(plan)) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_run_failure_exits_1_and_names_run_dir(tmp_path, plan, monkeypatch, capsys):
+    db = tmp_path / "runs.duckdb"
+    run_dir = tmp_path / "out" / "failed-run"
+
+    def fail(db_arg):
+        from datetime import datetime, timezone
+
+        now = datetime.now(timezone.utc).isoformat()
+        store.record(db_arg, make_result(run_dir, "failed-run", status="failed",
+                                         started_at=now, error="RuntimeError: out of memory"))
+        raise RuntimeError("out of memory")
+
+    fake_runner(monkeypatch, fail)
+    assert cli("run", str(plan), "--db", str(db)) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: out of memory" in err and str(run_dir) in err
+
+
+def test_run_multi_process_without_launcher_exits_2(plan, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tuneplan.executor.launch", None)
+    monkeypatch.delattr(tuneplan.executor, "launch", raising=False)
+    assert cli("run", str(plan), "--num-processes", "2") == 2
+    assert "multi-process launch is not available yet" in capsys.readouterr().err
+    assert cli("run", str(plan), "--dry-run") == 2
+    assert "not available yet" in capsys.readouterr().err
+
+
+def test_run_multi_process_calls_launcher(plan, monkeypatch):
+    seen = []
+    module = types.ModuleType("tuneplan.executor.launch")
+    module.launch = lambda plan_path, args: seen.append((plan_path, args.num_processes)) or 0
+    monkeypatch.setitem(sys.modules, "tuneplan.executor.launch", module)
+    monkeypatch.setattr(tuneplan.executor, "launch", module, raising=False)
+    assert cli("run", str(plan), "--num-processes", "4") == 0
+    assert seen == [(str(plan), 4)]
+
+
+def test_run_rejects_bad_numbers(plan):
+    with pytest.raises(SystemExit) as info:
+        cli("run", str(plan), "--max-steps", "0")
+    assert info.value.code == 2
+
+
+# --------------------------------------------------------------------------------------------
+# merge
+
+
+def test_merge_calls_merge_run(tmp_path, monkeypatch, capsys):
+    seen = []
+    module = types.ModuleType("tuneplan.executor.merge")
+
+    def merge_run(run_dir, out=None):
+        seen.append((run_dir, out))
+        return Path(out or run_dir) / "merged"
+
+    module.merge_run = merge_run
+    monkeypatch.setitem(sys.modules, "tuneplan.executor.merge", module)
+    run_dir = tmp_path / "r1"
+    run_dir.mkdir()
+    assert cli("merge", str(run_dir), "--out", str(tmp_path / "m")) == 0
+    assert seen == [(str(run_dir), str(tmp_path / "m"))]
+    assert str(tmp_path / "m" / "merged") in capsys.readouterr().out
+    assert cli("merge", str(tmp_path / "missing")) == 2
