@@ -1,0 +1,323 @@
+"""run_plan: validate a plan and its inputs, train, measure, and record the run.
+
+Run directory `<output_dir or ./runs>/<run_id>/`:
+  plan.json      the plan as given
+  metrics.jsonl  one JSON object per optimizer step (step, loss, lr, grad_norm, tokens, elapsed_s)
+  result.json    the RunResult, rewritten atomically at start, and at the end whatever happens
+  adapter/       PEFT adapter (lora, qlora) or model/ full weights (full), with the tokenizer
+The run is also recorded in DuckDB through tuneplan.executor.store; when that fails, result.json
+still holds everything and `tuneplan runs ingest` recovers the row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+from pydantic import ValidationError
+
+from tuneplan.advisor.errors import InputError, pydantic_problems
+from tuneplan.schemas import Plan, RunResult, load_plan_dict, tuneplan_version
+
+from . import data as D
+from .models import resolve_model_dir
+
+DEFAULT_OUTPUT_DIR = "runs"
+_VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def plan_hash(plan: Plan) -> str:
+    """sha256 of the canonical plan JSON (sorted keys, compact), first 16 hex digits."""
+    canonical = json.dumps(plan.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_plan(plan: "Plan | str | Path") -> tuple[Plan, Optional[Path], Optional[str]]:
+    """Return (plan, its file or None, the file's text or None); InputError for unreadable/invalid."""
+    if isinstance(plan, Plan):
+        return plan, None, None
+    path = Path(plan).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError.one(str(path), f"cannot read the plan: {exc}",
+                             "pass a plan.json written by `tuneplan advise`") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError.one(f"{path}:{exc.lineno}", f"invalid JSON: {exc.msg}", "fix the JSON syntax") from None
+    if not isinstance(raw, dict):
+        raise InputError.one(str(path), "a plan must be a JSON object", "pass a plan.json written by `tuneplan advise`")
+    try:
+        return load_plan_dict(raw), path, text
+    except ValidationError as exc:
+        raise InputError(pydantic_problems(exc)) from None
+
+
+def _data_file(value: str, where: str, plan_dir: Optional[Path]) -> Path:
+    """A data path as given, or relative to the plan's directory when only that exists."""
+    p = Path(value).expanduser()
+    if not p.exists() and plan_dir is not None and not p.is_absolute() and (plan_dir / p).exists():
+        p = plan_dir / p
+    return D.check_data_path(p, where)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    out["tuneplan"] = tuneplan_version()
+    return out
+
+
+def _write_json_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _record(db: Optional[str], result: RunResult, metrics: list[dict]) -> None:
+    """Land the run in DuckDB; never lose it when the store is missing or fails."""
+    try:
+        from tuneplan.executor import store
+    except ImportError as exc:
+        print(f"warning: run database unavailable ({exc}); run {result.run_id} is saved in "
+              f"{result.run_dir}/result.json and `tuneplan runs ingest` will recover it", file=sys.stderr)
+        return
+    try:
+        store.record(db, result, metrics=metrics)
+    except Exception as exc:  # the run itself is safe in result.json
+        print(f"warning: recording run {result.run_id} in the database failed ({type(exc).__name__}: "
+              f"{exc}); it is saved in {result.run_dir}/result.json and `tuneplan runs ingest` will "
+              "recover it", file=sys.stderr)
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class _Progress:
+    """A rich progress bar on a TTY, plain log lines on stderr otherwise."""
+
+    def __init__(self, total: int, enabled: Optional[bool]):
+        self.total = total
+        self.fancy = sys.stderr.isatty() if enabled is None else enabled
+        self.every = max(1, total // 10)
+        self.tokens = 0
+        self.bar = None
+        if self.fancy:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"), TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.task = self.bar.add_task("train", total=total, loss="-", tps="-")
+            self.bar.start()
+
+    def log(self, text: str) -> None:
+        """A message that does not break the bar."""
+        if self.bar is not None:
+            self.bar.console.print(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def step(self, m: dict) -> None:
+        """Show one optimizer step."""
+        self.tokens += m["tokens"]
+        tps = self.tokens / m["elapsed_s"] if m["elapsed_s"] > 0 else 0.0
+        if self.bar is not None:
+            self.bar.update(self.task, completed=m["step"], loss=f"{m['loss']:.4f}", tps=f"{tps:,.0f}")
+        elif m["step"] % self.every == 0 or m["step"] == self.total:
+            print(f"step {m['step']}/{self.total}  loss {m['loss']:.4f}  lr {m['lr']:.3g}  "
+                  f"grad_norm {m['grad_norm']:.3g}  {tps:,.0f} tok/s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """Stop the bar."""
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optional[str] = None,
+             output_dir: Optional[str] = None, max_steps: Optional[int] = None,
+             progress: Optional[bool] = None, model_path: Optional[str] = None) -> RunResult:
+    """Execute a plan on real weights and return its RunResult.
+
+    Everything is validated before any model is loaded (InputError: plan, data files and rows,
+    model location, --max-steps). Ctrl-C / SIGTERM end the run as "interrupted" and re-raise
+    KeyboardInterrupt; any other exception ends it as "failed" and propagates. In every case
+    result.json and the database row hold the outcome and the metrics so far.
+    """
+    plan_obj, plan_file, plan_text = load_plan(plan)
+    plan_dir = plan_file.parent if plan_file else None
+    spec = plan_obj.data
+    skip_bad = bool(spec and spec.skip_bad_rows)
+    if max_steps is not None and max_steps < 1:
+        raise InputError.one("--max-steps", f"must be at least 1, got {max_steps}", "pass a positive number")
+    train_value = data or (spec.train_path if spec else None)
+    if not train_value:
+        raise InputError.one("data.train_path", "no training data given",
+                             "pass --data PATH or set data.train_path in the plan")
+    where = "--data" if data else "data.train_path"
+    train_path = _data_file(train_value, where, plan_dir)
+    train_read = D.read_rows(train_path, skip_bad_rows=skip_bad, field_name=where)
+    eval_read = None
+    if spec and spec.eval_path:
+        eval_path = _data_file(spec.eval_path, "data.eval_path", plan_dir)
+        eval_read = D.read_rows(eval_path, skip_bad_rows=skip_bad, field_name="data.eval_path")
+    probe = D.probe_text(spec.probe_path if spec else None)
+    if eval_read is None:
+        train_rows, eval_rows = D.split_eval(train_read.rows, spec.eval_fraction if spec else 0.1,
+                                             plan_obj.training.seed)
+    else:
+        train_rows, eval_rows = train_read.rows, eval_read.rows
+    model_dir = resolve_model_dir(plan_obj.inputs.model.name, model_path)
+
+    phash = plan_hash(plan_obj)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    salt = hashlib.sha256(f"{phash}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:6]
+    run_id = f"{stamp}-{salt}"
+    run_dir = Path(output_dir or DEFAULT_OUTPUT_DIR).expanduser() / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "plan.json").write_text(plan_text if plan_text is not None else plan_obj.model_dump_json(indent=2))
+    metrics_file = run_dir / "metrics.jsonl"
+    metrics_file.touch()
+
+    import torch
+
+    from .measure import MemoryMeter, count_params, describe_device
+    from .models import load_model, pick_device
+    from .train import EVAL_MAX_BATCHES, TrainState, evaluate, total_steps, train
+
+    device = pick_device()
+    task = plan_obj.inputs.task
+    result = RunResult(
+        run_id=run_id, status="running", plan_hash=phash, method=plan_obj.method,
+        model=plan_obj.inputs.model.name, hardware=describe_device(device), started_at=_utc_now(),
+        run_dir=str(run_dir.resolve()), predicted_peak_bytes=plan_obj.memory.per_device_bytes,
+        predicted_fits=plan_obj.memory.fits, forgetting_tolerance=task.forgetting_tolerance,
+        domain_distance=task.domain_distance, versions=_versions(),
+        trust_remote_code=plan_obj.trust_remote_code, data_path=str(train_path.resolve()),
+    )
+    substitutions: list[str] = []
+    if train_read.skipped or (eval_read and eval_read.skipped):
+        skipped = train_read.skipped + (eval_read.skipped if eval_read else 0)
+        first = ", ".join(train_read.skipped_where + (eval_read.skipped_where if eval_read else []))
+        substitutions.append(f"data: skipped {skipped} bad rows (skip_bad_rows; first: {first})")
+    result.substitutions = list(substitutions)
+    _write_json_atomic(run_dir / "result.json", result.model_dump_json(indent=2))
+    _record(db, result, [])
+
+    state = TrainState()
+    meter = None
+    bar = None
+    t_wall = time.perf_counter()
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
+    try:
+        from transformers import set_seed
+
+        set_seed(plan_obj.training.seed)
+        loaded = load_model(plan_obj, model_dir, device)
+        substitutions += loaded.substitutions
+        model, tok, t = loaded.model, loaded.tokenizer, plan_obj.training
+        result.trainable_params, result.total_params = count_params(model)
+        train_ex, notes = D.encode_rows(train_rows, tok, t.seq_len)
+        substitutions += [f"data: {n}" for n in notes]
+        if not train_ex:
+            raise InputError.one(where, f"no training row has a trained token within seq_len={t.seq_len}",
+                                 "raise training.seq_len or shorten the prompts")
+        eval_ex, _ = D.encode_rows(eval_rows, tok, t.seq_len)
+        probe_ex = D.probe_examples(tok, t.seq_len, probe)
+        bs = t.per_device_batch_size
+        for name, exs in (("eval", eval_ex), ("probe", probe_ex)):
+            if len(exs) > EVAL_MAX_BATCHES * bs:
+                substitutions.append(f"{name}: loss over the first {EVAL_MAX_BATCHES * bs} of {len(exs)} "
+                                     f"sequences (cap: {EVAL_MAX_BATCHES} batches of {bs})")
+        result.substitutions = list(substitutions)
+
+        def _eval(exs):
+            return evaluate(model, exs, batch_size=bs, pad_id=tok.pad_token_id, device=device,
+                            autocast_dtype=loaded.precision.autocast_dtype)
+
+        steps = total_steps(t, len(train_ex), max_steps)
+        bar = _Progress(steps, progress)
+        bar.log(f"run {run_id}: {plan_obj.method} on {result.model} ({result.hardware}), {steps} steps, "
+                f"{len(train_ex)} train / {len(eval_ex)} eval sequences")
+        result.eval_loss_before = _eval(eval_ex)
+        result.forgetting_loss_before = _eval(probe_ex)
+        meter = MemoryMeter(model, device)
+
+        with metrics_file.open("a", encoding="utf-8") as mf:
+            def on_step(m: dict) -> None:
+                mf.write(json.dumps(m) + "\n")
+                mf.flush()
+                bar.step(m)
+
+            substitutions += train(loaded, train_ex, t, steps=steps, meter=meter, state=state, on_step=on_step)
+        result.measured = meter.result()
+        meter.close()
+        result.eval_loss_after = _eval(eval_ex)
+        result.forgetting_loss_after = _eval(probe_ex)
+        art = run_dir / ("model" if plan_obj.method == "full" else "adapter")
+        model.save_pretrained(str(art), safe_serialization=True)
+        tok.save_pretrained(str(art))
+        result.artifact_path = str(art.resolve())
+        result.artifact_bytes = _dir_bytes(art)
+        result.status = "succeeded"
+    except KeyboardInterrupt as exc:
+        result.status = "interrupted"
+        result.error = f"KeyboardInterrupt: {exc or 'interrupted'}"
+        raise
+    except BaseException as exc:
+        result.status = "failed"
+        result.error = f"{type(exc).__name__}: {exc}"
+        if device.type == "cuda" and isinstance(exc, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_term)
+        if bar is not None:
+            bar.close()
+        if meter is not None and result.measured is None and state.steps:
+            result.measured = meter.result()
+        result.steps = state.steps
+        result.tokens = state.tokens
+        result.tokens_per_second = state.tokens / state.train_seconds if state.train_seconds > 0 else None
+        result.wall_seconds = round(time.perf_counter() - t_wall, 3)
+        result.finished_at = _utc_now()
+        result.substitutions = substitutions
+        _write_json_atomic(run_dir / "result.json", result.model_dump_json(indent=2))
+        _record(db, result, state.metrics)
+    return result

@@ -1,0 +1,199 @@
+"""The training loop: plain torch, so every step can be measured.
+
+AdamW (torch or bitsandbytes 8-bit/paged), a transformers scheduler with linear warmup, gradient
+accumulation, clipping, autocast mixed precision (GradScaler for fp16), and loss = mean over all
+trained (non -100) tokens of the optimizer step, across its micro-batches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .data import IGNORE_INDEX, Example, collate, micro_batches
+from .measure import MemoryMeter
+
+EVAL_MAX_BATCHES = 8
+"""Eval and probe losses use at most this many batches (the first examples, in order), so the
+before/after evaluations stay fast; the cap is stated in the run's substitutions when it bites."""
+
+
+@dataclass
+class TrainState:
+    """Progress of a run; filled as it goes so an interrupted run can still be reported."""
+
+    metrics: list[dict] = field(default_factory=list)
+    steps: int = 0
+    tokens: int = 0
+    train_seconds: float = 0.0
+
+
+def total_steps(training, n_train: int, override: Optional[int] = None) -> int:
+    """Optimizer steps: the override (CLI --max-steps), else training.max_steps, else epochs."""
+    if override is not None:
+        return override
+    if training.max_steps is not None:
+        return training.max_steps
+    micro_per_epoch = math.ceil(n_train / training.per_device_batch_size)
+    return max(1, math.ceil(training.num_epochs * micro_per_epoch / training.gradient_accumulation_steps))
+
+
+def build_optimizer(model, training, device: torch.device) -> tuple[torch.optim.Optimizer, list[str]]:
+    """The plan's optimizer over trainable parameters (no weight decay on biases and norms).
+
+    On CUDA the bitsandbytes optimizers are used as planned. On CPU, bitsandbytes' 8-bit AdamW
+    works (blockwise uint8 states); paging needs CUDA unified memory, so paged-adamw-8bit becomes
+    adamw-8bit and paged-adamw-32bit becomes torch AdamW, recorded as substitutions.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": training.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    want = training.optimizer
+    subs: list[str] = []
+    if device.type != "cuda" and want.startswith("paged-"):
+        got = "adamw-8bit" if want == "paged-adamw-8bit" else "adamw"
+        subs.append(f"training.optimizer: {want} -> {got} (paged optimizers need CUDA)")
+        want = got
+    lr = training.learning_rate
+    if want == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8), subs
+    import bitsandbytes as bnb
+
+    cls = {
+        "adamw-8bit": bnb.optim.AdamW8bit,
+        "paged-adamw-8bit": bnb.optim.PagedAdamW8bit,
+        "paged-adamw-32bit": bnb.optim.PagedAdamW32bit,
+    }[want]
+    return cls(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8), subs
+
+
+def build_scheduler(optimizer, training, steps: int):
+    """transformers.get_scheduler with warmup = ceil(warmup_ratio * steps)."""
+    from transformers import get_scheduler
+
+    warmup = math.ceil(training.warmup_ratio * steps)
+    return get_scheduler(training.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+
+
+def _autocast(device: torch.device, dtype) -> object:
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of next-token cross-entropy over positions whose label is not IGNORE_INDEX (fp32)."""
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:].to(logits.device)
+    return F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+
+
+def _targets(batch: dict) -> int:
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[Example], *, batch_size: int, pad_id: int, device: torch.device,
+             autocast_dtype=None, max_batches: int = EVAL_MAX_BATCHES) -> Optional[float]:
+    """Mean token loss over at most max_batches batches of `examples` (None when empty)."""
+    if not examples:
+        return None
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for b in range(min(max_batches, math.ceil(len(examples) / batch_size))):
+            batch = collate(examples[b * batch_size : (b + 1) * batch_size], pad_id)
+            with _autocast(device, autocast_dtype):
+                logits = model(
+                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                ).logits
+            total += float(token_loss_sum(logits, batch["labels"]))
+            count += _targets(batch)
+    finally:
+        model.train(was_training)
+    return total / count if count else None
+
+
+def train(
+    loaded,
+    train_examples: list[Example],
+    training,
+    *,
+    steps: int,
+    meter: MemoryMeter,
+    state: TrainState,
+    on_step: Callable[[dict], None] = lambda m: None,
+) -> list[str]:
+    """Run `steps` optimizer steps, appending one metrics dict per step to state.metrics.
+
+    Returns the substitutions made (optimizer fallbacks). KeyboardInterrupt and errors propagate
+    with state holding the completed steps.
+    """
+    model, device, prec = loaded.model, loaded.device, loaded.precision
+    pad_id = loaded.tokenizer.pad_token_id
+    optimizer, subs = build_optimizer(model, training, device)
+    scheduler = build_scheduler(optimizer, training, steps)
+    scaler = torch.amp.GradScaler(device.type) if prec.grad_scaler else None
+    stream = micro_batches(train_examples, training.per_device_batch_size, training.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    meter.start()
+    t_start = time.perf_counter()
+    for step in range(1, steps + 1):
+        t0 = time.perf_counter()
+        batches = [collate(next(stream), pad_id) for _ in range(training.gradient_accumulation_steps)]
+        n_targets = max(1, sum(_targets(b) for b in batches))
+        loss_sum = 0.0
+        for batch in batches:
+            with meter.forward(), _autocast(device, prec.autocast_dtype):
+                logits = model(
+                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                ).logits
+                loss = token_loss_sum(logits, batch["labels"]) / n_targets
+            meter.end_forward(logits)
+            del logits
+            (scaler.scale(loss) if scaler else loss).backward()
+            loss_sum += float(loss.detach())
+        meter.after_backward()
+        if scaler:
+            scaler.unscale_(optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm))
+        lr = float(scheduler.get_last_lr()[0])
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        meter.after_step(optimizer)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        state.steps = step
+        state.tokens += tokens
+        state.train_seconds += time.perf_counter() - t0
+        record = {
+            "step": step,
+            "loss": loss_sum,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": tokens,
+            "elapsed_s": round(time.perf_counter() - t_start, 4),
+        }
+        state.metrics.append(record)
+        on_step(record)
+    return subs
