@@ -265,6 +265,20 @@ def _lora_config(lora):
     )
 
 
+def _keep_cpu_4bit_differentiable(model) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference.
+
+    On CPUs with AVX512-BF16, a Linear4bit run in eval mode without grad (our eval-before pass)
+    permanently repacks its weight into an inference layout whose kernel has no autograd: later
+    training steps would silently get no gradient through the frozen base (and bf16 absmax).
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def _enable_checkpointing(model) -> None:
     """Non-reentrant activation checkpointing (transformers 5 name, else the 4.x one)."""
     kwargs = {"use_reentrant": False}
@@ -334,6 +348,7 @@ def load_model(plan, model_dir: Path, device=None) -> LoadedModel:
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if plan.method == "qlora":
+        _keep_cpu_4bit_differentiable(model)
         before = {n: p.dtype for n, p in model.named_parameters()}
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=gc_kwargs

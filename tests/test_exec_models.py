@@ -102,6 +102,9 @@ def test_qlora_gradients_match_dequantised_reference(tiny):
             p.data.copy_(val)
             qparams[name].data.copy_(val)
     ids = torch.randint(0, 300, (2, 24), generator=gen)
+    q.eval()  # an eval pass first (as run_plan does) must not break the 4-bit backward
+    with torch.no_grad():
+        q(input_ids=ids)
     for model in (q, ref):
         model.train()
         model(input_ids=ids, labels=ids).loss.backward()
