@@ -1,0 +1,274 @@
+"""The `tuneplan` command. The advise path imports only stdlib, pydantic and the advisor.
+
+Subcommands of the executor and the TUI are registered here but import their heavy modules only
+when they run, so `tuneplan advise` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INFEASIBLE = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit 2 with the flag named and a hint (argparse already exits 2)."""
+
+    def error(self, message: str):  # pragma: no cover - exercised through subprocess tests
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"error: {message}\n(see `{self.prog} --help`)\n")
+
+
+def _add_advise(sub) -> None:
+    p = sub.add_parser("advise", help="recommend full / LoRA / QLoRA and write plan.json",
+                       description="Recommend a fine-tuning method and its settings.")
+    g = p.add_argument_group("model (one of)")
+    g.add_argument("--model", help="catalog id (full or after the slash, any case) or a local model directory")
+    g.add_argument("--params", help="parameter count such as 7B or 350M (architecture guessed)")
+    h = p.add_argument_group("hardware (one of; detected when none)")
+    h.add_argument("--gpu", help="GPU name from `tuneplan gpus`, e.g. A100-80GB, RTX4090")
+    h.add_argument("--gpu-memory", type=float, metavar="GIB", help="memory of one GPU in GiB")
+    h.add_argument("--cpu", action="store_true", help="plan for this machine's CPU and RAM")
+    h.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs per node (or CPU processes)")
+    h.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes (machines)")
+    t = p.add_argument_group("task")
+    t.add_argument("--domain", dest="domain_distance", choices=["near", "moderate", "far"],
+                   help="distance from what the base model knows (code, math, new language: far)")
+    t.add_argument("--forgetting", dest="forgetting_tolerance", choices=["low", "medium", "high"],
+                   help="how much general ability may be lost")
+    t.add_argument("--domain-label", help="code, math, chat, classification, new-language, …")
+    t.add_argument("--regime", choices=["instruction", "continued-pretraining"])
+    t.add_argument("--seq-len", type=int, help="tokens per sequence (default 2048)")
+    t.add_argument("--batch-size", type=int, help="effective batch in sequences (default 8)")
+    t.add_argument("--dataset-tokens", type=float, help="training-set size in tokens (e.g. 5e7)")
+    t.add_argument("--needs-fresh-facts", action="store_true",
+                   help="the goal is facts that change or must be cited (retrieval comes first)")
+    q = p.add_argument_group("pins (the advisor fills the rest and warns where it disagrees)")
+    q.add_argument("--method", choices=["full", "lora", "qlora"])
+    q.add_argument("--lora-rank", type=int)
+    q.add_argument("--target-modules", help="comma-separated module names, or all-linear")
+    q.add_argument("--precision", choices=["bf16-mixed", "bf16", "fp16-mixed", "fp32"])
+    q.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    q.add_argument("--optimizer", choices=["adamw", "adamw-8bit", "paged-adamw-8bit", "paged-adamw-32bit"])
+    q.add_argument("--attention", choices=["eager", "sdpa", "flash"])
+    q.add_argument("--learning-rate", type=float)
+    q.add_argument("--max-steps", type=int)
+    o = p.add_argument_group("output")
+    o.add_argument("-o", "--output", metavar="PLAN_JSON", help="write the plan here")
+    o.add_argument("--json", action="store_true", help="print the plan alone on stdout")
+    o.add_argument("--calibrated", action="store_true",
+                   help="apply correction factors from `tuneplan calibrate`")
+    o.add_argument("--db", help="DuckDB file holding calibration (with --calibrated)")
+    p.set_defaults(func=cmd_advise)
+
+
+def _answers(args):
+    from .inputs import Answers
+
+    dataset_tokens = int(args.dataset_tokens) if args.dataset_tokens else None
+    targets = [t.strip() for t in args.target_modules.split(",") if t.strip()] if args.target_modules else None
+    return Answers(
+        model=args.model, params=args.params, gpu=args.gpu, gpu_memory=args.gpu_memory,
+        cpu=args.cpu, gpus=args.gpus, nodes=args.nodes,
+        task={"domain_distance": args.domain_distance, "forgetting_tolerance": args.forgetting_tolerance,
+              "domain_label": args.domain_label, "regime": args.regime, "seq_len": args.seq_len,
+              "batch_size": args.batch_size, "dataset_tokens": dataset_tokens,
+              "needs_fresh_facts": args.needs_fresh_facts or None},
+        pins={"method": args.method, "lora_rank": args.lora_rank, "target_modules": targets,
+              "precision": args.precision, "gradient_checkpointing": args.gradient_checkpointing,
+              "optimizer": args.optimizer, "attention": args.attention,
+              "learning_rate": args.learning_rate, "max_steps": args.max_steps},
+    )
+
+
+def plan_to_json(plan, schema_ref: Optional[str] = None) -> str:
+    """Serialise a plan, with an optional "$schema" reference first."""
+    data = plan.model_dump(mode="json")
+    if schema_ref:
+        data = {"$schema": schema_ref, **data}
+    return json.dumps(data, indent=2) + "\n"
+
+
+def cmd_advise(args) -> int:
+    from tuneplan.schemas import SCHEMA_ID
+
+    from .engine import advise
+    from .errors import InputError
+    from .inputs import build_inputs
+
+    calibration = None
+    try:
+        inputs = build_inputs(_answers(args))
+        if args.calibrated:
+            inputs = inputs.model_copy(update={"calibrated": True})
+            calibration = _load_calibration(args.db, inputs)
+    except InputError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    plan = advise(inputs, calibration=calibration)
+    text = plan_to_json(plan, SCHEMA_ID)
+    if args.output:
+        _atomic_write(Path(args.output), text)
+    if args.json:
+        sys.stdout.write(text)
+    else:
+        from .render import print_plan
+
+        print_plan(plan, written_to=args.output)
+    return EXIT_OK if plan.feasible else EXIT_INFEASIBLE
+
+
+def _load_calibration(db: Optional[str], inputs) -> Optional[dict[str, float]]:
+    """Calibration factors stored by `tuneplan calibrate` (JSON beside the DB); None if none."""
+    from .calibration import load_factors
+
+    return load_factors(db, inputs)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- small commands
+
+
+def cmd_validate(args) -> int:
+    from pydantic import ValidationError
+
+    from tuneplan.schemas import load_plan_dict
+
+    from .errors import InputError, Problem, pydantic_problems
+
+    path = Path(args.plan)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(InputError.one(str(path), "file not found", "check the path").render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except json.JSONDecodeError as e:
+        print(InputError.one(f"{path}:{e.lineno}:{e.colno}", f"not valid JSON: {e.msg}",
+                             "fix the JSON syntax").render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not isinstance(data, dict):
+        print(InputError([Problem(str(path), "a plan is a JSON object", "")]).render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        plan = load_plan_dict(data)
+    except ValidationError as e:
+        print(InputError(pydantic_problems(e)).render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{path}: valid plan ({plan.method}, {'feasible' if plan.feasible else 'infeasible'}, "
+          f"schema {plan.schema_version})")
+    return EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    from tuneplan.schemas import plan_json_schema_text
+
+    sys.stdout.write(plan_json_schema_text())
+    return EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    from .errors import InputError
+    from .rules import RULES, RULES_BY_ID
+
+    r = RULES_BY_ID.get(args.rule_id.upper())
+    if r is None:
+        ids = ", ".join(x.id for x in RULES)
+        print(InputError.one("RULE_ID", f"no rule {args.rule_id!r}", f"use one of {ids}").render(),
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{r.id} {r.name}\n\n{r.doc}\n\nSource: {r.source}")
+    return EXIT_OK
+
+
+def cmd_rules(args) -> int:
+    from .rules import RULES
+
+    for r in RULES:
+        print(f"{r.id}  {r.name:34s} {r.source}")
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from . import catalog
+
+    rows = catalog.list_models()
+    if args.json:
+        print(json.dumps([{"name": m.name, "family": m.family, "params": m.total_params,
+                           "source": m.source} for m in rows], indent=2))
+        return EXIT_OK
+    for m in rows:
+        print(f"{m.name:42s} {m.family:8s} {m.total_params / 1e9:9.3f}B  {m.source}")
+    return EXIT_OK
+
+
+def cmd_gpus(args) -> int:
+    from . import catalog
+
+    rows = [{"name": g.name, "aliases": list(g.aliases), "memory_bytes": g.memory_bytes,
+             "bf16": g.bf16, "vendor": g.vendor, "source": g.source} for g in catalog.list_gpus()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['name']:28s} {r['memory_bytes'] / 1024**3:7.1f} GiB  bf16={'yes' if r['bf16'] else 'no '}  "
+              f"aliases: {', '.join(r['aliases'])}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tuneplan", description="Plan, run and check LLM fine-tuning: full, LoRA or QLoRA.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_advise(sub)
+    v = sub.add_parser("validate", help="validate a plan.json against the schema")
+    v.add_argument("plan")
+    v.set_defaults(func=cmd_validate)
+    s = sub.add_parser("schema", help="print plan.json's JSON Schema")
+    s.set_defaults(func=cmd_schema)
+    e = sub.add_parser("explain", help="print a rule's why, when-not and source")
+    e.add_argument("rule_id")
+    e.set_defaults(func=cmd_explain)
+    r = sub.add_parser("rules", help="list the advisor's rules in order")
+    r.set_defaults(func=cmd_rules)
+    m = sub.add_parser("models", help="list the model catalog")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+    g = sub.add_parser("gpus", help="list the GPU catalog")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_gpus)
+    for mod in ("tuneplan.executor.cli", "tuneplan.tui.cli"):
+        try:
+            __import__(mod, fromlist=["register"]).register(sub)
+        except ImportError:
+            pass
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The advisor's working state: an immutable draft that rules read and the engine updates.
+
+A rule never mutates the draft; it returns an Outcome whose `updates` the engine applies with
+`dataclasses.replace`, so every rule is a pure function of the draft it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+from tuneplan.schemas import CPUHardware, Inputs
+
+from .estimator import DEFAULT_HEADROOM
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Everything decided so far. Fields left None are still open."""
+
+    inputs: Inputs
+    # method
+    advised_method: Optional[str] = None
+    method: Optional[str] = None
+    feasible: bool = True
+    # numerics and kernels
+    precision: str = "bf16-mixed"
+    optimizer: str = "adamw"
+    attention: str = "sdpa"
+    gradient_checkpointing: bool = False
+    # batch geometry
+    micro_batch: int = 1
+    grad_accum: int = 1
+    seq_len: int = 2048
+    # distribution
+    strategy: str = "none"
+    num_processes: int = 1
+    cpu_offload: bool = False
+    # LoRA
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ()
+    use_rslora: bool = False
+    alpha_convention: str = "alpha = 2r"
+    # optimisation
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    num_epochs: Optional[float] = 3.0
+    max_steps: Optional[int] = None
+    quantization: Optional[dict[str, Any]] = None
+    # bookkeeping
+    headroom_fraction: float = DEFAULT_HEADROOM
+    warnings: tuple[str, ...] = ()
+    ways_out: tuple[str, ...] = ()
+    seq_shortened_from: Optional[int] = None
+    calibration: Optional[dict[str, float]] = field(default=None, compare=False)
+
+    # ------------------------------------------------------------------ convenience
+    @property
+    def model(self):
+        return self.inputs.model
+
+    @property
+    def task(self):
+        return self.inputs.task
+
+    @property
+    def pins(self):
+        return self.inputs.pins
+
+    @property
+    def hardware(self):
+        return self.inputs.hardware
+
+    @property
+    def on_cpu(self) -> bool:
+        return isinstance(self.inputs.hardware, CPUHardware)
+
+    @property
+    def on_cuda(self) -> bool:
+        hw = self.inputs.hardware
+        return not self.on_cpu and getattr(hw, "vendor", "nvidia") == "nvidia"
+
+    @property
+    def num_devices(self) -> int:
+        return self.inputs.hardware.total_devices
+
+    @property
+    def billions(self) -> float:
+        return self.inputs.model.total_params / 1e9
+
+    @property
+    def is_far(self) -> bool:
+        """Far domain, or continued pretraining (which behaves like one: Biderman et al. §4.1)."""
+        return self.task.domain_distance == "far" or self.task.regime == "continued-pretraining"
+
+    def with_updates(self, updates: dict[str, Any]) -> "Draft":
+        return replace(self, **updates)
+
+
+def initial_draft(inputs: Inputs, calibration: Optional[dict[str, float]] = None) -> Draft:
+    """The starting point: the task's batch and length on one micro-batch per device."""
+    task = inputs.task
+    devices = inputs.hardware.total_devices
+    micro = max(1, math.ceil(task.batch_size / devices))
+    return Draft(
+        inputs=inputs,
+        seq_len=task.seq_len,
+        micro_batch=micro,
+        grad_accum=1,
+        num_processes=devices,
+        strategy="ddp" if devices > 1 else "none",
+        max_steps=inputs.pins.max_steps,
+        calibration=calibration,
+    )

@@ -1,0 +1,106 @@
+"""Table-driven rule cases: tests/rules/<RULE_ID>.yaml, each rule both ways.
+
+A case gives advisor inputs (as the CLI would), whether the rule fires, and optional expectations
+on the resulting plan (dotted paths), on warnings and on the rule's message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuneplan.advisor import RULES, advise, run_rules
+from tuneplan.advisor.inputs import Answers, build_inputs
+
+CASES_DIR = Path(__file__).parent / "rules"
+ANSWER_KEYS = {"model", "params", "gpu", "gpu_memory", "cpu", "gpus", "nodes"}
+TASK_KEYS = {"domain_distance", "forgetting_tolerance", "domain_label", "regime", "seq_len",
+             "batch_size", "dataset_tokens", "needs_fresh_facts"}
+PIN_KEYS = {"method", "lora_rank", "target_modules", "precision", "gradient_checkpointing",
+            "optimizer", "attention", "learning_rate", "max_steps"}
+ALIASES = {"domain": "domain_distance", "forgetting": "forgetting_tolerance"}
+
+
+def answers_from(case_input: dict) -> Answers:
+    """Build Answers from a YAML case's `input` mapping (CLI-like keys)."""
+    a = Answers()
+    for key, value in case_input.items():
+        key = ALIASES.get(key, key)
+        if key in ANSWER_KEYS:
+            setattr(a, key, value)
+        elif key in TASK_KEYS:
+            a.task[key] = value
+        elif key in PIN_KEYS:
+            a.pins[key] = value
+        else:
+            raise KeyError(f"unknown case input key {key!r}")
+    return a
+
+
+def dig(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = obj[int(part)] if isinstance(obj, list) else obj[part]
+    return obj
+
+
+def load_cases():
+    out = []
+    for path in sorted(CASES_DIR.glob("TP*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        for case in doc["cases"]:
+            out.append(pytest.param(doc["rule"], case, id=f"{doc['rule']}-{case['name']}"))
+    return out
+
+
+@pytest.mark.parametrize("rule_id,case", load_cases())
+def test_rule_case(rule_id: str, case: dict) -> None:
+    inputs = build_inputs(answers_from(case["input"]))
+    _, decisions = run_rules(inputs)
+    fired = {d.rule: d for d in decisions}
+    assert (rule_id in fired) == case["fires"], (
+        f"{rule_id} {'did not fire' if case['fires'] else 'fired'}; fired: {list(fired)}")
+    if "message_contains" in case:
+        assert case["message_contains"] in fired[rule_id].message
+    if "expect" in case or "warns" in case or "no_warning" in case:
+        plan = advise(inputs).model_dump(mode="json")
+        for path, want in case.get("expect", {}).items():
+            got = dig(plan, path)
+            if isinstance(want, float):
+                assert got == pytest.approx(want), path
+            else:
+                assert got == want, f"{path}: {got!r} != {want!r}"
+        for text in ([case["warns"]] if isinstance(case.get("warns"), str) else case.get("warns", [])):
+            assert any(text in w for w in plan["warnings"]), f"no warning containing {text!r}: {plan['warnings']}"
+        if "no_warning" in case:
+            assert not any(case["no_warning"] in w for w in plan["warnings"])
+
+
+def test_every_rule_has_cases_both_ways() -> None:
+    """Conditional rules: a case where they fire and one where they don't. Rules that always fire
+    (they set a value every plan needs) declare it and show contrasting outcomes."""
+    for r in RULES:
+        path = CASES_DIR / f"{r.id}.yaml"
+        assert path.exists(), f"missing {path}"
+        doc = yaml.safe_load(path.read_text())
+        assert doc["rule"] == r.id and doc["name"] == r.name
+        fires = [c["fires"] for c in doc["cases"]]
+        if doc.get("always_fires"):
+            assert all(fires) and len(fires) >= 2
+            outcomes = {repr(sorted(c.get("expect", {}).items())) + c.get("message_contains", "")
+                        for c in doc["cases"]}
+            assert len(outcomes) >= 2, f"{r.id}: cases must show different outcomes"
+        else:
+            assert True in fires and False in fires, f"{r.id} needs cases both ways"
+
+
+def test_rule_docstrings_and_registry() -> None:
+    ids = [r.id for r in RULES]
+    assert len(ids) == len(set(ids)), "duplicate rule ids"
+    assert ids == sorted(ids), "registry order follows ids"
+    for r in RULES:
+        doc = r.doc
+        for part in ("Why:", "When not:", "Source:"):
+            assert part in doc, f"{r.id} docstring lacks {part}"
+        assert r.source and r.name == r.name.lower()
