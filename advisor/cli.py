@@ -57,6 +57,10 @@ def _add_advise(sub) -> None:
     q.add_argument("--attention", choices=["eager", "sdpa", "flash"])
     q.add_argument("--learning-rate", type=float)
     q.add_argument("--max-steps", type=int)
+    d = p.add_argument_group("data (recorded in the plan for `tuneplan run`)")
+    d.add_argument("--data", help="training data file (JSONL, JSON, CSV or Parquet)")
+    d.add_argument("--eval-data", help="in-domain eval file (default: carved off --data)")
+    d.add_argument("--probe-data", help="general-text forgetting probe (default: built-in)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", metavar="PLAN_JSON", help="write the plan here")
     o.add_argument("--json", action="store_true", help="print the plan alone on stdout")
@@ -110,6 +114,11 @@ def cmd_advise(args) -> int:
         print(e.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
     plan = advise(inputs, calibration=calibration)
+    if args.data or args.eval_data or args.probe_data:
+        from tuneplan.schemas import DataSpec
+
+        plan = plan.model_copy(update={"data": DataSpec(
+            train_path=args.data, eval_path=args.eval_data, probe_path=args.probe_data)})
     text = plan_to_json(plan, SCHEMA_ID)
     if args.output:
         _atomic_write(Path(args.output), text)

@@ -1,0 +1,26 @@
+"""The wheel installs one top-level package, `tuneplan`, with its data files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_has_only_tuneplan_top_level(tmp_path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("tuneplan-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if ".dist-info/" not in n}
+    assert top == {"tuneplan"}
+    for sub in ("schemas", "advisor", "executor", "tui"):
+        assert f"tuneplan/{sub}/__init__.py" in names
+    assert "tuneplan/schemas/plan.schema.json" in names
+    assert "tuneplan/executor/probe.txt" in names
+    assert not any(n.startswith("tuneplan/tests") for n in names)
+    meta = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "tuneplan = tuneplan.advisor.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
