@@ -1,0 +1,695 @@
+"""Peak training memory per device, itemised, for full fine-tuning, LoRA and QLoRA.
+
+Pure: standard library + pydantic only (through tuneplan.schemas), no torch, no I/O. Everything is
+integer bytes and every line (`MemoryTerm`) carries the arithmetic with the numbers used and the
+source of the formula (tags refer to ../shared/research/facts.md: [P] primary, [S] secondary,
+[D] derived, [M] measured here with torch on CPU).
+
+The model
+---------
+peak = model states + saved activations + logits/loss buffers + framework overhead, all per
+device, i.e. the state at the start of the backward pass (every activation still saved, the loss
+gradient being formed, optimizer states resident). Gradients are counted in full at the same time
+(conservative: in reality they grow while activations are freed).
+
+* Model states (facts 6a). full fine-tuning with AdamW is 16 B/param under mixed precision (ZeRO
+  §3.1: 2+2+12; HF anatomy: fp32 weights 4 + fp32 grads 4 + AdamW 8); pure bf16 is 2+2+4 = 8;
+  fp32 is 4+4+8 = 16 (Biderman App. H). 8-bit AdamW keeps 2 B/param of state (HF anatomy);
+  paged-adamw-32bit keeps 8. Paged states are counted as device memory: paging only starts when
+  the GPU runs out (bitsandbytes docs), so a plan that needs it does not "fit".
+  LoRA: frozen base in 16 bits (fp32 under fp32) + fp32 adapters (4 weights + 4 grads + states).
+  QLoRA: the block linear weights in NF4 (4 bits) + block constants (8/64 + 32/(64*256) bits/param
+  with double quantisation, 32/64 without; QLoRA §3, bitsandbytes quantize_4bit); embeddings,
+  lm_head and norms stay 16-bit (transformers never quantises them).
+* Activations: an inventory of the tensors autograd saves in one decoder block, derived from
+  Korthikanti et al. 2022 (sbh(34+5as/h) for a GPT block) and re-derived for the actual
+  architecture: RMSNorm (fp32 upcast input + normalised output), GQA (k, v are kv_heads*head_dim
+  wide), gated MLP (gate, up, act and product are `intermediate_size` wide), no dropout in
+  Llama-style blocks. sdpa/flash store q, k, v, the output and an fp32 logsumexp; eager attention
+  also stores the fp32 softmax (b*a*s*s) and its cast. Linear layers save their input only when
+  their weight is trainable; a LoRA target saves its dropout mask, the adapter input and the
+  rank-wide A output (peft applies dropout per module, so each target keeps its own copy).
+  Under *-mixed full fine-tuning autocast makes a 16-bit copy of a linear's fp32 input per
+  linear, and caches a 16-bit copy of every weight it casts (saved for backward; HF anatomy's
+  "fp32 + 16-bit copy"). Gradient checkpointing keeps each block's input (Korthikanti's 2sbh, in
+  the residual stream's dtype) plus one block's full inventory and its gradient transients while
+  it is recomputed; that phase comes after the loss buffers are freed, so only its excess over
+  them is added.
+  The inventory was checked against torch (saved_tensors_hooks and peak RSS) on a tiny Llama on
+  CPU in fp32, where it matches to within a few percent (tests/test_estimator.py).
+* Logits and loss: transformers 5's ForCausalLMLoss (and the executor's loss) upcasts the logits
+  to fp32 and calls cross_entropy (log_softmax + nll). In forward the logits, their fp32 copy and
+  the saved fp32 log-softmax coexist (b*s*V*(2+4+4) under 16-bit); the caller drops the logits
+  before backward, where the saved log-softmax, nll_loss's fp32 gradient and log_softmax's fp32
+  input gradient coexist: b*s*V*(4+4+4), the larger, under 16-bit and fp32 alike (checked with
+  peak RSS on CPU). Chunked or fused cross-entropy (torchtune, TRL, Liger,
+  CCE) is not modelled: the estimate is an upper bound for those stacks.
+* Framework overhead: CUDA context, cuBLAS workspace and kernels (0.75 GiB; facts: "about
+  1-2 GB" [S], counted conservatively low because the caller also keeps DEFAULT_HEADROOM free)
+  plus 5% of the churned allocations (activations and logits) for caching-allocator
+  fragmentation. On CPU: the Python + torch + transformers + peft process (0.375 GiB, measured
+  VmRSS 386 MiB with torch 2.13 / transformers 5) plus the same 5%.
+* Sharding (facts 6b, ZeRO paper): none/ddp replicate all states (DDP also holds gradient-sized
+  allreduce buckets); deepspeed-zero2 shards gradients and optimizer states over num_devices;
+  fsdp/deepspeed-zero3 also shard the parameters and add an all-gather buffer of one block (x2 for
+  prefetch). cpu_offload moves optimizer states (and, under fsdp/zero3, parameters and gradients)
+  to host memory: 0 device bytes, with the host bytes stated in the term.
+
+Limits (known)
+--------------
+* Activation offloading, sequence packing effects, torch.compile fusion and chunked/fused losses
+  lower real peaks; tensor/sequence parallelism is not modelled.
+* GPT-2-style blocks are approximated (tanh-GELU intermediates and attention dropout are not
+  itemised); Gemma 2 soft-capping tensors are not itemised.
+* LoRA dropout is assumed > 0 (the plan default 0.05): with dropout 0 targets that share an input
+  store it once.
+* peft's prepare_model_for_kbit_training upcasts non-quantised parameters (embeddings, lm_head,
+  norms) to fp32; this estimator follows the QLoRA reference recipe (qlora.py re-casts embeddings
+  and lm_head to bf16) and counts them at 16 bits.
+* Allocator behaviour is summarised by one fragmentation share; peaks reported by
+  torch.cuda.max_memory_allocated exclude the CUDA context and cudaMallocManaged (paged) memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from tuneplan.schemas import (
+    MemoryBreakdown,
+    MemoryEstimate,
+    MemorySettings,
+    MemoryTerm,
+    ModelSpec,
+)
+
+from .modelspec import resolve_targets
+
+DEFAULT_HEADROOM = 0.10
+"""Fraction of device capacity kept free for allocator fragmentation and transient spikes.
+accelerate's model-size docs tell users to "add up to an additional 20%" on top of an estimate
+(facts 6a [P]); the estimate already itemises the known transients, so 10% is kept in reserve."""
+
+GiB = 1024**3
+MiB = 1024**2
+
+CUDA_CONTEXT_BYTES = 3 * GiB // 4
+"""CUDA context + cuBLAS workspace + kernel images: facts 6c/R-memory "about 1-2 GB" [S]; 0.75 GiB
+is the low end of what nvidia-smi shows for an idle torch process on recent GPUs."""
+CPU_RUNTIME_BYTES = 384 * MiB
+"""Resident memory of `import torch, transformers, peft` + model classes: measured VmRSS 386 MiB
+(torch 2.13 CPU, transformers 5, this repository's .venv)."""
+FRAGMENTATION_SHARE = 0.05
+"""Share of the churned allocations (activations, logits) lost to caching-allocator
+fragmentation (reserved minus allocated); an assumption, kept small because DEFAULT_HEADROOM
+also absorbs it."""
+
+# ----------------------------------------------------------------------------- sources
+
+SRC_ZERO = "ZeRO (Rajbhandari et al. 2020, arXiv 1910.02054) §3.1 and Fig. 1; facts 6a/6b [P]"
+SRC_HF_ANATOMY = "HF transformers docs 'Anatomy of Model's Memory' (18/16 B/param, 8-bit AdamW 2 B); facts 6a [P]"
+SRC_BIDERMAN_H = "Biderman et al. 2024 App. H (fp32 Adam 4+4+8 B/param; LoRA 2Ψ+16Ψ_lora); facts 3/6a [P]"
+SRC_PURE_BF16 = "pure bf16 AdamW 2+2+4 B/param; facts 6a [D] (LLaMA-Factory 'pure_bf16' 8x GB row)"
+SRC_LORA = "LoRA (Hu et al. 2021) §4.1-4.2: only A,B trained, frozen W0 keeps no grads/states; facts 1, 6a [P]/[D]"
+SRC_NF4 = "QLoRA (Dettmers et al. 2023) §3 NF4 4-bit storage; bitsandbytes quantize_4bit blocksize 64; facts 2a/2c [P]"
+SRC_DQ = "QLoRA §3 double quantisation 8/64 + 32/(64*256) = 0.127 bits/param (0.5 without); facts 2a/2c [P]/[D]"
+SRC_KEEP16 = "transformers get_keys_to_not_convert keeps lm_head/embeddings unquantised; facts 2c [P]"
+SRC_DEQUANT = "bitsandbytes MatMul4Bit: dequantize_4bit(W) to the compute dtype per matmul (forward and backward); QLoRA §3 [P]"
+SRC_PAGED = "bitsandbytes optimizers docs: paging 'only becomes active if you run out of GPU memory'; facts 2c [P]"
+SRC_KORTHIKANTI = ("Korthikanti et al. 2022 (arXiv 2205.05198) Eq. 1 sbh(34+5as/h), re-derived per tensor for this "
+                   "architecture (RMSNorm, GQA, gated MLP, no dropout); facts 6c [S]; checked vs torch saved "
+                   "tensors on CPU [M]")
+SRC_ATTN_SDPA = ("sdpa/flash store q, k, v, output and fp32 logsumexp, never the s*s scores; facts 6c [S] "
+                 "('FlashAttention never materialises the s x s scores'); [M] saved tensors on CPU")
+SRC_ATTN_EAGER = ("Korthikanti 5as/h attention-score term; transformers eager_attention_forward keeps "
+                  "softmax(dtype=float32) and its cast; [M] saved tensors on CPU")
+SRC_LORA_ACT = ("peft lora.Linear.forward: x cast to the adapter dtype, per-module dropout (mask saved), "
+                "lora_A saves its input, lora_B saves A's r-wide output; frozen base linears save no input "
+                "(autograd saves a matmul input only when the weight needs a grad) [D]; QLoRA §2 memory [P]")
+SRC_GC = ("Korthikanti et al. 2022 full recomputation: 2sbh per layer (layer input only) + one layer "
+          "recomputed during backward; facts 6c [S]")
+SRC_LOGITS = ("transformers 5 loss_utils.ForCausalLMLoss (logits.float() + cross_entropy = log_softmax + "
+              "nll_loss); facts 6c logits b*s*V [P]/[D]; [M] peak RSS on CPU fp32")
+SRC_CUDA_CTX = "CUDA context/kernels 'about 1-2 GB' (facts 6a/Memory model notes [S]); 0.75 GiB chosen"
+SRC_CPU_RT = "measured VmRSS of python + torch 2.13 + transformers 5 + peft imports: 386 MiB [M]"
+SRC_FRAG = "caching-allocator fragmentation share (assumption, 5% of activations+logits); accelerate '+~20%' [P]"
+SRC_DDP = ("PyTorch DistributedDataParallel docs: gradient_as_bucket_view=False (default) keeps allreduce "
+           "buckets the size of all gradients")
+SRC_FSDP_GATHER = ("FSDP/ZeRO-3 all-gather one block's parameters before use, next block prefetched (x2); "
+                   "ZeRO §5 / facts 6b [P]/[D]")
+SRC_OFFLOAD = "ZeRO-Offload / FSDP CPUOffload: optimizer states (and params/grads under zero3/fsdp) live in host RAM; facts 6b [S]"
+
+Component = Literal[
+    "weights", "quantization_constants", "adapter_weights", "gradients",
+    "optimizer_states", "activations", "logits_and_loss", "framework_overhead",
+]
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _n(x: int | float) -> str:
+    """Format a number with thousands separators for formula text."""
+    if isinstance(x, float) and not x.is_integer():
+        return f"{x:,.6g}"
+    return f"{int(x):,}"
+
+
+def _gib(x: int) -> str:
+    """Format bytes as GiB for labels."""
+    return f"{x / GiB:.2f} GiB"
+
+
+def _ceil_div(a: int, b: int) -> int:
+    """Integer ceiling division (shards round up: the largest rank holds the remainder)."""
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class _Regime:
+    """Derived dtypes and switches for one (method, precision, device) combination."""
+
+    method: str
+    precision: str
+    device: str
+    act: int
+    """Bytes per element of tensors produced by matmuls (compute dtype): 2 under bf16/fp16, 4 fp32."""
+    resid: int
+    """Bytes per element of the residual stream / norm outputs: 4 when the weights are fp32."""
+    autocast: bool
+    """torch.autocast is active (mixed precision or 16-bit LoRA with fp32 adapters)."""
+    cast_per_linear: bool
+    """Full fine-tuning under *-mixed: each linear saves its own 16-bit cast of an fp32 input."""
+    adapter_in: int
+    """Bytes per element of a LoRA adapter's saved input (fp32 adapters; 2 when autocast re-casts)."""
+    mask: int
+    """Bytes per element of a dropout mask: bool on CUDA, input dtype on CPU."""
+
+
+def _regime(method: str, precision: str, device: str) -> _Regime:
+    """Work out the storage dtypes that decide activation bytes for these settings."""
+    fp32 = precision == "fp32"
+    mixed = precision in ("bf16-mixed", "fp16-mixed")
+    act = 4 if fp32 else 2
+    if method == "full":
+        resid = 4 if (fp32 or mixed) else 2
+        autocast = mixed
+        cast_per_linear = mixed
+    else:  # frozen 16-bit (or 4-bit) base: residual stream in the compute dtype
+        resid = 4 if fp32 else 2
+        autocast = mixed
+        cast_per_linear = False
+    adapter_in = 2 if autocast else 4
+    mask = 1 if device == "cuda" else 4
+    return _Regime(method, precision, device, act, resid, autocast, cast_per_linear, adapter_in, mask)
+
+
+class _Terms:
+    """Accumulates MemoryTerms."""
+
+    def __init__(self) -> None:
+        self.items: list[MemoryTerm] = []
+
+    def add(self, component: Component, label: str, nbytes: int, formula: str, source: str) -> None:
+        """Append one itemised line (bytes are clamped at 0 and made integer)."""
+        self.items.append(
+            MemoryTerm(component=component, label=label, bytes=max(0, int(nbytes)),
+                       formula=formula, source=source)
+        )
+
+
+# ----------------------------------------------------------------------------- parameter counts
+
+
+def _linear_weight_params(model: ModelSpec) -> int:
+    """Weights (no biases) of all block linear layers: what bitsandbytes quantises."""
+    return model.num_layers * sum(m.in_features * m.out_features for m in model.linear_modules)
+
+
+def _block_params(model: ModelSpec) -> int:
+    """Parameters of one decoder block (linears with biases + its norms)."""
+    linear = model.params.linear // model.num_layers
+    norms = max(0, model.params.norm - model.hidden_size) // model.num_layers
+    return linear + norms
+
+
+# ----------------------------------------------------------------------------- model states
+
+
+@dataclass
+class _Shard:
+    """How each kind of state is divided over devices, and what is offloaded."""
+
+    weights: int
+    grads: int
+    optim: int
+    offload_params: bool
+    offload_grads: bool
+    offload_optim: bool
+    note: str
+
+
+def _sharding(settings: MemorySettings) -> _Shard:
+    """Translate strategy/num_devices/cpu_offload into divisors (ZeRO stages, facts 6b)."""
+    n = settings.num_devices
+    s = settings.strategy
+    off = settings.cpu_offload
+    if s in ("none", "ddp"):
+        return _Shard(1, 1, 1, False, False, off, f"{s}: replicated")
+    if s == "deepspeed-zero2":
+        return _Shard(1, n, n, False, False, off, f"ZeRO-2 over N_d={n}: gradients and optimizer states /N_d")
+    # fsdp / deepspeed-zero3
+    return _Shard(n, n, n, off, off, off, f"{s} over N_d={n}: parameters, gradients and optimizer states /N_d")
+
+
+def _state_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, trainable: int,
+                 targets: list[str], shard: _Shard) -> None:
+    """Weights, quantisation constants, adapters, gradients and optimizer states."""
+    P = model.total_params
+    n = st.num_devices
+    opt = st.optimizer
+    zero_itemisation = st.strategy in ("deepspeed-zero2", "deepspeed-zero3")
+
+    def place(component: Component, label: str, raw: int, divisor: int, offloaded: bool,
+              formula: str, source: str) -> None:
+        """Add a state term after sharding; offloaded states become a 0-byte host-memory note."""
+        per_dev = _ceil_div(raw, divisor)
+        shard_txt = f" / N_d={divisor}" if divisor > 1 else ""
+        if offloaded:
+            t.add(component, f"{label} — offloaded to host RAM ({_gib(per_dev)} per rank on the host)", 0,
+                  f"{formula}{shard_txt} = {_n(per_dev)} B in host memory, 0 B on the device", SRC_OFFLOAD)
+        else:
+            t.add(component, label, per_dev, f"{formula}{shard_txt} = {_n(per_dev)} B", source)
+
+    def optimizer_bytes(param_bytes: int) -> tuple[int, str, str]:
+        """Optimizer state bytes per trainable param (without any fp32 master copy)."""
+        if opt == "adamw":
+            per = 2 * param_bytes
+            return per, f"AdamW m+v in the parameter dtype ({param_bytes} B each)", (
+                SRC_PURE_BF16 if param_bytes == 2 else SRC_HF_ANATOMY)
+        if opt in ("adamw-8bit", "paged-adamw-8bit"):
+            extra = " (paged: device-resident until the GPU runs out)" if opt.startswith("paged") else ""
+            return 2, f"8-bit AdamW m+v (1 B each){extra}", SRC_HF_ANATOMY + ("; " + SRC_PAGED if extra else "")
+        return 8, "paged 32-bit AdamW m+v (4 B each; device-resident until the GPU runs out)", (
+            SRC_HF_ANATOMY + "; " + SRC_PAGED)
+
+    if st.method == "full":
+        if st.precision in ("bf16-mixed", "fp16-mixed"):
+            if zero_itemisation:
+                place("weights", "16-bit working copy of all parameters", 2 * P, shard.weights,
+                      shard.offload_params, f"{_n(P)} params × 2 B", SRC_ZERO)
+                place("gradients", "16-bit gradients of all parameters", 2 * P, shard.grads,
+                      shard.offload_grads, f"{_n(P)} params × 2 B", SRC_ZERO)
+                per, what, src = optimizer_bytes(4)
+                place("optimizer_states", f"fp32 master weights (4 B) + {what}", (4 + per) * P, shard.optim,
+                      shard.offload_optim, f"{_n(P)} params × (4 + {per}) B", SRC_ZERO + "; " + src)
+            else:
+                place("weights", "fp32 master weights (autocast computes in 16-bit)", 4 * P, shard.weights,
+                      shard.offload_params, f"{_n(P)} params × 4 B", SRC_HF_ANATOMY + "; " + SRC_ZERO)
+                place("gradients", "fp32 gradients of all parameters", 4 * P, shard.grads, shard.offload_grads,
+                      f"{_n(P)} params × 4 B", SRC_HF_ANATOMY)
+                per, what, src = optimizer_bytes(4)
+                place("optimizer_states", what, per * P, shard.optim, shard.offload_optim,
+                      f"{_n(P)} params × {per} B", src)
+        else:
+            pb = 4 if st.precision == "fp32" else 2
+            src_w = SRC_BIDERMAN_H if pb == 4 else SRC_PURE_BF16
+            place("weights", f"{'fp32' if pb == 4 else 'bf16'} weights", pb * P, shard.weights,
+                  shard.offload_params, f"{_n(P)} params × {pb} B", src_w)
+            place("gradients", f"{'fp32' if pb == 4 else 'bf16'} gradients", pb * P, shard.grads,
+                  shard.offload_grads, f"{_n(P)} params × {pb} B", src_w)
+            per, what, src = optimizer_bytes(pb)
+            place("optimizer_states", what, per * P, shard.optim, shard.offload_optim,
+                  f"{_n(P)} params × {per} B", src if opt != "adamw" else src_w)
+        return
+
+    # ---- LoRA / QLoRA: frozen base + fp32 adapters
+    base_b = 4 if st.precision == "fp32" else 2
+    if st.method == "lora":
+        place("weights", f"frozen base weights in {'fp32' if base_b == 4 else '16-bit'}", base_b * P,
+              shard.weights, shard.offload_params, f"{_n(P)} params × {base_b} B", SRC_LORA + "; " + SRC_BIDERMAN_H)
+    else:
+        qw = _linear_weight_params(model)
+        rest = P - qw
+        place("weights", "NF4 block linear weights (4 bits/param)", _ceil_div(qw, 2), shard.weights,
+              shard.offload_params, f"{_n(qw)} params × 4 bits / 8", SRC_NF4)
+        place("weights", "unquantised embeddings, lm_head, norms and biases",
+              base_b * rest, shard.weights, shard.offload_params,
+              f"{_n(rest)} params × {base_b} B", SRC_KEEP16)
+        # Double quantisation (the QLoRA recipe; MemorySettings carries no switch for it): 8-bit
+        # absmax per 64 weights + an fp32 absmax per 256 first-level constants.
+        blocks = _ceil_div(qw, 64)
+        consts = blocks * 1 + _ceil_div(blocks, 256) * 4
+        f = (f"{_n(qw)} params: {_n(blocks)} blocks of 64 × 1 B (8-bit absmax) + "
+             f"{_n(_ceil_div(blocks, 256))} × 4 B (fp32 absmax per 256 constants) "
+             f"[= 8/64 + 32/(64·256) bits/param; 32/64 without double quantisation]")
+        place("quantization_constants", "NF4 double-quantised block constants", consts, shard.weights,
+              shard.offload_params, f, SRC_DQ)
+    place("adapter_weights", f"LoRA A,B for {', '.join(targets)} (r={st.lora_rank}) in fp32", 4 * trainable,
+          shard.weights, shard.offload_params, f"{_n(trainable)} adapter params × 4 B", SRC_LORA)
+    place("gradients", "fp32 gradients of the adapters", 4 * trainable, shard.grads, shard.offload_grads,
+          f"{_n(trainable)} adapter params × 4 B", SRC_LORA)
+    per, what, src = optimizer_bytes(4)
+    place("optimizer_states", f"{what} for the adapters", per * trainable, shard.optim, shard.offload_optim,
+          f"{_n(trainable)} adapter params × {per} B", src)
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+@dataclass
+class _Item:
+    """One saved tensor kind in a block: bytes per token and how it was computed."""
+
+    group: str
+    label: str
+    per_token: int
+    formula: str
+
+
+def _block_inventory(model: ModelSpec, st: MemorySettings, rg: _Regime, targets: list[str]) -> list[_Item]:
+    """Bytes per token saved for backward by ONE decoder block (no checkpointing).
+
+    The groups: norms, attention core, attention scores (eager only), MLP internals, linear inputs
+    (full fine-tuning), LoRA adapter inputs. Verified tensor-by-tensor against
+    torch.autograd.graph.saved_tensors_hooks on a tiny Llama (fp32, CPU).
+    """
+    h, f = model.hidden_size, model.intermediate_size
+    a, kv, hd = model.num_attention_heads, model.num_key_value_heads, model.head_dim
+    q_w, kv_w = a * hd, kv * hd
+    D, R = rg.act, rg.resid
+    full = st.method == "full"
+    gpt = model.family in ("gpt2", "gpt3")
+    items: list[_Item] = []
+
+    # Norms: RMSNorm keeps its fp32 upcast input (+ a 4 B rsqrt per token); LayerNorm its input (+ mean,
+    # rstd). With a trainable norm weight, RMSNorm also keeps the normalised tensor for the weight grad.
+    n_norms = 4 if model.family == "gemma2" else 2
+    if gpt:
+        per = n_norms * (R * h + 8)
+        items.append(_Item("norms", f"{n_norms} LayerNorm inputs (+mean, rstd)", per,
+                           f"{n_norms}·({R}·h + 8) = {n_norms}·({R}·{h} + 8)"))
+    else:
+        normed = R * h if full else 0
+        per = n_norms * (4 * h + 4 + normed)
+        items.append(_Item("norms", f"{n_norms} RMSNorm fp32 inputs + rsqrt" + (" + normalised (trainable weight)" if full else ""),
+                           per, f"{n_norms}·(4·h + 4{f' + {R}·h' if full else ''}) with h={h}"))
+
+    # Attention core.
+    if st.attention in ("sdpa", "flash"):
+        per = D * (q_w + 2 * kv_w + q_w) + 4 * a
+        items.append(_Item("attention", "sdpa/flash: q, k, v, output (+fp32 logsumexp)", per,
+                           f"{D}·(q {q_w} + k {kv_w} + v {kv_w} + out {q_w}) + 4·a {a}"))
+    else:
+        s = st.seq_len
+        per_qkv = D * 3 * q_w
+        cast = D * a * s if D == 2 else 0
+        items.append(_Item("attention", "eager: q and k, v repeated to all heads", per_qkv,
+                           f"{D}·3·a·head_dim = {D}·3·{q_w}"))
+        items.append(_Item("scores", "eager: fp32 softmax(QK^T)" + (" + its 16-bit cast" if cast else ""),
+                           4 * a * s + cast,
+                           f"(4{' + ' + str(D) if cast else ''})·a·s = {4 + (D if cast else 0)}·{a}·{s}"))
+
+    # MLP internals needed for input gradients regardless of which weights train.
+    if model.gated_mlp:
+        items.append(_Item("mlp", "gated MLP: gate, up and act(gate) outputs", 3 * D * f, f"3·{D}·ffn = 3·{D}·{f}"))
+    else:
+        items.append(_Item("mlp", "MLP: fc output (activation input)", D * f, f"{D}·ffn = {D}·{f}"))
+    if gpt:
+        items.append(_Item("mlp", "GPT-2 residual dropout masks (2 per block)", 2 * rg.mask * h,
+                           f"2·{rg.mask}·h = 2·{rg.mask}·{h}"))
+
+    # Inputs of the linear layers, grouped by the tensor they read.
+    attn = [m for m in model.linear_modules if m.kind == "attention"]
+    mlp = [m for m in model.linear_modules if m.kind == "mlp"]
+    groups = [
+        ("attention input (norm output)", attn[:-1], "norm"),
+        ("attention output", attn[-1:], "attn_out"),
+        ("MLP input (norm output)", mlp[:-1], "norm"),
+        ("MLP hidden (down-projection input)", mlp[-1:], "hidden"),
+    ]
+    if full:
+        per = 0
+        parts: list[str] = []
+        for label, mods, kind in groups:
+            if not mods:
+                continue
+            width = mods[0].in_features
+            if kind == "norm":
+                if rg.cast_per_linear:  # autocast: one 16-bit copy per consuming linear
+                    b = len(mods) * D * width
+                    parts.append(f"{len(mods)}·{D}·{width} ({label}, autocast copy per linear)")
+                else:
+                    b = R * width
+                    parts.append(f"{R}·{width} ({label})")
+            elif kind == "attn_out":
+                if st.attention in ("sdpa", "flash"):
+                    continue  # the sdpa output itself (already counted) is what the projection saves
+                b = D * width
+                parts.append(f"{D}·{width} ({label}, contiguous copy)")
+            else:
+                b = D * width
+                parts.append(f"{D}·{width} ({label})")
+            per += b
+        items.append(_Item("linear_inputs", "inputs saved by trainable linear layers", per, " + ".join(parts)))
+    else:
+        r = st.lora_rank or 0
+        per = 0
+        parts = []
+        for label, mods, kind in groups:
+            for m in mods:
+                if m.name not in targets:
+                    continue
+                b = (rg.mask + rg.adapter_in) * m.in_features + rg.adapter_in * r
+                per += b
+                parts.append(f"{m.name}: ({rg.mask}+{rg.adapter_in})·{m.in_features} + {rg.adapter_in}·{r}")
+        if per:
+            items.append(_Item("lora", "LoRA: dropout mask + adapter input + A output per target", per,
+                               " + ".join(parts)))
+    return items
+
+
+def _activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, targets: list[str]) -> None:
+    """Saved activations over all blocks (or checkpointed inputs + one block) plus outside-block tensors."""
+    b, s, L, h = st.micro_batch, st.seq_len, model.num_layers, model.hidden_size
+    tokens = b * s
+    items = _block_inventory(model, st, rg, targets)
+    block_per_token = sum(i.per_token for i in items)
+    detail = "; ".join(f"{i.label}: {i.formula} = {_n(i.per_token)}" for i in items)
+
+    if not st.gradient_checkpointing:
+        by_group: dict[str, list[_Item]] = {}
+        for i in items:
+            by_group.setdefault(i.group, []).append(i)
+        names = {
+            "norms": "activations: block norms", "attention": "activations: attention core",
+            "scores": "activations: eager attention scores (Korthikanti 5as/h term)",
+            "mlp": "activations: MLP internals", "linear_inputs": "activations: inputs of trainable linears",
+            "lora": "activations: LoRA adapter inputs",
+        }
+        for g, its in by_group.items():
+            per = sum(i.per_token for i in its)
+            f = "; ".join(f"{i.label}: {i.formula} = {_n(i.per_token)} B/token" for i in its)
+            src = {"attention": SRC_ATTN_SDPA if st.attention != "eager" else SRC_ATTN_EAGER,
+                   "scores": SRC_ATTN_EAGER, "lora": SRC_LORA_ACT}.get(g, SRC_KORTHIKANTI)
+            t.add("activations", names[g], per * tokens * L,
+                  f"b·s·L·({f}) = {b}·{s}·{L}·{_n(per)} = {_n(per * tokens * L)} B", src)
+    else:
+        ck = rg.resid * h * tokens * L
+        t.add("activations", "checkpointed block inputs (gradient checkpointing)", ck,
+              f"b·s·h·L·{rg.resid} B = {b}·{s}·{h}·{L}·{rg.resid} = {_n(ck)} B", SRC_GC)
+        # While the last block is recomputed and back-propagated the loss buffers are already freed,
+        # so that phase and the loss phase do not add up: only the excess over the loss buffers counts.
+        f_mlp = model.intermediate_size
+        mlp_saved = sum(i.per_token for i in items if i.group == "mlp")
+        phase_mlp = block_per_token + 2 * rg.act * f_mlp
+        phase_attn = block_per_token - mlp_saved + 8 * model.num_attention_heads * s if st.attention == "eager" else 0
+        phase = max(phase_mlp, phase_attn) * tokens
+        loss = _loss_bytes(model, st)
+        extra = max(0, phase - loss)
+        t.add("activations", "one block recomputed in backward (+ its gradient transients), beyond the loss buffers",
+              extra,
+              f"max(0, b·s·max(block {_n(block_per_token)} + 2·{rg.act}·ffn {f_mlp}"
+              + (f", block − MLP {_n(mlp_saved)} + 8·a·s (fp32 softmax grads)" if st.attention == "eager" else "")
+              + f") − loss buffers {_n(loss)}) = max(0, {_n(phase)} − {_n(loss)}) = {_n(extra)} B; block: {detail}",
+              SRC_GC + "; " + SRC_KORTHIKANTI + "; [M] peak RSS with checkpointing on CPU")
+
+    # Outside the blocks: final norm (+ lm_head input when lm_head trains) and the token ids.
+    full = st.method == "full"
+    if model.family in ("gpt2", "gpt3"):
+        norm = rg.resid * h + 8
+        nf = f"{rg.resid}·h + 8"
+    else:
+        norm = 4 * h + 4 + (rg.resid * h if full else 0)
+        nf = f"4·h + 4{f' + {rg.resid}·h' if full else ''}"
+    head_in = (rg.act if rg.cast_per_linear else rg.resid) * h if full else 0
+    ids = 8 if full else 0
+    per = norm + head_in + ids
+    t.add("activations", "final norm, lm_head input and token ids", per * tokens,
+          f"b·s·({nf} [final norm] + {head_in // h if h else 0}·h [lm_head input] + {ids} [int64 ids]) "
+          f"= {b}·{s}·{_n(per)} = {_n(per * tokens)} B", SRC_KORTHIKANTI)
+
+    if rg.cast_per_linear and st.strategy in ("none", "ddp"):
+        # autocast caches a 16-bit cast of every fp32 leaf weight it feeds to a matmul and F.linear
+        # saves it for backward (HF anatomy's 6 B "weights": fp32 + 16-bit copy). Under FSDP/ZeRO
+        # mixed precision the gathered parameters are already 16-bit, so there is no copy.
+        lw = _linear_weight_params(model) + model.vocab_size * model.hidden_size
+        sh = lw * 2
+        t.add("activations", "16-bit autocast copies of the linear and lm_head weights, saved for backward", sh,
+              f"({_n(_linear_weight_params(model))} linear + {_n(model.vocab_size * model.hidden_size)} lm_head "
+              f"weights) × 2 B = {_n(sh)} B", SRC_HF_ANATOMY + "; [M] saved tensors under CPU autocast")
+
+    if st.method == "qlora":
+        big = max(m.in_features * m.out_features for m in model.linear_modules)
+        t.add("activations", "dequantised weight temporary (largest linear of a block)", big * rg.act,
+              f"max(in·out) {_n(big)} × {rg.act} B = {_n(big * rg.act)} B", SRC_DEQUANT)
+
+
+def _loss_bytes(model: ModelSpec, st: MemorySettings) -> int:
+    """Bytes of the loss buffers alive at the start of backward: b·s·V·(4+4+4)."""
+    return 12 * st.micro_batch * st.seq_len * model.vocab_size
+
+
+def _logits_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime) -> None:
+    """fp32 log-softmax and the two fp32 gradients alive at the start of backward.
+
+    transformers 5 ForCausalLMLoss (and the executor's token_loss_sum) upcast the logits with
+    .float() and call cross_entropy = log_softmax + nll_loss. In forward the logits (2 or 4 B), the
+    fp32 copy and the saved fp32 log-softmax coexist (10 V bytes under 16-bit); the caller drops the
+    logits before backward, where nll_loss's fp32 gradient and log_softmax's fp32 input gradient
+    join the saved log-softmax: 12 V bytes, the larger of the two, under 16-bit and fp32 alike.
+    """
+    b, s, V = st.micro_batch, st.seq_len, model.vocab_size
+    n = b * s * V
+    lb = rg.act
+    t.add("logits_and_loss", "fp32 log-softmax saved by cross_entropy", 4 * n,
+          f"b·s·V·4 = {b}·{s}·{V}·4 = {_n(4 * n)} B", SRC_LOGITS)
+    t.add("logits_and_loss", "fp32 gradients in loss backward: d(log-softmax) from nll_loss + d(logits)", 8 * n,
+          f"b·s·V·(4+4) = {b}·{s}·{V}·8 = {_n(8 * n)} B (the {lb}-byte logits and their fp32 copy, "
+          f"{lb}+4 = {lb + 4} B/element, are freed before backward and peak lower in forward)", SRC_LOGITS)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def estimate(
+    model: ModelSpec,
+    settings: MemorySettings,
+    *,
+    capacity_bytes: int,
+    device: Literal["cuda", "cpu"] = "cuda",
+    headroom_fraction: float = DEFAULT_HEADROOM,
+    calibration: Optional[dict[str, float]] = None,
+) -> MemoryEstimate:
+    """Predict the peak memory of one training step on each device, itemised.
+
+    model: the architecture (exact parameter counts). settings: method, precision, optimizer,
+    checkpointing, attention, micro-batch (per device), sequence length, LoRA rank/targets (targets
+    default to all-linear), strategy, num_devices, cpu_offload. capacity_bytes: memory of ONE
+    device (GPU memory, or RAM for device="cpu"). headroom_fraction: share of capacity kept free;
+    fits = per_device_bytes <= int(capacity*(1-headroom)). calibration: optional multipliers per
+    breakdown component (e.g. {"activations": 0.9}) from measured runs; calibration_factor is the
+    overall after/before ratio.
+
+    Raises ValueError on inconsistent settings (LoRA without rank, unknown targets, bad headroom,
+    unknown calibration keys).
+    """
+    if capacity_bytes <= 0:
+        raise ValueError("capacity_bytes must be > 0")
+    if not 0 <= headroom_fraction < 1:
+        raise ValueError("headroom_fraction must be in [0, 1)")
+    if device not in ("cuda", "cpu"):
+        raise ValueError("device must be 'cuda' or 'cpu'")
+    st = settings
+    targets: list[str] = []
+    if st.method == "full":
+        trainable = model.total_params
+    else:
+        if st.lora_rank is None:
+            raise ValueError(f"settings.lora_rank is required for method {st.method!r}")
+        targets = resolve_targets(model, st.target_modules or ["all-linear"])
+        trainable = model.lora_params(st.lora_rank, targets)
+
+    rg = _regime(st.method, st.precision, device)
+    shard = _sharding(st)
+    t = _Terms()
+    _state_terms(t, model, st, rg, trainable, targets, shard)
+
+    # Strategy-specific buffers.
+    if st.strategy == "ddp" and st.num_devices > 1:
+        g = sum(x.bytes for x in t.items if x.component == "gradients")
+        t.add("gradients", "DDP allreduce buckets (gradient-sized)", g,
+              f"= gradient bytes {_n(g)} B (gradient_as_bucket_view=False)", SRC_DDP)
+    if st.strategy in ("fsdp", "deepspeed-zero3") and st.num_devices > 1:
+        bp = _block_params(model)
+        if st.method == "qlora":
+            per, per_f = 0.5 + 0.127 / 8, "0.516 B (NF4+DQ)"
+            gb = int(2 * bp * per)
+        else:
+            pb = 4 if st.precision == "fp32" else 2
+            per_f = f"{pb} B"
+            gb = 2 * bp * pb
+        t.add("weights", "all-gathered parameters of one block (+ the prefetched next block)", gb,
+              f"2 × {_n(bp)} block params × {per_f} = {_n(gb)} B", SRC_FSDP_GATHER)
+
+    _activation_terms(t, model, st, rg, targets)
+    _logits_terms(t, model, st, rg)
+
+    churn = sum(x.bytes for x in t.items if x.component in ("activations", "logits_and_loss"))
+    frag = int(churn * FRAGMENTATION_SHARE)
+    if device == "cuda":
+        t.add("framework_overhead", "CUDA context, cuBLAS workspace and kernels", CUDA_CONTEXT_BYTES,
+              f"0.75 GiB = {_n(CUDA_CONTEXT_BYTES)} B", SRC_CUDA_CTX)
+    else:
+        t.add("framework_overhead", "Python + torch + transformers + peft process", CPU_RUNTIME_BYTES,
+              f"384 MiB = {_n(CPU_RUNTIME_BYTES)} B", SRC_CPU_RT)
+    t.add("framework_overhead", "allocator fragmentation", frag,
+          f"{FRAGMENTATION_SHARE} × (activations + logits) {_n(churn)} B = {_n(frag)} B", SRC_FRAG)
+
+    terms = t.items
+    factor: Optional[float] = None
+    if calibration:
+        fields = set(MemoryBreakdown.model_fields)
+        bad = sorted(set(calibration) - fields)
+        if bad:
+            raise ValueError(f"unknown calibration components {bad}; use {sorted(fields)}")
+        before = sum(x.bytes for x in terms)
+        out: list[MemoryTerm] = []
+        for x in terms:
+            m = calibration.get(x.component)
+            if m is None:
+                out.append(x)
+                continue
+            if m < 0:
+                raise ValueError(f"calibration multiplier for {x.component} must be >= 0")
+            nb = int(round(x.bytes * m))
+            out.append(x.model_copy(update={
+                "bytes": nb,
+                "formula": f"{x.formula}; × calibration {m:g} (tuneplan calibrate) = {_n(nb)} B",
+            }))
+        terms = out
+        after = sum(x.bytes for x in terms)
+        factor = after / before if before else 1.0
+
+    comp = {f: 0 for f in MemoryBreakdown.model_fields}
+    for x in terms:
+        comp[x.component] += x.bytes
+    breakdown = MemoryBreakdown(**comp)
+    total = breakdown.total
+    usable = int(capacity_bytes * (1 - headroom_fraction))
+    return MemoryEstimate(
+        method=st.method,
+        per_device_bytes=total,
+        device_capacity_bytes=capacity_bytes,
+        usable_bytes=max(1, usable),
+        fits=total <= usable,
+        headroom_bytes=capacity_bytes - total,
+        headroom_fraction=headroom_fraction,
+        breakdown=breakdown,
+        terms=terms,
+        settings=st,
+        trainable_params=trainable,
+        calibration_factor=factor,
+    )
+
+
+__all__ = ["DEFAULT_HEADROOM", "estimate"]

@@ -1,0 +1,270 @@
+"""How close is tuneplan's memory estimator to published peak-memory figures?
+
+Run: .venv/bin/python benchmarks/estimator_accuracy.py
+
+Every "measured" figure comes from ../shared/research/facts.md (section 7, and section 3 for
+Biderman et al. App. H), with its source tag. For each row the estimator is run with the settings
+the source states; where a setting is unknown the row states the assumption. Some sources measure
+only part of the device's memory, so each row says which part of the estimate it is compared with
+("scope"):
+
+* torchtune's README peaks come from torch.cuda memory counters (torchtune get_memory_stats:
+  max_memory_allocated / active bytes). Those counters do not see the CUDA context, nor memory
+  that bitsandbytes' paged optimizers take with cudaMallocManaged. The comparison therefore drops
+  the estimate's CUDA-context term and any paged optimizer states; nothing else is adjusted.
+* torchtune's recipes use chunked cross-entropy and torch.compile; the estimator models
+  transformers' unchunked loss (b*s*V*12 bytes at the start of backward), so it over-predicts
+  those rows by design. It is not corrected here.
+* M1 uses optimizer_in_bwd (each gradient is applied and freed during backward): the estimator has
+  no such setting, so the row replaces the full-gradient term by the largest single parameter's
+  gradient (an honest approximation, stated in the row).
+* Biderman App. H figures are model states only (no activations): compared with weights +
+  adapters + gradients + optimizer states.
+
+The goal is a median absolute error <= 15%. Constants are not tuned to these rows.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tuneplan.advisor.estimator import estimate  # noqa: E402
+from tuneplan.advisor.modelspec import build_spec  # noqa: E402
+from tuneplan.schemas import MemoryEstimate, MemorySettings, ModelSpec  # noqa: E402
+
+GiB = 1024**3
+GB = 1000**3
+MB = 1000**2
+GOAL = 15.0
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The catalog's ModelSpec, or a build_spec fallback from the public config numbers."""
+    try:
+        from tuneplan.advisor.catalog import get_model
+
+        return get_model(name)
+    except Exception:  # catalog missing or incomplete: public config.json numbers
+        cfgs = {
+            "meta-llama/Llama-3.1-8B": dict(family="llama", num_layers=32, hidden_size=4096, intermediate_size=14336,
+                                            num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
+            "meta-llama/Llama-3.2-3B": dict(family="llama", num_layers=28, hidden_size=3072, intermediate_size=8192,
+                                            num_attention_heads=24, num_key_value_heads=8, vocab_size=128256,
+                                            head_dim=128, tie_word_embeddings=True),
+            "huggyllama/llama-7b": dict(family="llama", num_layers=32, hidden_size=4096, intermediate_size=11008,
+                                        num_attention_heads=32, vocab_size=32000),
+            "meta-llama/Llama-2-7b-hf": dict(family="llama", num_layers=32, hidden_size=4096,
+                                             intermediate_size=11008, num_attention_heads=32, vocab_size=32000),
+            "meta-llama/Llama-2-70b-hf": dict(family="llama", num_layers=80, hidden_size=8192,
+                                              intermediate_size=28672, num_attention_heads=64,
+                                              num_key_value_heads=8, vocab_size=32000),
+            "gpt3-175b": dict(family="gpt3", num_layers=96, hidden_size=12288, intermediate_size=4 * 12288,
+                              num_attention_heads=96, vocab_size=50257, tie_word_embeddings=True),
+        }
+        return build_spec(name=name, **cfgs[name])
+
+
+def settings(**kw) -> MemorySettings:
+    """MemorySettings with single-device bf16-mixed AdamW sdpa defaults, overridden by kw."""
+    base = dict(method="full", precision="bf16-mixed", optimizer="adamw", gradient_checkpointing=False,
+                attention="sdpa", micro_batch=1, seq_len=2048)
+    base.update(kw)
+    return MemorySettings(**base)
+
+
+# ----------------------------------------------------------------------------- scopes
+
+
+def whole(e: MemoryEstimate) -> int:
+    """The whole per-device estimate."""
+    return e.per_device_bytes
+
+
+def torch_counters(e: MemoryEstimate) -> int:
+    """What torch.cuda memory counters can see: no CUDA context, no cudaMallocManaged (paged) states."""
+    out = e.per_device_bytes
+    for t in e.terms:
+        if t.component == "framework_overhead" and "CUDA context" in t.label:
+            out -= t.bytes
+        if t.component == "optimizer_states" and e.settings.optimizer.startswith("paged"):
+            out -= t.bytes
+    return out
+
+
+def torch_counters_optimizer_in_bwd(model: ModelSpec) -> Callable[[MemoryEstimate], int]:
+    """torch_counters, with the full gradients replaced by the largest parameter's gradient."""
+    def scope(e: MemoryEstimate) -> int:
+        p = model.params
+        largest = max(p.embedding, p.lm_head, max(m.in_features * m.out_features for m in model.linear_modules))
+        grad_bytes = 2 if e.settings.precision == "bf16" else 4
+        return torch_counters(e) - e.breakdown.gradients + largest * grad_bytes
+    return scope
+
+
+def model_states(e: MemoryEstimate) -> int:
+    """Weights + quantisation constants + adapters + gradients + optimizer states (no activations)."""
+    b = e.breakdown
+    return b.weights + b.quantization_constants + b.adapter_weights + b.gradients + b.optimizer_states
+
+
+def model_state_shards(e: MemoryEstimate) -> int:
+    """model_states without the FSDP/ZeRO-3 all-gather buffer (App. H counts shards only)."""
+    gathered = sum(t.bytes for t in e.terms if "all-gathered" in t.label)
+    return model_states(e) - gathered
+
+
+def base_weights(e: MemoryEstimate) -> int:
+    """The frozen base as stored: weights + quantisation constants."""
+    return e.breakdown.weights + e.breakdown.quantization_constants
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+@dataclass
+class Row:
+    """One published figure and how to reproduce it."""
+
+    case: str
+    source: str
+    measured: int
+    model: str
+    settings: MemorySettings
+    scope: Callable[[MemoryEstimate], int]
+    scope_name: str
+    assumptions: str
+    capacity: int = 80 * GiB
+
+
+def rows() -> list[Row]:
+    """The benchmark cases (facts.md section 7 and Biderman App. H)."""
+    l31 = get_spec("meta-llama/Llama-3.1-8B")
+    tt_lora_targets = ["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    tt = dict(precision="bf16", micro_batch=2, seq_len=2048, gradient_checkpointing=True, attention="flash")
+    return [
+        Row("M1 Llama-3.1-8B full, torchtune 4090", "facts §7 M1 [P] torchtune README", int(18.9 * GiB),
+            "meta-llama/Llama-3.1-8B",
+            settings(method="full", optimizer="paged-adamw-8bit", **tt),
+            torch_counters_optimizer_in_bwd(l31), "torch counters, optimizer_in_bwd",
+            "bf16 pure, PagedAdamW8bit, AC, bs 2, packed 2048; optimizer_in_bwd ≈ one largest-parameter "
+            "gradient (embedding) instead of all; chunked CE + compile not modelled", 24 * GiB),
+        Row("M3 Llama-3.1-8B LoRA, torchtune 4090", "facts §7 M3 [P] torchtune README", int(16.2 * GiB),
+            "meta-llama/Llama-3.1-8B",
+            settings(method="lora", optimizer="adamw", lora_rank=8, target_modules=tt_lora_targets, **tt),
+            torch_counters, "torch counters",
+            "r=8 q,v,o+MLP, AdamW, bf16, AC, bs 2, packed 2048; chunked CE + compile not modelled", 24 * GiB),
+        Row("M4 Llama-3.1-8B QLoRA, torchtune 4090", "facts §7 M4 [P] torchtune README", int(7.4 * GiB),
+            "meta-llama/Llama-3.1-8B",
+            settings(method="qlora", optimizer="adamw", lora_rank=8, target_modules=tt_lora_targets, **tt),
+            torch_counters, "torch counters",
+            "as M3 with an NF4 base (torchao NF4 ≈ NF4+DQ); chunked CE + compile not modelled", 24 * GiB),
+        Row("M5 Llama-3.2-3B full +AC (cumulative row)", "facts §7 M5 [P] torchtune README", int(24.9 * GiB),
+            "meta-llama/Llama-3.2-3B",
+            settings(method="full", precision="bf16", optimizer="adamw", micro_batch=2, seq_len=4096,
+                     gradient_checkpointing=True, attention="flash"),
+            torch_counters, "torch counters",
+            "bf16 pure AdamW, bs 2, packed 4096, AC; + compile + chunked CE (not modelled)"),
+        Row("M5 Llama-3.2-3B LoRA (cumulative row)", "facts §7 M5 [P] torchtune README", int(8.5 * GiB),
+            "meta-llama/Llama-3.2-3B",
+            settings(method="lora", precision="bf16", optimizer="adamw", micro_batch=2, seq_len=4096,
+                     gradient_checkpointing=True, attention="flash", lora_rank=64,
+                     target_modules=tt_lora_targets),
+            torch_counters, "torch counters",
+            "assumed r=64 q,v,o+MLP (torchtune 3B config), bs 2, packed 4096, AC; activation offloading, "
+            "chunked CE, compile not modelled"),
+        Row("M5 Llama-3.2-3B QLoRA (cumulative row)", "facts §7 M5 [P] torchtune README", int(4.6 * GiB),
+            "meta-llama/Llama-3.2-3B",
+            settings(method="qlora", precision="bf16", optimizer="adamw", micro_batch=2, seq_len=4096,
+                     gradient_checkpointing=True, attention="flash", lora_rank=64,
+                     target_modules=tt_lora_targets),
+            torch_counters, "torch counters",
+            "as the LoRA row with an NF4 base"),
+        Row("M8 LLaMA-7B 4-bit base (QLoRA §2)", "facts §7 M8 [P] QLoRA §2", 5048 * MB,
+            "huggyllama/llama-7b",
+            settings(method="qlora", lora_rank=64, target_modules=["all-linear"], gradient_checkpointing=True),
+            base_weights, "base weights + constants",
+            "NF4+DQ, embeddings and lm_head 16-bit; 'MB' read as 10^6 B"),
+        Row("App.H 7B full Adam fp32 model states", "facts §3 Biderman App. H [P]", 112 * GB,
+            "meta-llama/Llama-2-7b-hf",
+            settings(method="full", precision="fp32"),
+            model_states, "model states", "Llama-2-7B (6.74B params; App. H rounds Ψ = 7B)"),
+        Row("App.H 7B LoRA (1% trainable) model states", "facts §3 Biderman App. H [P]", int(15.12 * GB),
+            "meta-llama/Llama-2-7b-hf",
+            settings(method="lora", precision="bf16-mixed", lora_rank=28, target_modules=["all-linear"]),
+            model_states, "model states", "r=28 all-linear = 1.04% trainable; frozen base bf16"),
+        Row("App.H 7B full Adam, FSDP 8 GPUs (per GPU)", "facts §3/§6b Biderman App. H.2 [P]", 14 * GB,
+            "meta-llama/Llama-2-7b-hf",
+            settings(method="full", precision="fp32", strategy="fsdp", num_devices=8),
+            model_state_shards, "model-state shards", "fp32 Adam, shards only"),
+        Row("App.H 70B full Adam fp32 model states", "facts §3 Biderman App. H [P]", int(1.12e12),
+            "meta-llama/Llama-2-70b-hf",
+            settings(method="full", precision="fp32"),
+            model_states, "model states", "Llama-2-70B (68.98B params; App. H rounds Ψ = 70B)",
+            capacity=2000 * GB),
+        Row("App.H 70B LoRA (1% trainable) model states", "facts §3 Biderman App. H [P]", int(151.2 * GB),
+            "meta-llama/Llama-2-70b-hf",
+            settings(method="lora", precision="bf16-mixed", lora_rank=36, target_modules=["all-linear"]),
+            model_states, "model states", "r=36 all-linear ≈ 1% trainable; frozen base bf16",
+            capacity=2000 * GB),
+        Row("LoRA §4.2 GPT-3 175B LoRA total VRAM", "facts §1 LoRA §4.2 [P]", 350 * GB,
+            "gpt3-175b",
+            settings(method="lora", precision="fp16-mixed", lora_rank=4, target_modules=["c_attn"],
+                     gradient_checkpointing=True, seq_len=2048),
+            whole, "whole estimate",
+            "r=4 on c_attn (fused q,k,v: GPT-3 naming), micro-batch 1, seq 2048, GC assumed; one logical "
+            "device", capacity=2000 * GB),
+    ]
+
+
+def main() -> int:
+    """Print the table and the verdict; exit 0 on PASS, 1 on FAIL."""
+    print("Estimator accuracy vs published peaks (measured figures: ../shared/research/facts.md, "
+          "source tags as listed)\n")
+    hdr = (f"{'case':46s} {'measured':>12s} {'predicted':>12s} {'error':>8s} {'w/o loss':>9s}  "
+           f"scope / source / assumptions")
+    print(hdr)
+    print("-" * len(hdr))
+    errors: list[float] = []
+    for r in rows():
+        model = get_spec(r.model)
+        e = estimate(model, r.settings, capacity_bytes=r.capacity)
+        pred = r.scope(e)
+        err = 100.0 * (pred - r.measured) / r.measured
+        errors.append(err)
+        # Diagnostic only (not scored): the error if the unchunked-loss buffers were left out.
+        loss = e.breakdown.logits_and_loss if r.scope_name.startswith(("torch", "whole")) else 0
+        no_loss = 100.0 * (pred - loss - r.measured) / r.measured
+        print(f"{r.case:46s} {r.measured / GiB:9.2f} GiB {pred / GiB:9.2f} GiB {err:+7.1f}% {no_loss:+8.1f}%  "
+              f"{r.scope_name} / {r.source} / {r.assumptions}")
+    med = statistics.median(abs(x) for x in errors)
+    print()
+    print(f"rows: {len(errors)}; median |error| = {med:.1f}% (goal <= {GOAL:.0f}%): "
+          f"{'PASS' if med <= GOAL else 'FAIL'}")
+    tt = [abs(x) for r, x in zip(rows(), errors) if "torchtune" in r.source]
+    if tt:
+        print(f"torchtune rows only (chunked CE + compile not modelled): median |error| = "
+              f"{statistics.median(tt):.1f}%")
+    print("'w/o loss' is a diagnostic, not a score: the error with the b*s*V*12 B unchunked-loss buffers "
+          "removed, i.e. how far the rest of the model is from stacks that chunk the loss.")
+
+    # Fit checks with no number to compare (facts §7 M9, QLoRA abstract): 65B QLoRA on one 48 GB GPU.
+    l65 = get_spec("huggyllama/llama-65b")
+    print()
+    for rank in (16, 64):
+        e = estimate(l65, settings(method="qlora", lora_rank=rank, target_modules=["all-linear"],
+                                   gradient_checkpointing=True, optimizer="paged-adamw-32bit", seq_len=512),
+                     capacity_bytes=48 * GB)
+        print(f"M9 LLaMA-65B QLoRA r={rank} all-linear on one 48 GB GPU (bs 1, seq 512, GC, paged AdamW "
+              f"32-bit counted resident, fp32 adapters): {e.per_device_bytes / GB:.1f} GB predicted, "
+              f"usable {e.usable_bytes / GB:.1f} GB, fits={e.fits} (paper: fits with paging)")
+    return 0 if med <= GOAL else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
