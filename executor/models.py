@@ -81,6 +81,10 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
         raise RuntimeError(f"{gguf} did not convert to SmolLM2-135M ({got} != {SMOLLM2_SHAPE})")
     if not tokenizer.chat_template:
         tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+    # The weights are plain fp32 now; drop the GGUF "quantizer" so they save as safetensors.
+    model.hf_quantizer = None
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
 
