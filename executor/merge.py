@@ -12,9 +12,9 @@ from tuneplan.advisor.errors import InputError
 def merge_run(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> Path:
     """Merge the LoRA/QLoRA adapter of `run_dir` into its base (peft merge_and_unload).
 
-    The base is loaded unquantised in float32 (also for QLoRA runs, so the merged weights are
-    exact dequantised-base + BA), from the directory the adapter was trained on, else from the
-    plan's model name. Saves safetensors + tokenizer to out_dir (default `<run_dir>/merged`).
+    The base is loaded unquantised in float32 from the directory the adapter was trained on,
+    else from the plan's model name. For QLoRA runs this is the usual merge into the original
+    weights: it differs from the trained NF4 model by the 4-bit quantisation error. Saves safetensors + tokenizer to out_dir (default `<run_dir>/merged`).
     InputError for a full fine-tuning run, a missing adapter, or a missing base model.
     """
     import torch

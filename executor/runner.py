@@ -302,7 +302,7 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
     except BaseException as exc:
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {exc}"
-        if device.type == "cuda" and isinstance(exc, torch.OutOfMemoryError):
+        if device.type == "cuda" and isinstance(exc, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
         raise
     finally:
