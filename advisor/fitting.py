@@ -72,6 +72,7 @@ def settings_for(
         strategy=(strategy or d.strategy),  # type: ignore[arg-type]
         num_devices=d.num_devices,
         cpu_offload=d.cpu_offload,
+        lora_dropout=d.lora_dropout if lora else None,
     )
 
 

@@ -165,6 +165,14 @@ class MemorySettings(Strict):
     """Devices sharing the model under the strategy."""
     cpu_offload: bool = False
     """Whether optimizer states and parameters are offloaded to host memory (ZeRO-Offload/FSDP)."""
+    lora_dropout: Optional[float] = Field(default=None, ge=0, lt=1)
+    """LoRA dropout; > 0 makes each adapter keep its own dropped copy of its input for backward.
+    None: assume dropout is on."""
+    double_quant: bool = True
+    """QLoRA double quantisation (4.127 vs 4.5 bits/param)."""
+    loss_chunk_size: Optional[int] = Field(default=None, ge=1)
+    """Tokens per chunk when cross-entropy is computed in chunks (torchtune's chunked CE, TRL's
+    chunked_nll); None: logits for the whole micro-batch at once, as transformers does."""
 
 
 class MemoryEstimate(Strict):
