@@ -117,11 +117,24 @@ def _gib(n: Optional[float]) -> str:
     return "-" if n is None else f"{n / GIB:.2f}"
 
 
+def _cell(value) -> str:
+    """One SQL result value as table text (floats to 6 significant digits)."""
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def _before_after(before: Optional[float], after: Optional[float]) -> str:
     if before is None and after is None:
         return "-"
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     return f"{fmt(before)}→{fmt(after)}"
+
+
+class ModelInput(Input):
+    """The model box: down moves into the catalog matches below it."""
+
+    BINDINGS = [Binding("down", "app.model_list", "Matches", show=False)]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -133,12 +146,13 @@ class HelpScreen(ModalScreen[None]):
         rows = [
             ("F1 / ?", "this help"),
             ("ctrl+s", "save the plan to the --out file (atomic)"),
-            ("ctrl+r", "save, then run the plan (tuneplan run) and follow it in the Run tab"),
+            ("ctrl+r", "save and run the plan (tuneplan run); follow it in the Run tab"),
             ("ctrl+g", "cancel the run (SIGINT: recorded as interrupted)"),
             ("F2 / F3 / F4", "Plan / Run / Runs tab"),
             ("F5", "reload past runs from the run database"),
             ("enter (SQL box)", "run a read-only query against the run database"),
             ("tab / shift+tab", "next / previous question"),
+            ("down (model box)", "move into the catalog matches; enter picks one"),
             ("enter / space", "open a list; arrows choose; enter picks"),
             ("ctrl+q", "quit"),
         ]
@@ -191,9 +205,11 @@ class TunePlanApp(App[int]):
         self.show_all_errors = False
         self.touched: set[str] = set()
         self.proc: Optional[subprocess.Popen] = None
+        self.running = False
         self.losses: list[float] = []
         self.tokens = 0
         self.total_steps: Optional[int] = None
+        self.closing = False
 
     @staticmethod
     def _detect(detect: Callable[[], Union[GPUHardware, CPUHardware]]):
@@ -251,7 +267,7 @@ class TunePlanApp(App[int]):
                                 Input(count, id="gpus", type="integer", compact=True))
                         yield Static("Model", classes="group")
                         yield f("Which model? (catalog name, local folder, or a size like 7B)",
-                                Input(id="model", placeholder="type to search, e.g. llama-3.1-8b",
+                                ModelInput(id="model", placeholder="type to search, e.g. llama-3.1-8b",
                                       compact=True))
                         yield OptionList(*self._model_matches(""), id="model-list", compact=True)
                         yield Static("Task", classes="group")
@@ -581,9 +597,17 @@ class TunePlanApp(App[int]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    def action_model_list(self) -> None:
+        """Move from the model box into the catalog matches."""
+        box = self.query_one("#model-list", OptionList)
+        if box.display:
+            box.focus()
+            box.highlighted = 0
+
     def action_tab(self, tab: str) -> None:
-        """Switch to a tab by id."""
+        """Switch to a tab by id and focus its first control."""
         self.query_one("#tabs", TabbedContent).active = tab
+        self.query_one({"plan": "#model", "run": "#run-log", "runs": "#runs-table"}[tab]).focus()
 
     def _focus_first_problem(self) -> None:
         for p in self.problems:
@@ -624,7 +648,7 @@ class TunePlanApp(App[int]):
 
     def action_run(self) -> None:
         """Save the plan, then run it in a subprocess and follow its metrics."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.running:
             self.notify("A run is already going; ctrl+g cancels it.", severity="warning")
             return
         if not self._text("data"):
@@ -646,6 +670,7 @@ class TunePlanApp(App[int]):
         if max_steps:
             cmd += ["--max-steps", max_steps]
         cmd += ["--data", str(Path(self._text("data")).expanduser().resolve())]
+        self.running = True
         self.losses = []
         self.tokens = 0
         self.total_steps = None
@@ -740,6 +765,8 @@ class TunePlanApp(App[int]):
         return offset + end, rows
 
     def _log_line(self, line: str) -> None:
+        if self.closing:
+            return
         self.query_one("#run-log", RichLog).write(Text(line))
         m = _TOTAL_STEPS.search(line)
         if m and self.total_steps is None:
@@ -747,6 +774,8 @@ class TunePlanApp(App[int]):
             self.query_one("#run-progress", ProgressBar).update(total=self.total_steps)
 
     def _show_metrics(self, rows: list[dict]) -> None:
+        if self.closing:
+            return
         self.losses += [float(r["loss"]) for r in rows if r.get("loss") is not None]
         last = rows[-1]
         self.tokens += sum(int(r.get("tokens") or 0) for r in rows)
@@ -762,7 +791,10 @@ class TunePlanApp(App[int]):
         self.query_one("#run-status", Static).update(Text("Running… (ctrl+g cancels)", style="bold"))
 
     def _run_finished(self, code: Optional[int], result: Optional[dict], run_dir: Optional[Path]) -> None:
+        if self.closing:
+            return
         self.proc = None
+        self.running = False
         self.query_one("#cancel", Button).disabled = True
         result = result or {}
         status = result.get("status") or ("succeeded" if code == 0 else "failed")
@@ -783,6 +815,7 @@ class TunePlanApp(App[int]):
 
     def on_unmount(self) -> None:
         """Do not leave a training process behind: interrupt it and give it a moment to record."""
+        self.closing = True
         proc = self.proc
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -800,8 +833,8 @@ class TunePlanApp(App[int]):
         table = self.query_one("#runs-table", DataTable)
         status = self.query_one("#runs-status", Static)
         table.clear(columns=True)
-        table.add_columns("run", "status", "method", "model", "pred GiB", "meas GiB", "error",
-                          "eval loss", "probe loss", "tok/s")
+        table.add_columns("run", "status", "method", "pred GiB", "meas GiB", "error",
+                          "eval loss", "probe loss", "tok/s", "model")
         label = self.db or str(store.default_db_path())
         try:
             rows = store.list_runs(self.db)
@@ -812,12 +845,12 @@ class TunePlanApp(App[int]):
             err = r.get("memory_error")
             tps = r.get("tokens_per_second")
             table.add_row(
-                r["run_id"], r["status"], METHOD_LABEL.get(r["method"], r["method"]), r["model"],
+                r["run_id"], r["status"], METHOD_LABEL.get(r["method"], r["method"]),
                 _gib(r.get("predicted_peak_bytes")), _gib(r.get("measured_peak_bytes")),
                 "" if err is None else f"{err * 100:+.1f}%",
                 _before_after(r.get("eval_loss_before"), r.get("eval_loss_after")),
                 _before_after(r.get("forgetting_loss_before"), r.get("forgetting_loss_after")),
-                "-" if tps is None else f"{tps:,.0f}", key=r["run_id"])
+                "-" if tps is None else f"{tps:,.0f}", r["model"].rsplit("/", 1)[-1], key=r["run_id"])
         status.update(Text(f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {label} "
                            f"(F5 reloads; error = (predicted − measured) / measured)"))
 
@@ -835,5 +868,5 @@ class TunePlanApp(App[int]):
             return
         table.add_columns(*columns)
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*(_cell(v) for v in row))
         status.update(Text(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="green"))
