@@ -401,7 +401,7 @@ class TunePlanApp(App[int]):
                   "domain_label": self._choice("domain-label"), "regime": self._choice("regime"),
                   "seq_len": self._number("seq-len", int, problems),
                   "batch_size": self._number("batch", int, problems),
-                  "dataset_tokens": int(tokens) if tokens else None},
+                  "dataset_tokens": None if tokens is None else int(tokens)},
             pins={"method": self._choice("method"), "lora_rank": self._number("rank", int, problems),
                   "learning_rate": self._number("lr", float, problems),
                   "max_steps": self._number("max-steps", int, problems), "target_modules": targets,
@@ -421,7 +421,10 @@ class TunePlanApp(App[int]):
                                    p.message == "Field required" else p for p in e.problems]
         else:
             if not problems:
-                self.plan = advise(inputs)
+                try:
+                    self.plan = advise(inputs)
+                except Exception as e:  # an advisor bug must not take the questionnaire down
+                    problems.append(Problem("advisor", f"{type(e).__name__}: {e}"))
         self.problems = problems
         self._show_problems()
         self._show_plan()
