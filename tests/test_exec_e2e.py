@@ -16,7 +16,6 @@ import pytest
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.advisor.errors import InputError
 from tuneplan.executor import models as M
-from tuneplan.executor import runner
 from tuneplan.executor.runner import run_plan
 from tuneplan.schemas import RunResult
 
@@ -91,7 +90,7 @@ def test_plan_file_with_relative_data_and_model_path(tiny, tmp_path):
     assert (Path(r.run_dir) / "plan.json").read_text() == plan.model_dump_json()
 
 
-def test_forced_failure_is_recorded_and_propagates(tiny, train_file, tmp_path, monkeypatch, capsys):
+def test_forced_failure_is_recorded_and_propagates(tiny, train_file, tmp_path, monkeypatch):
     import tuneplan.executor.train as T
 
     calls = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,7 +52,7 @@ def runs(tiny, overfit, tmp_path_factory):
 def test_run_trains_and_records_everything(runs, method):
     r = runs[method]
     assert r.status == "succeeded" and r.error is None and r.steps == STEPS
-    run_dir = __import__("pathlib").Path(r.run_dir)
+    run_dir = Path(r.run_dir)
     assert RunResult.model_validate_json((run_dir / "result.json").read_text()) == r
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
