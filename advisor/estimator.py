@@ -19,8 +19,13 @@ gradient being formed, optimizer states resident). Gradients are counted in full
   the GPU runs out (bitsandbytes docs), so a plan that needs it does not "fit".
   LoRA: frozen base in 16 bits (fp32 under fp32) + fp32 adapters (4 weights + 4 grads + states).
   QLoRA: the block linear weights in NF4 (4 bits) + block constants (8/64 + 32/(64*256) bits/param
-  with double quantisation, 32/64 without; QLoRA §3, bitsandbytes quantize_4bit); embeddings,
-  lm_head and norms stay 16-bit (transformers never quantises them).
+  with double quantisation, 32/64 when settings.double_quant is False; QLoRA §3, bitsandbytes
+  quantize_4bit); embeddings, lm_head and norms are not quantised. As the executor runs QLoRA
+  (estimate(kbit_upcast=True), the default), peft's prepare_model_for_kbit_training then casts
+  every 16-bit parameter that is not Params4bit to fp32: +2 B/param on those, an fp32 residual
+  stream and fp32 gate/up outputs (Linear4bit casts back to its input dtype), and a 16-bit autocast
+  cast of the fp32 lm_head saved for backward. kbit_upcast=False keeps them 16-bit (torchtune,
+  the QLoRA paper's qlora.py).
 * Activations: an inventory of the tensors autograd saves in one decoder block, derived from
   Korthikanti et al. 2022 (sbh(34+5as/h) for a GPT block) and re-derived for the actual
   architecture: RMSNorm (fp32 upcast input + normalised output), GQA (k, v are kv_heads*head_dim
@@ -28,7 +33,9 @@ gradient being formed, optimizer states resident). Gradients are counted in full
   Llama-style blocks. sdpa/flash store q, k, v, the output and an fp32 logsumexp; eager attention
   also stores the fp32 softmax (b*a*s*s) and its cast. Linear layers save their input only when
   their weight is trainable; a LoRA target saves its dropout mask, the adapter input and the
-  rank-wide A output (peft applies dropout per module, so each target keeps its own copy).
+  rank-wide A output (peft applies dropout per module, so each target keeps its own copy). With
+  settings.lora_dropout == 0 peft uses nn.Identity: no mask, and no per-target copy unless a cast
+  (autocast, or input dtype != fp32 adapters) makes one; then each shared input is saved once.
   Under *-mixed full fine-tuning autocast makes a 16-bit copy of a linear's fp32 input per
   linear, and caches a 16-bit copy of every weight it casts (saved for backward; HF anatomy's
   "fp32 + 16-bit copy"). Gradient checkpointing keeps each block's input (Korthikanti's 2sbh, in
@@ -42,8 +49,11 @@ gradient being formed, optimizer states resident). Gradients are counted in full
   the saved fp32 log-softmax coexist (b*s*V*(2+4+4) under 16-bit); the caller drops the logits
   before backward, where the saved log-softmax, nll_loss's fp32 gradient and log_softmax's fp32
   input gradient coexist: b*s*V*(4+4+4), the larger, under 16-bit and fp32 alike (checked with
-  peak RSS on CPU). Chunked or fused cross-entropy (torchtune, TRL, Liger,
-  CCE) is not modelled: the estimate is an upper bound for those stacks.
+  peak RSS on CPU). settings.loss_chunk_size models chunked cross-entropy (torchtune
+  CEWithChunkedOutputLoss): the fp32 log-softmax of every chunk is still saved, the 16-bit logits
+  are held while the loss runs, and only one chunk's fp32 copy/gradients exist at a time;
+  estimate(compiled_loss=True) models a torch.compile'd loss, which saves the 16-bit logits instead
+  (checked with saved_tensors_hooks on CPU). Fused kernels (Liger, CCE) are not modelled.
 * Framework overhead: CUDA context, cuBLAS workspace and kernels (0.75 GiB; facts: "about
   1-2 GB" [S], counted conservatively low because the caller also keeps DEFAULT_HEADROOM free)
   plus 5% of the churned allocations (activations and logits) for caching-allocator
@@ -57,15 +67,12 @@ gradient being formed, optimizer states resident). Gradients are counted in full
 
 Limits (known)
 --------------
-* Activation offloading, sequence packing effects, torch.compile fusion and chunked/fused losses
-  lower real peaks; tensor/sequence parallelism is not modelled.
+* Activation offloading, sequence packing effects, torch.compile fusion outside the loss and fused
+  losses lower real peaks; tensor/sequence parallelism is not modelled.
 * GPT-2-style blocks are approximated (tanh-GELU intermediates and attention dropout are not
   itemised); Gemma 2 soft-capping tensors are not itemised.
-* LoRA dropout is assumed > 0 (the plan default 0.05): with dropout 0 targets that share an input
-  store it once.
-* peft's prepare_model_for_kbit_training upcasts non-quantised parameters (embeddings, lm_head,
-  norms) to fp32; this estimator follows the QLoRA reference recipe (qlora.py re-casts embeddings
-  and lm_head to bf16) and counts them at 16 bits.
+* The kbit_upcast activation effects (fp32 residual/MLP outputs, lm_head cast) are derived from
+  the peft/bitsandbytes/autocast source, not measured on a GPU.
 * Allocator behaviour is summarised by one fragmentation share; peaks reported by
   torch.cuda.max_memory_allocated exclude the CUDA context and cudaMallocManaged (paged) memory.
 """
@@ -113,6 +120,14 @@ SRC_PURE_BF16 = "pure bf16 AdamW 2+2+4 B/param; facts 6a [D] (LLaMA-Factory 'pur
 SRC_LORA = "LoRA (Hu et al. 2021) §4.1-4.2: only A,B trained, frozen W0 keeps no grads/states; facts 1, 6a [P]/[D]"
 SRC_NF4 = "QLoRA (Dettmers et al. 2023) §3 NF4 4-bit storage; bitsandbytes quantize_4bit blocksize 64; facts 2a/2c [P]"
 SRC_DQ = "QLoRA §3 double quantisation 8/64 + 32/(64*256) = 0.127 bits/param (0.5 without); facts 2a/2c [P]/[D]"
+SRC_KBIT_UPCAST = ("peft utils/other.py prepare_model_for_kbit_training: 'cast all non INT8 parameters to fp32' "
+                   "(every fp16/bf16 param that is not Params4bit: embeddings, lm_head, norms, biases); "
+                   "executor/models.py calls it on the QLoRA path")
+SRC_CHUNKED_CE = ("torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss: the model returns "
+                  "the 16-bit logits in num_output_chunks pieces, each upcast with .float() only inside "
+                  "cross_entropy of its chunk; facts 6c (chunked CE) [P]/[D]")
+SRC_COMPILED_CE = (SRC_CHUNKED_CE + "; torch.compile'd cross_entropy saves the 16-bit input + fp32 logsumexp, "
+                   "[M] saved_tensors_hooks on CPU (2.016 vs eager 4.0085 B per logit element)")
 SRC_KEEP16 = "transformers get_keys_to_not_convert keeps lm_head/embeddings unquantised; facts 2c [P]"
 SRC_DEQUANT = "bitsandbytes MatMul4Bit: dequantize_4bit(W) to the compute dtype per matmul (forward and backward); QLoRA §3 [P]"
 SRC_PAGED = "bitsandbytes optimizers docs: paging 'only becomes active if you run out of GPU memory'; facts 2c [P]"
@@ -183,13 +198,28 @@ class _Regime:
     """Bytes per element of a LoRA adapter's saved input (fp32 adapters; 2 when autocast re-casts)."""
     mask: int
     """Bytes per element of a dropout mask: bool on CUDA, input dtype on CPU."""
+    mlp_out: int
+    """Bytes per element of the gate/up outputs and their product (4 when a 4-bit base's outputs are
+    cast back to an fp32 residual stream)."""
+    kbit_upcast: bool
+    """QLoRA under peft's prepare_model_for_kbit_training: non-quantised params fp32, fp32 residual."""
+    adapter_cast: bool
+    """Each LoRA target makes its own copy of its input (autocast or a dtype cast to the adapters)."""
 
 
-def _regime(method: str, precision: str, device: str) -> _Regime:
-    """Work out the storage dtypes that decide activation bytes for these settings."""
+def _regime(method: str, precision: str, device: str, kbit_upcast: bool = False) -> _Regime:
+    """Work out the storage dtypes that decide activation bytes for these settings.
+
+    kbit_upcast (QLoRA as the executor runs it): peft's prepare_model_for_kbit_training casts every
+    16-bit parameter that is not Params4bit to fp32, so the embedding output and the residual stream
+    are fp32; bitsandbytes Linear4bit casts its input to the compute dtype and its output back to the
+    input dtype (fp32), so gate/up outputs are fp32 too; the executor runs the adapters under autocast
+    to the compute dtype (sdpa/flash then see 16-bit q, k, v).
+    """
     fp32 = precision == "fp32"
     mixed = precision in ("bf16-mixed", "fp16-mixed")
     act = 4 if fp32 else 2
+    upcast = kbit_upcast and method == "qlora" and not fp32
     if method == "full":
         resid = 4 if (fp32 or mixed) else 2
         autocast = mixed
@@ -198,9 +228,14 @@ def _regime(method: str, precision: str, device: str) -> _Regime:
         resid = 4 if fp32 else 2
         autocast = mixed
         cast_per_linear = False
+    mlp_out = act
+    if upcast:
+        resid, mlp_out, autocast = 4, 4, True
     adapter_in = 2 if autocast else 4
     mask = 1 if device == "cuda" else 4
-    return _Regime(method, precision, device, act, resid, autocast, cast_per_linear, adapter_in, mask)
+    adapter_cast = autocast or act != 4 or resid != 4
+    return _Regime(method, precision, device, act, resid, autocast, cast_per_linear, adapter_in, mask,
+                   mlp_out, upcast, adapter_cast)
 
 
 class _Terms:
@@ -335,15 +370,23 @@ def _state_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, t
         place("weights", "unquantised embeddings, lm_head, norms and biases",
               base_b * rest, shard.weights, shard.offload_params,
               f"{_n(rest)} params × {base_b} B", SRC_KEEP16)
-        # Double quantisation (the QLoRA recipe; MemorySettings carries no switch for it): 8-bit
-        # absmax per 64 weights + an fp32 absmax per 256 first-level constants.
+        if rg.kbit_upcast:
+            place("weights", "fp32 upcast of the unquantised parameters (prepare_model_for_kbit_training)",
+                  (4 - base_b) * rest, shard.weights, shard.offload_params,
+                  f"{_n(rest)} params × (4 − {base_b}) B", SRC_KBIT_UPCAST)
         blocks = _ceil_div(qw, 64)
-        consts = blocks * 1 + _ceil_div(blocks, 256) * 4
-        f = (f"{_n(qw)} params: {_n(blocks)} blocks of 64 × 1 B (8-bit absmax) + "
-             f"{_n(_ceil_div(blocks, 256))} × 4 B (fp32 absmax per 256 constants) "
-             f"[= 8/64 + 32/(64·256) bits/param; 32/64 without double quantisation]")
-        place("quantization_constants", "NF4 double-quantised block constants", consts, shard.weights,
-              shard.offload_params, f, SRC_DQ)
+        if st.double_quant:
+            # 8-bit absmax per 64 weights + an fp32 absmax per 256 first-level constants.
+            consts = blocks * 1 + _ceil_div(blocks, 256) * 4
+            f = (f"{_n(qw)} params: {_n(blocks)} blocks of 64 × 1 B (8-bit absmax) + "
+                 f"{_n(_ceil_div(blocks, 256))} × 4 B (fp32 absmax per 256 constants) "
+                 f"[= 8/64 + 32/(64·256) bits/param]")
+            label = "NF4 double-quantised block constants"
+        else:
+            consts = blocks * 4
+            f = f"{_n(qw)} params: {_n(blocks)} blocks of 64 × 4 B (fp32 absmax) [= 32/64 bits/param]"
+            label = "NF4 block constants (fp32 absmax, no double quantisation)"
+        place("quantization_constants", label, consts, shard.weights, shard.offload_params, f, SRC_DQ)
     place("adapter_weights", f"LoRA A,B for {', '.join(targets)} (r={st.lora_rank}) in fp32", 4 * trainable,
           shard.weights, shard.offload_params, f"{_n(trainable)} adapter params × 4 B", SRC_LORA)
     place("gradients", "fp32 gradients of the adapters", 4 * trainable, shard.grads, shard.offload_grads,
@@ -410,10 +453,13 @@ def _block_inventory(model: ModelSpec, st: MemorySettings, rg: _Regime, targets:
                            f"(4{' + ' + str(D) if cast else ''})·a·s = {4 + (D if cast else 0)}·{a}·{s}"))
 
     # MLP internals needed for input gradients regardless of which weights train.
+    M = rg.mlp_out
     if model.gated_mlp:
-        items.append(_Item("mlp", "gated MLP: gate, up and act(gate) outputs", 3 * D * f, f"3·{D}·ffn = 3·{D}·{f}"))
+        items.append(_Item("mlp", "gated MLP: gate, up and act(gate) outputs"
+                           + (" (fp32: Linear4bit casts back to the fp32 input dtype)" if M != D else ""),
+                           3 * M * f, f"3·{M}·ffn = 3·{M}·{f}"))
     else:
-        items.append(_Item("mlp", "MLP: fc output (activation input)", D * f, f"{D}·ffn = {D}·{f}"))
+        items.append(_Item("mlp", "MLP: fc output (activation input)", M * f, f"{M}·ffn = {M}·{f}"))
     if gpt:
         items.append(_Item("mlp", "GPT-2 residual dropout masks (2 per block)", 2 * rg.mask * h,
                            f"2·{rg.mask}·h = 2·{rg.mask}·{h}"))
@@ -453,22 +499,40 @@ def _block_inventory(model: ModelSpec, st: MemorySettings, rg: _Regime, targets:
         items.append(_Item("linear_inputs", "inputs saved by trainable linear layers", per, " + ".join(parts)))
     else:
         r = st.lora_rank or 0
+        dropout = st.lora_dropout is None or st.lora_dropout > 0
+        A = rg.adapter_in
         per = 0
         parts = []
         for label, mods, kind in groups:
+            shared_done = False
             for m in mods:
                 if m.name not in targets:
                     continue
-                b = (rg.mask + rg.adapter_in) * m.in_features + rg.adapter_in * r
+                if dropout:
+                    # each target drops its own copy of the input and keeps the mask
+                    b = (rg.mask + A) * m.in_features + A * r
+                    parts.append(f"{m.name}: ({rg.mask} mask + {A} dropped input)·{m.in_features} + {A}·{r}")
+                elif rg.adapter_cast:
+                    # nn.Identity, but autocast/dtype cast still gives each lora_A its own copy
+                    b = A * m.in_features + A * r
+                    parts.append(f"{m.name}: {A}·{m.in_features} (cast input) + {A}·{r}")
+                else:
+                    # nn.Identity and no cast: lora_A saves the shared input tensor itself, once per
+                    # input (the sdpa output is already counted in the attention core)
+                    same = shared_done or (kind == "attn_out" and st.attention in ("sdpa", "flash"))
+                    b = (0 if same else A * m.in_features) + A * r
+                    parts.append(f"{m.name}: {'shared input' if same else f'{A}·{m.in_features}'} + {A}·{r}")
+                    shared_done = True
                 per += b
-                parts.append(f"{m.name}: ({rg.mask}+{rg.adapter_in})·{m.in_features} + {rg.adapter_in}·{r}")
         if per:
-            items.append(_Item("lora", "LoRA: dropout mask + adapter input + A output per target", per,
-                               " + ".join(parts)))
+            what = ("dropout mask + dropped input" if dropout else
+                    "input (dropout 0: no mask, no dropped copy)") + " + A output per target"
+            items.append(_Item("lora", f"LoRA: {what}", per, " + ".join(parts)))
     return items
 
 
-def _activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, targets: list[str]) -> None:
+def _activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, targets: list[str],
+                      compiled_loss: bool = False) -> None:
     """Saved activations over all blocks (or checkpointed inputs + one block) plus outside-block tensors."""
     b, s, L, h = st.micro_batch, st.seq_len, model.num_layers, model.hidden_size
     tokens = b * s
@@ -501,14 +565,14 @@ def _activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regi
         # so that phase and the loss phase do not add up: only the excess over the loss buffers counts.
         f_mlp = model.intermediate_size
         mlp_saved = sum(i.per_token for i in items if i.group == "mlp")
-        phase_mlp = block_per_token + 2 * rg.act * f_mlp
+        phase_mlp = block_per_token + 2 * rg.mlp_out * f_mlp
         phase_attn = block_per_token - mlp_saved + 8 * model.num_attention_heads * s if st.attention == "eager" else 0
         phase = max(phase_mlp, phase_attn) * tokens
-        loss = _loss_bytes(model, st)
+        loss = _loss_bytes(model, st, rg, compiled_loss)
         extra = max(0, phase - loss)
         t.add("activations", "one block recomputed in backward (+ its gradient transients), beyond the loss buffers",
               extra,
-              f"max(0, b·s·max(block {_n(block_per_token)} + 2·{rg.act}·ffn {f_mlp}"
+              f"max(0, b·s·max(block {_n(block_per_token)} + 2·{rg.mlp_out}·ffn {f_mlp}"
               + (f", block − MLP {_n(mlp_saved)} + 8·a·s (fp32 softmax grads)" if st.attention == "eager" else "")
               + f") − loss buffers {_n(loss)}) = max(0, {_n(phase)} − {_n(loss)}) = {_n(extra)} B; block: {detail}",
               SRC_GC + "; " + SRC_KORTHIKANTI + "; [M] peak RSS with checkpointing on CPU")
@@ -538,34 +602,95 @@ def _activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regi
               f"({_n(_linear_weight_params(model))} linear + {_n(model.vocab_size * model.hidden_size)} lm_head "
               f"weights) × 2 B = {_n(sh)} B", SRC_HF_ANATOMY + "; [M] saved tensors under CPU autocast")
 
+    if rg.kbit_upcast:
+        # The upcast lm_head is a frozen fp32 leaf: autocast casts it to 16 bits on every call without
+        # caching (only grad-requiring leaves are cached) and F.linear saves that cast for the input grad.
+        lh = model.vocab_size * model.hidden_size * 2
+        t.add("activations", "16-bit autocast cast of the fp32 (upcast) lm_head weight, saved for backward", lh,
+              f"V·h·2 B = {model.vocab_size}·{model.hidden_size}·2 = {_n(lh)} B",
+              SRC_KBIT_UPCAST + "; torch.autocast casts fp32 weights per call, F.linear saves the cast [D]")
+
     if st.method == "qlora":
         big = max(m.in_features * m.out_features for m in model.linear_modules)
         t.add("activations", "dequantised weight temporary (largest linear of a block)", big * rg.act,
               f"max(in·out) {_n(big)} × {rg.act} B = {_n(big * rg.act)} B", SRC_DEQUANT)
 
 
-def _loss_bytes(model: ModelSpec, st: MemorySettings) -> int:
-    """Bytes of the loss buffers alive at the start of backward: b·s·V·(4+4+4)."""
-    return 12 * st.micro_batch * st.seq_len * model.vocab_size
+def _loss_parts(model: ModelSpec, st: MemorySettings, rg: _Regime,
+                compiled: bool = False) -> list[tuple[str, int, str, str]]:
+    """The loss buffers at their peak as (label, bytes, formula, source) lines.
 
+    Unchunked (loss_chunk_size None), as transformers 5 ForCausalLMLoss and the executor's
+    token_loss_sum run it: logits.float() + cross_entropy = log_softmax + nll_loss. In forward the
+    logits (2 or 4 B), their fp32 copy and the saved fp32 log-softmax coexist (10 V bytes under
+    16-bit); the caller drops the logits before backward, where nll_loss's fp32 gradient and
+    log_softmax's fp32 input gradient join the saved log-softmax: 12 V bytes, the larger of the two.
 
-def _logits_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime) -> None:
-    """fp32 log-softmax and the two fp32 gradients alive at the start of backward.
+    Chunked (torchtune CEWithChunkedOutputLoss, c = loss_chunk_size tokens per chunk): each chunk is
+    upcast only inside its own cross_entropy, but log_softmax still saves its fp32 output for every
+    chunk (4 B/element over the whole micro-batch), and the caller holds the 16-bit logits of the
+    whole micro-batch until the loss is formed. Forward peak: lb·n·V (logits) + 4·n·V (saved
+    log-softmax) + 4·c·V (the last chunk's fp32 copy, absent when the logits are already fp32);
+    backward peak (logits dropped): 4·n·V + 8·c·V (one chunk's two fp32 gradients). The estimate is
+    the larger. A torch.compile'd compute_cross_entropy (torchtune's recommendation) may save the
+    16-bit chunk instead of its fp32 log-softmax, which would lower this further (no setting says
+    whether the loss is compiled, so it is not assumed).
 
-    transformers 5 ForCausalLMLoss (and the executor's token_loss_sum) upcast the logits with
-    .float() and call cross_entropy = log_softmax + nll_loss. In forward the logits (2 or 4 B), the
-    fp32 copy and the saved fp32 log-softmax coexist (10 V bytes under 16-bit); the caller drops the
-    logits before backward, where nll_loss's fp32 gradient and log_softmax's fp32 input gradient
-    join the saved log-softmax: 12 V bytes, the larger of the two, under 16-bit and fp32 alike.
+    compiled (estimate(compiled_loss=True): torch.compile'd cross-entropy, torchtune's recommended
+    use): AOTAutograd saves the 16-bit chunk itself and an fp32 logsumexp per token instead of the
+    fp32 log-softmax (measured with saved_tensors_hooks on CPU: 2.016 vs 4.0085 B per logit element
+    for bf16 logits [M]). Peak: lb·n·V (the logits, saved by the loss; in backward replaced chunk by
+    chunk by their 16-bit gradients) + 4·n (logsumexp) + 8·c·V (one chunk's fp32 buffers, an upper
+    bound: inductor may fuse them away); c = n when the loss is not chunked.
     """
     b, s, V = st.micro_batch, st.seq_len, model.vocab_size
-    n = b * s * V
+    n = b * s
     lb = rg.act
-    t.add("logits_and_loss", "fp32 log-softmax saved by cross_entropy", 4 * n,
-          f"b·s·V·4 = {b}·{s}·{V}·4 = {_n(4 * n)} B", SRC_LOGITS)
-    t.add("logits_and_loss", "fp32 gradients in loss backward: d(log-softmax) from nll_loss + d(logits)", 8 * n,
-          f"b·s·V·(4+4) = {b}·{s}·{V}·8 = {_n(8 * n)} B (the {lb}-byte logits and their fp32 copy, "
-          f"{lb}+4 = {lb + 4} B/element, are freed before backward and peak lower in forward)", SRC_LOGITS)
+    if compiled:
+        c = min(st.loss_chunk_size or n, n)
+        kept = lb * n * V + 4 * n
+        return [
+            (f"{lb * 8}-bit logits + fp32 logsumexp saved by the compiled cross-entropy", kept,
+             f"b·s·V·{lb} + b·s·4 = {b}·{s}·{V}·{lb} + {n}·4 = {_n(kept)} B", SRC_COMPILED_CE),
+            ("fp32 buffers of one loss chunk (upper bound; may be fused away)", 8 * c * V,
+             f"c·V·8 = {c}·{V}·8 = {_n(8 * c * V)} B (c = {c} tokens)", SRC_COMPILED_CE),
+        ]
+    if st.loss_chunk_size is None:
+        e = n * V
+        return [
+            ("fp32 log-softmax saved by cross_entropy", 4 * e,
+             f"b·s·V·4 = {b}·{s}·{V}·4 = {_n(4 * e)} B", SRC_LOGITS),
+            ("fp32 gradients in loss backward: d(log-softmax) from nll_loss + d(logits)", 8 * e,
+             f"b·s·V·(4+4) = {b}·{s}·{V}·8 = {_n(8 * e)} B (the {lb}-byte logits and their fp32 copy, "
+             f"{lb}+4 = {lb + 4} B/element, are freed before backward and peak lower in forward)", SRC_LOGITS),
+        ]
+    c = min(st.loss_chunk_size, n)
+    up = 4 if lb < 4 else 0
+    fwd = lb * n * V + up * c * V
+    bwd = 8 * c * V
+    out = [("fp32 log-softmax saved by cross_entropy, every chunk (chunked CE)", 4 * n * V,
+            f"b·s·V·4 = {b}·{s}·{V}·4 = {_n(4 * n * V)} B", SRC_CHUNKED_CE)]
+    if fwd >= bwd:
+        out.append((f"{lb * 8}-bit logits of the whole micro-batch held while the chunked loss runs"
+                    + (" + one chunk's fp32 copy" if up else ""), fwd,
+                    f"b·s·V·{lb} + c·V·{up} = {b}·{s}·{V}·{lb} + {c}·{V}·{up} = {_n(fwd)} B (forward peak; "
+                    f"one chunk's fp32 gradients in backward, c·V·8 = {_n(bwd)} B, are smaller)", SRC_CHUNKED_CE))
+    else:
+        out.append(("fp32 gradients of one loss chunk in backward", bwd,
+                    f"c·V·(4+4) = {c}·{V}·8 = {_n(bwd)} B (c = {c} tokens per chunk; the forward peak "
+                    f"b·s·V·{lb} + c·V·{up} = {_n(fwd)} B is smaller)", SRC_CHUNKED_CE))
+    return out
+
+
+def _loss_bytes(model: ModelSpec, st: MemorySettings, rg: _Regime, compiled: bool = False) -> int:
+    """Bytes of the loss buffers at their peak (see _loss_parts)."""
+    return sum(p[1] for p in _loss_parts(model, st, rg, compiled))
+
+
+def _logits_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, compiled: bool = False) -> None:
+    """Add the loss-buffer terms (unchunked or chunked, eager or compiled cross-entropy)."""
+    for label, nbytes, formula, source in _loss_parts(model, st, rg, compiled):
+        t.add("logits_and_loss", label, nbytes, formula, source)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -579,6 +704,8 @@ def estimate(
     device: Literal["cuda", "cpu"] = "cuda",
     headroom_fraction: float = DEFAULT_HEADROOM,
     calibration: Optional[dict[str, float]] = None,
+    kbit_upcast: bool = True,
+    compiled_loss: bool = False,
 ) -> MemoryEstimate:
     """Predict the peak memory of one training step on each device, itemised.
 
@@ -588,7 +715,11 @@ def estimate(
     device (GPU memory, or RAM for device="cpu"). headroom_fraction: share of capacity kept free;
     fits = per_device_bytes <= int(capacity*(1-headroom)). calibration: optional multipliers per
     breakdown component (e.g. {"activations": 0.9}) from measured runs; calibration_factor is the
-    overall after/before ratio.
+    overall after/before ratio. kbit_upcast: QLoRA runs through peft's prepare_model_for_kbit_training
+    as the executor does (non-quantised params upcast to fp32, fp32 residual stream); False for stacks
+    that keep them in 16 bits (torchtune, the QLoRA paper's qlora.py, which re-casts them to bf16).
+    compiled_loss: the cross-entropy runs under torch.compile (torchtune with compile: True), which
+    saves the 16-bit logits instead of the fp32 log-softmax; the executor runs it eagerly (False).
 
     Raises ValueError on inconsistent settings (LoRA without rank, unknown targets, bad headroom,
     unknown calibration keys).
@@ -609,7 +740,7 @@ def estimate(
         targets = resolve_targets(model, st.target_modules or ["all-linear"])
         trainable = model.lora_params(st.lora_rank, targets)
 
-    rg = _regime(st.method, st.precision, device)
+    rg = _regime(st.method, st.precision, device, kbit_upcast)
     shard = _sharding(st)
     t = _Terms()
     _state_terms(t, model, st, rg, trainable, targets, shard)
@@ -622,7 +753,8 @@ def estimate(
     if st.strategy in ("fsdp", "deepspeed-zero3") and st.num_devices > 1:
         bp = _block_params(model)
         if st.method == "qlora":
-            per, per_f = 0.5 + 0.127 / 8, "0.516 B (NF4+DQ)"
+            per, per_f = ((0.5 + 0.127 / 8, "0.516 B (NF4+DQ)") if st.double_quant
+                          else (0.5 + 0.5 / 8, "0.5625 B (NF4, fp32 absmax)"))
             gb = int(2 * bp * per)
         else:
             pb = 4 if st.precision == "fp32" else 2
@@ -631,8 +763,8 @@ def estimate(
         t.add("weights", "all-gathered parameters of one block (+ the prefetched next block)", gb,
               f"2 × {_n(bp)} block params × {per_f} = {_n(gb)} B", SRC_FSDP_GATHER)
 
-    _activation_terms(t, model, st, rg, targets)
-    _logits_terms(t, model, st, rg)
+    _activation_terms(t, model, st, rg, targets, compiled_loss)
+    _logits_terms(t, model, st, rg, compiled_loss)
 
     churn = sum(x.bytes for x in t.items if x.component in ("activations", "logits_and_loss"))
     frag = int(churn * FRAGMENTATION_SHARE)

@@ -127,7 +127,7 @@ def test_biderman_app_h_fp32_adam_model_states():
 PINNED = {
     "llama2_7b_full": ("meta-llama/Llama-2-7b-hf", S(), "cuda", 139_061_113_241),
     "llama2_7b_lora": ("meta-llama/Llama-2-7b-hf", lora(), "cuda", 16_346_477_772),
-    "llama2_7b_qlora": ("meta-llama/Llama-2-7b-hf", qlora(), "cuda", 6_829_924_761),
+    "llama2_7b_qlora": ("meta-llama/Llama-2-7b-hf", qlora(), "cuda", 8_212_651_622),
     "llama31_8b_zero3_8gpu": ("meta-llama/Llama-3.1-8B",
                               S(strategy="deepspeed-zero3", num_devices=8, gradient_checkpointing=True, micro_batch=2),
                               "cuda", 26_788_587_929),
@@ -144,14 +144,73 @@ def test_pinned_bytes(key):
 
 
 def test_qlora_weight_bytes_exact():
-    """NF4 4 bits/param + DQ constants (8/64 + 32/(64·256) bits/param) on the block linears."""
+    """NF4 4 bits/param + DQ constants (8/64 + 32/(64·256) bits/param) on the block linears; the rest
+    fp32 after peft's prepare_model_for_kbit_training (executor), 16-bit without it."""
     e = est(L7, qlora())
     qw = L7.num_layers * sum(m.in_features * m.out_features for m in L7.linear_modules)
     rest = L7.total_params - qw
-    assert e.breakdown.weights == qw // 2 + 2 * rest
+    assert e.breakdown.weights == qw // 2 + 4 * rest
+    assert est(L7, qlora(), kbit_upcast=False).breakdown.weights == qw // 2 + 2 * rest
     blocks = -(-qw // 64)
     assert e.breakdown.quantization_constants == blocks + 4 * (-(-blocks // 256))
     assert abs(e.breakdown.quantization_constants * 8 / qw - 0.127) < 0.001
+
+
+# ----------------------------------------------------------------------------- new settings
+
+
+def _lora_term(e):
+    return sum(t.bytes for t in e.terms if t.label.startswith("activations: LoRA"))
+
+
+def test_dropout_zero_removes_exactly_the_dropped_copy():
+    """lora_dropout=0: peft uses nn.Identity. Under autocast (CUDA) each target still saves its own cast
+    input, so exactly the bool masks go; in fp32 without a cast the per-target dropped copies collapse to
+    one saved input per shared tensor."""
+    st = dict(method="lora", lora_rank=16, target_modules=["all-linear"], micro_batch=2, seq_len=512)
+    b, s, Lyr = 2, 512, L7.num_layers
+    on, off = est(L7, S(**st, lora_dropout=0.05)), est(L7, S(**st, lora_dropout=0.0))
+    masks = b * s * Lyr * sum(1 * m.in_features for m in L7.linear_modules)  # 1 B bool mask per element
+    assert _lora_term(on) - _lora_term(off) == masks
+    assert est(L7, S(**st)).breakdown.activations == on.breakdown.activations  # None = assume dropout on
+    # fp32 on CPU: mask (4 B) + dropped copy (4 B) per target; without dropout one 4 B input per distinct
+    # tensor (attention input, MLP input, down-proj input; the sdpa output is already counted).
+    on32 = est(L7, S(**st, precision="fp32", lora_dropout=0.1), device="cpu")
+    off32 = est(L7, S(**st, precision="fp32", lora_dropout=0.0), device="cpu")
+    h, f = L7.hidden_size, L7.intermediate_size
+    dropped = b * s * Lyr * sum(8 * m.in_features for m in L7.linear_modules)
+    shared = b * s * Lyr * 4 * (h + h + f)
+    assert _lora_term(on32) - _lora_term(off32) == dropped - shared
+
+
+def test_double_quant_off_is_half_a_bit_per_param():
+    qw = L7.num_layers * sum(m.in_features * m.out_features for m in L7.linear_modules)
+    dq = est(L7, qlora()).breakdown.quantization_constants
+    plain = est(L7, qlora(double_quant=False)).breakdown.quantization_constants
+    assert plain == 4 * (-(-qw // 64))
+    assert abs(plain * 8 / qw - 0.5) < 1e-3 and plain > dq
+
+
+def test_chunked_loss_monotone_in_chunk_size():
+    m8 = model("meta-llama/Llama-3.1-8B")
+    base = dict(precision="bf16", micro_batch=2, seq_len=2048, gradient_checkpointing=True)
+    unchunked = est(m8, S(**base)).breakdown.logits_and_loss
+    seq = [est(m8, S(**base, loss_chunk_size=c)).breakdown.logits_and_loss for c in (64, 512, 2048, 4096)]
+    assert seq == sorted(seq) and seq[-1] <= unchunked and seq[0] < unchunked
+    V, n = m8.vocab_size, 2 * 2048
+    assert seq[0] == 4 * n * V + 2 * n * V + 4 * 64 * V  # saved fp32 log-softmax + held bf16 logits + 1 chunk
+    compiled = est(m8, S(**base, loss_chunk_size=512), compiled_loss=True).breakdown.logits_and_loss
+    assert compiled == 2 * n * V + 4 * n + 8 * 512 * V and compiled < seq[1]
+
+
+def test_qlora_upcast_term_present():
+    e = est(L7, qlora())
+    labels = [t.label for t in e.terms]
+    assert any("prepare_model_for_kbit_training" in x for x in labels)
+    assert any("upcast) lm_head" in x for x in labels)
+    off = est(L7, qlora(), kbit_upcast=False)
+    assert not any("prepare_model_for_kbit_training" in t.label for t in off.terms)
+    assert off.per_device_bytes < e.per_device_bytes
 
 
 # ----------------------------------------------------------------------------- monotonicity
