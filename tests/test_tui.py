@@ -355,7 +355,41 @@ def _steady(app) -> None:
         widget.cursor_blink = False
 
 
-def test_snapshot_plan_screen(snap_compare, tmp_path):
+def frozen_advise(inputs):
+    """The real plan with every number and sentence the advisor's authors may retune pinned, so
+    the snapshot checks the TUI's layout, not today's estimator."""
+    from tuneplan.advisor.engine import advise
+    from tuneplan.schemas import Decision, LoraSettings, Training
+
+    plan = advise(inputs)
+    assert plan.method == "lora"
+    sizes = {"full": int(98.5 * GIB), "lora": int(45.5 * GIB), "qlora": int(35.9 * GIB)}
+    usable = plan.memory.usable_bytes
+    return plan.model_copy(update={
+        "feasible": True, "warnings": [
+            "Pinned numbers for the snapshot; the real advisor's warnings appear here."],
+        "ways_out": [],
+        "training": Training(learning_rate=2e-4, per_device_batch_size=4,
+                             gradient_accumulation_steps=2, num_epochs=3, seq_len=4096,
+                             gradient_checkpointing=True),
+        "lora": LoraSettings(rank=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj",
+                                                                 "o_proj", "gate_proj", "up_proj",
+                                                                 "down_proj"]),
+        "memory": plan.memory.model_copy(update={"per_device_bytes": sizes["lora"], "fits": True}),
+        "alternatives": [a.model_copy(update={"per_device_bytes": sizes[a.method],
+                                              "fits": sizes[a.method] <= usable,
+                                              "reason": f"{a.method}: pinned reason"})
+                         for a in plan.alternatives],
+        "decisions": [Decision(rule="TP010", name="target-all-linear", source="test",
+                               message="LoRA targets all linear layers."),
+                      Decision(rule="TP011", name="rank-by-distance", source="test",
+                               message="LoRA rank 16: near domain.")],
+    })
+
+
+def test_snapshot_plan_screen(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.setattr("tuneplan.tui.app.advise", frozen_advise)
+
     async def run_before(pilot):
         app = pilot.app
         _steady(app)
