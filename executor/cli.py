@@ -1,5 +1,6 @@
-"""The executor's subcommands: ``tuneplan run``, ``tuneplan runs [ingest]``, ``tuneplan sql`` and
-``tuneplan merge``.
+"""The executor's subcommands: ``tuneplan run``, ``tuneplan runs [ingest]``, ``tuneplan sql``,
+``tuneplan merge``, and the ones that check the advice against runs: ``tuneplan compare``,
+``tuneplan check``, ``tuneplan calibrate`` and ``tuneplan report`` (docs/checks.md).
 
 Wiring: the root command (advisor/cli.py) calls :func:`register` with its subparsers object.
 ``register`` sets a ``func`` default on every subparser; the root then calls ``args.func(args)``,
@@ -131,6 +132,72 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `tuneplan run`")
     p.add_argument("--out", metavar="DIR", help="where to write the merged model")
     p.set_defaults(func=_cmd_merge)
+
+    # compare --------------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "compare",
+        help="run a plan's task as full, LoRA and QLoRA side by side and judge the advice",
+        description="Re-advise the plan's inputs with each method pinned (each variant gets that "
+        "method's advised settings), run every variant on the same data and step budget, record "
+        "them as one comparison, print a side-by-side table and one sentence on whether the "
+        "evidence supports the advisor's pick for the stated forgetting tolerance. A failed "
+        "method does not stop the others. Exit 0 all succeeded, 1 any failed or was skipped, "
+        "2 bad input, 130 interrupted.",
+    )
+    p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
+    p.add_argument("--methods", default="full,lora,qlora", metavar="LIST",
+                   help="comma-separated methods to run (default: full,lora,qlora)")
+    p.add_argument("--max-steps", type=_positive_int, metavar="N",
+                   help="stop each run after N optimizer steps")
+    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
+    p.add_argument("--output", metavar="DIR",
+                   help="where variant plans and run directories go (default: runs/<compare id>)")
+    p.add_argument("--data", metavar="PATH", help="training data; overrides plan.data.train_path")
+    p.add_argument("--model-path", metavar="DIR", help="load the model from this local directory")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=_cmd_compare)
+
+    # check ----------------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "check",
+        help="did the advice hold? memory, learning and forgetting of every run, and rule audits",
+        description="Judge every recorded run: memory error (signed), out-of-memory on a plan "
+        "predicted to fit, under-prediction beyond 25%, forgetting beyond the tolerance's "
+        "threshold, no learning. --rules adds the per-rule audit across comparisons (TP020, "
+        "TP021, TP023, TP030). Exit 0 (with --strict: 1 when any verdict is broken); 2 when "
+        "the database does not exist.",
+    )
+    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
+    p.add_argument("--json", action="store_true", help="print JSON: runs, summary (and rules)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any verdict is broken")
+    p.add_argument("--rules", action="store_true",
+                   help="also summarise which rules' promises held across runs")
+    p.set_defaults(func=_cmd_check)
+
+    # calibrate ------------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "calibrate",
+        help="fit memory-estimator correction factors from succeeded runs",
+        description="Fit, per device kind and architecture family, a factor for the "
+        "estimator's activation-like terms (activations, logits_and_loss) from measured peaks; "
+        "write <db dir>/calibration.json for `tuneplan advise --calibrated`. Prints the mean "
+        "absolute memory error before and after. Exit 0 written, 1 no usable runs, 2 no "
+        "database.",
+    )
+    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
+    p.set_defaults(func=_cmd_calibrate)
+
+    # report ---------------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "report",
+        help="write PNG figures and report.md from the run database",
+        description="Predicted vs measured memory, learning vs forgetting per method, loss "
+        "curves (PNG, matplotlib) and report.md with a summary table and the rule audit. Exit 0 "
+        "written, 1 matplotlib missing or writing failed, 2 no database.",
+    )
+    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
+    p.add_argument("--out", metavar="DIR", required=True, help="directory to write into")
+    p.set_defaults(func=_cmd_report)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -461,4 +528,144 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         return 1
     if out is not None:
         print(f"merged model written to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# compare, check, calibrate, report
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from tuneplan.advisor.errors import InputError
+
+    if not Path(args.plan).is_file():
+        _err(InputError.one("PLAN", f"{args.plan}: no such file",
+                            "give the plan.json written by `tuneplan advise`").render())
+        return 2
+    try:
+        from tuneplan.executor import compare
+    except ModuleNotFoundError as exc:
+        _err(f"error: `tuneplan compare` cannot start: module {exc.name!r} is missing")
+        return 1
+    try:
+        methods = compare.parse_methods(args.methods)
+        cmp = compare.run_comparison(args.plan, methods, max_steps=args.max_steps, db=args.db,
+                                     output_dir=args.output, data=args.data,
+                                     model_path=args.model_path)
+    except InputError as exc:
+        _err(exc.render())
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    if args.json:
+        print(json.dumps(compare._as_dict(cmp), indent=2, default=str))
+    else:
+        compare.print_comparison(cmp, _console())
+    if cmp.interrupted:
+        _err("interrupted: the runs so far are recorded in the comparison")
+    return compare.exit_code(cmp)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from tuneplan.executor import check
+    from tuneplan.executor.store import NoDatabase, StoreError
+
+    try:
+        result = check.check_runs(args.db)
+        if args.rules:
+            result["rules"] = check.audit_rules(args.db)
+    except NoDatabase as exc:
+        _err(f"error: {exc}")
+        return 2
+    except StoreError as exc:
+        _err(f"error: {exc}")
+        return 1
+    broken = result["summary"]["broken"] > 0
+    if args.json:
+        print(check.to_json(result))
+    else:
+        _print_check(result, args.db)
+    return 1 if (args.strict and broken) else 0
+
+
+def _print_check(result: dict, db: str | None) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=escape(f"check: runs in {_db_label(db)}"), title_justify="left")
+    for name in ("run", "method", "status", "mem err", "mem err (like-for-like)", "learned",
+                 "forgetting", "verdict", "reasons"):
+        table.add_column(name, no_wrap=name != "reasons", overflow="fold")
+    for r in result["runs"]:
+        verdict = "[green]held[/]" if r["verdict"] == "held" else "[red]broken[/]"
+        forgetting = "-" if r["forgetting"] is None else (
+            f"{r['forgetting']:+.4f}" + ("" if r["forgetting_within_tolerance"] is None else
+                                         (" ok" if r["forgetting_within_tolerance"] else " over")))
+        table.add_row(
+            escape(r["run_id"]), escape(r["method"] or "-"), escape(r["status"]),
+            _signed_pct(r["memory_error"]) or "-", _signed_pct(r["memory_error_comparable"]) or "-",
+            "-" if r["learned"] is None else ("yes" if r["learned"] else "no"), forgetting, verdict,
+            escape("; ".join(r["reasons"] + r["notes"])),
+        )
+    console.print(table)
+    s = result["summary"]
+    console.print(f"{s['runs']} runs: {s['held']} held, {s['broken']} broken "
+                  f"(out of memory {s['out_of_memory']}, under-predicted {s['memory_under_predicted']}, "
+                  f"did not learn {s['did_not_learn']}, forgot beyond tolerance "
+                  f"{s['forgot_beyond_tolerance']})")
+    for rule in result.get("rules", []):
+        console.print(escape(f"{rule['rule']} {rule['status']:<8} {rule['held']}/{rule['tested']} held "
+                             f"- {rule['promise']}" + (f" ({rule['note']})" if rule["note"] else "")))
+        for line in rule["evidence"]:
+            console.print(escape(f"    {line}"))
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from tuneplan.executor import calibrate
+    from tuneplan.executor.store import NoDatabase, StoreError
+
+    try:
+        fitted = calibrate.fit(args.db)
+    except NoDatabase as exc:
+        _err(f"error: {exc}")
+        return 2
+    except StoreError as exc:
+        _err(f"error: {exc}")
+        return 1
+    for run_id, why in fitted.skipped:
+        _err(f"skipped {run_id}: {why}")
+    if not fitted.keys:
+        _err("error: no succeeded run with a measured peak and a plan to calibrate from "
+             "(fix: run plans with `tuneplan run`, then calibrate); nothing written")
+        return 1
+    path = calibrate.write(args.db, fitted)
+    for key, k in fitted.keys.items():
+        factors = ", ".join(f"{t} x{v:g}" for t, v in k.factors.items())
+        print(f"{key}: {factors} from {len(k.run_ids)} run{'s' if len(k.run_ids) != 1 else ''}; "
+              f"mean |memory error| {k.mean_abs_error_before:.1%} -> {k.mean_abs_error_after:.1%}")
+    print(f"mean absolute memory error (like-for-like, {sum(len(k.run_ids) for k in fitted.keys.values())} "
+          f"runs): before {fitted.mean_abs_error_before:.1%}, after {fitted.mean_abs_error_after:.1%}")
+    print(f"wrote {path}; use it with `tuneplan advise ... --calibrated --db {_db_label(args.db)}`")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tuneplan.executor.store import NoDatabase, StoreError
+
+    try:
+        from tuneplan.executor.report import write_report
+        paths = write_report(args.db, args.out)
+    except ModuleNotFoundError as exc:
+        _err(f"error: `tuneplan report` needs {exc.name!r} (fix: pip install matplotlib)")
+        return 1
+    except NoDatabase as exc:
+        _err(f"error: {exc}")
+        return 2
+    except (StoreError, OSError) as exc:
+        _err(f"error: {exc}")
+        return 1
+    for p in paths:
+        print(f"wrote {p}")
     return 0

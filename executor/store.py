@@ -11,6 +11,12 @@ Layout
               relative error ``(predicted - measured) / measured``), how much did a run learn
               (``eval_loss_before - eval_loss_after``) and forget (``forgetting_loss_after -
               forgetting_loss_before``), and per method and model, on average.
+``comparisons``
+              ``(compare_id, run_id, method, chosen_method, forgetting_tolerance, created_at)``:
+              which runs ``tuneplan compare`` ran side by side, and the advisor's pick.
+``run_memory_checks``, ``comparison_runs``, ``audit_qlora_vs_lora_memory``,
+``audit_lora_vs_full_forgetting``, ``audit_lora_vs_full_learning``, ``audit_memory_predictions``
+              views that audit the advisor's rules across runs (docs/checks.md).
 ``schema_migrations``
               ``(version, applied_at)``: which entries of :data:`MIGRATIONS` have been applied.
               :func:`connect` applies the missing ones, each in its own transaction.
@@ -66,6 +72,9 @@ __all__ = [
     "list_runs",
     "query",
     "check_read_only_sql",
+    "record_comparison",
+    "MEMORY_UNDER_PREDICTION_LIMIT",
+    "LEARNING_MATCH_SHARE",
 ]
 
 DBPath = Union[str, Path, None]
@@ -208,12 +217,119 @@ JOIN run_learning l USING (run_id)
 GROUP BY r.method, r.model;
 """
 
+MEMORY_UNDER_PREDICTION_LIMIT = 0.25
+"""A run's memory promise is broken when the measured peak exceeds the like-for-like prediction
+by more than this share of the measurement (like-for-like error below -0.25). Baked into the v3
+views; docs/checks.md says why 25%."""
+
+LEARNING_MATCH_SHARE = 0.8
+"""QLoRA "matches" LoRA (TP023) when it learns at least this share of what LoRA learned."""
+
+_OOM_PATTERN = r"(?i)(out ?of ?memory|OutOfMemoryError|MemoryError|can't allocate memory)"
+"""What a failed run's error looks like when it ran out of memory (CUDA OOM, Python/CPU OOM)."""
+
+_V3_COMPARISONS = f"""
+CREATE TABLE IF NOT EXISTS comparisons (
+    compare_id VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    method VARCHAR NOT NULL,
+    chosen_method VARCHAR,
+    forgetting_tolerance VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (compare_id, run_id)
+);
+
+CREATE OR REPLACE VIEW run_memory_checks AS
+SELECT
+    run_id, method, model, status, device_kind, predicted_fits,
+    predicted_peak_bytes, measured_peak_bytes, predicted_overhead_bytes,
+    predicted_peak_bytes - predicted_overhead_bytes AS predicted_comparable_bytes,
+    CASE WHEN measured_peak_bytes > 0
+         THEN (predicted_peak_bytes - measured_peak_bytes)::DOUBLE / measured_peak_bytes
+    END AS memory_error,
+    CASE WHEN measured_peak_bytes > 0
+         THEN (predicted_peak_bytes - predicted_overhead_bytes - measured_peak_bytes)::DOUBLE
+              / measured_peak_bytes
+    END AS memory_error_comparable,
+    coalesce(status = 'failed' AND regexp_matches(coalesce(error, ''), '{_OOM_PATTERN.replace("'", "''")}'),
+             false) AS out_of_memory
+FROM (
+    SELECT *,
+           coalesce(TRY_CAST(json_extract_string(plan_json, '$.memory.breakdown.framework_overhead')
+                             AS BIGINT), 0) AS predicted_overhead_bytes
+    FROM runs
+);
+
+CREATE OR REPLACE VIEW comparison_runs AS
+SELECT
+    c.compare_id, c.method, c.chosen_method, c.forgetting_tolerance, c.created_at,
+    r.run_id, r.status, r.domain_distance, r.device_kind,
+    r.predicted_peak_bytes, r.measured_peak_bytes,
+    r.eval_loss_before - r.eval_loss_after AS learning,
+    r.forgetting_loss_after - r.forgetting_loss_before AS forgetting
+FROM comparisons c JOIN runs r USING (run_id);
+
+CREATE OR REPLACE VIEW audit_qlora_vs_lora_memory AS
+SELECT
+    q.compare_id, q.domain_distance, l.run_id AS lora_run_id, q.run_id AS qlora_run_id,
+    l.measured_peak_bytes AS lora_measured_bytes, q.measured_peak_bytes AS qlora_measured_bytes,
+    l.learning AS lora_learning, q.learning AS qlora_learning,
+    q.measured_peak_bytes < l.measured_peak_bytes AS qlora_less_memory,
+    CASE WHEN l.learning > 0 THEN q.learning >= {LEARNING_MATCH_SHARE} * l.learning
+         ELSE q.learning >= l.learning END AS qlora_learning_matches,
+    (q.measured_peak_bytes < l.measured_peak_bytes)
+      AND (CASE WHEN l.learning > 0 THEN q.learning >= {LEARNING_MATCH_SHARE} * l.learning
+                ELSE q.learning >= l.learning END) AS holds
+FROM comparison_runs q
+JOIN comparison_runs l ON l.compare_id = q.compare_id AND l.method = 'lora'
+WHERE q.method = 'qlora' AND q.status = 'succeeded' AND l.status = 'succeeded'
+  AND q.measured_peak_bytes > 0 AND l.measured_peak_bytes > 0;
+
+CREATE OR REPLACE VIEW audit_lora_vs_full_forgetting AS
+SELECT
+    a.compare_id, a.domain_distance, a.forgetting_tolerance, a.method AS adapter_method,
+    a.run_id AS adapter_run_id, f.run_id AS full_run_id,
+    a.forgetting AS adapter_forgetting, f.forgetting AS full_forgetting,
+    a.forgetting <= f.forgetting AS lora_forgets_less
+FROM comparison_runs a
+JOIN comparison_runs f ON f.compare_id = a.compare_id AND f.method = 'full'
+WHERE a.method IN ('lora', 'qlora') AND a.status = 'succeeded' AND f.status = 'succeeded'
+  AND a.forgetting IS NOT NULL AND f.forgetting IS NOT NULL;
+
+CREATE OR REPLACE VIEW audit_lora_vs_full_learning AS
+SELECT
+    a.compare_id, a.domain_distance, a.domain_distance = 'far' AS far_domain,
+    a.method AS adapter_method, a.run_id AS adapter_run_id, f.run_id AS full_run_id,
+    a.learning AS adapter_learning, f.learning AS full_learning,
+    f.learning > a.learning AS full_learns_more
+FROM comparison_runs a
+JOIN comparison_runs f ON f.compare_id = a.compare_id AND f.method = 'full'
+WHERE a.method IN ('lora', 'qlora') AND a.status = 'succeeded' AND f.status = 'succeeded'
+  AND a.learning IS NOT NULL AND f.learning IS NOT NULL;
+
+CREATE OR REPLACE VIEW audit_memory_predictions AS
+SELECT
+    method, device_kind,
+    count(*) AS runs,
+    count(memory_error_comparable) AS measured_runs,
+    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT}) AS within_threshold,
+    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT})::DOUBLE
+        / nullif(count(memory_error_comparable), 0) AS share_within_threshold,
+    avg(memory_error_comparable) AS mean_memory_error_comparable,
+    avg(abs(memory_error_comparable)) AS mean_abs_memory_error_comparable,
+    count(*) FILTER (WHERE out_of_memory AND predicted_fits) AS oom_when_predicted_to_fit
+FROM run_memory_checks
+GROUP BY method, device_kind;
+"""
+
 Migration = tuple[int, str, Union[str, Callable[["DuckDBPyConnection"], None]]]
 
 MIGRATIONS: list[Migration] = [
     (1, "runs and metrics tables", _V1_TABLES),
     (2, "run_predictions, run_learning and method_summary views "
         "(means over succeeded runs)", _V2_VIEWS),
+    (3, "comparisons table; run_memory_checks, comparison_runs and audit_* views "
+        "(tuneplan compare / check)", _V3_COMPARISONS),
 ]
 """Ordered migrations: (version, description, SQL script or function of a connection).
 Append only; never edit an applied one."""
@@ -627,6 +743,29 @@ def record(db: DBPath, result: RunResult, metrics: list[dict] | None = None) -> 
             ) from exc
         if final:
             _write_parquet(con, result.run_id, run_dir)
+    finally:
+        con.close()
+
+
+def record_comparison(db: DBPath, compare_id: str, run_id: str, method: str,
+                      chosen_method: str | None, forgetting_tolerance: str | None) -> None:
+    """Record that ``run_id`` ran ``method`` in comparison ``compare_id`` (``tuneplan compare``),
+    next to the advisor's pick and the user's forgetting tolerance. Recording the same pair again
+    updates it. Raises :class:`StoreError` (or :class:`DatabaseLocked`) when it cannot write."""
+    con = connect(db)
+    try:
+        try:
+            con.execute(
+                "INSERT INTO comparisons VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (compare_id, run_id) DO UPDATE SET method = excluded.method, "
+                "chosen_method = excluded.chosen_method, "
+                "forgetting_tolerance = excluded.forgetting_tolerance",
+                [compare_id, run_id, method, chosen_method, forgetting_tolerance, _utcnow()],
+            )
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"could not record comparison {compare_id} (run {run_id}) in {_resolve(db)}: {exc}"
+            ) from exc
     finally:
         con.close()
 

@@ -1,0 +1,269 @@
+"""``tuneplan check``: did the advice hold? Every recorded run's promises against what it measured,
+and a per-rule audit across comparisons (``tuneplan check --rules``).
+
+Per run (docs/checks.md has the reasoning behind every threshold):
+
+* memory_error = (predicted - measured) / measured, signed, as ``tuneplan runs`` shows it;
+  memory_error_comparable does the same with the prediction's framework overhead taken out
+  (CUDA context / Python runtime and allocator fragmentation: no measured peak includes them).
+* broken when a plan predicted to fit failed out of memory;
+* broken when the measured peak exceeds the like-for-like prediction by more than
+  MEMORY_UNDER_PREDICTION_LIMIT (25 %) of the measurement: under-prediction causes OOMs;
+* broken when the probe loss rose by more than FORGETTING_THRESHOLDS[tolerance] nats;
+* broken when the in-domain eval loss did not fall (nothing learned);
+* runs still running, interrupted, or failed for reasons other than memory are judged on what they
+  measured; the reasons say what could not be judged.
+
+DuckDB only; never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from . import store
+
+MEMORY_UNDER_PREDICTION_LIMIT = store.MEMORY_UNDER_PREDICTION_LIMIT
+"""Broken when memory_error_comparable < -0.25 (measured more than 25 % above the prediction)."""
+MEMORY_OVER_PREDICTION_NOTE = 0.50
+"""A note (not a break) when the like-for-like prediction is more than 50 % above the measurement:
+the advisor may have turned down a method that would have fit."""
+FORGETTING_THRESHOLDS: dict[str, float] = {"low": 0.05, "medium": 0.15, "high": 0.50}
+"""Largest probe-loss increase (nats) each forgetting tolerance accepts: exp(0.05) = +5 %,
+exp(0.15) = +16 %, exp(0.50) = +65 % general-text perplexity."""
+LEARNING_MATCH_SHARE = store.LEARNING_MATCH_SHARE
+
+RULE_PROMISES: dict[str, str] = {
+    "TP020": "full fine-tuning learns more than LoRA on far domains",
+    "TP021": "LoRA forgets less than full fine-tuning",
+    "TP023": f"QLoRA learns about as much as LoRA (>= {LEARNING_MATCH_SHARE:.0%}) with less memory",
+    "TP030": "a plan predicted to fit runs without OOM, its peak within "
+             f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%} of the prediction",
+}
+
+
+@dataclass
+class RunCheck:
+    """The verdict on one run."""
+
+    run_id: str
+    method: Optional[str]
+    status: str
+    memory_error: Optional[float]
+    memory_error_comparable: Optional[float]
+    forgetting: Optional[float]
+    forgetting_within_tolerance: Optional[bool]
+    learning: Optional[float]
+    learned: Optional[bool]
+    out_of_memory: bool
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    forgetting_tolerance: Optional[str] = None
+
+
+def open_current(db: store.DBPath):
+    """A read-only connection to an up-to-date database (migrating an older one first).
+    Raises store.NoDatabase when the file does not exist."""
+    con = store.connect(db, read_only=True)
+    if store.schema_version(con) >= store.SCHEMA_VERSION:
+        return con
+    con.close()
+    store.connect(db).close()  # applies the missing migrations
+    return store.connect(db, read_only=True)
+
+
+def _rows(con, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def _finite(x: Any) -> Optional[float]:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def judge_run(row: dict[str, Any]) -> RunCheck:
+    """Verdict for one row of ``runs`` joined with ``run_memory_checks``."""
+    status = row.get("status") or "unknown"
+    tol = row.get("forgetting_tolerance")
+    reasons: list[str] = []
+    notes: list[str] = []
+    broken = False
+    oom = bool(row.get("out_of_memory"))
+    fits = row.get("predicted_fits")
+    err = _finite(row.get("memory_error"))
+    cerr = _finite(row.get("memory_error_comparable"))
+
+    if oom:
+        if fits is False:
+            notes.append("out of memory, as predicted (the plan said it does not fit)")
+        else:
+            broken = True
+            reasons.append(f"predicted to fit, but failed out of memory ({row.get('error')})")
+    if cerr is None:
+        if not oom:
+            notes.append("memory not measured")
+    elif cerr < -MEMORY_UNDER_PREDICTION_LIMIT:
+        broken = True
+        reasons.append(f"memory under-predicted: measured {row['measured_peak_bytes']:,} B is "
+                       f"{-cerr:.0%} above the like-for-like prediction "
+                       f"{row['predicted_comparable_bytes']:,} B (limit "
+                       f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%})")
+    elif cerr > MEMORY_OVER_PREDICTION_NOTE:
+        notes.append(f"memory over-predicted by {cerr:.0%} like-for-like (not a break: the plan "
+                     "is safe, but may have turned down a method that would have fit)")
+    if status == "succeeded" and fits is False:
+        notes.append("ran although predicted not to fit")
+
+    eb, ea = _finite(row.get("eval_loss_before")), _finite(row.get("eval_loss_after"))
+    learning = eb - ea if eb is not None and ea is not None else None
+    learned = None if learning is None else learning > 0
+    if learned is False:
+        broken = True
+        reasons.append(f"did not learn: eval loss {eb:.4f} -> {ea:.4f}")
+
+    fb, fa = _finite(row.get("forgetting_loss_before")), _finite(row.get("forgetting_loss_after"))
+    forgetting = fa - fb if fa is not None and fb is not None else None
+    within: Optional[bool] = None
+    if forgetting is not None:
+        limit = FORGETTING_THRESHOLDS.get(tol or "")
+        if limit is None:
+            notes.append(f"forgetting {forgetting:+.4f} nats not judged: no known tolerance ({tol!r})")
+        else:
+            within = forgetting <= limit
+            if not within:
+                broken = True
+                reasons.append(f"forgot {forgetting:+.4f} nats on the probe, beyond the {tol} "
+                               f"tolerance ({limit} nats)")
+
+    if status == "running":
+        notes.append("still running (or killed without a final record): judged on what it "
+                     "measured so far")
+    elif status == "interrupted":
+        notes.append("interrupted: judged on what it measured before it stopped")
+    elif status == "failed" and not oom:
+        notes.append(f"failed, not for memory ({row.get('error')}): not counted against the "
+                     "advice; judged on what it measured")
+    if status != "succeeded" and (learned is None or within is None):
+        missing = [n for n, v in (("learning", learned), ("forgetting", within)) if v is None]
+        notes.append(f"{' and '.join(missing)} not measured")
+
+    return RunCheck(
+        run_id=row["run_id"], method=row.get("method"), status=status, memory_error=err,
+        memory_error_comparable=cerr, forgetting=forgetting, forgetting_within_tolerance=within,
+        learning=learning, learned=learned, out_of_memory=oom,
+        verdict="broken" if broken else "held", reasons=reasons, notes=notes,
+        forgetting_tolerance=tol,
+    )
+
+
+_RUN_SQL = """
+SELECT r.run_id, r.method, r.status, r.error, r.forgetting_tolerance, r.domain_distance,
+       r.eval_loss_before, r.eval_loss_after, r.forgetting_loss_before, r.forgetting_loss_after,
+       m.predicted_fits, m.predicted_peak_bytes, m.measured_peak_bytes,
+       m.predicted_comparable_bytes, m.memory_error, m.memory_error_comparable, m.out_of_memory
+FROM runs r JOIN run_memory_checks m USING (run_id)
+ORDER BY r.started_at NULLS LAST, r.run_id
+"""
+
+
+def check_runs(db: store.DBPath = None, *, con=None) -> dict[str, Any]:
+    """{"runs": [RunCheck as dict, ...], "summary": {...}} for every run in the database."""
+    own = con is None
+    con = con or open_current(db)
+    try:
+        rows = _rows(con, _RUN_SQL)
+    finally:
+        if own:
+            con.close()
+    checks = [judge_run(r) for r in rows]
+    return {"runs": [asdict(c) for c in checks], "summary": summarise(checks)}
+
+
+def summarise(checks: list[RunCheck]) -> dict[str, Any]:
+    """Counts by verdict and by what was judged."""
+    errs = [c.memory_error_comparable for c in checks if c.memory_error_comparable is not None]
+    return {
+        "runs": len(checks),
+        "held": sum(c.verdict == "held" for c in checks),
+        "broken": sum(c.verdict == "broken" for c in checks),
+        "succeeded": sum(c.status == "succeeded" for c in checks),
+        "failed": sum(c.status == "failed" for c in checks),
+        "interrupted": sum(c.status == "interrupted" for c in checks),
+        "running": sum(c.status == "running" for c in checks),
+        "out_of_memory": sum(c.out_of_memory for c in checks),
+        "memory_under_predicted": sum(
+            c.memory_error_comparable is not None
+            and c.memory_error_comparable < -MEMORY_UNDER_PREDICTION_LIMIT for c in checks),
+        "did_not_learn": sum(c.learned is False for c in checks),
+        "forgot_beyond_tolerance": sum(c.forgetting_within_tolerance is False for c in checks),
+        "mean_abs_memory_error_comparable": (sum(abs(e) for e in errs) / len(errs)) if errs else None,
+    }
+
+
+# ------------------------------------------------------------------------------------------ rules
+
+
+def _rule(rule: str, tested: int, held: int, evidence: list[str], note: str = "") -> dict[str, Any]:
+    if tested == 0:
+        status = "untested"
+    elif held == tested:
+        status = "held"
+    elif held == 0:
+        status = "broken"
+    else:
+        status = "mixed"
+    return {"rule": rule, "promise": RULE_PROMISES[rule], "tested": tested, "held": held,
+            "broken": tested - held, "status": status, "evidence": evidence, "note": note}
+
+
+def audit_rules(db: store.DBPath = None, *, con=None) -> list[dict[str, Any]]:
+    """Which rules' promises held across runs, from the audit_* views (one entry per rule)."""
+    own = con is None
+    con = con or open_current(db)
+    try:
+        qv = _rows(con, "SELECT * FROM audit_qlora_vs_lora_memory ORDER BY compare_id")
+        fv = _rows(con, "SELECT * FROM audit_lora_vs_full_forgetting ORDER BY compare_id, adapter_method")
+        lv = _rows(con, "SELECT * FROM audit_lora_vs_full_learning ORDER BY compare_id, adapter_method")
+        mv = _rows(con, "SELECT * FROM run_memory_checks WHERE predicted_fits "
+                        "AND (measured_peak_bytes > 0 OR out_of_memory) ORDER BY run_id")
+    finally:
+        if own:
+            con.close()
+    out = []
+    ev = [f"{r['compare_id']}: QLoRA {r['qlora_measured_bytes']:,} B vs LoRA "
+          f"{r['lora_measured_bytes']:,} B, learning {r['qlora_learning']:+.4f} vs "
+          f"{r['lora_learning']:+.4f} -> {'held' if r['holds'] else 'broken'}" for r in qv]
+    out.append(_rule("TP023", len(qv), sum(bool(r["holds"]) for r in qv), ev))
+    ev = [f"{r['compare_id']}: {r['adapter_method']} forgot {r['adapter_forgetting']:+.4f} vs full "
+          f"{r['full_forgetting']:+.4f} nats -> {'held' if r['lora_forgets_less'] else 'broken'}"
+          for r in fv]
+    out.append(_rule("TP021", len(fv), sum(bool(r["lora_forgets_less"]) for r in fv), ev))
+    far = [r for r in lv if r["far_domain"]]
+    ev = [f"{r['compare_id']}: full learned {r['full_learning']:+.4f} vs {r['adapter_method']} "
+          f"{r['adapter_learning']:+.4f} -> {'held' if r['full_learns_more'] else 'broken'}"
+          for r in far]
+    note = "" if len(far) == len(lv) else (
+        f"{len(lv) - len(far)} comparison pair(s) on near/moderate domains not counted (TP020 "
+        "promises nothing there)")
+    out.append(_rule("TP020", len(far), sum(bool(r["full_learns_more"]) for r in far), ev, note))
+    held = [r for r in mv if not r["out_of_memory"]
+            and (r["memory_error_comparable"] is None
+                 or r["memory_error_comparable"] >= -MEMORY_UNDER_PREDICTION_LIMIT)]
+    ev = [f"{r['run_id']} ({r['method']}): "
+          + ("out of memory" if r["out_of_memory"] else
+             f"like-for-like error {r['memory_error_comparable']:+.1%}")
+          for r in mv if r not in held]
+    out.append(_rule("TP030", len(mv), len(held), ev))
+    return out
+
+
+def to_json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2, default=str)

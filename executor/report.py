@@ -1,0 +1,210 @@
+"""``tuneplan report``: figures and a Markdown report from the run database.
+
+Writes into the output directory:
+  memory.png               predicted (like-for-like) vs measured peak memory per run, with y = x
+  learning_forgetting.png  learning (eval loss before - after) vs forgetting (probe loss after -
+                           before) per run, coloured by method, with the tolerance thresholds
+  loss_curves.png          training loss per optimizer step (metrics table), one line per run
+  report.md                the figures, a per-run table with `tuneplan check` verdicts, and the
+                           rule audit
+matplotlib runs on the Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import store
+from .check import FORGETTING_THRESHOLDS, audit_rules, check_runs, open_current
+
+FIGURES = ("memory.png", "learning_forgetting.png", "loss_curves.png")
+COLORS = {"full": "tab:red", "lora": "tab:blue", "qlora": "tab:green"}
+MIB = 1024**2
+
+
+def _rows(con, sql: str) -> list[dict[str, Any]]:
+    cur = con.execute(sql)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def _memory_figure(plt, runs: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    pts = [r for r in runs if r["measured_peak_bytes"] and r["predicted_comparable_bytes"] is not None]
+    if pts:
+        for method in sorted({r["method"] for r in pts}):
+            sel = [r for r in pts if r["method"] == method]
+            ax.scatter([r["predicted_comparable_bytes"] / MIB for r in sel],
+                       [r["measured_peak_bytes"] / MIB for r in sel],
+                       label=method, color=COLORS.get(method), alpha=0.8)
+        lo = min(min(r["predicted_comparable_bytes"], r["measured_peak_bytes"]) for r in pts) / MIB
+        hi = max(max(r["predicted_comparable_bytes"], r["measured_peak_bytes"]) for r in pts) / MIB
+        lo, hi = max(lo * 0.8, 1e-3), hi * 1.25
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x (exact)")
+        ax.plot([lo, hi], [lo * 1.25, hi * 1.25], ":", color="gray", lw=1,
+                label="25% under-prediction")
+        from matplotlib.ticker import FormatStrFormatter
+
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "no run with a measured peak")
+    ax.set_xlabel("predicted peak, MiB (excl. framework overhead)")
+    ax.set_ylabel("measured peak, MiB")
+    ax.set_title("Memory: predicted vs measured")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _learning_figure(plt, checks: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    pts = [c for c in checks if c["learning"] is not None and c["forgetting"] is not None]
+    if pts:
+        for method in sorted({c["method"] for c in pts}):
+            sel = [c for c in pts if c["method"] == method]
+            ax.scatter([c["forgetting"] for c in sel], [c["learning"] for c in sel], label=method,
+                       color=COLORS.get(method), alpha=0.8)
+        top = max(c["forgetting"] for c in pts)
+        for level, limit in FORGETTING_THRESHOLDS.items():
+            if limit <= max(top * 1.5, FORGETTING_THRESHOLDS["low"]):
+                ax.axvline(limit, ls=":", color="gray", lw=1)
+                ax.text(limit, ax.get_ylim()[1], f" {level}", fontsize=7, color="gray", va="top")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.axvline(0, color="black", lw=0.5)
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "no run measured learning and forgetting")
+    ax.set_xlabel("forgetting: probe loss after - before (nats, lower is better)")
+    ax.set_ylabel("learning: eval loss before - after (higher is better)")
+    ax.set_title("Learning vs forgetting")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _loss_figure(plt, metrics: list[dict], methods: dict[str, str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    by_run: dict[str, list[dict]] = {}
+    for m in metrics:
+        if m["loss"] is not None:
+            by_run.setdefault(m["run_id"], []).append(m)
+    if by_run:
+        for run_id, rows in sorted(by_run.items()):
+            method = methods.get(run_id, "?")
+            ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker="." if len(rows) < 30 else None,
+                    color=COLORS.get(method), alpha=0.8, label=f"{method} {run_id[-6:]}")
+        if len(by_run) <= 12:
+            ax.legend(fontsize=7)
+    else:
+        _empty(ax, "no metrics recorded")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Loss curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict]) -> str:
+    s = checked["summary"]
+    by_id = {c["run_id"]: c for c in checked["runs"]}
+    lines = [
+        "# tuneplan report",
+        "",
+        f"Database: `{db_label}`. {s['runs']} runs: {s['succeeded']} succeeded, {s['failed']} "
+        f"failed, {s['interrupted']} interrupted, {s['running']} running. Verdicts (`tuneplan "
+        f"check`): **{s['held']} held, {s['broken']} broken**."
+        + (f" Mean |memory error| (like-for-like): {s['mean_abs_memory_error_comparable']:.1%}."
+           if s["mean_abs_memory_error_comparable"] is not None else ""),
+        "",
+        "## Runs",
+        "",
+        "| run | method | status | predicted MiB | measured MiB | error | learning | forgetting "
+        "| tok/s | verdict |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        c = by_id.get(r["run_id"], {})
+        pred = r["predicted_comparable_bytes"]
+        meas = r["measured_peak_bytes"]
+        verdict = c.get("verdict", "-")
+        if c.get("reasons"):
+            verdict += ": " + "; ".join(c["reasons"]).replace("|", "/")
+        lines.append(
+            f"| `{r['run_id']}` | {r['method']} | {r['status']} | "
+            f"{_fmt(pred / MIB if pred is not None else None, '.2f')} | "
+            f"{_fmt(meas / MIB if meas else None, '.2f')} | "
+            f"{_fmt(c.get('memory_error_comparable'), '+.1%')} | {_fmt(c.get('learning'), '+.4f')} | "
+            f"{_fmt(c.get('forgetting'), '+.4f')} | {_fmt(r['tokens_per_second'], ',.0f')} | {verdict} |")
+    lines += [
+        "",
+        "Predicted = the plan's peak less framework overhead (CUDA context / Python runtime, "
+        "fragmentation), which no measured peak includes; error = (predicted - measured) / "
+        "measured; learning = eval loss before - after; forgetting = probe loss after - before "
+        "(nats). Thresholds and verdict logic: docs/checks.md.",
+        "",
+        "## Rule audit",
+        "",
+        "| rule | promise | tested | held | status |",
+        "|---|---|---:|---:|---|",
+    ]
+    for r in rules:
+        lines.append(f"| {r['rule']} | {r['promise']} | {r['tested']} | {r['held']} | {r['status']} |")
+    lines += [
+        "",
+        "## Memory: predicted vs measured",
+        "",
+        "![predicted vs measured peak memory](memory.png)",
+        "",
+        "## Learning vs forgetting",
+        "",
+        "![learning vs forgetting per method](learning_forgetting.png)",
+        "",
+        "## Loss curves",
+        "",
+        "![training loss per step](loss_curves.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(db: store.DBPath, out_dir: str | Path) -> list[Path]:
+    """Write the figures and report.md into out_dir; returns the written paths.
+    Raises store.NoDatabase when the database does not exist."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    con = open_current(db)
+    try:
+        runs = _rows(con, "SELECT m.*, r.tokens_per_second, r.started_at FROM run_memory_checks m "
+                          "JOIN runs r USING (run_id) ORDER BY r.started_at NULLS LAST, run_id")
+        metrics = _rows(con, "SELECT run_id, step, loss FROM metrics ORDER BY run_id, step")
+        checked = check_runs(con=con)
+        rules = audit_rules(con=con)
+    finally:
+        con.close()
+    _memory_figure(plt, runs, out / FIGURES[0])
+    _learning_figure(plt, checked["runs"], out / FIGURES[1])
+    _loss_figure(plt, metrics, {r["run_id"]: r["method"] for r in runs}, out / FIGURES[2])
+    label = str(store.default_db_path() if db is None else Path(db).expanduser())
+    md = out / "report.md"
+    md.write_text(_markdown(label, runs, checked, rules), encoding="utf-8")
+    return [out / f for f in FIGURES] + [md]
