@@ -196,7 +196,7 @@ def judge(pick: str, tolerance: str, outcomes: dict[str, Outcome]) -> tuple[str,
                                          else lora.learning)
                 less = (p.measured_bytes or 0) < (lora.measured_bytes or 0)
                 text = (f"({p.learning:+.3f} vs {lora.learning:+.3f} learning, "
-                        f"{_gib(p.measured_bytes)} vs {_gib(lora.measured_bytes)} GiB)")
+                        f"{_mem(p.measured_bytes)} vs {_mem(lora.measured_bytes)})")
                 if matches and less:
                     good.append(f"matched LoRA with less memory {text}")
                 else:
@@ -210,11 +210,13 @@ def judge(pick: str, tolerance: str, outcomes: dict[str, Outcome]) -> tuple[str,
 # ------------------------------------------------------------------------------------- running
 
 
-def _gib(value) -> str:
+def _mem(value) -> str:
+    """Bytes with a unit that keeps small (CPU, tiny-model) peaks readable."""
     if value is None:
         return "-"
-    gib = value / GIB
-    return f"{gib:.3f}" if 0 < gib < 0.1 else f"{gib:.2f}"
+    if value < GIB:
+        return f"{value / 1024**2:,.1f} MiB"
+    return f"{value / GIB:,.2f} GiB"
 
 
 def _outcome(method: str, plan: Plan, result: Optional[RunResult]) -> Outcome:
@@ -367,7 +369,7 @@ def print_comparison(cmp: Comparison, console=None) -> None:
     table = Table(title=escape(f"comparison {cmp.compare_id} ({cmp.domain_distance} domain, "
                                f"{cmp.forgetting_tolerance} forgetting tolerance)"),
                   title_justify="left")
-    for name in ("method", "status", "mem pred GiB", "mem meas GiB", "mem err", "learning",
+    for name in ("method", "status", "mem pred", "mem meas", "mem err", "learning",
                  "forgetting", "tok/s", "wall s", "run"):
         table.add_column(name, justify="left" if name in ("method", "status", "run") else "right",
                          no_wrap=True)
@@ -377,7 +379,7 @@ def print_comparison(cmp: Comparison, console=None) -> None:
         st = f"[{styles[o.status]}]{o.status}[/]" if o.status in styles else escape(o.status)
         err = o.memory_error
         table.add_row(
-            escape(label), st, _gib(o.predicted_comparable_bytes), _gib(o.measured_bytes),
+            escape(label), st, _mem(o.predicted_comparable_bytes), _mem(o.measured_bytes),
             "-" if err is None else f"{err * 100:+.1f}%",
             "-" if o.learning is None else f"{o.learning:+.4f}",
             "-" if o.forgetting is None else f"{o.forgetting:+.4f}",
@@ -389,8 +391,8 @@ def print_comparison(cmp: Comparison, console=None) -> None:
     console.print("mem pred = the plan's prediction less framework overhead (CUDA context / Python "
                   "runtime, fragmentation), which no measured peak includes; mem err = (pred - "
                   "measured) / measured; learning = eval loss before - after (higher is better); "
-                  "forgetting = probe loss after - before, nats (lower is better)")
+                  "forgetting = probe loss after - before, nats (lower is better)", soft_wrap=True)
     if cmp.plan_method != cmp.advised_method:
         console.print(escape(f"note: the plan ran {cmp.plan_method} (pinned); the advisor's own pick "
                              f"is {cmp.advised_method}"))
-    console.print(escape(cmp.sentence))
+    console.print(escape(cmp.sentence), soft_wrap=True)

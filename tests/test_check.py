@@ -1,0 +1,245 @@
+"""tuneplan check: per-run verdicts on hand-made runs (every broken reason, held), --json,
+--strict, missing database; the v3 audit views and `check --rules` on a hand-made comparison."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from exec_fixtures import make_plan
+from tuneplan.executor import check, store
+from tuneplan.executor.cli import dispatch, register
+from tuneplan.schemas import MemoryBreakdown
+from tuneplan.schemas.run import MeasuredMemory, RunResult
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="tuneplan")
+    register(parser.add_subparsers(dest="command"))
+    return dispatch(parser.parse_args(list(argv)))
+
+
+def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=None,
+               overhead: int = 0, predicted: int = 1000, measured: int | None = 900,
+               device: str = "cpu", status: str = "succeeded", tolerance: str = "medium",
+               distance: str = "near", eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.01),
+               metrics: list[dict] | None = None, **extra) -> RunResult:
+    """Record a hand-made run whose plan.json (in its run directory) predicts `predicted` bytes,
+    `overhead` of them framework overhead."""
+    run_dir = root / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if plan is None:
+        plan = make_plan(method, "tiny")
+        b = MemoryBreakdown(weights=predicted - overhead, quantization_constants=0, adapter_weights=0,
+                            gradients=0, optimizer_states=0, activations=0, logits_and_loss=0,
+                            framework_overhead=overhead)
+        plan = plan.model_copy(update={"memory": plan.memory.model_copy(
+            update={"breakdown": b, "per_device_bytes": predicted})})
+    (run_dir / "plan.json").write_text(plan.model_dump_json())
+    fields = dict(
+        run_id=run_id, status=status, plan_hash="0" * 16, method=method, model="tiny",
+        hardware=device, started_at=f"2025-01-01T10:00:{len(run_id) % 60:02d}Z",
+        finished_at="2025-01-01T10:05:00Z", run_dir=str(run_dir), predicted_peak_bytes=predicted,
+        measured=None if measured is None else MeasuredMemory(device_kind=device, peak_bytes=measured),
+        forgetting_tolerance=tolerance, domain_distance=distance,
+        eval_loss_before=eval_losses[0] if eval_losses else None,
+        eval_loss_after=eval_losses[1] if eval_losses else None,
+        forgetting_loss_before=probe_losses[0] if probe_losses else None,
+        forgetting_loss_after=probe_losses[1] if probe_losses else None,
+        steps=2, tokens=100, tokens_per_second=50.0, wall_seconds=2.0,
+    )
+    fields.update(extra)
+    result = RunResult(**fields)
+    store.record(db, result, metrics)
+    return result
+
+
+CASES = {
+    # run_id: (kwargs, verdict, reason fragment)
+    "held": (dict(), "held", None),
+    "oom": (dict(status="failed", measured=None, eval_losses=(2.0, None), probe_losses=(3.0, None),
+                 error="OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
+            "broken", "failed out of memory"),
+    "oom-predicted": (dict(status="failed", measured=None, predicted_fits=False,
+                           eval_losses=None, probe_losses=None, error="OutOfMemoryError: x"),
+                      "held", None),
+    "under": (dict(measured=1400), "broken", "under-predicted"),
+    "under-ok": (dict(measured=1300), "held", None),
+    "overhead": (dict(predicted=1500, overhead=1000, measured=900), "broken", "under-predicted"),
+    "forgot": (dict(tolerance="low", probe_losses=(3.0, 3.06)), "broken", "beyond the low tolerance"),
+    "forgot-ok": (dict(tolerance="medium", probe_losses=(3.0, 3.06)), "held", None),
+    "no-learning": (dict(eval_losses=(2.0, 2.0)), "broken", "did not learn"),
+    "running": (dict(status="running", measured=None, eval_losses=(2.0, None),
+                     probe_losses=(3.0, None), finished_at=None), "held", None),
+    "interrupted": (dict(status="interrupted", measured=2000, eval_losses=(2.0, None),
+                         probe_losses=(3.0, None), error="KeyboardInterrupt: x"),
+                    "broken", "under-predicted"),
+    "failed-other": (dict(status="failed", measured=None, eval_losses=None, probe_losses=None,
+                          error="RuntimeError: boom"), "held", None),
+}
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    path = tmp_path / "runs.duckdb"
+    for run_id, (kw, _, _) in CASES.items():
+        record_run(path, tmp_path / "runs", run_id, **kw)
+    return path
+
+
+def test_check_json_verdicts_and_reasons(db, capsys):
+    assert cli("check", "--db", str(db), "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    runs = {r["run_id"]: r for r in out["runs"]}
+    assert set(runs) == set(CASES)
+    for run_id, (_, verdict, fragment) in CASES.items():
+        r = runs[run_id]
+        assert {"run_id", "method", "memory_error", "forgetting_within_tolerance", "learned",
+                "verdict", "reasons"} <= set(r)
+        assert r["verdict"] == verdict, (run_id, r)
+        if fragment:
+            assert any(fragment in x for x in r["reasons"]), (run_id, r["reasons"])
+        else:
+            assert r["reasons"] == [], (run_id, r["reasons"])
+    assert runs["held"]["memory_error"] == pytest.approx((1000 - 900) / 900)
+    assert runs["held"]["learned"] is True and runs["held"]["forgetting_within_tolerance"] is True
+    # raw error counts the overhead, the like-for-like one does not (and decides the verdict)
+    assert runs["overhead"]["memory_error"] == pytest.approx(600 / 900)
+    assert runs["overhead"]["memory_error_comparable"] == pytest.approx(-400 / 900)
+    assert runs["no-learning"]["learned"] is False
+    assert runs["forgot"]["forgetting_within_tolerance"] is False
+    assert runs["forgot-ok"]["forgetting_within_tolerance"] is True
+    assert runs["oom"]["out_of_memory"] and runs["oom-predicted"]["out_of_memory"]
+    assert any("as predicted" in n for n in runs["oom-predicted"]["notes"])
+    assert runs["running"]["learned"] is None and any("still running" in n for n in runs["running"]["notes"])
+    assert any("not for memory" in n for n in runs["failed-other"]["notes"])
+    s = out["summary"]
+    broken = sum(v == "broken" for _, v, _ in CASES.values())
+    assert s["runs"] == len(CASES) and s["broken"] == broken and s["held"] == len(CASES) - broken
+    assert s["out_of_memory"] == 2 and s["did_not_learn"] == 1 and s["forgot_beyond_tolerance"] == 1
+    assert s["memory_under_predicted"] == 3
+
+
+def test_check_strict_and_table(db, tmp_path, capsys):
+    assert cli("check", "--db", str(db), "--strict") == 1
+    text = capsys.readouterr().out
+    assert "broken" in text and "held" in text and "under-predicted" in text
+    good = tmp_path / "good.duckdb"
+    record_run(good, tmp_path / "good", "fine")
+    assert cli("check", "--db", str(good), "--strict") == 0
+    assert cli("check", "--db", str(good), "--strict", "--json") == 0
+
+
+def test_check_missing_db_exits_2(tmp_path, capsys):
+    assert cli("check", "--db", str(tmp_path / "nope.duckdb")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nope.duckdb").exists()
+
+
+def test_thresholds_are_the_documented_ones():
+    assert check.FORGETTING_THRESHOLDS == {"low": 0.05, "medium": 0.15, "high": 0.50}
+    assert check.MEMORY_UNDER_PREDICTION_LIMIT == 0.25
+    doc = (Path(__file__).parents[1] / "docs" / "checks.md").read_text()
+    for text in ("0.05", "0.15", "0.50", "25%", "TP020", "TP021", "TP023", "TP030"):
+        assert text in doc
+
+
+# ------------------------------------------------------------------------------- audit views
+
+
+@pytest.fixture
+def cmp_db(tmp_path) -> Path:
+    """Two comparisons. c1 (far, low tolerance): QLoRA less memory than LoRA and learns as much;
+    LoRA forgets less than full; full learns more. c2 (near): QLoRA uses MORE memory than LoRA,
+    LoRA forgets MORE than full, full learns less."""
+    db = tmp_path / "runs.duckdb"
+    root = tmp_path / "runs"
+    spec = {
+        "c1": dict(distance="far", tolerance="low", runs={
+            "full": dict(measured=3000, eval_losses=(2.0, 1.0), probe_losses=(3.0, 3.30)),
+            "lora": dict(measured=1500, eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.02)),
+            "qlora": dict(measured=1000, eval_losses=(2.0, 1.55), probe_losses=(3.0, 3.03))}),
+        "c2": dict(distance="near", tolerance="medium", runs={
+            "full": dict(measured=3000, eval_losses=(2.0, 1.8), probe_losses=(3.0, 3.01)),
+            "lora": dict(measured=1500, eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.05)),
+            "qlora": dict(measured=1600, eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.04))}),
+    }
+    for cid, c in spec.items():
+        for method, kw in c["runs"].items():
+            rid = f"{cid}-{method}"
+            record_run(db, root, rid, method=method, predicted=kw["measured"] + 100,
+                       tolerance=c["tolerance"], distance=c["distance"], **kw)
+            store.record_comparison(db, cid, rid, method, "lora", c["tolerance"])
+    # a failed run in a comparison is left out of the pairwise audits
+    record_run(db, root, "c3-full", method="full", status="failed", measured=None,
+               error="RuntimeError: x")
+    record_run(db, root, "c3-lora", method="lora")
+    store.record_comparison(db, "c3", "c3-full", "full", "lora", "medium")
+    store.record_comparison(db, "c3", "c3-lora", "lora", "lora", "medium")
+    store.record_comparison(db, "c3", "c3-lora", "lora", "lora", "medium")  # idempotent
+    return db
+
+
+def q(db, sql):
+    cols, rows = store.query(db, sql)
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def test_comparisons_table(cmp_db):
+    rows = q(cmp_db, "SELECT compare_id, count(*) AS n FROM comparisons GROUP BY 1 ORDER BY 1")
+    assert [(r["compare_id"], r["n"]) for r in rows] == [("c1", 3), ("c2", 3), ("c3", 2)]
+    cols = [r["column_name"] for r in q(cmp_db, "DESCRIBE comparisons")]
+    assert cols == ["compare_id", "run_id", "method", "chosen_method", "forgetting_tolerance", "created_at"]
+
+
+def test_audit_views(cmp_db):
+    qv = {r["compare_id"]: r for r in q(cmp_db, "SELECT * FROM audit_qlora_vs_lora_memory")}
+    assert set(qv) == {"c1", "c2"}
+    assert qv["c1"]["qlora_less_memory"] is True and qv["c1"]["qlora_learning_matches"] is True
+    assert qv["c1"]["holds"] is True
+    assert qv["c2"]["qlora_less_memory"] is False and qv["c2"]["holds"] is False
+    fv = {(r["compare_id"], r["adapter_method"]): r for r in q(cmp_db, "SELECT * FROM audit_lora_vs_full_forgetting")}
+    assert fv[("c1", "lora")]["lora_forgets_less"] is True
+    assert fv[("c1", "qlora")]["lora_forgets_less"] is True
+    assert fv[("c2", "lora")]["lora_forgets_less"] is False
+    assert ("c3", "lora") not in fv  # full failed there
+    lv = {(r["compare_id"], r["adapter_method"]): r for r in q(cmp_db, "SELECT * FROM audit_lora_vs_full_learning")}
+    assert lv[("c1", "lora")]["full_learns_more"] is True and lv[("c1", "lora")]["far_domain"] is True
+    assert lv[("c2", "lora")]["full_learns_more"] is False and lv[("c2", "lora")]["far_domain"] is False
+    mp = {(r["method"], r["device_kind"]): r for r in q(cmp_db, "SELECT * FROM audit_memory_predictions")}
+    assert mp[("lora", "cpu")]["within_threshold"] == mp[("lora", "cpu")]["measured_runs"] == 3
+    assert mp[("lora", "cpu")]["share_within_threshold"] == 1.0
+    assert mp[("full", "cpu")]["runs"] == 2 and mp[("full", None)]["measured_runs"] == 0
+    assert mp[("full", None)]["share_within_threshold"] is None
+
+
+def test_check_rules_summary(cmp_db, capsys):
+    rules = {r["rule"]: r for r in check.audit_rules(cmp_db)}
+    assert (rules["TP023"]["tested"], rules["TP023"]["held"], rules["TP023"]["status"]) == (2, 1, "mixed")
+    assert (rules["TP021"]["tested"], rules["TP021"]["held"]) == (4, 2)
+    assert (rules["TP020"]["tested"], rules["TP020"]["held"], rules["TP020"]["status"]) == (2, 2, "held")
+    assert "near/moderate" in rules["TP020"]["note"]
+    assert rules["TP030"]["status"] == "held" and rules["TP030"]["tested"] == 7
+    assert cli("check", "--db", str(cmp_db), "--rules", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["rule"] for r in out["rules"]] == ["TP023", "TP021", "TP020", "TP030"]
+    assert cli("check", "--db", str(cmp_db), "--rules") == 0
+    assert "TP023 mixed" in capsys.readouterr().out
+
+
+def test_older_database_gains_v3_on_check(tmp_path):
+    import duckdb
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    store.migrate(con, target=2)
+    con.close()
+    assert check.check_runs(db)["summary"]["runs"] == 0
+    con = store.connect(db, read_only=True)
+    try:
+        assert store.schema_version(con) == 3
+    finally:
+        con.close()
