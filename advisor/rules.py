@@ -424,6 +424,20 @@ def fit_ladder(d: Draft) -> Optional[Outcome]:
 
 
 MIN_SEQ = 128
+PIN_FLAGS = (("gradient_checkpointing", "--[no-]gradient-checkpointing"), ("optimizer", "--optimizer"))
+
+
+def _blocking_pins(d: Draft) -> list[str]:
+    """Flags of memory-relevant pins without which the method would fit at the current length."""
+    out = []
+    for pin, flag in PIN_FLAGS:
+        if getattr(d.pins, pin) is None:
+            continue
+        free = d.with_updates({"inputs": d.inputs.model_copy(
+            update={"pins": d.pins.model_copy(update={pin: None})})})
+        if best_fit(free, d.method) is not None:
+            out.append(flag)
+    return out
 
 
 @rule("TP031", "shorten-sequences", "Korthikanti et al. 2022 (activations linear in s); tuneplan")
@@ -445,7 +459,9 @@ def shorten_sequences(d: Draft) -> Optional[Outcome]:
                  f.gradient_checkpointing, "micro_batch": f.micro_batch, "strategy": f.strategy,
                  "optimizer": f.optimizer},
                 (f"Sequences shortened from {d.seq_len} to {s} tokens to fit; longer examples "
-                 f"will be truncated.",),
+                 f"will be truncated."
+                 + "".join(f" Without the {flag} pin, {d.seq_len} tokens would fit."
+                           for flag in _blocking_pins(d)),),
             )
         s //= 2
     return None
@@ -464,6 +480,7 @@ def infeasible_ways_out(d: Draft) -> Optional[Outcome]:
             f"device; this device allows {gib(int(d.hardware.memory_bytes * (1 - d.headroom_fraction)))}."]
     if d.method != "qlora" and not d.pins.method:
         ways.append("Use QLoRA (4-bit base).")
+    ways += [f"Drop the {flag} pin: without it the plan fits." for flag in _blocking_pins(d)]
     need = low.estimate.per_device_bytes / (1 - d.headroom_fraction)
     ways.append(f"Use a device with at least {gib(int(need))} of memory.")
     if not d.on_cpu:
