@@ -79,10 +79,20 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--max-steps", type=_positive_int, metavar="N",
                    help="stop after N optimizer steps (smoke tests)")
     p.add_argument("--model-path", metavar="DIR", help="load the model from this local directory")
-    p.add_argument("--num-processes", type=_positive_int, metavar="N", default=1,
-                   help="processes to launch (more than 1 needs the multi-process launcher)")
+    p.add_argument("--num-processes", type=_positive_int, metavar="N", default=None,
+                   help="processes to launch over all machines (default: as planned, "
+                   "distributed.num_processes); more than 1 launches workers with torchrun (CPU, "
+                   "gloo) or accelerate launch (GPUs)")
     p.add_argument("--dry-run", action="store_true",
-                   help="show the launch that would run, without training")
+                   help="print the launch command and the accelerate config, start nothing")
+    p.add_argument("--num-machines", type=_positive_int, metavar="M", default=None,
+                   help="machines in the job (default: as planned, distributed.num_nodes)")
+    p.add_argument("--machine-rank", type=_non_negative_int, metavar="R", default=0,
+                   help="this machine's rank, 0..M-1 (default 0)")
+    p.add_argument("--main-process-ip", metavar="IP", help="address of machine rank 0")
+    p.add_argument("--main-process-port", type=_positive_int, metavar="P",
+                   help="rendezvous port on machine rank 0 (default: a free port; 29500 "
+                   "when --main-process-ip is given)")
     p.set_defaults(func=_cmd_run)
 
     # runs [ingest] --------------------------------------------------------------------------
@@ -113,8 +123,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "sql",
         help="run a read-only SQL query against the run database",
         description="Run one read-only statement (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN, PRAGMA "
-        "table_info) against the run database. Tables: runs, metrics; views: run_predictions, "
-        "run_learning, method_summary. Writes are refused (exit 2) and change nothing.",
+        "table_info) against the run database. Tables: runs, metrics, comparisons; views: "
+        "run_predictions, run_learning, method_summary, run_memory_checks, comparison_runs, "
+        "audit_qlora_vs_lora_memory, audit_lora_vs_full_forgetting, audit_lora_vs_full_learning, "
+        "audit_memory_predictions. Writes are refused (exit 2) and change nothing.",
     )
     p.add_argument("query", metavar="QUERY", help='e.g. "SELECT * FROM method_summary"')
     p.add_argument("--db", metavar="PATH", help=_DB_HELP)
@@ -343,6 +355,15 @@ def _print_summary(result: Any) -> None:
         print(f"  substituted: {sub}")
 
 
+def _planned_processes(plan: str) -> int:
+    """distributed.num_processes of a plan file (1 when it cannot be read: the runner reports)."""
+    try:
+        value = json.loads(Path(plan).read_text(encoding="utf-8"))["distributed"]["num_processes"]
+        return max(1, int(value))
+    except Exception:  # noqa: BLE001 - the runner validates the plan properly
+        return 1
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from tuneplan.advisor.errors import InputError
 
@@ -350,7 +371,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _err(InputError.one("PLAN", f"{args.plan}: no such file",
                             "give the plan.json written by `tuneplan advise`").render())
         return 2
-    if args.num_processes > 1 or args.dry_run:
+    if args.num_processes is None:
+        args.num_processes = _planned_processes(args.plan)
+    if args.num_processes > 1 or args.dry_run or (args.num_machines or 1) > 1:
         return _launch(args)
     try:
         from tuneplan.executor.runner import run_plan

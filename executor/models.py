@@ -309,7 +309,10 @@ def load_model(plan, model_dir: Path, device=None) -> LoadedModel:
     subs += precision.substitutions
     attn, attn_subs = resolve_attention(t.attention, device)
     subs += attn_subs
-    if plan.distributed.num_processes > 1 or plan.distributed.strategy != "none":
+    from .distributed import active as _active_dist
+
+    dist = _active_dist()  # inside a multi-process worker: the launcher honoured `distributed`
+    if dist is None and (plan.distributed.num_processes > 1 or plan.distributed.strategy != "none"):
         subs.append(
             f"distributed: {plan.distributed.num_processes} processes/{plan.distributed.strategy} "
             "-> 1 process/none (the executor trains on one device)"
@@ -326,6 +329,9 @@ def load_model(plan, model_dir: Path, device=None) -> LoadedModel:
             bnb_4bit_quant_type=q.quant_type,
             bnb_4bit_use_double_quant=q.double_quant,
             bnb_4bit_compute_dtype=compute,
+            # FSDP-QLoRA: sharding needs the packed 4-bit weights stored in the compute dtype.
+            **({"bnb_4bit_quant_storage": compute}
+               if dist is not None and dist.strategy in ("fsdp", "deepspeed-zero3") else {}),
         )
         kwargs["dtype"] = compute
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}

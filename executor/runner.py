@@ -202,24 +202,32 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
     else:
         train_rows, eval_rows = train_read.rows, eval_read.rows
     model_dir = resolve_model_dir(plan_obj.inputs.model.name, model_path)
+    from .distributed import active as _active_dist
+
+    dist = _active_dist()  # set only inside a `tuneplan run --num-processes N` worker
+    main_rank = dist is None or dist.is_main
 
     phash = plan_hash(plan_obj)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     salt = hashlib.sha256(f"{phash}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:6]
     run_id = f"{stamp}-{salt}"
+    if dist is not None:  # the launcher chose the id and made the directory
+        run_id = os.environ.get("TUNEPLAN_RUN_ID") or run_id
     run_dir = Path(output_dir or DEFAULT_OUTPUT_DIR).expanduser() / run_id
-    run_dir.mkdir(parents=True)
-    (run_dir / "plan.json").write_text(plan_text if plan_text is not None else plan_obj.model_dump_json(indent=2))
+    run_dir.mkdir(parents=True, exist_ok=dist is not None)
+    if main_rank:
+        (run_dir / "plan.json").write_text(plan_text if plan_text is not None else plan_obj.model_dump_json(indent=2))
     metrics_file = run_dir / "metrics.jsonl"
-    metrics_file.touch()
+    if main_rank:
+        metrics_file.touch()
 
     import torch
 
-    from .measure import MemoryMeter, count_params, describe_device
+    from .measure import MemoryMeter, count_params, describe_device, runtime_baseline_bytes
     from .models import load_model, pick_device
     from .train import EVAL_MAX_BATCHES, TrainState, evaluate, total_steps, train
 
-    device = pick_device()
+    device = dist.device if dist is not None else pick_device()
     task = plan_obj.inputs.task
     result = RunResult(
         run_id=run_id, status="running", plan_hash=phash, method=plan_obj.method,
@@ -229,14 +237,17 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
         domain_distance=task.domain_distance, versions=_versions(),
         trust_remote_code=plan_obj.trust_remote_code, data_path=str(train_path.resolve()),
     )
+    if dist is not None:
+        result.num_processes, result.strategy = dist.world_size, dist.strategy
     substitutions: list[str] = []
     if train_read.skipped or (eval_read and eval_read.skipped):
         skipped = train_read.skipped + (eval_read.skipped if eval_read else 0)
         first = ", ".join(train_read.skipped_where + (eval_read.skipped_where if eval_read else []))
         substitutions.append(f"data: skipped {skipped} bad rows (skip_bad_rows; first: {first})")
     result.substitutions = list(substitutions)
-    _write_json_atomic(run_dir / "result.json", result.model_dump_json(indent=2))
-    _record(db, result, [])
+    if main_rank:
+        _write_json_atomic(run_dir / "result.json", result.model_dump_json(indent=2))
+        _record(db, result, [])
 
     state = TrainState()
     meter = None
@@ -248,6 +259,7 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
         from transformers import set_seed
 
         set_seed(plan_obj.training.seed)
+        runtime_bytes = runtime_baseline_bytes()  # RSS before the model: the runtime part of a CPU peak
         loaded = load_model(plan_obj, model_dir, device)
         substitutions += loaded.substitutions
         model, tok, t = loaded.model, loaded.tokenizer, plan_obj.training
@@ -257,6 +269,15 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
         if not train_ex:
             raise InputError.one(where, f"no training row has a trained token within seq_len={t.seq_len}",
                                  "raise training.seq_len or shorten the prompts")
+        n_train = len(train_ex)
+        if dist is not None:  # each rank trains on its interleaved share; steps agree on all ranks
+            from .distributed import shard
+
+            if n_train < dist.world_size:
+                raise InputError.one(where, f"{n_train} training sequences for {dist.world_size} processes",
+                                     "give at least one sequence per process")
+            n_train = -(-n_train // dist.world_size)
+            train_ex = shard(train_ex, dist.rank, dist.world_size)
         eval_ex, _ = D.encode_rows(eval_rows, tok, t.seq_len)
         probe_ex = D.probe_examples(tok, t.seq_len, probe)
         bs = t.per_device_batch_size
@@ -270,30 +291,39 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
             return evaluate(model, exs, batch_size=bs, pad_id=tok.pad_token_id, device=device,
                             autocast_dtype=loaded.precision.autocast_dtype)
 
-        steps = total_steps(t, len(train_ex), max_steps)
-        bar = _Progress(steps, progress)
+        steps = total_steps(t, n_train, max_steps)
+        bar = _Progress(steps, progress if main_rank else False)
+        if not main_rank:  # rank 0 reports for the job
+            bar.log = bar.step = lambda *a, **k: None
         bar.log(f"run {run_id}: {plan_obj.method} on {result.model} ({result.hardware}), {steps} steps, "
                 f"{len(train_ex)} train / {len(eval_ex)} eval sequences")
         result.eval_loss_before = _eval(eval_ex)
         result.forgetting_loss_before = _eval(probe_ex)
-        meter = MemoryMeter(model, device)
+        meter = MemoryMeter(model, device, runtime_bytes=runtime_bytes)
 
-        with metrics_file.open("a", encoding="utf-8") as mf:
+        with metrics_file.open("a", encoding="utf-8") if main_rank else open(os.devnull, "w") as mf:
             def on_step(m: dict) -> None:
                 mf.write(json.dumps(m) + "\n")
                 mf.flush()
                 bar.step(m)
 
-            substitutions += train(loaded, train_ex, t, steps=steps, meter=meter, state=state, on_step=on_step)
-        result.measured = meter.result()
+            train_kw = {"dist": dist} if dist is not None else {}
+            substitutions += train(loaded, train_ex, t, steps=steps, meter=meter, state=state, on_step=on_step,
+                                   **train_kw)
+        result.measured = meter.result() if dist is None else dist.measured_max(meter.result(), state.wrapped_model)
         meter.close()
+        substitutions += meter.notes()
         result.eval_loss_after = _eval(eval_ex)
         result.forgetting_loss_after = _eval(probe_ex)
         art = run_dir / ("model" if plan_obj.method == "full" else "adapter")
-        model.save_pretrained(str(art), safe_serialization=True)
-        tok.save_pretrained(str(art))
-        result.artifact_path = str(art.resolve())
-        result.artifact_bytes = _dir_bytes(art)
+        if dist is not None:  # a collective for sharded models; rank 0 writes
+            dist.save_pretrained(state.wrapped_model or model, art)
+        else:
+            model.save_pretrained(str(art), safe_serialization=True)
+        if main_rank:
+            tok.save_pretrained(str(art))
+            result.artifact_path = str(art.resolve())
+            result.artifact_bytes = _dir_bytes(art)
         result.status = "succeeded"
     except KeyboardInterrupt as exc:
         result.status = "interrupted"
@@ -318,6 +348,7 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
         result.wall_seconds = round(time.perf_counter() - t_wall, 3)
         result.finished_at = _utc_now()
         result.substitutions = substitutions
-        _write_json_atomic(run_dir / "result.json", result.model_dump_json(indent=2))
-        _record(db, result, state.metrics)
+        if main_rank:
+            _write_json_atomic(run_dir / "result.json", result.model_dump_json(indent=2))
+            _record(db, result, state.metrics)
     return result

@@ -8,6 +8,7 @@ trained (non -100) tokens of the optimizer step, across its micro-batches.
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ import torch.nn.functional as F
 from .data import IGNORE_INDEX, Example, collate, micro_batches
 from .measure import MemoryMeter
 
-EVAL_MAX_BATCHES = 8
+EVAL_MAX_BATCHES = max(1, int(os.environ.get("TUNEPLAN_EVAL_BATCHES", "8")))
 """Eval and probe losses use at most this many batches (the first examples, in order), so the
-before/after evaluations stay fast; the cap is stated in the run's substitutions when it bites."""
+before/after evaluations stay fast; the cap is stated in the run's substitutions when it bites.
+$TUNEPLAN_EVAL_BATCHES changes it (the test suite uses 1 to keep CPU runs short)."""
 
 
 @dataclass
@@ -32,6 +34,8 @@ class TrainState:
     steps: int = 0
     tokens: int = 0
     train_seconds: float = 0.0
+    wrapped_model: object = None
+    """The model as wrapped for several processes (DDP, FSDP, DeepSpeed); None on one."""
 
 
 def total_steps(training, n_train: int, override: Optional[int] = None) -> int:
@@ -136,15 +140,21 @@ def train(
     meter: MemoryMeter,
     state: TrainState,
     on_step: Callable[[dict], None] = lambda m: None,
+    dist=None,
 ) -> list[str]:
     """Run `steps` optimizer steps, appending one metrics dict per step to state.metrics.
 
     Returns the substitutions made (optimizer fallbacks). KeyboardInterrupt and errors propagate
-    with state holding the completed steps.
+    with state holding the completed steps. `dist` (executor/distributed.py DistContext, several
+    processes): model and optimizer are wrapped by it, and each step's loss (mean) and tokens
+    (sum) are reduced over ranks before they are recorded.
     """
     model, device, prec = loaded.model, loaded.device, loaded.precision
     pad_id = loaded.tokenizer.pad_token_id
     optimizer, subs = build_optimizer(model, training, device)
+    if dist is not None:
+        model, optimizer = dist.prepare(model, optimizer)
+        state.wrapped_model = model
     scheduler = build_scheduler(optimizer, training, steps)
     scaler = torch.amp.GradScaler(device.type) if prec.grad_scaler else None
     stream = micro_batches(train_examples, training.per_device_batch_size, training.seed)
@@ -155,6 +165,7 @@ def train(
     for step in range(1, steps + 1):
         t0 = time.perf_counter()
         batches = [collate(next(stream), pad_id) for _ in range(training.gradient_accumulation_steps)]
+        meter.begin_step(step, batches, steps)
         n_targets = max(1, sum(_targets(b) for b in batches))
         loss_sum = 0.0
         for batch in batches:
@@ -165,12 +176,18 @@ def train(
                 loss = token_loss_sum(logits, batch["labels"]) / n_targets
             meter.end_forward(logits)
             del logits
-            (scaler.scale(loss) if scaler else loss).backward()
+            if dist is not None:
+                dist.backward(scaler.scale(loss) if scaler else loss, training.gradient_accumulation_steps)
+            else:
+                (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += float(loss.detach())
         meter.after_backward()
         if scaler:
             scaler.unscale_(optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm))
+        if dist is not None:
+            grad_norm = dist.clip_grad_norm_(model, training.max_grad_norm)
+        else:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm))
         lr = float(scheduler.get_last_lr()[0])
         if scaler:
             scaler.step(optimizer)
@@ -178,11 +195,15 @@ def train(
         else:
             optimizer.step()
         meter.after_step(optimizer)
+        meter.end_step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        if dist is not None:
+            dist.maybe_fail(step)
+            loss_sum, tokens = dist.reduce_step(loss_sum, tokens)
         state.steps = step
         state.tokens += tokens
         state.train_seconds += time.perf_counter() - t0

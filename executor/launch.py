@@ -1,0 +1,387 @@
+"""`tuneplan run PLAN --num-processes N [--dry-run] [--num-machines M --machine-rank R
+--main-process-ip IP --main-process-port P]`: launch a plan on several processes.
+
+What it does, in order:
+  1. checks the plan, the data file and the model location (bad input: exit 2, nothing started);
+  2. lays the run out (executor/distributed.py layout_for): the plan's `distributed` block, the
+     command line overriding the process count and machines;
+  3. writes ``accelerate_config.yaml`` (distributed_type MULTI_CPU / MULTI_GPU for DDP, FSDP with
+     fsdp_config, DEEPSPEED with deepspeed_config) and ``launch.json`` into the run directory;
+  4. starts the workers (``python -m tuneplan.executor.worker``): on GPUs with
+     ``accelerate launch --config_file accelerate_config.yaml``; on CPU with torchrun (accelerate
+     launch starts a single process for MULTI_CPU unless mpirun is set up), gloo backend;
+  5. waits. Rank 0 writes the run directory and the database row; when the job exits non-zero
+     this launcher records the run as failed with the failing rank's error (error-rank<R>.txt) or
+     the tail of the job's stderr. Ctrl-C / SIGTERM stop the whole process group and record the
+     run as interrupted (exit 130).
+
+--dry-run prints the command and the config YAML and starts nothing, writes nothing (exit 0).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from tuneplan.advisor.errors import InputError
+
+from . import distributed as D
+
+WORKER_MODULE = "tuneplan.executor.worker"
+CONFIG_NAME = "accelerate_config.yaml"
+STOP_GRACE_S = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _opt(args, name: str, default=None):
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
+def _model_dir_if_cheap(plan, model_path: Optional[str]) -> Optional[Path]:
+    """The model directory when finding it loads nothing (dry runs): --model-path, a local
+    directory, or the embedded model's cache once converted."""
+    from .models import embedded_cache_dir, is_embedded
+
+    if model_path:
+        return Path(model_path).expanduser()
+    local = Path(plan.inputs.model.name).expanduser()
+    if local.is_dir():
+        return local
+    if is_embedded(plan.inputs.model.name) and (embedded_cache_dir() / "config.json").is_file():
+        return embedded_cache_dir()
+    return None
+
+
+class Launch:
+    """Everything about one launch: the layout, the config, the command and its environment."""
+
+    def __init__(self, plan_path: str, args) -> None:
+        from .runner import _data_file, load_plan, plan_hash
+
+        self.plan_path = Path(plan_path).expanduser().resolve()
+        self.plan, plan_file, _ = load_plan(self.plan_path)
+        self.args = args
+        self.dry_run = bool(getattr(args, "dry_run", False))
+        n = getattr(args, "num_processes", None)
+        plan_n = self.plan.distributed.num_processes
+        if n is None or (n == 1 and self.dry_run and plan_n > 1):
+            n = plan_n  # not given: as planned
+        try:
+            self.layout = D.layout_for(
+                self.plan, num_processes=n, num_machines=getattr(args, "num_machines", None),
+                machine_rank=_opt(args, "machine_rank", 0),
+                main_process_ip=getattr(args, "main_process_ip", None),
+                main_process_port=getattr(args, "main_process_port", None))
+        except ValueError as exc:
+            raise InputError.one("--num-processes", str(exc),
+                                 "give a process count that divides evenly over the machines, a "
+                                 "machine rank below --num-machines and --main-process-ip") from None
+        lay = self.layout
+        if lay.strategy.startswith("deepspeed"):
+            if lay.use_cpu:
+                raise InputError.one("distributed.strategy", f"{lay.strategy} needs CUDA GPUs",
+                                     "run on GPUs, or use --num-processes with a ddp plan on CPU")
+            if not self.dry_run and not _has_deepspeed():
+                raise InputError.one("distributed.strategy",
+                                     f"{lay.strategy} needs the deepspeed package, which is not "
+                                     "installed", "pip install deepspeed, or re-plan with FSDP "
+                                     "(`tuneplan advise ... --pin strategy=fsdp`); --dry-run shows "
+                                     "the config without it")
+        # Inputs are checked here, before any process starts (bad input exits 2).
+        spec = self.plan.data
+        max_steps = getattr(args, "max_steps", None)
+        if max_steps is not None and max_steps < 1:
+            raise InputError.one("--max-steps", f"must be at least 1, got {max_steps}", "pass a positive number")
+        train_value = getattr(args, "data", None) or (spec.train_path if spec else None)
+        if not train_value:
+            raise InputError.one("data.train_path", "no training data given",
+                                 "pass --data PATH or set data.train_path in the plan")
+        self.data_path = _data_file(train_value, "--data" if getattr(args, "data", None) else "data.train_path",
+                                    plan_file.parent if plan_file else None).resolve()
+        if self.dry_run:
+            self.model_dir = _model_dir_if_cheap(self.plan, getattr(args, "model_path", None))
+        else:
+            from .models import resolve_model_dir
+
+            # Converting the embedded model (once) here keeps the ranks from racing to do it.
+            self.model_dir = resolve_model_dir(self.plan.inputs.model.name, getattr(args, "model_path", None))
+        self.layer_classes = (D.transformer_layer_classes(self.model_dir, family=self.plan.inputs.model.family,
+                                                          trust_remote_code=self.plan.trust_remote_code)
+                              if lay.strategy == "fsdp" else None)
+        self.config = D.accelerate_config(self.plan, lay, self.layer_classes)
+
+        phash = plan_hash(self.plan)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        salt = hashlib.sha256(f"{phash}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:6]
+        self.run_id = f"{stamp}-{salt}"
+        from .runner import DEFAULT_OUTPUT_DIR
+
+        self.output = Path(getattr(args, "output", None) or DEFAULT_OUTPUT_DIR).expanduser().resolve()
+        self.run_dir = self.output / self.run_id
+        self.config_path = self.run_dir / CONFIG_NAME
+        if lay.num_machines == 1 and getattr(args, "main_process_port", None) is None:
+            lay.main_process_port = _free_port()  # several runs (or test suites) on one host
+        self.command = self._command()
+        self.env = self._env()
+
+    # ------------------------------------------------------------------------------------------
+    def _worker_args(self) -> list[str]:
+        a = self.args
+        out = [str(self.plan_path), "--output", str(self.output), "--data", str(self.data_path)]
+        if getattr(a, "db", None):
+            out += ["--db", str(Path(a.db).expanduser().resolve())]
+        if getattr(a, "max_steps", None) is not None:
+            out += ["--max-steps", str(a.max_steps)]
+        if self.model_dir is not None:
+            out += ["--model-path", str(Path(self.model_dir).resolve())]
+        elif getattr(a, "model_path", None):
+            out += ["--model-path", str(Path(a.model_path).expanduser().resolve())]
+        return out
+
+    def _command(self) -> list[str]:
+        lay = self.layout
+        if lay.use_cpu:
+            launcher = [sys.executable, "-m", "torch.distributed.run",
+                        "--nnodes", str(lay.num_machines), "--nproc_per_node", str(lay.per_machine),
+                        "--node_rank", str(lay.machine_rank),
+                        "--master_addr", lay.main_process_ip or "127.0.0.1",
+                        "--master_port", str(lay.main_process_port)]
+        else:
+            launcher = [sys.executable, "-m", "accelerate.commands.launch",
+                        "--config_file", str(self.config_path),
+                        "--num_processes", str(lay.num_processes),
+                        "--num_machines", str(lay.num_machines),
+                        "--machine_rank", str(lay.machine_rank),
+                        "--main_process_port", str(lay.main_process_port)]
+            if lay.main_process_ip:
+                launcher += ["--main_process_ip", lay.main_process_ip]
+        return launcher + ["-m", WORKER_MODULE] + self._worker_args()
+
+    def _env(self) -> dict[str, str]:
+        lay = self.layout
+        env = {
+            D.ENV_RUN_ID: self.run_id,
+            D.ENV_RUN_DIR: str(self.run_dir),
+            D.ENV_STRATEGY: lay.strategy,
+            D.ENV_OFFLOAD: "1" if lay.cpu_offload else "0",
+        }
+        if lay.use_cpu and "OMP_NUM_THREADS" not in os.environ:
+            # torchrun would set 1 thread per process; share this machine's cores instead.
+            env["OMP_NUM_THREADS"] = str(max(1, _cores() // lay.per_machine))
+        return env
+
+    def render(self) -> str:
+        """What --dry-run prints: the command (with its environment) and the config YAML."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        lay = self.layout
+        lines = [
+            f"# {lay.num_processes} processes ({lay.per_machine} per machine x {lay.num_machines} "
+            f"machine{'s' if lay.num_machines > 1 else ''}), strategy {lay.strategy}"
+            f"{', cpu offload' if lay.cpu_offload else ''}, {'CPU (gloo)' if lay.use_cpu else 'GPU'}; "
+            f"effective batch = {self.plan.training.per_device_batch_size} x "
+            f"{self.plan.training.gradient_accumulation_steps} x {lay.num_processes} = "
+            f"{self.plan.training.per_device_batch_size * self.plan.training.gradient_accumulation_steps * lay.num_processes}",
+        ]
+        lines += [f"# note: {n}" for n in lay.notes]
+        if lay.num_machines > 1:
+            lines.append(f"# run the same command on every machine with --machine-rank 0..{lay.num_machines - 1}")
+        lines += ["# command", f"{env} {shlex.join(self.command)}", f"# {self.config_path}",
+                  D.dump_yaml(self.config).rstrip()]
+        return "\n".join(lines)
+
+    def write_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(D.dump_yaml(self.config), encoding="utf-8")
+        (self.run_dir / "launch.json").write_text(json.dumps(
+            {"command": self.command, "env": self.env, "layout": {
+                k: getattr(self.layout, k) for k in ("num_processes", "strategy", "cpu_offload", "use_cpu",
+                                                     "num_machines", "machine_rank", "main_process_ip",
+                                                     "main_process_port")}}, indent=2), encoding="utf-8")
+
+
+def _has_deepspeed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Running and recording
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    out = []
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    except OSError:
+        pass
+    return out
+
+
+def _load_result(L: Launch):
+    """rank 0's result.json, or a fresh RunResult when rank 0 never wrote one."""
+    from tuneplan.schemas import RunResult
+
+    from .runner import _utc_now, _versions, plan_hash
+
+    path = L.run_dir / "result.json"
+    if path.is_file():
+        try:
+            return RunResult.model_validate_json(path.read_text(encoding="utf-8"))
+        except Exception:  # noqa: BLE001 - rebuilt below
+            pass
+    p = L.plan
+    return RunResult(
+        run_id=L.run_id, status="running", plan_hash=plan_hash(p), method=p.method,
+        model=p.inputs.model.name, hardware=f"{L.layout.num_processes} x {'cpu' if L.layout.use_cpu else 'cuda'}",
+        num_processes=L.layout.num_processes, strategy=L.layout.strategy, started_at=_utc_now(),
+        run_dir=str(L.run_dir), predicted_peak_bytes=p.memory.per_device_bytes,
+        predicted_fits=p.memory.fits, versions=_versions(), data_path=str(L.data_path),
+    )
+
+
+def _finish(L: Launch, rc: int, interrupted: bool, tail: list[str]):
+    """Record the outcome rank 0 could not (failure elsewhere, a kill, Ctrl-C); add the launch notes."""
+    from .runner import _record, _utc_now, _write_json_atomic
+
+    result = _load_result(L)
+    changed = False
+    notes = [f"launch: {n}" for n in L.layout.notes if f"launch: {n}" not in result.substitutions]
+    if notes:
+        result.substitutions = list(result.substitutions) + notes
+        changed = True
+    if result.num_processes != L.layout.num_processes or result.strategy != L.layout.strategy:
+        result.num_processes, result.strategy = L.layout.num_processes, L.layout.strategy
+        changed = True
+    ok = rc == 0 and result.status == "succeeded" and not interrupted
+    if not ok:
+        errors = D.read_errors(L.run_dir)
+        first = {r: e.splitlines()[0] if e else "" for r, e in errors.items()}
+        if interrupted:
+            status, error = "interrupted", "KeyboardInterrupt: launcher stopped the process group"
+        else:
+            status = "failed"
+            if first:
+                # The failing rank is the one whose error is not a consequence (a SIGTERM from torchrun).
+                real = {r: e for r, e in first.items() if not e.startswith("KeyboardInterrupt")} or first
+                error = "; ".join(f"rank {r}: {e}" for r, e in sorted(real.items()))
+            else:
+                lines = [ln for ln in tail if ln.strip()][-8:]
+                error = f"worker job exited with code {rc}" + (": " + " | ".join(lines) if lines else "")
+        result.status, result.error = status, error[:4000]
+        result.finished_at = result.finished_at or _utc_now()
+        changed = True
+    if changed:
+        L.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(L.run_dir / "result.json", result.model_dump_json(indent=2))
+        _record(getattr(L.args, "db", None), result, _read_metrics(L.run_dir))
+    return result
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the job's process group, SIGKILL it after a grace period."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
+    """Start the job, wait, record; returns (exit code, RunResult)."""
+    L.write_files()
+    env = dict(os.environ)
+    env.update(L.env)
+    if not quiet:
+        print(f"launching {L.layout.num_processes} processes ({L.layout.strategy}); run directory "
+              f"{L.run_dir}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen(L.command, env=env, stdout=sys.stdout if not quiet else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
+    tail: collections.deque[str] = collections.deque(maxlen=60)
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            tail.append(line.rstrip("\n"))
+            if not quiet:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    interrupted = False
+    main_thread = threading.current_thread() is threading.main_thread()
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, on_term) if main_thread else None
+    try:
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            _stop(proc)
+            rc = 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
+    reader.join(timeout=5)
+    result = _finish(L, rc, interrupted, list(tail))
+    if interrupted:
+        return 130, result
+    return (0 if rc == 0 and result.status == "succeeded" else 1), result
+
+
+def launch(plan_path: str, args) -> int:
+    """Entry point from `tuneplan run` (executor/cli.py): dry run or launch; returns the exit code."""
+    L = Launch(plan_path, args)
+    if L.dry_run:
+        print(L.render())
+        return 0
+    code, result = run_launch(L)
+    from .cli import _print_summary
+
+    if code == 130:
+        print(f"interrupted: the run was recorded as interrupted; run directory {L.run_dir}", file=sys.stderr)
+        return 130
+    if result.status != "succeeded":
+        print(f"error: run failed: {result.error}", file=sys.stderr)
+        print(f"  run directory: {L.run_dir} (result.json, metrics.jsonl, error-rank*.txt)", file=sys.stderr)
+        return 1
+    _print_summary(result)
+    return 0

@@ -1,0 +1,78 @@
+"""One rank of a multi-process run: ``python -m tuneplan.executor.worker PLAN [options]``.
+
+Started by `tuneplan run --num-processes N` through torchrun (CPU, gloo) or ``accelerate launch``
+(GPUs), never by hand: the launcher (executor/launch.py) sets TUNEPLAN_RUN_ID / TUNEPLAN_RUN_DIR /
+TUNEPLAN_STRATEGY / TUNEPLAN_CPU_OFFLOAD, and torchrun sets RANK / WORLD_SIZE / LOCAL_RANK /
+MASTER_ADDR / MASTER_PORT. Each rank joins the process group (executor/distributed.py) and runs
+the same run_plan as one process does; only rank 0 writes the run directory and the database
+row. A rank that fails leaves ``error-rank<R>.txt`` in the run directory for the launcher.
+
+Exit codes: 0 succeeded, 1 failed, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from . import distributed as dist_mod
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tuneplan.executor.worker")
+    p.add_argument("plan")
+    p.add_argument("--data")
+    p.add_argument("--db")
+    p.add_argument("--output")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--model-path")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from tuneplan.advisor.errors import InputError
+
+    from .runner import load_plan, run_plan
+
+    rank = dist_mod.env_rank()
+    run_dir = os.environ.get(dist_mod.ENV_RUN_DIR)
+    ctx = None
+    try:
+        plan, _, _ = load_plan(args.plan)
+        strategy = os.environ.get(dist_mod.ENV_STRATEGY) or (
+            "ddp" if plan.distributed.strategy == "none" else plan.distributed.strategy)
+        offload = os.environ.get(dist_mod.ENV_OFFLOAD, "0") == "1"
+        ctx = dist_mod.init_worker(plan, strategy=strategy, cpu_offload=offload,
+                                   model_dir=Path(args.model_path) if args.model_path else None)
+        run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
+                 max_steps=args.max_steps, model_path=args.model_path,
+                 progress=False)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except InputError as exc:
+        if run_dir:
+            dist_mod.write_error(Path(run_dir), rank, f"InputError: {exc.render()}")
+        if rank == 0:
+            print(exc.render(), file=sys.stderr)
+        return 2
+    except BaseException as exc:  # noqa: BLE001 - reported through the error file
+        if run_dir:
+            tail = "".join(traceback.format_exception(exc)[-6:])
+            dist_mod.write_error(Path(run_dir), rank, f"{type(exc).__name__}: {exc}\n\n{tail}")
+        print(f"rank {rank}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if ctx is not None:
+            try:
+                ctx.close()
+            except Exception:  # noqa: BLE001 - the group may already be broken
+                pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
