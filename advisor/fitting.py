@@ -4,7 +4,10 @@ The fitting ladder, in order of cost to the user (each step only when the previo
   1. shard state over the given devices (DDP -> ZeRO-2 -> FSDP), simplest first;
   2. gradient checkpointing (~20-33% more compute, no change in results);
   3. 8-bit AdamW for full fine-tuning on CUDA (6 bytes/param less; HF anatomy, torchtune M5);
-  4. halve the micro-batch, keeping the effective batch with accumulation (slower, same results).
+  4. halve the micro-batch, keeping the effective batch with accumulation (slower, same results);
+  5. GPUs only, when nothing above fits: FSDP with CPU offload (parameters, gradients and optimizer
+     states in host RAM, ZeRO-Offload/ZeRO-3-offload style; much slower over PCIe, and the host
+     needs their bytes: see host_offload_bytes).
 Shorter sequences change what is learned, so they are a rule of their own, not a ladder step.
 A user's pin removes that step from the ladder.
 """
@@ -30,6 +33,7 @@ class Fit:
     micro_batch: int
     strategy: str
     optimizer: str
+    cpu_offload: bool = False
 
     @property
     def fits(self) -> bool:
@@ -56,6 +60,7 @@ def settings_for(
     strategy: Optional[str] = None,
     optimizer: Optional[str] = None,
     lora_rank: Optional[int] = None,
+    cpu_offload: Optional[bool] = None,
 ) -> MemorySettings:
     """MemorySettings for `method` under the draft, with optional overrides."""
     lora = method != "full"
@@ -71,7 +76,7 @@ def settings_for(
         target_modules=list(d.target_modules) if lora else None,
         strategy=(strategy or d.strategy),  # type: ignore[arg-type]
         num_devices=d.num_devices,
-        cpu_offload=d.cpu_offload,
+        cpu_offload=d.cpu_offload if cpu_offload is None else cpu_offload,
         lora_dropout=d.lora_dropout if lora else None,
     )
 
@@ -139,7 +144,34 @@ def ladder(d: Draft, method: str, *, seq_len: Optional[int] = None,
                                        strategy=strat, optimizer=opt, seq_len=seq_len,
                                        lora_rank=lora_rank)
                     rungs.append(Fit(est, gc, micro, strat, opt))
+    if offload_possible(d):
+        unpaged = {"paged-adamw-32bit": "adamw", "paged-adamw-8bit": "adamw-8bit"}
+        for micro in micro_steps:
+            for opt in dict.fromkeys(unpaged.get(o, o) for o in opt_steps):
+                for gc in gc_steps:
+                    est = estimate_for(d, method, gradient_checkpointing=gc, micro_batch=micro,
+                                       strategy="fsdp", optimizer=opt, seq_len=seq_len,
+                                       lora_rank=lora_rank, cpu_offload=True)
+                    rungs.append(Fit(est, gc, micro, "fsdp", opt, True))
     return rungs
+
+
+def offload_possible(d: Draft) -> bool:
+    """CPU offload is a rung only on several GPUs (FSDP CPUOffload / ZeRO-3 offload shard first).
+    Paged 8-bit/32-bit optimizers already page to host memory, so they do not combine with it."""
+    paged_pin = (d.pins.optimizer or "").startswith("paged-")
+    return d.on_cuda and d.num_devices > 1 and not d.cpu_offload and not paged_pin
+
+
+def host_offload_bytes(d: Draft, fit: Fit) -> int:
+    """Host RAM one node needs for an offloaded fit: the parameters, gradients and optimizer
+    states its GPUs would hold under FSDP without offload (per device x GPUs per node)."""
+    est = estimate_for(d, d.method, gradient_checkpointing=fit.gradient_checkpointing,
+                       micro_batch=fit.micro_batch, strategy="fsdp", optimizer=fit.optimizer,
+                       cpu_offload=False)
+    b = est.breakdown
+    per_device = b.weights + b.quantization_constants + b.adapter_weights + b.gradients + b.optimizer_states
+    return int(per_device * getattr(d.hardware, "count", 1))
 
 
 def best_fit(d: Draft, method: str, *, seq_len: Optional[int] = None,

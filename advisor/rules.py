@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .draft import Draft
-from .fitting import best_fit, default_optimizer, fits, lowest
+from .fitting import best_fit, default_optimizer, fits, host_offload_bytes, lowest
 from .modelspec import resolve_targets
 
 GIB = 1024**3
@@ -398,16 +398,26 @@ def method_pin(d: Draft) -> Optional[Outcome]:
 def fit_ladder(d: Draft) -> Optional[Outcome]:
     """Why: before giving up on a method, spend what costs only time: shard state over the devices
     (DDP, ZeRO-2, then FSDP), recompute activations (gradient checkpointing), 8-bit AdamW for full
-    fine-tuning, then smaller micro-batches with gradient accumulation (same effective batch).
+    fine-tuning, then smaller micro-batches with gradient accumulation (same effective batch), and
+    last, on several GPUs, FSDP with CPU offload (state in host RAM, slow over PCIe).
     When not: the method fits as asked; pinned settings are not changed.
     Source: ZeRO §5 (per-device model states); Korthikanti et al. 2022 (full recomputation keeps
-    2·sbh per layer); HF anatomy (8-bit AdamW 2 bytes/param)."""
+    2·sbh per layer); HF anatomy (8-bit AdamW 2 bytes/param); ZeRO-Offload / FSDP CPUOffload
+    (facts §6b)."""
     f = best_fit(d, d.method)
     if f is None:
         return None
     changes = []
     if f.strategy != d.strategy:
         changes.append(f"strategy {f.strategy} over {d.num_devices} devices")
+    warnings: tuple[str, ...] = ()
+    if f.cpu_offload:
+        host = host_offload_bytes(d, f)
+        changes.append("CPU offload of parameters, gradients and optimizer states")
+        warnings = (f"Only fits with CPU offload: each node needs about {gib(host)} of host RAM for "
+                    f"the offloaded parameters, gradients and optimizer states (plus pinned "
+                    f"buffers), and steps are much slower (PCIe transfers every step). More GPUs "
+                    f"or a smaller method avoid it.",)
     if f.gradient_checkpointing != d.gradient_checkpointing:
         changes.append("gradient checkpointing on" if f.gradient_checkpointing else "gradient checkpointing off")
     if f.optimizer != default_optimizer(d, d.method):
@@ -415,12 +425,12 @@ def fit_ladder(d: Draft) -> Optional[Outcome]:
     if f.micro_batch != d.micro_batch:
         changes.append(f"micro-batch {d.micro_batch} -> {f.micro_batch} with accumulation")
     updates = {"gradient_checkpointing": f.gradient_checkpointing, "micro_batch": f.micro_batch,
-               "strategy": f.strategy, "optimizer": f.optimizer}
+               "strategy": f.strategy, "optimizer": f.optimizer, "cpu_offload": f.cpu_offload}
     if not changes:
         return Outcome(f"{_method_word(d.method)} fits as asked: "
                        f"{gib(f.estimate.per_device_bytes)} per device.", updates)
     return Outcome(f"To fit {_method_word(d.method)}: {', '.join(changes)} -> "
-                   f"{gib(f.estimate.per_device_bytes)} per device.", updates)
+                   f"{gib(f.estimate.per_device_bytes)} per device.", updates, warnings)
 
 
 MIN_SEQ = 128
@@ -457,7 +467,7 @@ def shorten_sequences(d: Draft) -> Optional[Outcome]:
                 f"1; at {s} tokens it needs {gib(f.estimate.per_device_bytes)} per device.",
                 {"seq_len": s, "seq_shortened_from": d.seq_len, "gradient_checkpointing":
                  f.gradient_checkpointing, "micro_batch": f.micro_batch, "strategy": f.strategy,
-                 "optimizer": f.optimizer},
+                 "optimizer": f.optimizer, "cpu_offload": f.cpu_offload},
                 (f"Sequences shortened from {d.seq_len} to {s} tokens to fit; longer examples "
                  f"will be truncated."
                  + "".join(f" Without the {flag} pin, {d.seq_len} tokens would fit."
@@ -487,7 +497,8 @@ def infeasible_ways_out(d: Draft) -> Optional[Outcome]:
         ways.append("Add GPUs: with FSDP the weights, gradients and optimizer states are sharded.")
     ways.append("Choose a smaller model (see `tuneplan models`).")
     updates = {"feasible": False, "gradient_checkpointing": low.gradient_checkpointing,
-               "micro_batch": low.micro_batch, "strategy": low.strategy, "optimizer": low.optimizer}
+               "micro_batch": low.micro_batch, "strategy": low.strategy, "optimizer": low.optimizer,
+               "cpu_offload": low.cpu_offload}
     return Outcome(f"Nothing fits: {ways[0]}", updates, ("No configuration fits this hardware.",),
                    tuple(ways))
 
