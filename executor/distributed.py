@@ -261,10 +261,18 @@ def shard(items: list, rank: int, world: int) -> list:
 class DistContext:
     """One worker's view of the job: an Accelerator plus the few collectives the runner needs."""
 
-    def __init__(self, accelerator, strategy: str, cpu_offload: bool = False):
+    def __init__(self, accelerator, strategy: str, cpu_offload: bool = False,
+                 layer_classes: Optional[list[str]] = None):
         self.accelerator = accelerator
         self.strategy = strategy
         self.cpu_offload = cpu_offload
+        self.layer_classes = list(layer_classes or [])
+
+    @property
+    def manual_fsdp(self) -> bool:
+        """FSDP on CPU: accelerate only shards on accelerators (with cpu=True it silently wraps in
+        DDP instead), so the worker applies torch's FSDP2 fully_shard itself over gloo."""
+        return self.strategy == "fsdp" and self.device.type == "cpu"
 
     # identity ---------------------------------------------------------------------------------
     @property
@@ -286,7 +294,29 @@ class DistContext:
     # training ---------------------------------------------------------------------------------
     def prepare(self, model, optimizer):
         """Wrap model and optimizer (DDP / FSDP2 / DeepSpeed engine)."""
+        if self.manual_fsdp:
+            return self._fully_shard(model, optimizer)
         return self.accelerator.prepare(model, optimizer)
+
+    def _fully_shard(self, model, optimizer):
+        """FSDP2 by hand: one unit per transformer layer, then the root; the optimizer is rebuilt
+        over the sharded (DTensor) parameters with the same groups and hyper-parameters."""
+        from torch.distributed.fsdp import fully_shard
+
+        names = {id(p): n for n, p in model.named_parameters()}
+        wrap = set(self.layer_classes)
+        for module in list(model.modules()):
+            if type(module).__name__ in wrap:
+                fully_shard(module)
+        fully_shard(model)
+        new = dict(model.named_parameters())
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": [new[names[id(p)]] for p in g["params"]]} for g in optimizer.param_groups]
+        import inspect
+
+        accepted = inspect.signature(type(optimizer).__init__).parameters
+        defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+        return model, type(optimizer)(groups, **defaults)
 
     def backward(self, loss, accumulation_steps: int = 1) -> None:
         """loss.backward(), through the DeepSpeed engine when there is one. The engine divides
@@ -299,7 +329,12 @@ class DistContext:
     def clip_grad_norm_(self, model, max_norm: float) -> float:
         """Clip over all ranks' (sharded) gradients; returns the total norm (0.0 if unknown)."""
         params = [p for p in model.parameters() if p.requires_grad]
-        norm = self.accelerator.clip_grad_norm_(params, max_norm)
+        if self.manual_fsdp:
+            import torch
+
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        else:
+            norm = self.accelerator.clip_grad_norm_(params, max_norm)
         if norm is None:
             return 0.0
         if hasattr(norm, "full_tensor"):
@@ -363,6 +398,14 @@ class DistContext:
         """Collect the full state dict (a collective for FSDP/ZeRO-3: every rank calls this) and
         let rank 0 save it with save_pretrained."""
         acc = self.accelerator
+        if self.manual_fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if self.is_main:
+                model.save_pretrained(str(path), state_dict=state, safe_serialization=True)
+            acc.wait_for_everyone()
+            return
         state = acc.get_state_dict(model)
         if self.is_main:
             inner = acc.unwrap_model(model)
@@ -429,15 +472,17 @@ def init_worker(plan, *, strategy: str, cpu_offload: bool = False,
     layout = Layout(num_processes=env_world_size(), strategy=strategy, cpu_offload=cpu_offload,
                     use_cpu=use_cpu)
     kwargs: dict[str, Any] = {"cpu": use_cpu}
+    layers: list[str] = []
     if strategy == "fsdp":
         layers = transformer_layer_classes(model_dir, trust_remote_code=plan.trust_remote_code,
                                            family=plan.inputs.model.family)
-        kwargs["fsdp_plugin"] = _fsdp_plugin(fsdp_section(plan, layout, layers))
+        if not use_cpu:  # on CPU the DistContext shards with torch's fully_shard itself
+            kwargs["fsdp_plugin"] = _fsdp_plugin(fsdp_section(plan, layout, layers))
     elif strategy.startswith("deepspeed"):
         kwargs["deepspeed_plugin"] = _deepspeed_plugin(deepspeed_section(plan, layout), plan)
         kwargs["mixed_precision"] = _mixed_precision(plan, strategy)
     accelerator = Accelerator(**kwargs)
-    _ACTIVE = DistContext(accelerator, strategy, cpu_offload)
+    _ACTIVE = DistContext(accelerator, strategy, cpu_offload, layers)
     return _ACTIVE
 
 

@@ -88,12 +88,18 @@ class Launch:
         plan_n = self.plan.distributed.num_processes
         if n is None or (n == 1 and self.dry_run and plan_n > 1):
             n = plan_n  # not given: as planned
+        from tuneplan.schemas import CPUHardware
+
+        cuda = D._cuda_available()
+        self.gpu_plan_here_on_cpu = not cuda and not isinstance(self.plan.inputs.hardware, CPUHardware)
+        # A dry run of a GPU plan shows the GPU launch even on a machine without GPUs.
+        use_cpu = not cuda and not (self.dry_run and self.gpu_plan_here_on_cpu)
         try:
             self.layout = D.layout_for(
                 self.plan, num_processes=n, num_machines=getattr(args, "num_machines", None),
                 machine_rank=_opt(args, "machine_rank", 0),
                 main_process_ip=getattr(args, "main_process_ip", None),
-                main_process_port=getattr(args, "main_process_port", None))
+                main_process_port=getattr(args, "main_process_port", None), use_cpu=use_cpu)
         except ValueError as exc:
             raise InputError.one("--num-processes", str(exc),
                                  "give a process count that divides evenly over the machines, a "
@@ -205,6 +211,8 @@ class Launch:
             f"{self.plan.training.per_device_batch_size * self.plan.training.gradient_accumulation_steps * lay.num_processes}",
         ]
         lines += [f"# note: {n}" for n in lay.notes]
+        if self.gpu_plan_here_on_cpu and not lay.use_cpu:
+            lines.append("# note: this machine has no CUDA GPU; the command is for the planned GPU machines")
         if lay.num_machines > 1:
             lines.append(f"# run the same command on every machine with --machine-rank 0..{lay.num_machines - 1}")
         lines += ["# command", f"{env} {shlex.join(self.command)}", f"# {self.config_path}",
