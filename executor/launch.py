@@ -337,20 +337,22 @@ def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
     if not quiet:
         print(f"launching {L.layout.num_processes} processes ({L.layout.strategy}); run directory "
               f"{L.run_dir}", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(L.command, env=env, stdout=sys.stdout if not quiet else subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
+    proc = subprocess.Popen(L.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors="replace", start_new_session=True)
     tail: collections.deque[str] = collections.deque(maxlen=60)
 
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            tail.append(line.rstrip("\n"))
+    def pump(stream, out, keep: bool) -> None:
+        for line in stream:
+            if keep:
+                tail.append(line.rstrip("\n"))
             if not quiet:
-                sys.stderr.write(line)
-                sys.stderr.flush()
+                out.write(line)
+                out.flush()
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    readers = [threading.Thread(target=pump, args=(proc.stdout, sys.stdout, False), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, sys.stderr, True), daemon=True)]
+    for r in readers:
+        r.start()
     interrupted = False
     main_thread = threading.current_thread() is threading.main_thread()
 
@@ -368,7 +370,8 @@ def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, old)
-    reader.join(timeout=5)
+    for r in readers:
+        r.join(timeout=5)
     result = _finish(L, rc, interrupted, list(tail))
     if interrupted:
         return 130, result
