@@ -1,23 +1,43 @@
 """Measure the memory a run really used, by component, so it can be compared with the plan.
 
 CUDA: torch.cuda.max_memory_allocated / max_memory_reserved after a reset at the start of
-training; peak_bytes is max allocated. CPU has no allocator statistics, so the peak is counted:
-    peak_bytes = parameters (+ bitsandbytes quantisation state) + gradients + optimizer states
-                 + peak bytes of tensors alive for backward in one micro-batch.
-The last term is the sum, at the end of a forward pass, of the unique storages autograd saved
-(saved_tensors_hooks; parameters excluded since they are counted already), plus the logits, plus,
-under gradient checkpointing, each checkpointed block's input (the recomputation inside backward,
-about one block's activations at a time, is not counted). Everything is live at that moment, so
-this is the peak of the step. Process RSS (ru_maxrss) is reported alongside: it also includes the
-Python runtime, libraries and allocator caches.
+training; peak_bytes is max allocated.
+
+CPU has no allocator statistics, so the peak is measured on designated steps (the 2nd optimizer
+step, or the 1st when the run has one, and any later step whose longest micro-batch is longer
+than every step measured before), with every other step left unhooked:
+    peak_bytes = runtime_bytes + max over measured steps of (live_at_start + window_peak)
+  runtime_bytes  resident set size of the process before the model is loaded (Python, torch,
+                 transformers, peft imported): the estimator's "Python + torch + ..." term.
+  live_at_start  bytes of parameters and buffers (+ bitsandbytes quantisation state) + gradients
+                 + optimizer states alive when the step starts (gradients are None after
+                 zero_grad(set_to_none=True), so 0 without gradient accumulation leftovers).
+  window_peak    the highest running sum of CPU tensor allocations minus frees from the start of
+                 the step to the end of optimizer.step() (torch.profiler with profile_memory: the
+                 CPU allocator reports each allocation with its running total). It includes
+                 everything autograd saves for backward, the logits and their loss copies, backward
+                 transients (gradient buffers, recomputation under checkpointing), the gradients
+                 themselves and optimizer temporaries.
+Not included: allocator fragmentation and caches, memory oneDNN/MKL take outside torch's
+allocator, and anything the step frees that was allocated before it (the profiler cannot see
+those frees, so the window peak errs high, never low). The components are kept alongside:
+params, grads and optimizer bytes, and saved_tensors_peak_bytes, the unique storages autograd
+saved in one micro-batch (saved_tensors_hooks; parameters excluded) plus the logits, plus under
+gradient checkpointing each checkpointed block's input. If no step could be profiled (a run
+interrupted in its first step, a profiler already running), peak_bytes falls back to
+runtime_bytes + params + grads + optimizer + saved tensors. Process RSS (ru_maxrss) is reported
+alongside; it also includes allocator caches and fragmentation.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import resource
 import sys
+import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
@@ -95,19 +115,107 @@ def rss_peak_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
-class MemoryMeter:
-    """Tracks the components of peak memory during training; see the module docstring."""
+def current_rss_bytes() -> int:
+    """Resident set size of this process now (/proc/self/statm; ru_maxrss where that is missing)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return rss_peak_bytes()
 
-    def __init__(self, model, device: torch.device):
+
+def runtime_baseline_bytes() -> int:
+    """RSS of the process with torch, transformers and peft imported and no model loaded.
+
+    Call before loading the model; it is the runtime part of a CPU run's peak_bytes.
+    """
+    import torch  # noqa: F401
+
+    for name in ("transformers", "peft"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    gc.collect()
+    return current_rss_bytes()
+
+
+def _alloc_events(prof) -> list[tuple[int, int, Optional[int]]]:
+    """(time_ns, bytes (+alloc/-free), allocator running total or None) of CPU allocations."""
+    out: list[tuple[int, int, Optional[int]]] = []
+    try:
+        stack = list(prof.profiler.kineto_results.experimental_event_tree())
+        while stack:
+            node = stack.pop()
+            ef = node.extra_fields
+            if type(ef).__name__.endswith("Allocation") and getattr(ef, "device", None) is not None \
+                    and ef.device.type == "cpu":
+                out.append((int(node.start_time_ns), int(ef.alloc_size), int(ef.total_allocated)))
+            stack.extend(node.children)
+    except Exception:  # private API moved: fall back to the public [memory] events (no running total)
+        out = []
+        for e in prof.events():
+            if e.name == "[memory]" and e.cpu_memory_usage:
+                out.append((int(e.time_range.start * 1000), int(e.cpu_memory_usage), None))
+    out.sort(key=lambda x: (x[0], x[2] if x[2] is not None else 0))
+    return out
+
+
+def window_peaks(events, marks: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """Peak of the running allocation sum over a profiled window, overall and per phase.
+
+    events: from _alloc_events. marks: phase name -> time_ns when the phase ENDS (e.g. forward,
+    backward, optimizer), in order. Returns (peak, {phase: peak within it}); the sum starts at 0.
+    """
+    if not events:
+        return 0, {}
+    running_totals = events[0][2] is not None
+    base = events[0][2] - events[0][1] if running_totals else 0
+    phases = sorted(marks.items(), key=lambda kv: kv[1])
+    per: dict[str, int] = {name: 0 for name, _ in phases}
+    peak = cur = 0
+    i = 0
+    for t, nbytes, total in events:
+        cur = (total - base) if running_totals else cur + nbytes
+        while i < len(phases) and t > phases[i][1]:
+            i += 1
+        if i < len(phases):
+            per[phases[i][0]] = max(per[phases[i][0]], cur)
+        peak = max(peak, cur)
+    return peak, per
+
+
+class MemoryMeter:
+    """Tracks the components of peak memory during training; see the module docstring.
+
+    The training loop calls begin_step(step, batches, steps) / end_step() around each optimizer
+    step (before zero_grad), forward() / end_forward() around each micro-batch's forward and loss,
+    and after_backward() / after_step(). Only designated steps are hooked and profiled (see
+    measure_step); the rest run as plain torch.
+    """
+
+    def __init__(self, model, device: torch.device, runtime_bytes: Optional[int] = None):
         self.model = model
         self.device = device
+        self.runtime_bytes = int(runtime_bytes) if runtime_bytes is not None else 0
         self.params_bytes = params_bytes(model)
         self.grads_bytes = 0
         self.optimizer_bytes = 0
         self.saved_peak_bytes = 0
+        self.live_peak_bytes = 0
+        """max over measured steps of live_at_start + window_peak (0 until a step is measured)."""
+        self.measured_steps: list[int] = []
+        self.measured_len = 0
+        """Longest micro-batch (tokens per sequence, padded) among the measured steps."""
+        self.last: dict = {}
+        """The last measured step: step, seq_len, live_at_start, window_peak, phase peaks."""
         self._param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
         self._live: dict[int, int] = {}
         self._recording = False
+        self._measuring = False
+        self._prof = None
+        self._marks: dict[str, int] = {}
+        self._live_at_start = 0
         self._handles = [
             m.register_forward_pre_hook(self._checkpoint_input_hook, with_kwargs=True)
             for m in model.modules()
@@ -120,6 +228,55 @@ class MemoryMeter:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
 
+    # -- designated steps -------------------------------------------------------------------
+    def measure_step(self, step: int, seq_len: int, steps: int) -> bool:
+        """Whether to hook and profile this step: the 2nd (1st of a 1-step run), and any later step
+        whose longest micro-batch is longer than every measured one. Never on CUDA."""
+        if self.device.type == "cuda":
+            return False
+        if step == min(2, steps):
+            return True
+        return step > 2 and bool(self.measured_steps) and seq_len > self.measured_len
+
+    def begin_step(self, step: int, batches: list, steps: int) -> None:
+        """Start of an optimizer step (before the first forward); `batches` are its micro-batches."""
+        seq_len = max((int(b["input_ids"].shape[-1]) for b in batches), default=0)
+        self._measuring = self.measure_step(step, seq_len, steps)
+        if not self._measuring:
+            return
+        self.measured_steps.append(step)
+        self.measured_len = max(self.measured_len, seq_len)
+        self.last = {"step": step, "seq_len": seq_len}
+        self._marks = {}
+        if self.device.type != "cpu":
+            return
+        self._live_at_start = self.params_bytes + grads_bytes(self.model) + self._opt_bytes_now
+        try:
+            from torch.profiler import ProfilerActivity, profile
+
+            self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+            self._prof.start()
+        except Exception:  # e.g. a profiler is already running: components only for this step
+            self._prof = None
+
+    def end_step(self) -> None:
+        """End of the optimizer step (after optimizer.step, before zero_grad)."""
+        if not self._measuring:
+            return
+        self._measuring = False
+        prof, self._prof = self._prof, None
+        if prof is None:
+            return
+        self._marks.setdefault("optimizer", time.time_ns())
+        prof.stop()
+        peak, phases = window_peaks(_alloc_events(prof), self._marks)
+        live = self._live_at_start + peak
+        self.last.update(live_at_start=self._live_at_start, window_peak=peak, phases=phases, live_peak=live)
+        self.live_peak_bytes = max(self.live_peak_bytes, live)
+
+    _opt_bytes_now = 0
+
+    # -- micro-batches ----------------------------------------------------------------------
     def add(self, t: torch.Tensor) -> None:
         """Count a tensor's storage as live in the current micro-batch (once per storage)."""
         if not self._recording or t.is_sparse or t.device.type == "meta":
@@ -139,6 +296,8 @@ class MemoryMeter:
         return t
 
     def _checkpoint_input_hook(self, module, args, kwargs):
+        if not self._recording:
+            return
         hidden = args[0] if args else kwargs.get("hidden_states")
         if isinstance(hidden, torch.Tensor):
             self.add(hidden)
@@ -146,6 +305,9 @@ class MemoryMeter:
     @contextmanager
     def forward(self) -> Iterator[None]:
         """Wrap one micro-batch's forward pass (and loss); counts what it leaves for backward."""
+        if not self._measuring:
+            yield
+            return
         self._live = {}
         self._recording = True
         try:
@@ -156,6 +318,9 @@ class MemoryMeter:
 
     def end_forward(self, *extra: torch.Tensor) -> None:
         """Close a micro-batch's count (adding e.g. the logits) and update the peak."""
+        if not self._measuring:
+            return
+        self._marks.setdefault("forward", time.time_ns())
         self._recording = True
         for t in extra:
             self.add(t)
@@ -165,21 +330,49 @@ class MemoryMeter:
 
     def after_backward(self) -> None:
         """Record gradient bytes (call after the last backward of a step, before zero_grad)."""
-        self.grads_bytes = max(self.grads_bytes, grads_bytes(self.model))
+        if self._measuring:
+            self._marks.setdefault("backward", time.time_ns())
+        if self._measuring or not self.grads_bytes:
+            self.grads_bytes = max(self.grads_bytes, grads_bytes(self.model))
 
     def after_step(self, optimizer) -> None:
         """Record optimizer state bytes (call after optimizer.step())."""
-        self.optimizer_bytes = max(self.optimizer_bytes, optimizer_bytes(optimizer))
+        if self._measuring or not self.optimizer_bytes:
+            self._opt_bytes_now = optimizer_bytes(optimizer)
+            self.optimizer_bytes = max(self.optimizer_bytes, self._opt_bytes_now)
+        if self._measuring:
+            self._marks.setdefault("optimizer", time.time_ns())
 
     def close(self) -> None:
-        """Remove module hooks."""
+        """Remove module hooks (and stop a profiler left running by an interrupted step)."""
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._prof is not None:
+            try:
+                self._prof.stop()
+            except Exception:
+                pass
+            self._prof = None
+        self._measuring = self._recording = False
+
+    def counted_bytes(self) -> int:
+        """params + grads + optimizer + saved-tensor peak: the components, without transients."""
+        return self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.saved_peak_bytes
+
+    def notes(self) -> list[str]:
+        """How a CPU peak was measured, for the run's substitutions (empty on CUDA)."""
+        if self.device.type == "cuda" or not self.measured_steps:
+            return []
+        mib = 2**20
+        how = (f"live-tensor peak {self.live_peak_bytes / mib:,.0f} MiB (torch.profiler)" if self.live_peak_bytes
+               else f"counted components {self.counted_bytes() / mib:,.0f} MiB (no profile)")
+        return [f"memory: CPU peak measured on step(s) {', '.join(map(str, self.measured_steps))} only "
+                f"(longest micro-batch {self.measured_len} tokens per sequence): peak_bytes = runtime "
+                f"{self.runtime_bytes / mib:,.0f} MiB (RSS before the model loaded) + {how}"]
 
     def result(self) -> MeasuredMemory:
         """The measurement so far as a MeasuredMemory."""
-        counted = self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.saved_peak_bytes
         common = dict(
             params_bytes=self.params_bytes,
             grads_bytes=self.grads_bytes,
@@ -197,7 +390,8 @@ class MemoryMeter:
                 **common,
             )
         kind = "cpu" if self.device.type == "cpu" else "other"
-        return MeasuredMemory(device_kind=kind, peak_bytes=counted, **common)
+        live = max(self.live_peak_bytes, self.counted_bytes() if not self.live_peak_bytes else 0)
+        return MeasuredMemory(device_kind=kind, peak_bytes=self.runtime_bytes + live, **common)
 
 
 def describe_device(device: torch.device) -> str:

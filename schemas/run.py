@@ -18,8 +18,14 @@ class MeasuredMemory(Strict):
     device_kind: Literal["cpu", "cuda", "other"]
     """Where training ran."""
     peak_bytes: int = Field(ge=0)
-    """The figure compared with the prediction. CUDA: max allocated; CPU: parameters + gradients +
-    optimizer states + peak of tensors saved for backward (+ logits peak)."""
+    """The figure compared with the prediction. CUDA: torch.cuda.max_memory_allocated. CPU: the
+    process RSS before the model was loaded (Python + torch + transformers + peft runtime) + the
+    peak of live CPU tensor bytes during a profiled training step (parameters, gradients and
+    optimizer states alive at its start + the highest running sum of allocations minus frees up to
+    the end of optimizer.step(): saved activations, logits and loss copies, backward transients,
+    gradients). Only designated steps are profiled (the 2nd, and later ones with a longer
+    micro-batch; the run's substitutions name them). Excludes allocator fragmentation and memory
+    taken outside torch's allocator."""
     params_bytes: int = Field(default=0, ge=0)
     """Bytes of all model parameters (and quantisation buffers) as loaded."""
     grads_bytes: int = Field(default=0, ge=0)

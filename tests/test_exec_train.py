@@ -70,7 +70,8 @@ def test_run_trains_and_records_everything(runs, method):
     assert set(r.versions) >= {"torch", "transformers", "peft", "bitsandbytes", "tuneplan"}
     m = r.measured
     assert m.device_kind == "cpu" and m.peak_bytes > 0
-    assert m.peak_bytes == m.params_bytes + m.grads_bytes + m.optimizer_bytes + m.saved_tensors_peak_bytes
+    assert m.peak_bytes >= m.params_bytes + m.grads_bytes + m.optimizer_bytes  # + runtime + activations
+    assert m.peak_bytes >= m.params_bytes + m.optimizer_bytes + m.saved_tensors_peak_bytes
     assert min(m.params_bytes, m.grads_bytes, m.optimizer_bytes, m.saved_tensors_peak_bytes) > 0
     assert m.rss_peak_bytes > m.params_bytes
 
