@@ -429,7 +429,7 @@ def test_real_terminal_with_tmux(tmp_path):
     def screen() -> str:
         return tmux("capture-pane", "-p", "-t", session)
 
-    def wait_screen(needle: str, timeout: float = 20) -> str:
+    def wait_screen(needle: str, timeout: float = 60) -> str:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             shown = screen()
@@ -441,7 +441,7 @@ def test_real_terminal_with_tmux(tmp_path):
     def keys(*k: str) -> None:
         for key in k:
             tmux("send-keys", "-t", session, key)
-            time.sleep(0.15)
+            time.sleep(0.4)
 
     tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd)
     try:
