@@ -31,6 +31,7 @@ alongside; it also includes allocator caches and fragmentation.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import resource
@@ -185,6 +186,20 @@ def window_peaks(events, marks: dict[str, int]) -> tuple[int, dict[str, int]]:
     return peak, per
 
 
+_RUNNING: set = set()
+"""Profilers a MemoryMeter has started and not stopped; stopped at exit (see _abort_step)."""
+
+
+@atexit.register
+def _stop_running_profilers() -> None:
+    for prof in list(_RUNNING):
+        try:
+            prof.stop()
+        except Exception:
+            pass
+    _RUNNING.clear()
+
+
 class MemoryMeter:
     """Tracks the components of peak memory during training; see the module docstring.
 
@@ -256,6 +271,7 @@ class MemoryMeter:
 
             self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
             self._prof.start()
+            _RUNNING.add(self._prof)
         except Exception:  # e.g. a profiler is already running: components only for this step
             self._prof = None
 
@@ -268,6 +284,7 @@ class MemoryMeter:
         if prof is None:
             return
         self._marks.setdefault("optimizer", time.time_ns())
+        _RUNNING.discard(prof)
         prof.stop()
         peak, phases = window_peaks(_alloc_events(prof), self._marks)
         live = self._live_at_start + peak
@@ -343,18 +360,24 @@ class MemoryMeter:
         if self._measuring:
             self._marks.setdefault("optimizer", time.time_ns())
 
+    def _abort_step(self) -> None:
+        """Stop a profiler left running by an interrupted step, discarding it: a process that exits
+        with a torch profiler still active crashes (SIGSEGV) instead of reporting the interrupt."""
+        prof, self._prof = self._prof, None
+        self._measuring = self._recording = False
+        if prof is not None:
+            _RUNNING.discard(prof)
+            try:
+                prof.stop()
+            except Exception:
+                pass
+
     def close(self) -> None:
         """Remove module hooks (and stop a profiler left running by an interrupted step)."""
         for h in self._handles:
             h.remove()
         self._handles = []
-        if self._prof is not None:
-            try:
-                self._prof.stop()
-            except Exception:
-                pass
-            self._prof = None
-        self._measuring = self._recording = False
+        self._abort_step()
 
     def counted_bytes(self) -> int:
         """params + grads + optimizer + saved-tensor peak: the components, without transients."""
@@ -372,7 +395,9 @@ class MemoryMeter:
                 f"{self.runtime_bytes / mib:,.0f} MiB (RSS before the model loaded) + {how}"]
 
     def result(self) -> MeasuredMemory:
-        """The measurement so far as a MeasuredMemory."""
+        """The measurement so far as a MeasuredMemory (an interrupted step's profile is dropped)."""
+        if self._prof is not None:
+            self._abort_step()
         common = dict(
             params_bytes=self.params_bytes,
             grads_bytes=self.grads_bytes,

@@ -133,3 +133,13 @@ def test_measured_live_peak_matches_the_estimator(tiny, method):
     predicted = est.per_device_bytes - est.breakdown.framework_overhead
     err = meter.live_peak_bytes / predicted - 1
     assert abs(err) <= 0.20, (method, meter.live_peak_bytes, predicted, meter.last)
+
+
+def test_an_interrupted_profiled_step_leaves_no_profiler_running():
+    model = torch.nn.Linear(8, 8)
+    meter = M.MemoryMeter(model, CPU, runtime_bytes=0)
+    meter.begin_step(1, [{"input_ids": torch.zeros(1, 4, dtype=torch.long)}], steps=1)
+    assert meter._prof is not None and meter._prof in M._RUNNING
+    m = meter.result()  # what run_plan's `finally` does after a KeyboardInterrupt mid-step
+    assert meter._prof is None and not M._RUNNING and m.peak_bytes >= m.params_bytes
+    meter.close()
