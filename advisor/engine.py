@@ -90,7 +90,8 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
 
 
 def _chosen_estimate(d: Draft) -> MemoryEstimate:
-    return estimate_for(d, d.method)
+    """The chosen method under the settings the rules settled on (the ladder's optimizer too)."""
+    return estimate_for(d, d.method, optimizer=d.optimizer)
 
 
 def _alternative(d: Draft, method: str, chosen: MemoryEstimate) -> Alternative:
