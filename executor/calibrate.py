@@ -2,9 +2,10 @@
 
 For every succeeded run with a measured peak and its plan JSON, the prediction is recomputed through
 :func:`tuneplan.advisor.estimator.estimate` (the plan's model and memory settings, on the device kind
-the run measured). The comparison is like-for-like: no measured peak includes the framework
-overhead term (CUDA context / Python runtime, allocator fragmentation), so it is left out of both
-sides. Per key ``"<device kind>|<architecture family>"`` one factor f scales the activation-like
+the run measured). The comparison is like-for-like, tensor bytes on both sides
+(executor/memory_compare.py): the estimate less its framework overhead term (runtime / CUDA
+context, allocator fragmentation) against the measured peak less its runtime_bytes (CPU: RSS
+before the model loaded; 0 on CUDA). measured_i below is that measured figure. Per key ``"<device kind>|<architecture family>"`` one factor f scales the activation-like
 terms (``activations`` and ``logits_and_loss``), the part of the estimate that depends on
 implementation details (kernels, saved tensors, autocast copies); model states are exact
 arithmetic and are not scaled:
@@ -36,6 +37,7 @@ from tuneplan.schemas import MemoryEstimate, load_plan_dict
 
 from . import store
 from .check import open_current
+from .memory_compare import like_for_like
 
 ACTIVATION_TERMS = ("activations", "logits_and_loss")
 """Breakdown components the fitted factor multiplies."""
@@ -81,19 +83,24 @@ def _estimate(plan, device: str, calibration: Optional[dict[str, float]] = None)
 
 
 def comparable_bytes(est: MemoryEstimate) -> int:
-    """The prediction of what a measured peak covers: everything but framework overhead."""
-    return est.per_device_bytes - est.breakdown.framework_overhead
+    """The like-for-like prediction (tensor bytes): everything but framework overhead."""
+    return like_for_like(est.per_device_bytes, est.breakdown.framework_overhead,
+                         None, 0).predicted_comparable_bytes
 
 
 def _samples(con) -> tuple[list[Sample], list[tuple[str, str]]]:
     rows = con.execute(
-        "SELECT run_id, device_kind, measured_peak_bytes, plan_json FROM runs "
+        "SELECT run_id, device_kind, measured_peak_bytes, runtime_bytes, plan_json FROM runs "
         "WHERE status = 'succeeded' ORDER BY run_id").fetchall()
     out: list[Sample] = []
     skipped: list[tuple[str, str]] = []
-    for run_id, kind, measured, plan_json in rows:
-        if not measured or measured <= 0:
+    for run_id, kind, peak, runtime, plan_json in rows:
+        if not peak or peak <= 0:
             skipped.append((run_id, "no measured peak"))
+            continue
+        measured = like_for_like(None, 0, peak, runtime).measured_comparable_bytes
+        if not measured or measured <= 0:
+            skipped.append((run_id, "measured peak not above its runtime bytes"))
             continue
         if kind not in ("cpu", "cuda"):
             skipped.append((run_id, f"device kind {kind!r} is neither cpu nor cuda"))
@@ -181,7 +188,8 @@ def write(db: store.DBPath, result: Fit) -> Path:
         "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "method": "weighted median of (measured - predicted model states) / predicted "
                   "activation-like terms, weights act/measured; minimises mean |relative error| "
-                  "like-for-like (framework overhead excluded); see docs/checks.md",
+                  "like-for-like (framework overhead excluded from the prediction, runtime "
+                  "bytes from the measurement); see docs/checks.md",
         "terms": list(ACTIVATION_TERMS),
         "runs_used": sum(len(v.run_ids) for v in result.keys.values()),
         "keys": {k: {"runs": len(v.run_ids), "run_ids": v.run_ids,

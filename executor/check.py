@@ -4,8 +4,10 @@ and a per-rule audit across comparisons (``tuneplan check --rules``).
 Per run (docs/checks.md has the reasoning behind every threshold):
 
 * memory_error = (predicted - measured) / measured, signed, as ``tuneplan runs`` shows it;
-  memory_error_comparable does the same with the prediction's framework overhead taken out
-  (CUDA context / Python runtime and allocator fragmentation: no measured peak includes them).
+  memory_error_comparable is like-for-like, tensor bytes on both sides (executor/memory_compare.py,
+  mirrored by the run_memory_checks view): the prediction less its framework overhead (runtime /
+  CUDA context and allocator fragmentation) against the measured peak less its runtime_bytes (CPU:
+  the process RSS before the model loaded; 0 on CUDA, whose max_allocated has no CUDA context).
 * broken when a plan predicted to fit failed out of memory;
 * broken when the measured peak exceeds the like-for-like prediction by more than
   MEMORY_UNDER_PREDICTION_LIMIT (25 %) of the measurement: under-prediction causes OOMs;
@@ -112,8 +114,11 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
             notes.append("memory not measured")
     elif cerr < -MEMORY_UNDER_PREDICTION_LIMIT:
         broken = True
-        reasons.append(f"memory under-predicted: measured {row['measured_peak_bytes']:,} B is "
-                       f"{-cerr:.0%} above the like-for-like prediction "
+        measured = row.get("measured_comparable_bytes")
+        if measured is None:
+            measured = row["measured_peak_bytes"]
+        reasons.append(f"memory under-predicted: measured {measured:,} B (tensor bytes, peak less "
+                       f"runtime) is {-cerr:.0%} above the like-for-like prediction "
                        f"{row['predicted_comparable_bytes']:,} B (limit "
                        f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%})")
     elif cerr > MEMORY_OVER_PREDICTION_NOTE:
@@ -168,7 +173,8 @@ _RUN_SQL = """
 SELECT r.run_id, r.method, r.status, r.error, r.forgetting_tolerance, r.domain_distance,
        r.eval_loss_before, r.eval_loss_after, r.forgetting_loss_before, r.forgetting_loss_after,
        m.predicted_fits, m.predicted_peak_bytes, m.measured_peak_bytes,
-       m.predicted_comparable_bytes, m.memory_error, m.memory_error_comparable, m.out_of_memory
+       m.predicted_overhead_bytes, m.runtime_bytes, m.predicted_comparable_bytes,
+       m.measured_comparable_bytes, m.memory_error, m.memory_error_comparable, m.out_of_memory
 FROM runs r JOIN run_memory_checks m USING (run_id)
 ORDER BY r.started_at NULLS LAST, r.run_id
 """

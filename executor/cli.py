@@ -334,17 +334,25 @@ def _find_run_dir(exc: BaseException, db: str | None, since: float) -> str | Non
 
 
 def _print_summary(result: Any) -> None:
-    measured = result.measured.peak_bytes if result.measured else None
+    from tuneplan.executor.memory_compare import from_result
+
+    lfl = from_result(result)  # the framework overhead comes from <run_dir>/plan.json
+    measured = lfl.measured_bytes
     print(f"run {result.run_id} {result.status}")
     print(f"  dir        {result.run_dir}")
     line = f"  peak       predicted {_gib(result.predicted_peak_bytes)} GiB, measured " \
            f"{_gib(measured)} GiB"
-    if measured:
-        err = (result.predicted_peak_bytes - measured) / measured
-        line += f" (prediction {_signed_pct(err)})"
+    if lfl.raw_error is not None:
+        line += f" (prediction {_signed_pct(lfl.raw_error)})"
     if result.measured:
         line += f" [{result.measured.device_kind}]"
     print(line)
+    if measured:
+        line = (f"  tensors    predicted {_gib(lfl.predicted_comparable_bytes)} GiB, measured "
+                f"{_gib(lfl.measured_comparable_bytes)} GiB (like-for-like error "
+                f"{_signed_pct(lfl.error) or '-'}; prediction less {_gib(lfl.overhead_bytes)} GiB "
+                f"framework overhead, peak less {_gib(lfl.runtime_bytes)} GiB runtime)")
+        print(line)
     print(f"  eval loss  {_before_after(result.eval_loss_before, result.eval_loss_after)}")
     print(f"  probe loss "
           f"{_before_after(result.forgetting_loss_before, result.forgetting_loss_after)}")
@@ -433,6 +441,7 @@ def _print_runs_table(rows: list[dict], db: str | None) -> None:
     for name, justify in [("id", "left"), ("status", "left"), ("method", "left"),
                           ("model", "left"), ("procs", "right"),
                           ("peak GiB pred/meas", "right"), ("err", "right"),
+                          ("err like-for-like", "right"),
                           ("eval before→after", "right"), ("probe before→after", "right"),
                           ("tok/s", "right"), ("wall s", "right")]:
         table.add_column(name, justify=justify, no_wrap=name != "model")
@@ -447,6 +456,7 @@ def _print_runs_table(rows: list[dict], db: str | None) -> None:
             str(r["num_processes"] or 1),
             f"{_gib(r['predicted_peak_bytes'])} / {_gib(r['measured_peak_bytes'])}",
             _signed_pct(r["memory_error"]) or "-",
+            _signed_pct(_like_for_like_error(r)) or "-",
             _before_after(r["eval_loss_before"], r["eval_loss_after"]),
             _before_after(r["forgetting_loss_before"], r["forgetting_loss_after"]),
             "-" if r["tokens_per_second"] is None else f"{r['tokens_per_second']:,.0f}",
@@ -455,8 +465,18 @@ def _print_runs_table(rows: list[dict], db: str | None) -> None:
     console = _console()
     console.print(table)
     if rows:
-        console.print("err = (predicted - measured) / measured; eval = in-domain loss "
-                      "(lower is learning); probe = general-text loss (higher is forgetting)")
+        console.print("err = (predicted - measured) / measured, whole peaks; err like-for-like = "
+                      "the same on tensor bytes (prediction less framework overhead, measurement "
+                      "less runtime); eval = in-domain loss (lower is learning); probe = "
+                      "general-text loss (higher is forgetting)")
+
+
+def _like_for_like_error(row: dict) -> Any:
+    """A `tuneplan runs` row's like-for-like memory error (executor/memory_compare.py)."""
+    from tuneplan.executor.memory_compare import like_for_like
+
+    return like_for_like(row.get("predicted_peak_bytes"), row.get("predicted_overhead_bytes"),
+                         row.get("measured_peak_bytes"), row.get("runtime_bytes")).error
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from tuneplan.advisor.errors import InputError
 from tuneplan.schemas import METHODS, Plan, RunResult
 
 from .check import FORGETTING_THRESHOLDS, LEARNING_MATCH_SHARE
+from .memory_compare import framework_overhead_of, like_for_like, relative_error
 
 GIB = 1024**3
 NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
@@ -41,8 +42,11 @@ class Outcome:
     run_dir: Optional[str] = None
     predicted_bytes: Optional[int] = None
     predicted_comparable_bytes: Optional[int] = None
-    """The prediction less its framework overhead (what a measured peak covers)."""
+    """The prediction less its framework overhead: predicted tensor bytes (memory_compare.py)."""
     measured_bytes: Optional[int] = None
+    """The measured peak (MeasuredMemory.peak_bytes)."""
+    measured_comparable_bytes: Optional[int] = None
+    """The measured peak less its runtime_bytes: measured tensor bytes (memory_compare.py)."""
     learning: Optional[float] = None
     """eval_loss_before - eval_loss_after (positive: learned)."""
     forgetting: Optional[float] = None
@@ -53,9 +57,8 @@ class Outcome:
 
     @property
     def memory_error(self) -> Optional[float]:
-        if not self.measured_bytes or self.predicted_comparable_bytes is None:
-            return None
-        return (self.predicted_comparable_bytes - self.measured_bytes) / self.measured_bytes
+        """Like-for-like (predicted - measured) / measured on tensor bytes (memory_compare.py)."""
+        return relative_error(self.predicted_comparable_bytes, self.measured_comparable_bytes)
 
 
 @dataclass
@@ -220,14 +223,17 @@ def _mem(value) -> str:
 
 
 def _outcome(method: str, plan: Plan, result: Optional[RunResult]) -> Outcome:
+    m = result.measured if result is not None else None
+    lfl = like_for_like(plan.memory.per_device_bytes, framework_overhead_of(plan),
+                        m.peak_bytes if m else None, m.runtime_bytes if m else 0)
     o = Outcome(method=method, status=result.status if result else "not started",
                 predicted_bytes=plan.memory.per_device_bytes,
-                predicted_comparable_bytes=plan.memory.per_device_bytes
-                - plan.memory.breakdown.framework_overhead)
+                predicted_comparable_bytes=lfl.predicted_comparable_bytes)
     if result is None:
         return o
     o.run_id, o.run_dir, o.error = result.run_id, result.run_dir, result.error
-    o.measured_bytes = result.measured.peak_bytes if result.measured else None
+    o.measured_bytes = lfl.measured_bytes
+    o.measured_comparable_bytes = lfl.measured_comparable_bytes
     if result.eval_loss_before is not None and result.eval_loss_after is not None:
         o.learning = result.eval_loss_before - result.eval_loss_after
     if result.forgetting_loss_before is not None and result.forgetting_loss_after is not None:
@@ -379,7 +385,7 @@ def print_comparison(cmp: Comparison, console=None) -> None:
         st = f"[{styles[o.status]}]{o.status}[/]" if o.status in styles else escape(o.status)
         err = o.memory_error
         table.add_row(
-            escape(label), st, _mem(o.predicted_comparable_bytes), _mem(o.measured_bytes),
+            escape(label), st, _mem(o.predicted_comparable_bytes), _mem(o.measured_comparable_bytes),
             "-" if err is None else f"{err * 100:+.1f}%",
             "-" if o.learning is None else f"{o.learning:+.4f}",
             "-" if o.forgetting is None else f"{o.forgetting:+.4f}",
@@ -388,9 +394,10 @@ def print_comparison(cmp: Comparison, console=None) -> None:
             escape(o.run_id or "-"),
         )
     console.print(table)
-    console.print("mem pred = the plan's prediction less framework overhead (CUDA context / Python "
-                  "runtime, fragmentation), which no measured peak includes; mem err = (pred - "
-                  "measured) / measured; learning = eval loss before - after (higher is better); "
+    console.print("like-for-like memory, tensor bytes on both sides: mem pred = the plan's "
+                  "prediction less framework overhead (runtime / CUDA context, fragmentation); "
+                  "mem meas = the measured peak less its runtime (CPU: RSS before the model "
+                  "loaded; none on CUDA); mem err = (pred - meas) / meas; learning = eval loss before - after (higher is better); "
                   "forgetting = probe loss after - before, nats (lower is better)", soft_wrap=True)
     if cmp.plan_method != cmp.advised_method:
         console.print(escape(f"note: the plan ran {cmp.plan_method} (pinned); the advisor's own pick "

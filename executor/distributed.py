@@ -363,9 +363,11 @@ class DistContext:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
     def measured_max(self, measured, model=None):
-        """MeasuredMemory with every byte count the maximum over ranks. Under FSDP on CPU the
-        counted parameters, gradients and optimizer states are scaled to this rank's shard (the
-        meter sees logical, unsharded sizes); CUDA peaks come from the allocator as they are."""
+        """MeasuredMemory with every byte count (peak_bytes, runtime_bytes, the components) the
+        maximum over ranks of what each rank measured. peak_bytes is never rebuilt from the
+        components: it keeps the meter's definition (CPU: runtime_bytes + live-tensor peak; CUDA:
+        max allocated). Under FSDP on CPU the reported params, gradients and optimizer components
+        are scaled to this rank's shard first (the meter sees logical, unsharded sizes)."""
         if measured is None:
             return None
         data = measured.model_dump()
@@ -380,8 +382,6 @@ class DistContext:
                 data["params_bytes"] = local
                 data["grads_bytes"] = int(data["grads_bytes"] * ratio)
                 data["optimizer_bytes"] = int(data["optimizer_bytes"] * ratio)
-                data["peak_bytes"] = (data["params_bytes"] + data["grads_bytes"] + data["optimizer_bytes"]
-                                      + data["saved_tensors_peak_bytes"])
         for key, value in data.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 data[key] = self.max_int(value)

@@ -1,7 +1,7 @@
 """Measure the memory a run really used, by component, so it can be compared with the plan.
 
 CUDA: torch.cuda.max_memory_allocated / max_memory_reserved after a reset at the start of
-training; peak_bytes is max allocated.
+training; peak_bytes is max allocated (no CUDA context), so runtime_bytes is 0.
 
 CPU has no allocator statistics, so the peak is measured on designated steps (the 2nd optimizer
 step, or the 1st when the run has one, and any later step whose longest micro-batch is longer
@@ -26,7 +26,9 @@ saved in one micro-batch (saved_tensors_hooks; parameters excluded) plus the log
 gradient checkpointing each checkpointed block's input. If no step could be profiled (a run
 interrupted in its first step, a profiler already running), peak_bytes falls back to
 runtime_bytes + params + grads + optimizer + saved tensors. Process RSS (ru_maxrss) is reported
-alongside; it also includes allocator caches and fragmentation.
+alongside; it also includes allocator caches and fragmentation. runtime_bytes is recorded next to
+peak_bytes, so the like-for-like comparison (executor/memory_compare.py) takes it out again:
+measured tensor bytes = peak_bytes - runtime_bytes.
 """
 
 from __future__ import annotations
@@ -416,7 +418,8 @@ class MemoryMeter:
             )
         kind = "cpu" if self.device.type == "cpu" else "other"
         live = max(self.live_peak_bytes, self.counted_bytes() if not self.live_peak_bytes else 0)
-        return MeasuredMemory(device_kind=kind, peak_bytes=self.runtime_bytes + live, **common)
+        return MeasuredMemory(device_kind=kind, peak_bytes=self.runtime_bytes + live,
+                              runtime_bytes=self.runtime_bytes, **common)
 
 
 def describe_device(device: torch.device) -> str:

@@ -1,7 +1,9 @@
 """``tuneplan report``: figures and a Markdown report from the run database.
 
 Writes into the output directory:
-  memory.png               predicted (like-for-like) vs measured peak memory per run, with y = x
+  memory.png               predicted vs measured peak memory per run, like-for-like (tensor
+                           bytes: prediction less framework overhead, measurement less runtime),
+                           with y = x
   learning_forgetting.png  learning (eval loss before - after) vs forgetting (probe loss after -
                            before) per run, coloured by method, with the tolerance thresholds
   loss_curves.png          training loss per optimizer step (metrics table), one line per run
@@ -17,6 +19,7 @@ from typing import Any
 
 from . import store
 from .check import FORGETTING_THRESHOLDS, audit_rules, check_runs, open_current
+from .memory_compare import like_for_like
 
 FIGURES = ("memory.png", "learning_forgetting.png", "loss_curves.png")
 COLORS = {"full": "tab:red", "lora": "tab:blue", "qlora": "tab:green"}
@@ -33,17 +36,27 @@ def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
+def _like_for_like(row: dict):
+    """The run's like-for-like comparison (executor/memory_compare.py) from its view row."""
+    return like_for_like(row["predicted_peak_bytes"], row.get("predicted_overhead_bytes"),
+                         row["measured_peak_bytes"], row.get("runtime_bytes"))
+
+
 def _memory_figure(plt, runs: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 5))
-    pts = [r for r in runs if r["measured_peak_bytes"] and r["predicted_comparable_bytes"] is not None]
+    pts = []
+    for r in runs:
+        lfl = _like_for_like(r)
+        pred, meas = lfl.predicted_comparable_bytes, lfl.measured_comparable_bytes
+        if pred is not None and meas is not None and pred > 0 and meas > 0:
+            pts.append((r["method"], pred, meas))
     if pts:
-        for method in sorted({r["method"] for r in pts}):
-            sel = [r for r in pts if r["method"] == method]
-            ax.scatter([r["predicted_comparable_bytes"] / MIB for r in sel],
-                       [r["measured_peak_bytes"] / MIB for r in sel],
+        for method in sorted({m for m, _, _ in pts}):
+            sel = [p for p in pts if p[0] == method]
+            ax.scatter([p[1] / MIB for p in sel], [p[2] / MIB for p in sel],
                        label=method, color=COLORS.get(method), alpha=0.8)
-        lo = min(min(r["predicted_comparable_bytes"], r["measured_peak_bytes"]) for r in pts) / MIB
-        hi = max(max(r["predicted_comparable_bytes"], r["measured_peak_bytes"]) for r in pts) / MIB
+        lo = min(min(p[1], p[2]) for p in pts) / MIB
+        hi = max(max(p[1], p[2]) for p in pts) / MIB
         lo, hi = max(lo * 0.8, 1e-3), hi * 1.25
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x (exact)")
         ax.plot([lo, hi], [lo * 1.25, hi * 1.25], ":", color="gray", lw=1,
@@ -59,7 +72,7 @@ def _memory_figure(plt, runs: list[dict], path: Path) -> None:
     else:
         _empty(ax, "no run with a measured peak")
     ax.set_xlabel("predicted peak, MiB (excl. framework overhead)")
-    ax.set_ylabel("measured peak, MiB")
+    ax.set_ylabel("measured peak, MiB (excl. runtime)")
     ax.set_title("Memory: predicted vs measured")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -133,14 +146,14 @@ def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict])
         "",
         "## Runs",
         "",
-        "| run | method | status | predicted MiB | measured MiB | error | learning | forgetting "
+        "| run | method | status | predicted MiB | measured MiB | like-for-like error | learning | forgetting "
         "| tok/s | verdict |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in runs:
         c = by_id.get(r["run_id"], {})
-        pred = r["predicted_comparable_bytes"]
-        meas = r["measured_peak_bytes"]
+        lfl = _like_for_like(r)
+        pred, meas = lfl.predicted_comparable_bytes, lfl.measured_comparable_bytes
         verdict = c.get("verdict", "-")
         if c.get("reasons"):
             verdict += ": " + "; ".join(c["reasons"]).replace("|", "/")
@@ -148,14 +161,15 @@ def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict])
             f"| `{r['run_id']}` | {r['method']} | {r['status']} | "
             f"{_fmt(pred / MIB if pred is not None else None, '.2f')} | "
             f"{_fmt(meas / MIB if meas else None, '.2f')} | "
-            f"{_fmt(c.get('memory_error_comparable'), '+.1%')} | {_fmt(c.get('learning'), '+.4f')} | "
+            f"{_fmt(lfl.error, '+.1%')} | {_fmt(c.get('learning'), '+.4f')} | "
             f"{_fmt(c.get('forgetting'), '+.4f')} | {_fmt(r['tokens_per_second'], ',.0f')} | {verdict} |")
     lines += [
         "",
-        "Predicted = the plan's peak less framework overhead (CUDA context / Python runtime, "
-        "fragmentation), which no measured peak includes; error = (predicted - measured) / "
-        "measured; learning = eval loss before - after; forgetting = probe loss after - before "
-        "(nats). Thresholds and verdict logic: docs/checks.md.",
+        "Memory is like-for-like, tensor bytes on both sides: predicted = the plan's peak less "
+        "framework overhead (runtime / CUDA context, fragmentation); measured = the measured peak "
+        "less its runtime (CPU: RSS before the model loaded; none on CUDA); like-for-like error = "
+        "(predicted - measured) / measured; learning = eval loss before - after; forgetting = "
+        "probe loss after - before (nats). Thresholds and verdict logic: docs/checks.md.",
         "",
         "## Rule audit",
         "",

@@ -16,7 +16,10 @@ Layout
               which runs ``tuneplan compare`` ran side by side, and the advisor's pick.
 ``run_memory_checks``, ``comparison_runs``, ``audit_qlora_vs_lora_memory``,
 ``audit_lora_vs_full_forgetting``, ``audit_lora_vs_full_learning``, ``audit_memory_predictions``
-              views that audit the advisor's rules across runs (docs/checks.md).
+              views that audit the advisor's rules across runs (docs/checks.md);
+              ``run_memory_checks`` compares memory like-for-like, tensor bytes on both sides, as
+              executor/memory_compare.py defines it (prediction less framework overhead vs
+              measured peak less ``runtime_bytes``).
 ``schema_migrations``
               ``(version, applied_at)``: which entries of :data:`MIGRATIONS` have been applied.
               :func:`connect` applies the missing ones, each in its own transaction.
@@ -110,7 +113,7 @@ class QueryRefused(QueryError):
 # --------------------------------------------------------------------------------------------
 # Schema and migrations
 
-RUN_COLUMNS: list[tuple[str, str]] = [
+_V1_RUN_COLUMNS: list[tuple[str, str]] = [
     ("run_id", "VARCHAR PRIMARY KEY"),
     ("plan_hash", "VARCHAR"),
     ("plan_json", "JSON"),
@@ -157,8 +160,16 @@ RUN_COLUMNS: list[tuple[str, str]] = [
     ("result_json", "JSON"),
     ("recorded_at", "TIMESTAMP"),
 ]
+"""Columns migration 1 created (frozen: later columns are added by later migrations)."""
+
+RUN_COLUMNS: list[tuple[str, str]] = _V1_RUN_COLUMNS + [
+    ("runtime_bytes", "BIGINT"),  # migration 4
+]
 """Columns of ``runs`` in order. ``result_json`` keeps the whole result.json so nothing is lost
-when the schema grows; ``recorded_at`` is when the row was last written (UTC)."""
+when the schema grows; ``recorded_at`` is when the row was last written (UTC);
+``runtime_bytes`` is the part of ``measured_peak_bytes`` that is the process runtime (CPU: RSS
+before the model loaded; 0 on CUDA), added by migration 4 at the end so new and upgraded
+databases have the same column order."""
 
 METRIC_COLUMNS: list[tuple[str, str]] = [
     ("run_id", "VARCHAR NOT NULL"),
@@ -173,7 +184,7 @@ METRIC_COLUMNS: list[tuple[str, str]] = [
 
 _V1_TABLES = (
     "CREATE TABLE IF NOT EXISTS runs (\n    "
-    + ",\n    ".join(f"{name} {kind}" for name, kind in RUN_COLUMNS)
+    + ",\n    ".join(f"{name} {kind}" for name, kind in _V1_RUN_COLUMNS)
     + "\n);\n"
     "CREATE TABLE IF NOT EXISTS metrics (\n    "
     + ",\n    ".join(f"{name} {kind}" for name, kind in METRIC_COLUMNS)
@@ -220,7 +231,7 @@ GROUP BY r.method, r.model;
 MEMORY_UNDER_PREDICTION_LIMIT = 0.25
 """A run's memory promise is broken when the measured peak exceeds the like-for-like prediction
 by more than this share of the measurement (like-for-like error below -0.25). Baked into the v3
-views; docs/checks.md says why 25%."""
+and v4 views; docs/checks.md says why 25%."""
 
 LEARNING_MATCH_SHARE = 0.8
 """QLoRA "matches" LoRA (TP023) when it learns at least this share of what LoRA learned."""
@@ -322,6 +333,62 @@ FROM run_memory_checks
 GROUP BY method, device_kind;
 """
 
+_AUDIT_MEMORY_PREDICTIONS = f"""
+CREATE OR REPLACE VIEW audit_memory_predictions AS
+SELECT
+    method, device_kind,
+    count(*) AS runs,
+    count(memory_error_comparable) AS measured_runs,
+    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT}) AS within_threshold,
+    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT})::DOUBLE
+        / nullif(count(memory_error_comparable), 0) AS share_within_threshold,
+    avg(memory_error_comparable) AS mean_memory_error_comparable,
+    avg(abs(memory_error_comparable)) AS mean_abs_memory_error_comparable,
+    count(*) FILTER (WHERE out_of_memory AND predicted_fits) AS oom_when_predicted_to_fit
+FROM run_memory_checks
+GROUP BY method, device_kind;
+"""
+
+_V4_RUNTIME = f"""
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS runtime_bytes BIGINT;
+
+UPDATE runs
+SET runtime_bytes = coalesce(
+        TRY_CAST(json_extract_string(result_json, '$.measured.runtime_bytes') AS BIGINT), 0)
+WHERE runtime_bytes IS NULL AND measured_peak_bytes IS NOT NULL;
+
+CREATE OR REPLACE VIEW run_memory_checks AS
+SELECT
+    run_id, method, model, status, device_kind, predicted_fits,
+    predicted_peak_bytes, measured_peak_bytes, predicted_overhead_bytes, runtime_bytes,
+    predicted_peak_bytes - predicted_overhead_bytes AS predicted_comparable_bytes,
+    CASE WHEN measured_peak_bytes > 0
+         THEN measured_peak_bytes - runtime_bytes
+    END AS measured_comparable_bytes,
+    CASE WHEN measured_peak_bytes > 0
+         THEN (predicted_peak_bytes - measured_peak_bytes)::DOUBLE / measured_peak_bytes
+    END AS memory_error,
+    CASE WHEN measured_peak_bytes > 0 AND measured_peak_bytes - runtime_bytes > 0
+         THEN (predicted_peak_bytes - predicted_overhead_bytes
+               - (measured_peak_bytes - runtime_bytes))::DOUBLE
+              / (measured_peak_bytes - runtime_bytes)
+    END AS memory_error_comparable,
+    coalesce(status = 'failed' AND regexp_matches(coalesce(error, ''), '{_OOM_PATTERN.replace("'", "''")}'),
+             false) AS out_of_memory
+FROM (
+    SELECT * REPLACE (coalesce(runtime_bytes, 0) AS runtime_bytes),
+           coalesce(TRY_CAST(json_extract_string(plan_json, '$.memory.breakdown.framework_overhead')
+                             AS BIGINT), 0) AS predicted_overhead_bytes
+    FROM runs
+);
+""" + _AUDIT_MEMORY_PREDICTIONS
+"""Migration 4: ``runs.runtime_bytes`` (filled from result_json where a result recorded it, else 0
+for measured runs) and ``run_memory_checks`` re-created like-for-like on both sides, as
+executor/memory_compare.py defines it: predicted_comparable_bytes = predicted - framework
+overhead, measured_comparable_bytes = measured - runtime_bytes, memory_error_comparable =
+(predicted_comparable - measured_comparable) / measured_comparable. audit_memory_predictions is
+re-created on top of it."""
+
 Migration = tuple[int, str, Union[str, Callable[["DuckDBPyConnection"], None]]]
 
 MIGRATIONS: list[Migration] = [
@@ -330,6 +397,8 @@ MIGRATIONS: list[Migration] = [
         "(means over succeeded runs)", _V2_VIEWS),
     (3, "comparisons table; run_memory_checks, comparison_runs and audit_* views "
         "(tuneplan compare / check)", _V3_COMPARISONS),
+    (4, "runs.runtime_bytes; run_memory_checks like-for-like on both sides (measured less "
+        "runtime_bytes) and audit_memory_predictions re-created", _V4_RUNTIME),
 ]
 """Ordered migrations: (version, description, SQL script or function of a connection).
 Append only; never edit an applied one."""
@@ -343,9 +412,13 @@ LIST_KEYS: list[str] = [
     "measured_peak_bytes", "memory_error", "eval_loss_before", "eval_loss_after", "learning",
     "forgetting_loss_before", "forgetting_loss_after", "forgetting", "steps", "tokens",
     "tokens_per_second", "wall_seconds", "run_dir", "error",
+    "predicted_overhead_bytes", "runtime_bytes", "memory_error_comparable",
 ]
 """Keys of each dict :func:`list_runs` returns. ``memory_error`` is the signed relative error
-(predicted - measured) / measured; ``learning`` and ``forgetting`` as in the views."""
+(predicted - measured) / measured; ``memory_error_comparable`` the like-for-like one of
+executor/memory_compare.py (prediction less ``predicted_overhead_bytes``, the plan's framework
+overhead, against the measurement less ``runtime_bytes``); ``learning`` and ``forgetting`` as in
+the views."""
 
 
 def default_db_path() -> Path:
@@ -550,6 +623,7 @@ def _row(result: RunResult, plan_json: str | None, run_dir: str | None = None) -
         "tuneplan_version": tuneplan_version,
         "result_json": result.model_dump_json(),
         "recorded_at": _utcnow(),
+        "runtime_bytes": m.runtime_bytes if m else None,
     }
     assert list(row) == [c for c, _ in RUN_COLUMNS]
     return row
@@ -860,9 +934,15 @@ def list_runs(db: DBPath = None, *, limit: int | None = None) -> list[dict]:
     """Runs newest first (by started_at, then run_id), as dicts with the keys of
     :data:`LIST_KEYS`. Timestamps are ISO-8601 strings (UTC). A missing database raises
     :class:`NoDatabase`."""
+    from .memory_compare import like_for_like
+
     con = connect(db, read_only=True)
     try:
-        sql = """
+        has_runtime = con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND table_name = 'runs' AND column_name = 'runtime_bytes'").fetchone()[0] > 0
+        runtime = "coalesce(runtime_bytes, 0)" if has_runtime else "0"  # older than migration 4
+        sql = f"""
             SELECT run_id, status, method, model, hardware, device_kind, num_processes,
                    strategy, started_at, finished_at, predicted_peak_bytes, predicted_fits,
                    measured_peak_bytes,
@@ -873,7 +953,11 @@ def list_runs(db: DBPath = None, *, limit: int | None = None) -> list[dict]:
                    eval_loss_before - eval_loss_after AS learning,
                    forgetting_loss_before, forgetting_loss_after,
                    forgetting_loss_after - forgetting_loss_before AS forgetting,
-                   steps, tokens, tokens_per_second, wall_seconds, run_dir, error
+                   steps, tokens, tokens_per_second, wall_seconds, run_dir, error,
+                   coalesce(TRY_CAST(json_extract_string(
+                       plan_json, '$.memory.breakdown.framework_overhead') AS BIGINT), 0)
+                       AS predicted_overhead_bytes,
+                   CASE WHEN measured_peak_bytes IS NOT NULL THEN {runtime} END AS runtime_bytes
             FROM runs
             ORDER BY started_at DESC NULLS LAST, run_id DESC
         """
@@ -897,6 +981,9 @@ def list_runs(db: DBPath = None, *, limit: int | None = None) -> list[dict]:
         for key in ("started_at", "finished_at"):
             if isinstance(item[key], datetime):
                 item[key] = item[key].isoformat() + "Z"
+        item["memory_error_comparable"] = like_for_like(
+            item["predicted_peak_bytes"], item["predicted_overhead_bytes"],
+            item["measured_peak_bytes"], item["runtime_bytes"]).error
         out.append(item)
     return out
 

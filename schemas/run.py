@@ -18,14 +18,20 @@ class MeasuredMemory(Strict):
     device_kind: Literal["cpu", "cuda", "other"]
     """Where training ran."""
     peak_bytes: int = Field(ge=0)
-    """The figure compared with the prediction. CUDA: torch.cuda.max_memory_allocated. CPU: the
-    process RSS before the model was loaded (Python + torch + transformers + peft runtime) + the
-    peak of live CPU tensor bytes during a profiled training step (parameters, gradients and
-    optimizer states alive at its start + the highest running sum of allocations minus frees up to
-    the end of optimizer.step(): saved activations, logits and loss copies, backward transients,
-    gradients). Only designated steps are profiled (the 2nd, and later ones with a longer
-    micro-batch; the run's substitutions name them). Excludes allocator fragmentation and memory
-    taken outside torch's allocator."""
+    """The measured peak, compared with the plan's per-device prediction. CUDA:
+    torch.cuda.max_memory_allocated. CPU: runtime_bytes (the process RSS before the model was
+    loaded: Python + torch + transformers + peft) + the peak of live CPU tensor bytes during a
+    profiled training step (parameters, gradients and optimizer states alive at its start + the
+    highest running sum of allocations minus frees up to the end of optimizer.step(): saved
+    activations, logits and loss copies, backward transients, gradients). Only designated steps
+    are profiled (the 2nd, and later ones with a longer micro-batch; the run's substitutions name
+    them). Excludes allocator fragmentation and memory taken outside torch's allocator. The
+    like-for-like figure, compared with the prediction less its framework overhead, is
+    peak_bytes - runtime_bytes (tensor bytes only; executor/memory_compare.py)."""
+    runtime_bytes: int = Field(default=0, ge=0)
+    """The part of peak_bytes that is the process runtime, not tensors. CPU: the process RSS
+    before the model was loaded (Python + torch + transformers + peft). 0 on CUDA, where
+    max_memory_allocated excludes the CUDA context. 0 in results written before it was recorded."""
     params_bytes: int = Field(default=0, ge=0)
     """Bytes of all model parameters (and quantisation buffers) as loaded."""
     grads_bytes: int = Field(default=0, ge=0)

@@ -116,3 +116,22 @@ def test_calibrate_without_runs_or_db(tmp_path, capsys):
     assert cli("calibrate", "--db", str(empty)) == 1
     assert "nothing written" in capsys.readouterr().err
     assert not (tmp_path / "calibration.json").exists()
+
+
+def test_cpu_runtime_bytes_are_taken_out_of_the_measurement(tmp_path, capsys):
+    """CPU peaks include the process runtime (MeasuredMemory.runtime_bytes); the fit compares
+    tensor bytes with tensor bytes, so the factor is what the activations scale by, unbiased."""
+    base = load_plan_dict(advise_json(capsys))
+    est = calibrate._estimate(base, "cpu")
+    states = sum(getattr(est.breakdown, t) for t in calibrate.STATE_TERMS)
+    act = sum(getattr(est.breakdown, t) for t in calibrate.ACTIVATION_TERMS)
+    runtime = int(0.2 * act)  # large enough that leaving it in would move the factor to ~0.7
+    db = tmp_path / "cal" / "runs.duckdb"
+    for j, scale in enumerate((0.5, 0.52)):
+        record_run(db, tmp_path / "runs", f"cpu-{j}", method=base.method, plan=base,
+                   predicted=base.memory.per_device_bytes, device="cpu",
+                   measured=int(states + scale * act) + runtime, runtime=runtime)
+    result = calibrate.fit(db)
+    assert list(result.keys) == ["cpu|llama"] and not result.skipped
+    assert 0.49 < result.keys["cpu|llama"].factors["activations"] < 0.53
+    assert result.keys["cpu|llama"].mean_abs_error_after < 0.02

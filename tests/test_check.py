@@ -26,9 +26,10 @@ def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=
                overhead: int = 0, predicted: int = 1000, measured: int | None = 900,
                device: str = "cpu", status: str = "succeeded", tolerance: str = "medium",
                distance: str = "near", eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.01),
-               metrics: list[dict] | None = None, **extra) -> RunResult:
+               metrics: list[dict] | None = None, runtime: int = 0, **extra) -> RunResult:
     """Record a hand-made run whose plan.json (in its run directory) predicts `predicted` bytes,
-    `overhead` of them framework overhead."""
+    `overhead` of them framework overhead, and whose measured peak is `measured` bytes, `runtime`
+    of them the process runtime."""
     run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     if plan is None:
@@ -43,7 +44,8 @@ def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=
         run_id=run_id, status=status, plan_hash="0" * 16, method=method, model="tiny",
         hardware=device, started_at=f"2025-01-01T10:00:{len(run_id) % 60:02d}Z",
         finished_at="2025-01-01T10:05:00Z", run_dir=str(run_dir), predicted_peak_bytes=predicted,
-        measured=None if measured is None else MeasuredMemory(device_kind=device, peak_bytes=measured),
+        measured=None if measured is None else MeasuredMemory(device_kind=device, peak_bytes=measured,
+                                                               runtime_bytes=runtime),
         forgetting_tolerance=tolerance, domain_distance=distance,
         eval_loss_before=eval_losses[0] if eval_losses else None,
         eval_loss_after=eval_losses[1] if eval_losses else None,
@@ -69,6 +71,8 @@ CASES = {
     "under": (dict(measured=1400), "broken", "under-predicted"),
     "under-ok": (dict(measured=1300), "held", None),
     "overhead": (dict(predicted=1500, overhead=1000, measured=900), "broken", "under-predicted"),
+    # a CPU peak that includes the runtime: judged on tensor bytes (1100 vs 1100), not 1100 vs 1500
+    "runtime": (dict(predicted=1500, overhead=400, measured=1500, runtime=400), "held", None),
     "forgot": (dict(tolerance="low", probe_losses=(3.0, 3.06)), "broken", "beyond the low tolerance"),
     "forgot-ok": (dict(tolerance="medium", probe_losses=(3.0, 3.06)), "held", None),
     "no-learning": (dict(eval_losses=(2.0, 2.0)), "broken", "did not learn"),
@@ -109,6 +113,8 @@ def test_check_json_verdicts_and_reasons(db, capsys):
     # raw error counts the overhead, the like-for-like one does not (and decides the verdict)
     assert runs["overhead"]["memory_error"] == pytest.approx(600 / 900)
     assert runs["overhead"]["memory_error_comparable"] == pytest.approx(-400 / 900)
+    assert runs["runtime"]["memory_error"] == pytest.approx(0.0)
+    assert runs["runtime"]["memory_error_comparable"] == pytest.approx(0.0)
     assert runs["no-learning"]["learned"] is False
     assert runs["forgot"]["forgetting_within_tolerance"] is False
     assert runs["forgot-ok"]["forgetting_within_tolerance"] is True
@@ -230,7 +236,7 @@ def test_check_rules_summary(cmp_db, capsys):
     assert "TP023 mixed" in capsys.readouterr().out
 
 
-def test_older_database_gains_v3_on_check(tmp_path):
+def test_older_database_gains_current_schema_on_check(tmp_path):
     import duckdb
 
     db = tmp_path / "old.duckdb"
@@ -240,6 +246,40 @@ def test_older_database_gains_v3_on_check(tmp_path):
     assert check.check_runs(db)["summary"]["runs"] == 0
     con = store.connect(db, read_only=True)
     try:
-        assert store.schema_version(con) == 3
+        assert store.schema_version(con) == store.SCHEMA_VERSION == 4
     finally:
         con.close()
+
+
+def test_like_for_like_on_tensor_bytes_python_and_sql_agree(tmp_path):
+    """A CPU run whose peak includes 400 MiB of runtime: the helper (memory_compare), the
+    run_memory_checks view, `tuneplan check` and list_runs give the same like-for-like error,
+    computed on tensor bytes (peak less runtime vs prediction less framework overhead)."""
+    from tuneplan.executor.memory_compare import from_result
+
+    mib = 1 << 20
+    db = tmp_path / "runs.duckdb"
+    result = record_run(db, tmp_path / "runs", "cpu-runtime", predicted=1000 * mib,
+                        overhead=420 * mib, measured=1000 * mib, runtime=400 * mib)
+    expected = (580 - 600) / 600  # tensor bytes: predicted 1000 - 420, measured 1000 - 400
+    old_biased = (580 - 1000) / 1000  # what subtracting the overhead from one side only gave
+
+    lfl = from_result(result)  # reads the overhead from <run_dir>/plan.json
+    assert (lfl.predicted_comparable_bytes, lfl.measured_comparable_bytes) == (580 * mib, 600 * mib)
+    assert lfl.error == pytest.approx(expected) and lfl.error != pytest.approx(old_biased)
+    assert lfl.raw_error == pytest.approx(0.0)
+
+    cols, rows = store.query(db, "SELECT runtime_bytes, predicted_comparable_bytes, "
+                                 "measured_comparable_bytes, memory_error_comparable "
+                                 "FROM run_memory_checks")
+    assert rows == [(400 * mib, 580 * mib, 600 * mib, pytest.approx(expected))]
+    assert rows[0][3] == lfl.error  # the same number, not just close
+    (run,) = check.check_runs(db)["runs"]
+    assert run["memory_error_comparable"] == lfl.error and run["verdict"] == "held"
+    (listed,) = store.list_runs(db)
+    assert listed["runtime_bytes"] == 400 * mib and listed["memory_error_comparable"] == lfl.error
+
+    # CUDA: max_allocated has no runtime in it (runtime_bytes 0), only the overhead comes off
+    cuda = record_run(db, tmp_path / "runs", "cuda", device="cuda", predicted=1000 * mib,
+                      overhead=420 * mib, measured=600 * mib)
+    assert from_result(cuda).error == pytest.approx((580 - 600) / 600)

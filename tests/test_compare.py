@@ -202,3 +202,26 @@ def test_parse_methods():
     for bad in ("", "lora,lora", "x"):
         with pytest.raises(Exception):
             compare.parse_methods(bad)
+
+
+def test_outcome_memory_error_is_like_for_like_on_tensor_bytes(tmp_path):
+    """A CPU peak includes the runtime (MeasuredMemory.runtime_bytes): the comparison takes it out
+    of the measurement as it takes the framework overhead out of the prediction."""
+    from tuneplan.executor.compare import _outcome
+    from tuneplan.executor.memory_compare import from_result
+
+    plan = make_plan("lora", "tiny")
+    tensors = plan.memory.per_device_bytes - plan.memory.breakdown.framework_overhead
+    runtime = 400 << 20
+    result = RunResult(
+        run_id="r", status="succeeded", plan_hash="0" * 16, method="lora", model="tiny",
+        hardware="cpu", started_at="2025-01-01T00:00:00Z", run_dir=str(tmp_path),
+        predicted_peak_bytes=plan.memory.per_device_bytes,
+        measured=MeasuredMemory(device_kind="cpu", peak_bytes=tensors + runtime, runtime_bytes=runtime))
+    out = _outcome("lora", plan, result)
+    assert out.predicted_comparable_bytes == tensors and out.measured_comparable_bytes == tensors
+    assert out.measured_bytes == tensors + runtime
+    assert out.memory_error == 0.0 == from_result(result, plan).error
+    assert compare._as_dict(compare.Comparison(
+        "c", "lora", "lora", "low", "near", str(tmp_path), {"lora": out}))["outcomes"]["lora"][
+        "memory_error"] == 0.0

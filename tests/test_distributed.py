@@ -231,10 +231,47 @@ def test_fsdp_two_processes_on_cpu(tmp_path, tiny, train_file, monkeypatch):
     m = result["measured"]
     # parameters are counted as this rank's shard: about half the model
     assert m["params_bytes"] < 0.75 * result["total_params"] * 4
+    # peak_bytes is the meter's figure (runtime + live-tensor peak, max over ranks), not rebuilt
+    # from the components: the runtime stays in it and is recorded beside it
+    assert m["runtime_bytes"] >= 100 << 20 and m["peak_bytes"] > m["runtime_bytes"]
+    assert m["peak_bytes"] - m["runtime_bytes"] >= m["params_bytes"]
+    con = duckdb.connect(str(tmp_path / "runs.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT runtime_bytes FROM runs").fetchone()[0] == m["runtime_bytes"]
+    finally:
+        con.close()
     from safetensors import safe_open
 
     with safe_open(str(run_dir / "model" / "model.safetensors"), "pt") as f:  # full weights saved
         assert sum(f.get_slice(k).get_shape()[0] > 0 for k in f.keys()) == len(list(f.keys()))
+
+
+def test_measured_max_keeps_the_meters_figures():
+    """measured_max takes the max over ranks of peak_bytes, runtime_bytes and the components as
+    measured; under FSDP on CPU it scales only the components to the shard, never peak_bytes."""
+    import types
+
+    import torch
+
+    from tuneplan.schemas.run import MeasuredMemory
+
+    class Shard(torch.nn.Parameter):
+        def to_local(self):  # this rank holds half of it
+            return self.data[: self.shape[0] // 2]
+
+    model = torch.nn.Module()
+    model.w = Shard(torch.zeros(8, 4))
+    measured = MeasuredMemory(device_kind="cpu", peak_bytes=10_000, runtime_bytes=4_000,
+                              params_bytes=128, grads_bytes=128, optimizer_bytes=256,
+                              saved_tensors_peak_bytes=64, rss_peak_bytes=20_000)
+    other_rank = {10_000: 12_000, 4_000: 4_500}  # the other rank's peak and runtime were higher
+    fsdp = types.SimpleNamespace(strategy="fsdp", max_int=lambda v: max(v, other_rank.get(v, 0)))
+    out = D.DistContext.measured_max(fsdp, measured, model)
+    assert (out.peak_bytes, out.runtime_bytes) == (12_000, 4_500)  # not params+grads+opt+saved
+    assert (out.params_bytes, out.grads_bytes, out.optimizer_bytes) == (64, 64, 128)
+    assert (out.saved_tensors_peak_bytes, out.rss_peak_bytes) == (64, 20_000)
+    ddp = types.SimpleNamespace(strategy="ddp", max_int=fsdp.max_int)
+    assert D.DistContext.measured_max(ddp, measured, model).params_bytes == 128
 
 
 def test_failure_on_rank_1_is_recorded_failed(tmp_path, tiny, train_file, monkeypatch, capsys):

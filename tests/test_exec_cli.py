@@ -103,6 +103,41 @@ def test_runs_table(db, capsys):
         assert text in out
 
 
+GIB = 1024**3
+LFL_PLAN = {"memory": {"breakdown": {"framework_overhead": GIB // 2}}}
+"""A plan.json that is all the like-for-like comparison reads: 0.5 GiB framework overhead."""
+
+
+def lfl_result(tmp_path: Path, run_id: str) -> RunResult:
+    """A CPU run predicted at 3 GiB (0.5 framework overhead) that measured 2 GiB, 0.5 of it the
+    runtime: like-for-like 2.5 vs 1.5 GiB of tensors, +66.7% (raw +50.0%)."""
+    run_dir = tmp_path / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "plan.json").write_text(json.dumps(LFL_PLAN))
+    return make_result(run_dir, run_id, measured=MeasuredMemory(
+        device_kind="cpu", peak_bytes=2 * GIB, runtime_bytes=GIB // 2))
+
+
+def test_runs_show_like_for_like_error(tmp_path, capsys):
+    from tuneplan.executor.memory_compare import from_result
+
+    db = tmp_path / "runs.duckdb"
+    result = lfl_result(tmp_path, "r-lfl")
+    store.record(db, result)
+    assert from_result(result).error == pytest.approx(1 / 1.5)
+    assert cli("runs", "--db", str(db), "--json") == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["memory_error"] == pytest.approx(0.5)
+    assert row["memory_error_comparable"] == from_result(result).error
+    assert row["runtime_bytes"] == GIB // 2 and row["predicted_overhead_bytes"] == GIB // 2
+    _, sql = store.query(db, "SELECT memory_error_comparable FROM run_memory_checks")
+    assert sql[0][0] == from_result(result).error
+    assert cli("runs", "--db", str(db)) == 0
+    out = capsys.readouterr().out
+    for text in ("err like-for-like", "3.00 / 2.00", "+50.0%", "+66.7%"):
+        assert text in out
+
+
 def test_runs_missing_db_is_empty_not_an_error(tmp_path, capsys):
     missing = tmp_path / "nope" / "runs.duckdb"
     assert cli("runs", "--db", str(missing), "--json") == 0
@@ -222,6 +257,18 @@ def test_run_success_prints_summary(tmp_path, plan, monkeypatch, capsys):
                  "+50.0%", "2.500→2.000", "3.000→3.100", "1,234 tokens/s",
                  "bf16-mixed -> fp32 on CPU"):
         assert text in out
+    # no plan.json in the run directory and no runtime: like-for-like is the raw comparison
+    assert "like-for-like error +50.0%" in out
+
+
+def test_run_summary_shows_like_for_like_error(tmp_path, plan, monkeypatch, capsys):
+    result = lfl_result(tmp_path, "r-lfl")
+    fake_runner(monkeypatch, lambda db: result)
+    assert cli("run", str(plan), "--db", str(tmp_path / "x.duckdb")) == 0
+    out = capsys.readouterr().out
+    assert "peak       predicted 3.00 GiB, measured 2.00 GiB (prediction +50.0%) [cpu]" in out
+    assert ("tensors    predicted 2.50 GiB, measured 1.50 GiB (like-for-like error +66.7%; "
+            "prediction less 0.50 GiB framework overhead, peak less 0.50 GiB runtime)") in out
 
 
 def test_run_input_error_exits_2(plan, monkeypatch, capsys):

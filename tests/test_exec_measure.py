@@ -9,6 +9,7 @@ import torch
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.advisor.estimator import estimate
 from tuneplan.executor import measure as M
+from tuneplan.executor import store
 from tuneplan.executor import train as T
 from tuneplan.executor.data import Example
 from tuneplan.executor.models import load_model
@@ -63,6 +64,7 @@ def test_profiled_peak_covers_the_components_and_the_runtime():
     assert m.grads_bytes == m.params_bytes
     assert 0 <= m.optimizer_bytes - 2 * m.params_bytes <= 64  # fp32 AdamW m, v (+ scalar steps)
     assert m.peak_bytes == 1000 + meter.live_peak_bytes
+    assert m.runtime_bytes == 1000  # recorded, so like-for-like can take it out again
     assert m.peak_bytes - 1000 >= state
     assert m.peak_bytes - 1000 >= m.params_bytes + m.optimizer_bytes + m.saved_tensors_peak_bytes
     assert meter.last["phases"].keys() == {"forward", "backward", "optimizer"}
@@ -105,6 +107,11 @@ def test_run_plan_reports_the_profiled_peak(tiny, tmp_path):
     assert r.status == "succeeded" and m.device_kind == "cpu"
     assert m.peak_bytes >= m.params_bytes + m.grads_bytes + m.optimizer_bytes + (100 << 20)  # + runtime RSS
     assert m.peak_bytes >= m.saved_tensors_peak_bytes
+    # the runtime part is recorded: what is left is the live-tensor peak, at least the states
+    assert m.runtime_bytes >= 100 << 20
+    assert m.peak_bytes - m.runtime_bytes >= m.params_bytes + m.grads_bytes + m.optimizer_bytes
+    (row,) = store.list_runs(str(tmp_path / "db.duckdb"))
+    assert row["runtime_bytes"] == m.runtime_bytes
     note = [s for s in r.substitutions if s.startswith("memory: CPU peak measured on step(s) 2 only")]
     assert note and "RSS before the model loaded" in note[0]
 
@@ -143,3 +150,15 @@ def test_an_interrupted_profiled_step_leaves_no_profiler_running():
     m = meter.result()  # what run_plan's `finally` does after a KeyboardInterrupt mid-step
     assert meter._prof is None and not M._RUNNING and m.peak_bytes >= m.params_bytes
     meter.close()
+
+
+def test_cuda_peak_has_no_runtime_part(monkeypatch):
+    """CUDA peak_bytes is max_memory_allocated, which has no CUDA context in it: runtime_bytes is
+    0 whatever the process RSS was (no GPU needed: the allocator statistics are stubbed)."""
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5000)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 6000)
+    meter = M.MemoryMeter(torch.nn.Linear(4, 4), torch.device("cuda"), runtime_bytes=123 << 20)
+    m = meter.result()
+    meter.close()
+    assert (m.device_kind, m.peak_bytes, m.runtime_bytes) == ("cuda", 5000, 0)
+    assert m.cuda_max_reserved_bytes == 6000

@@ -28,6 +28,10 @@ def test_report_writes_figures_and_markdown(tmp_path, capsys):
                eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.02))
     record_run(db, runs, "r-qlora", method="qlora", measured=2000, predicted=1000,
                eval_losses=(2.0, 1.6), probe_losses=(3.0, 3.01))
+    # a CPU peak including 400 MiB of runtime: compared on tensor bytes, 1100 MiB vs 1100 MiB
+    mib = 1 << 20
+    record_run(db, runs, "r-cpu", method="lora", predicted=1500 * mib, overhead=400 * mib,
+               measured=1500 * mib, runtime=400 * mib)
     record_run(db, runs, "r-failed", method="lora", status="failed", measured=None,
                eval_losses=None, probe_losses=None, error="RuntimeError: x")
     store.record_comparison(db, "c1", "r-full", "full", "lora", "medium")
@@ -43,7 +47,10 @@ def test_report_writes_figures_and_markdown(tmp_path, capsys):
         assert f"]({name})" in md
     for text in ("r-full", "r-qlora", "r-failed", "broken", "held", "TP021", "| run | method |"):
         assert text in md
-    assert "4 runs" in md
+    assert "5 runs" in md
+    (row,) = [line for line in md.splitlines() if line.startswith("| `r-cpu` |")]
+    assert "| 1100.00 | 1100.00 | +0.0% |" in row and "held" in row
+    assert "like-for-like error" in md
 
 
 def test_report_on_empty_and_missing_db(tmp_path, capsys):

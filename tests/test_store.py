@@ -25,7 +25,7 @@ REQUIRED_LIST_KEYS = {
 def make_result(run_dir: Path, run_id: str = "r1", *, status: str = "succeeded",
                 predicted: int = 1200, measured: int | None = 1000, method: str = "lora",
                 model: str = "tiny", started_at: str = "2025-01-01T10:00:00Z",
-                **extra) -> RunResult:
+                runtime: int = 0, **extra) -> RunResult:
     """A RunResult built by hand; run_dir is created."""
     run_dir.mkdir(parents=True, exist_ok=True)
     fields = dict(
@@ -46,6 +46,7 @@ def make_result(run_dir: Path, run_id: str = "r1", *, status: str = "succeeded",
             fields["measured"] = MeasuredMemory(
                 device_kind="cpu", peak_bytes=measured, params_bytes=400, grads_bytes=100,
                 optimizer_bytes=200, saved_tensors_peak_bytes=300, rss_peak_bytes=10_000,
+                runtime_bytes=runtime,
             )
     fields.update(extra)
     return RunResult(**fields)
@@ -110,6 +111,59 @@ def test_older_database_is_upgraded_and_keeps_rows(tmp_path):
         con.close()
 
 
+def test_v3_database_is_upgraded_to_v4_and_keeps_rows(tmp_path):
+    """Migration 4 adds runs.runtime_bytes (at the end, as a new database has it), fills it for
+    measured runs (0: results before it was recorded), re-creates run_memory_checks on tensor
+    bytes on both sides, keeps every row, and is idempotent."""
+    db = tmp_path / "v3.duckdb"
+    con = duckdb.connect(str(db))
+    assert store.migrate(con, target=3) == [1, 2, 3]
+    plan = json.dumps({"memory": {"breakdown": {"framework_overhead": 300}}})
+    old_result = json.dumps({"measured": {"device_kind": "cpu", "peak_bytes": 1000}})
+    con.execute("INSERT INTO runs (run_id, status, method, predicted_peak_bytes, "
+                "measured_peak_bytes, plan_json, result_json) VALUES "
+                "('old', 'succeeded', 'lora', 1500, 1000, ?, ?), "
+                "('unmeasured', 'failed', 'full', 1500, NULL, ?, NULL)", [plan, old_result, plan])
+    con.execute("INSERT INTO metrics VALUES ('old', 1, 2.0, 1e-4, 0.5, 10, 0.1)")
+    con.execute("INSERT INTO comparisons VALUES ('c1', 'old', 'lora', 'lora', 'medium', "
+                "TIMESTAMP '2025-01-01 00:00:00')")
+    assert "runtime_bytes" not in [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
+    v3_view = [r[0] for r in con.execute("DESCRIBE run_memory_checks").fetchall()]
+    assert "measured_comparable_bytes" not in v3_view
+    con.close()
+
+    con = store.connect(db)
+    try:
+        assert store.schema_version(con) == store.SCHEMA_VERSION == 4
+        assert [r[0] for r in con.execute("DESCRIBE runs").fetchall()] == [c for c, _ in store.RUN_COLUMNS]
+        assert con.execute("SELECT run_id, runtime_bytes FROM runs ORDER BY run_id").fetchall() == [
+            ("old", 0), ("unmeasured", None)]
+        assert con.execute("SELECT count(*) FROM metrics").fetchone()[0] == 1
+        assert con.execute("SELECT count(*) FROM comparisons").fetchone()[0] == 1
+        rows = con.execute(
+            "SELECT run_id, predicted_comparable_bytes, measured_comparable_bytes, memory_error, "
+            "memory_error_comparable FROM run_memory_checks ORDER BY run_id").fetchall()
+        assert rows == [("old", 1200, 1000, 0.5, 0.2), ("unmeasured", 1200, None, None, None)]
+        assert con.execute("SELECT runs, measured_runs FROM audit_memory_predictions "
+                           "WHERE method = 'lora'").fetchall() == [(1, 1)]
+    finally:
+        con.close()
+    con = store.connect(db)  # idempotent: nothing left to apply
+    try:
+        assert store.migrate(con) == []
+    finally:
+        con.close()
+
+    # the upgraded database records new results with their runtime bytes
+    run_dir = tmp_path / "runs" / "new"
+    run_dir.mkdir(parents=True)
+    (run_dir / "plan.json").write_text(plan)
+    store.record(db, make_result(run_dir, "new", predicted=1500, measured=1000, runtime=400))
+    _, rows = store.query(db, "SELECT runtime_bytes, measured_comparable_bytes, "
+                              "memory_error_comparable FROM run_memory_checks WHERE run_id = 'new'")
+    assert rows == [(400, 600, pytest.approx((1200 - 600) / 600))]
+
+
 def test_read_only_connect_does_not_create_or_migrate(tmp_path):
     db = tmp_path / "none.duckdb"
     with pytest.raises(store.NoDatabase, match="no runs yet"):
@@ -140,7 +194,7 @@ def test_record_running_then_succeeded_upserts_one_row(tmp_path):
     store.record(db, make_result(run_dir, status="running"))
     assert not (run_dir / "run.parquet").exists()  # only once the run has ended
     (run_dir / "plan.json").unlink()  # a later write without plan.json keeps the plan
-    store.record(db, make_result(run_dir), metrics_rows(3))
+    store.record(db, make_result(run_dir, runtime=300), metrics_rows(3))
 
     cols, rows = store.query(db, "SELECT * FROM runs")
     assert len(rows) == 1
@@ -150,6 +204,7 @@ def test_record_running_then_succeeded_upserts_one_row(tmp_path):
     assert row["tuneplan_version"] == "0.1.0"  # versions["tuneplan"] wins over the plan
     assert row["measured_peak_bytes"] == 1000 and row["params_bytes"] == 400
     assert row["device_kind"] == "cpu" and row["rss_peak_bytes"] == 10_000
+    assert row["runtime_bytes"] == 300
     assert row["substitutions"] == ["bf16-mixed -> fp32 on CPU"]
     assert json.loads(row["versions"])["tuneplan"] == "0.1.0"
     assert row["started_at"].isoformat() == "2025-01-01T10:00:00"
@@ -384,7 +439,8 @@ def test_locked_database_raises_store_error_then_ingest_recovers(tmp_path):
 def test_ingest_rebuilds_rows_from_hand_written_files(tmp_path):
     db = tmp_path / "runs.duckdb"
     root = tmp_path / "team"
-    a = make_result(root / "alice" / "a1", "a1", eval_loss_before=2.0, eval_loss_after=1.2)
+    a = make_result(root / "alice" / "a1", "a1", eval_loss_before=2.0, eval_loss_after=1.2,
+                    runtime=250)
     b = make_result(root / "bob" / "deep" / "b1", "b1", status="interrupted", measured=None,
                     error="KeyboardInterrupt")
     write_run_files(Path(a.run_dir), a, metrics_rows(3), plan={"method": "lora"})
@@ -402,6 +458,7 @@ def test_ingest_rebuilds_rows_from_hand_written_files(tmp_path):
     assert rows["a1"]["run_dir"] == str((moved / "a1").resolve())
     assert rows["a1"]["learning"] == pytest.approx(0.8)
     assert rows["b1"]["status"] == "interrupted" and rows["b1"]["error"] == "KeyboardInterrupt"
+    assert rows["a1"]["runtime_bytes"] == 250 and rows["b1"]["runtime_bytes"] is None
     _, plan = store.query(db, "SELECT plan_json FROM runs WHERE run_id = 'a1'")
     assert json.loads(plan[0][0]) == {"method": "lora"}
     _, m = store.query(db, "SELECT run_id, count(*) FROM metrics GROUP BY ALL ORDER BY 1")
@@ -410,6 +467,19 @@ def test_ingest_rebuilds_rows_from_hand_written_files(tmp_path):
     # Idempotent: ingesting again replaces, never duplicates.
     assert sorted(store.ingest(db, [tmp_path])) == ["a1", "b1"]
     assert count(db, "runs") == 2 and count(db, "metrics") == 5
+
+
+def test_ingest_reads_result_json_written_before_runtime_bytes(tmp_path):
+    """A result.json from before MeasuredMemory.runtime_bytes still loads (runtime 0)."""
+    db = tmp_path / "runs.duckdb"
+    run_dir = tmp_path / "runs" / "old"
+    result = make_result(run_dir, "old")
+    data = json.loads(result.model_dump_json())
+    del data["measured"]["runtime_bytes"]
+    (run_dir / "result.json").write_text(json.dumps(data))
+    assert store.ingest(db, [run_dir]) == ["old"]
+    (row,) = store.list_runs(db)
+    assert row["runtime_bytes"] == 0 and row["measured_peak_bytes"] == 1000
 
 
 def test_ingest_reports_every_bad_path_and_writes_nothing(tmp_path):
