@@ -24,7 +24,7 @@ import time
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 __all__ = ["register", "dispatch"]
 
@@ -283,35 +283,46 @@ def _db_label(db: str | None) -> str:
     return str(Path(db).expanduser() if db else default_db_path())
 
 
-# --------------------------------------------------------------------------------------------
-# run
+def _no_file(path: str, where: str, fix: str, *, directory: bool = False) -> Optional[int]:
+    """Exit code 2 (after saying so) when `path` is not an existing file (or directory)."""
+    from tuneplan.advisor.errors import InputError
+
+    ok = Path(path).is_dir() if directory else Path(path).is_file()
+    if ok:
+        return None
+    _err(InputError.one(where, f"{path}: no such {'directory' if directory else 'file'}", fix).render())
+    return 2
 
 
-def _launch(args: argparse.Namespace) -> int:
-    """Hand --num-processes > 1 and --dry-run to tuneplan.executor.launch.launch(plan, args)."""
+def _guarded(action: Callable[[], int], failure: str = "") -> int:
+    """Run a command body: bad input exits 2, Ctrl-C 130, and (when `failure` names the command)
+    any other exception 1 with its message; otherwise the body's own exit code."""
     from tuneplan.advisor.errors import InputError
 
     try:
-        from tuneplan.executor import launch as launch_module
-    except ModuleNotFoundError as exc:
-        if exc.name in ("tuneplan.executor.launch", "tuneplan.executor"):
-            flag = "--dry-run" if args.dry_run else f"--num-processes {args.num_processes}"
-            _err(
-                f"error: {flag}: multi-process launch is not available yet "
-                f"(fix: run on one process without --dry-run, or launch with "
-                f"`accelerate launch` / `torchrun` yourself)"
-            )
-            return 2
-        raise
-    try:
-        code = launch_module.launch(args.plan, args)
+        return action()
     except InputError as exc:
         _err(exc.render())
         return 2
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
-    return int(code or 0)
+    except Exception as exc:  # noqa: BLE001 - reported with its type; exit 1
+        if not failure:
+            raise
+        _err(f"error: {failure} failed: {type(exc).__name__}: {exc}")
+        return 1
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Hand --num-processes > 1, several machines and --dry-run to tuneplan.executor.launch."""
+    from tuneplan.executor.launch import launch
+
+    return _guarded(lambda: int(launch(args.plan, args) or 0))
 
 
 def _find_run_dir(exc: BaseException, db: str | None, since: float) -> str | None:
@@ -375,20 +386,15 @@ def _planned_processes(plan: str) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tuneplan.advisor.errors import InputError
 
-    if not Path(args.plan).is_file():
-        _err(InputError.one("PLAN", f"{args.plan}: no such file",
-                            "give the plan.json written by `tuneplan advise`").render())
-        return 2
+    missing = _no_file(args.plan, "PLAN", "give the plan.json written by `tuneplan advise`")
+    if missing is not None:
+        return missing
     if args.num_processes is None:
         args.num_processes = _planned_processes(args.plan)
     if args.num_processes > 1 or args.dry_run or (args.num_machines or 1) > 1:
         return _launch(args)
-    try:
-        from tuneplan.executor.runner import run_plan
-    except ModuleNotFoundError as exc:
-        _err(f"error: `tuneplan run` cannot start: module {exc.name!r} is missing "
-             f"(fix: install the training dependencies, e.g. `pip install tuneplan`)")
-        return 1
+    from tuneplan.executor.runner import run_plan
+
     since = time.time()
     try:
         result = run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
@@ -547,31 +553,19 @@ def _csv_cell(value: Any) -> Any:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from tuneplan.advisor.errors import InputError
+    missing = _no_file(args.run_dir, "RUN_DIR", "give a run directory written by `tuneplan run`",
+                       directory=True)
+    if missing is not None:
+        return missing
 
-    if not Path(args.run_dir).is_dir():
-        _err(InputError.one("RUN_DIR", f"{args.run_dir}: no such directory",
-                            "give a run directory written by `tuneplan run`").render())
-        return 2
-    try:
+    def body() -> int:
         from tuneplan.executor.merge import merge_run
-    except ModuleNotFoundError as exc:
-        _err(f"error: `tuneplan merge` cannot start: module {exc.name!r} is missing")
-        return 1
-    try:
+
         out = merge_run(args.run_dir, args.out) if args.out is not None else merge_run(args.run_dir)
-    except InputError as exc:
-        _err(exc.render())
-        return 2
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - report and exit 1
-        _err(f"error: merge failed: {type(exc).__name__}: {exc}")
-        return 1
-    if out is not None:
         print(f"merged model written to {out}")
-    return 0
+        return 0
+
+    return _guarded(body, failure="merge")
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,28 +573,23 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from tuneplan.advisor.errors import InputError
+    missing = _no_file(args.plan, "PLAN", "give the plan.json written by `tuneplan advise`")
+    if missing is not None:
+        return missing
+    from tuneplan.executor import compare
 
-    if not Path(args.plan).is_file():
-        _err(InputError.one("PLAN", f"{args.plan}: no such file",
-                            "give the plan.json written by `tuneplan advise`").render())
-        return 2
-    try:
-        from tuneplan.executor import compare
-    except ModuleNotFoundError as exc:
-        _err(f"error: `tuneplan compare` cannot start: module {exc.name!r} is missing")
-        return 1
-    try:
-        methods = compare.parse_methods(args.methods)
-        cmp = compare.run_comparison(args.plan, methods, max_steps=args.max_steps, db=args.db,
-                                     output_dir=args.output, data=args.data,
-                                     model_path=args.model_path)
-    except InputError as exc:
-        _err(exc.render())
-        return 2
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
+    holder: dict = {}
+
+    def body() -> int:
+        holder["cmp"] = compare.run_comparison(
+            args.plan, compare.parse_methods(args.methods), max_steps=args.max_steps, db=args.db,
+            output_dir=args.output, data=args.data, model_path=args.model_path)
+        return 0
+
+    code = _guarded(body)
+    if code:
+        return code
+    cmp = holder["cmp"]
     if args.json:
         print(json.dumps(compare._as_dict(cmp), indent=2, default=str))
     else:

@@ -313,15 +313,6 @@ def test_run_failure_exits_1_and_names_run_dir(tmp_path, plan, monkeypatch, caps
     assert "RuntimeError: out of memory" in err and str(run_dir) in err
 
 
-def test_run_multi_process_without_launcher_exits_2(plan, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "tuneplan.executor.launch", None)
-    monkeypatch.delattr(tuneplan.executor, "launch", raising=False)
-    assert cli("run", str(plan), "--num-processes", "2") == 2
-    assert "multi-process launch is not available yet" in capsys.readouterr().err
-    assert cli("run", str(plan), "--dry-run") == 2
-    assert "not available yet" in capsys.readouterr().err
-
-
 def test_run_multi_process_calls_launcher(plan, monkeypatch):
     seen = []
     module = types.ModuleType("tuneplan.executor.launch")
