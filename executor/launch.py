@@ -297,9 +297,11 @@ def _finish(L: Launch, rc: int, interrupted: bool, tail: list[str]):
         else:
             status = "failed"
             if first:
-                # The failing rank is the one whose error is not a consequence (a SIGTERM from torchrun).
+                # Root causes first: a rank stopped by torchrun (KeyboardInterrupt) or whose peer
+                # vanished ("Connection closed by peer") is a consequence of another rank's error.
                 real = {r: e for r, e in first.items() if not e.startswith("KeyboardInterrupt")} or first
-                error = "; ".join(f"rank {r}: {e}" for r, e in sorted(real.items()))
+                ordered = sorted(real.items(), key=lambda kv: (_is_consequence(kv[1]), kv[0]))
+                error = "; ".join(f"rank {r}: {e}" for r, e in ordered)
             else:
                 lines = [ln for ln in tail if ln.strip()][-8:]
                 error = f"worker job exited with code {rc}" + (": " + " | ".join(lines) if lines else "")
@@ -396,3 +398,9 @@ def launch(plan_path: str, args) -> int:
         return 1
     _print_summary(result)
     return 0
+
+
+def _is_consequence(error: str) -> bool:
+    """Whether a rank's error only reports that another rank went away."""
+    return any(k in error for k in ("Connection closed by peer", "Connection reset by peer",
+                                    "Broken pipe"))

@@ -281,7 +281,7 @@ def test_failure_on_rank_1_is_recorded_failed(tmp_path, tiny, train_file, monkey
     assert _run(tmp_path, plan) == 1
     (row,) = _rows(tmp_path / "runs.duckdb")
     assert row["status"] == "failed" and row["num_processes"] == 2
-    assert row["error"].startswith("rank 1: RuntimeError: forced failure on rank 1")
+    assert row["error"].startswith("rank 1: RuntimeError: forced failure on rank 1"), row["error"]
     assert "rank 1" in capsys.readouterr().err
 
 
