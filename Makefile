@@ -25,7 +25,7 @@ demo: $(STAMP)
 	bash examples/demo.sh
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=10
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"
