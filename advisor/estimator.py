@@ -7,10 +7,27 @@ source of the formula (tags refer to ../shared/research/facts.md: [P] primary, [
 
 The model
 ---------
-peak = model states + saved activations + logits/loss buffers + framework overhead, all per
-device, i.e. the state at the start of the backward pass (every activation still saved, the loss
-gradient being formed, optimizer states resident). Gradients are counted in full at the same time
-(conservative: in reality they grow while activations are freed).
+peak = states + max(loss peak, end of backward) + framework overhead, all per device, where
+
+  loss peak        = saved activations + logits/loss buffers (+ the gradients, if they persist)
+  end of backward  = all gradients + the backward working set W (block 0 back-propagated: its
+                     saved tensors, or its recomputation and checkpointed input under gradient
+                     checkpointing, plus its gradient transients; QLoRA's dequantised weight)
+
+and states = weights, quantisation constants, adapters, optimizer states and persistent buffers
+(DDP allreduce buckets, FSDP all-gather buffers). In between, backward frees a block's saved tensors
+as it creates that block's gradients, so memory moves linearly between the two ends. The gradients
+persist, and are resident at the loss peak, when settings.gradient_accumulation_steps > 1 (they
+accumulate across micro-batches) and under DeepSpeed ZeRO (flat gradient partitions kept allocated;
+assumed, conservative); with accumulation 1 and zero_grad(set_to_none=True), as the executor runs
+it, they do not exist before backward ([M] torch.profiler, SmolLM2-135M full fp32 on CPU: counting
+them on top of the loss peak over-predicted the step by 13.5%).
+Itemisation: the activation and logits/loss terms always show the loss-peak inventory in full;
+gradient terms that do not persist count only max(0, G + W − A) (A = activations + loss buffers,
+G = those gradients), i.e. the part that exceeds what backward has freed, and their formula text
+states both phases. So the breakdown sums to the peak, every component is >= 0, and a
+"gradients" component below the stored gradient bytes means the peak is the loss peak (estimate
+with gradient_accumulation_steps=2 to see the gradients as stored).
 
 * Model states (facts 6a). full fine-tuning with AdamW is 16 B/param under mixed precision (ZeRO
   §3.1: 2+2+12; HF anatomy: fp32 weights 4 + fp32 grads 4 + AdamW 8); pure bf16 is 2+2+4 = 8;
@@ -531,6 +548,102 @@ def _block_inventory(model: ModelSpec, st: MemorySettings, rg: _Regime, targets:
     return items
 
 
+def _block_phase(model: ModelSpec, st: MemorySettings, rg: _Regime, items: list[_Item]) -> tuple[int, str]:
+    """Bytes per token while ONE block is back-propagated: its saved inventory plus its gradient
+    transients (the gate/up gradients, 2·M·ffn; with eager attention the fp32 softmax gradients,
+    8·a·s, while the MLP's saved tensors are already freed), and the formula text."""
+    s = st.seq_len
+    block = sum(i.per_token for i in items)
+    f_mlp = model.intermediate_size
+    mlp_saved = sum(i.per_token for i in items if i.group == "mlp")
+    phase_mlp = block + 2 * rg.mlp_out * f_mlp
+    phase_attn = block - mlp_saved + 8 * model.num_attention_heads * s if st.attention == "eager" else 0
+    f = (f"max(block {_n(block)} + 2·{rg.mlp_out}·ffn {f_mlp}"
+         + (f", block − MLP {_n(mlp_saved)} + 8·a·s (fp32 softmax grads)" if st.attention == "eager" else "")
+         + ")")
+    return max(phase_mlp, phase_attn), f
+
+
+def _backward_working_set(model: ModelSpec, st: MemorySettings, rg: _Regime, targets: list[str]) -> tuple[int, str]:
+    """Activation-like bytes still live at the end of backward, when every gradient exists.
+
+    The last block back-propagated (block 0) still holds its saved tensors (recomputed under
+    gradient checkpointing, plus its checkpointed input) and its gradient transients; everything the
+    later blocks and the loss saved is already freed. QLoRA adds the dequantised-weight temporary.
+    The state in between is linear in the number of blocks done (activations freed, gradients
+    created), so the two ends bound the whole backward pass.
+    """
+    b, s, h = st.micro_batch, st.seq_len, model.hidden_size
+    tokens = b * s
+    items = _block_inventory(model, st, rg, targets)
+    per, f = _block_phase(model, st, rg, items)
+    out = per * tokens
+    text = f"b·s·{f} = {b}·{s}·{_n(per)} = {_n(per * tokens)} B (block 0 back-propagated)"
+    if st.gradient_checkpointing:
+        ck = rg.resid * h * tokens
+        out += ck
+        text += f" + its checkpointed input b·s·h·{rg.resid} = {_n(ck)} B"
+    if st.method == "qlora":
+        big = max(m.in_features * m.out_features for m in model.linear_modules) * rg.act
+        out += big
+        text += f" + dequantised weight {_n(big)} B"
+    return out, text
+
+
+def _grads_persist(st: MemorySettings) -> tuple[bool, str]:
+    """Whether the parameter gradients are resident during forward (and why)."""
+    if st.gradient_accumulation_steps > 1:
+        return True, (f"gradient accumulation {st.gradient_accumulation_steps}: gradients persist across "
+                      f"micro-batches, so they are resident at the loss peak")
+    if st.strategy in ("deepspeed-zero2", "deepspeed-zero3"):
+        return True, ("DeepSpeed keeps its flat gradient partitions allocated across steps "
+                      "(assumed, conservative)")
+    return False, ("accumulation 1 with zero_grad(set_to_none=True): gradients are created during backward "
+                   "while the saved activations are freed")
+
+
+def _phase_max(terms: list[MemoryTerm], grad_idx: list[int], work: int, work_text: str,
+               persist: bool, why: str) -> list[MemoryTerm]:
+    """Replace the plain sum by the max over the two phases of a step.
+
+    Loss peak (start of backward): states + activations + loss buffers (+ gradients if they persist).
+    End of backward: states + all gradients + the backward working set `work`.
+    With S the other states: peak = S + max(A + G_p, G_p + G_n + W) = S + G_p + A + max(0, G_n + W − A),
+    where A = activations + logits_and_loss and G_n the gradients that do not persist. The
+    activation terms keep their full (loss-peak) value; the non-persistent gradient terms count
+    only max(0, G_n + W − A), in order; any excess beyond G_n (W > A) is one more activation term.
+    """
+    if persist or not grad_idx:
+        return terms
+    act = sum(x.bytes for x in terms if x.component in ("activations", "logits_and_loss"))
+    g_n = sum(terms[i].bytes for i in grad_idx)
+    if g_n == 0:
+        return terms
+    extra = max(0, g_n + work - act)
+    left = extra
+    out = list(terms)
+    for i in grad_idx:
+        x = terms[i]
+        c = min(left, x.bytes)
+        left -= c
+        out[i] = x.model_copy(update={
+            "bytes": c,
+            "label": f"{x.label} (counted where they exceed the activations freed by then)",
+            "formula": (f"{x.formula}; {why}: peak = max(loss peak: activations + loss A = {_n(act)} B, "
+                        f"end of backward: gradients G = {_n(g_n)} B + working set W = {_n(work)} B) ⇒ "
+                        f"gradients counted max(0, G + W − A) = {_n(extra)} B in all, {_n(c)} B here; "
+                        f"W = {work_text}"),
+            "source": x.source + "; torch Optimizer.zero_grad(set_to_none=True) docs; [M] torch.profiler on CPU "
+                                 "(SmolLM2-135M: gradients absent at the loss peak)",
+        })
+    if left > 0:
+        out.append(MemoryTerm(
+            component="activations", label="backward working set beyond the loss-peak activations", bytes=left,
+            formula=f"G + W − A − G = {_n(work)} − {_n(act)} = {_n(left)} B; W = {work_text}",
+            source=SRC_GC + "; " + SRC_KORTHIKANTI))
+    return out
+
+
 def _activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, targets: list[str],
                       compiled_loss: bool = False) -> None:
     """Saved activations over all blocks (or checkpointed inputs + one block) plus outside-block tensors."""
@@ -563,18 +676,14 @@ def _activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regi
               f"b·s·h·L·{rg.resid} B = {b}·{s}·{h}·{L}·{rg.resid} = {_n(ck)} B", SRC_GC)
         # While the last block is recomputed and back-propagated the loss buffers are already freed,
         # so that phase and the loss phase do not add up: only the excess over the loss buffers counts.
-        f_mlp = model.intermediate_size
-        mlp_saved = sum(i.per_token for i in items if i.group == "mlp")
-        phase_mlp = block_per_token + 2 * rg.mlp_out * f_mlp
-        phase_attn = block_per_token - mlp_saved + 8 * model.num_attention_heads * s if st.attention == "eager" else 0
-        phase = max(phase_mlp, phase_attn) * tokens
+        phase_tok, phase_f = _block_phase(model, st, rg, items)
+        phase = phase_tok * tokens
         loss = _loss_bytes(model, st, rg, compiled_loss)
         extra = max(0, phase - loss)
         t.add("activations", "one block recomputed in backward (+ its gradient transients), beyond the loss buffers",
               extra,
-              f"max(0, b·s·max(block {_n(block_per_token)} + 2·{rg.mlp_out}·ffn {f_mlp}"
-              + (f", block − MLP {_n(mlp_saved)} + 8·a·s (fp32 softmax grads)" if st.attention == "eager" else "")
-              + f") − loss buffers {_n(loss)}) = max(0, {_n(phase)} − {_n(loss)}) = {_n(extra)} B; block: {detail}",
+              f"max(0, b·s·{phase_f} − loss buffers {_n(loss)}) = max(0, {_n(phase)} − {_n(loss)}) = {_n(extra)} B; "
+              f"block: {detail}",
               SRC_GC + "; " + SRC_KORTHIKANTI + "; [M] peak RSS with checkpointing on CPU")
 
     # Outside the blocks: final norm (+ lm_head input when lm_head trains) and the token ids.
@@ -744,6 +853,8 @@ def estimate(
     shard = _sharding(st)
     t = _Terms()
     _state_terms(t, model, st, rg, trainable, targets, shard)
+    # Parameter gradients (not the DDP buckets below, which are allocated once and persist).
+    grad_idx = [i for i, x in enumerate(t.items) if x.component == "gradients" and x.bytes > 0]
 
     # Strategy-specific buffers.
     if st.strategy == "ddp" and st.num_devices > 1:
@@ -777,6 +888,8 @@ def estimate(
     t.add("framework_overhead", "allocator fragmentation", frag,
           f"{FRAGMENTATION_SHARE} × (activations + logits) {_n(churn)} B = {_n(frag)} B", SRC_FRAG)
 
+    work, work_text = _backward_working_set(model, st, rg, targets)
+    persist, why = _grads_persist(st)
     terms = t.items
     factor: Optional[float] = None
     if calibration:
@@ -784,7 +897,6 @@ def estimate(
         bad = sorted(set(calibration) - fields)
         if bad:
             raise ValueError(f"unknown calibration components {bad}; use {sorted(fields)}")
-        before = sum(x.bytes for x in terms)
         out: list[MemoryTerm] = []
         for x in terms:
             m = calibration.get(x.component)
@@ -798,9 +910,14 @@ def estimate(
                 "bytes": nb,
                 "formula": f"{x.formula}; × calibration {m:g} (tuneplan calibrate) = {_n(nb)} B",
             }))
+        before = sum(x.bytes for x in _phase_max(terms, grad_idx, work, work_text, persist, why))
         terms = out
+        work = int(round(work * calibration.get("activations", 1.0)))
+        terms = _phase_max(terms, grad_idx, work, work_text, persist, why)
         after = sum(x.bytes for x in terms)
         factor = after / before if before else 1.0
+    else:
+        terms = _phase_max(terms, grad_idx, work, work_text, persist, why)
 
     comp = {f: 0 for f in MemoryBreakdown.model_fields}
     for x in terms:

@@ -4,7 +4,9 @@ The fitting ladder, in order of cost to the user (each step only when the previo
   1. shard state over the given devices (DDP -> ZeRO-2 -> FSDP), simplest first;
   2. gradient checkpointing (~20-33% more compute, no change in results);
   3. 8-bit AdamW for full fine-tuning on CUDA (6 bytes/param less; HF anatomy, torchtune M5);
-  4. halve the micro-batch, keeping the effective batch with accumulation (slower, same results);
+  4. halve the micro-batch, keeping the effective batch with accumulation (slower, same results;
+     each rung is priced with the accumulation its micro-batch implies, TP047's arithmetic: above 1
+     the gradients persist across micro-batches and count at the loss peak);
   5. GPUs only, when nothing above fits: FSDP with CPU offload (parameters, gradients and optimizer
      states in host RAM, ZeRO-Offload/ZeRO-3-offload style; much slower over PCIe, and the host
      needs their bytes: see host_offload_bytes).
@@ -14,6 +16,7 @@ A user's pin removes that step from the ladder.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
@@ -61,16 +64,24 @@ def settings_for(
     optimizer: Optional[str] = None,
     lora_rank: Optional[int] = None,
     cpu_offload: Optional[bool] = None,
+    gradient_accumulation_steps: Optional[int] = None,
 ) -> MemorySettings:
-    """MemorySettings for `method` under the draft, with optional overrides."""
+    """MemorySettings for `method` under the draft, with optional overrides.
+
+    The accumulation is not an independent choice: TP047 sets it from the final micro-batch
+    (accumulation_for), so each rung is priced with the accumulation its own micro-batch implies
+    (halving the micro-batch to 1/2 gives accumulation >= 2, and then the gradients persist across
+    micro-batches and are resident at the loss peak). The chosen plan's estimate uses the draft's
+    final micro-batch, hence the same accumulation as the plan's training section."""
     lora = method != "full"
+    micro = micro_batch or d.micro_batch
     return MemorySettings(
         method=method,  # type: ignore[arg-type]
         precision=d.precision,  # type: ignore[arg-type]
         optimizer=(optimizer or default_optimizer(d, method)),  # type: ignore[arg-type]
         gradient_checkpointing=d.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
         attention=d.attention,  # type: ignore[arg-type]
-        micro_batch=micro_batch or d.micro_batch,
+        micro_batch=micro,
         seq_len=seq_len or d.seq_len,
         lora_rank=(lora_rank or d.lora_rank) if lora else None,
         target_modules=list(d.target_modules) if lora else None,
@@ -78,7 +89,14 @@ def settings_for(
         num_devices=d.num_devices,
         cpu_offload=d.cpu_offload if cpu_offload is None else cpu_offload,
         lora_dropout=d.lora_dropout if lora else None,
+        gradient_accumulation_steps=gradient_accumulation_steps or accumulation_for(d, micro),
     )
+
+
+def accumulation_for(d: Draft, micro_batch: int) -> int:
+    """Accumulation steps that keep the task's effective batch at this micro-batch: the same
+    arithmetic as rule TP047 (ceil(batch / (micro x devices)))."""
+    return max(1, math.ceil(d.task.batch_size / (micro_batch * d.num_devices)))
 
 
 def estimate_for(d: Draft, method: str, **overrides) -> MemoryEstimate:
@@ -166,9 +184,11 @@ def offload_possible(d: Draft) -> bool:
 def host_offload_bytes(d: Draft, fit: Fit) -> int:
     """Host RAM one node needs for an offloaded fit: the parameters, gradients and optimizer
     states its GPUs would hold under FSDP without offload (per device x GPUs per node)."""
+    # Accumulation >= 2 so the estimate counts the gradients in full (stored, not just their excess
+    # over the activations at the peak): host RAM holds them whatever the phase.
     est = estimate_for(d, d.method, gradient_checkpointing=fit.gradient_checkpointing,
                        micro_batch=fit.micro_batch, strategy="fsdp", optimizer=fit.optimizer,
-                       cpu_offload=False)
+                       cpu_offload=False, gradient_accumulation_steps=2)
     b = est.breakdown
     per_device = b.weights + b.quantization_constants + b.adapter_weights + b.gradients + b.optimizer_states
     return int(per_device * getattr(d.hardware, "count", 1))

@@ -173,6 +173,10 @@ class MemorySettings(Strict):
     loss_chunk_size: Optional[int] = Field(default=None, ge=1)
     """Tokens per chunk when cross-entropy is computed in chunks (torchtune's chunked CE, TRL's
     chunked_nll); None: logits for the whole micro-batch at once, as transformers does."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Micro-batches per optimizer step. Above 1 the gradients persist across micro-batches, so they
+    are resident at the forward/loss peak; at 1 (with zero_grad(set_to_none=True)) they are created
+    during backward as activations are freed, and only count where they exceed them."""
 
 
 class MemoryEstimate(Strict):
