@@ -76,3 +76,15 @@ def test_run_example_plan_and_check(db: Path, tmp_path: Path) -> None:
     s = tp("sql", "--db", str(db), "--format", "json",
            f"SELECT method, status FROM runs WHERE run_id = '{result['run_id']}'")
     assert json.loads(s.stdout) == [{"method": "lora", "status": "succeeded"}]
+
+
+def test_example_plan_on_two_processes(db: Path, tmp_path: Path) -> None:
+    """DDP with 2 processes (gloo on CPU) runs the example plan and lands ONE record."""
+    r = tp("run", "examples/plan.json", "--num-processes", "2", "--max-steps", "1", "--db", str(db),
+           "--output", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    from tuneplan.executor import store
+
+    cols, rows = store.query(db, "SELECT num_processes, strategy, status, steps FROM runs "
+                                 "WHERE num_processes = 2")
+    assert rows == [(2, "ddp", "succeeded", 1)]
