@@ -112,9 +112,8 @@ class Launch:
             if not self.dry_run and not _has_deepspeed():
                 raise InputError.one("distributed.strategy",
                                      f"{lay.strategy} needs the deepspeed package, which is not "
-                                     "installed", "pip install deepspeed, or re-plan with FSDP "
-                                     "(`tuneplan advise ... --pin strategy=fsdp`); --dry-run shows "
-                                     "the config without it")
+                                     "installed", "pip install deepspeed, or set distributed.strategy "
+                                     "to \"fsdp\" in the plan; --dry-run shows the config without it")
         # Inputs are checked here, before any process starts (bad input exits 2).
         spec = self.plan.data
         max_steps = getattr(args, "max_steps", None)
