@@ -516,7 +516,7 @@ def test_peak_rss_matches_activations_and_loss():
     cases = [("full", "sdpa", 4, 256, False), ("full", "sdpa", 4, 256, True), ("lora", "sdpa", 4, 256, True)]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, json.dumps(cases), json.dumps(TINY)],
-                         capture_output=True, text=True, env=env, timeout=300)
+                         capture_output=True, text=True, env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     measured = json.loads(res.stdout.strip().splitlines()[-1])
     for method, attn, b, s, ckpt in cases:
