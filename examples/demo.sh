@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: advise for this machine, train the embedded SmolLM2-135M-Instruct on the example
-# task (dates to ISO 8601), then show predicted vs measured from DuckDB.
+# task (dates to ISO 8601; its longest example is 66 tokens, so 72-token sequences), then show
+# predicted vs measured from DuckDB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TP=.venv/bin/tuneplan
@@ -11,7 +12,7 @@ mkdir -p "$OUT"
 
 echo "== 1. advise: SmolLM2-135M-Instruct on this machine's CPU, a near-domain formatting task"
 $TP advise --model HuggingFaceTB/SmolLM2-135M-Instruct --cpu --domain near --domain-label extraction \
-    --forgetting medium --seq-len 128 --batch-size 8 \
+    --forgetting medium --seq-len 72 --batch-size 8 \
     --data examples/data/train.jsonl --eval-data examples/data/eval.jsonl -o "$OUT/plan.json"
 
 echo; echo "== 2. run the plan for $STEPS steps (first run converts the embedded GGUF once, ~30 s)"

@@ -22,7 +22,7 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # A fixed machine so the committed plans do not depend on where they were generated.
 EXAMPLE_CPU = CPUHardware(name="example 2-core CPU", memory_bytes=24 * GiB, cores=2)
 TASK = Task(domain_distance="near", domain_label="extraction", forgetting_tolerance="medium",
-            seq_len=128, batch_size=8)
+            seq_len=72, batch_size=8)
 
 
 def example_plan(method: Optional[str], data_prefix: str) -> Plan:
