@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -126,25 +125,16 @@ def test_database_failure_warns_and_keeps_the_run(tiny, train_file, tmp_path, mo
     assert "tuneplan runs ingest" in capsys.readouterr().err
 
 
-SCRIPT = textwrap.dedent("""
-    import signal, sys
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.path.insert(0, {tests!r})
-    from exec_fixtures import make_plan
-    from tuneplan.executor.runner import run_plan
-    plan = make_plan("lora", {model!r}, train_path={data!r}, training={{"max_steps": 100000}})
-    try:
-        run_plan(plan, output_dir={out!r}, db={db!r}, progress=False)
-    except KeyboardInterrupt:
-        sys.exit(130)
-""")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_interrupts_a_real_run(sig, tiny, train_file, tmp_path):
     out, db = tmp_path / "runs", tmp_path / "db.duckdb"
-    code = SCRIPT.format(tests=str(TESTS), model=str(tiny), data=str(train_file), out=str(out), db=str(db))
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
+    plan_file = tmp_path / "long-plan.json"
+    plan_file.write_text(make_plan("lora", str(tiny), train_path=str(train_file),
+                                   training={"max_steps": 100000}).model_dump_json())
+    # The real command line a user runs: `tuneplan run PLAN --output DIR --db DB`.
+    proc = subprocess.Popen([sys.executable, "-m", "tuneplan.advisor.cli", "run", str(plan_file),
+                             "--output", str(out), "--db", str(db)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.time() + 120
