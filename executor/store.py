@@ -239,6 +239,22 @@ LEARNING_MATCH_SHARE = 0.8
 _OOM_PATTERN = r"(?i)(out ?of ?memory|OutOfMemoryError|MemoryError|can't allocate memory)"
 """What a failed run's error looks like when it ran out of memory (CUDA OOM, Python/CPU OOM)."""
 
+_AUDIT_MEMORY_PREDICTIONS = f"""
+CREATE OR REPLACE VIEW audit_memory_predictions AS
+SELECT
+    method, device_kind,
+    count(*) AS runs,
+    count(memory_error_comparable) AS measured_runs,
+    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT}) AS within_threshold,
+    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT})::DOUBLE
+        / nullif(count(memory_error_comparable), 0) AS share_within_threshold,
+    avg(memory_error_comparable) AS mean_memory_error_comparable,
+    avg(abs(memory_error_comparable)) AS mean_abs_memory_error_comparable,
+    count(*) FILTER (WHERE out_of_memory AND predicted_fits) AS oom_when_predicted_to_fit
+FROM run_memory_checks
+GROUP BY method, device_kind;
+"""
+
 _V3_COMPARISONS = f"""
 CREATE TABLE IF NOT EXISTS comparisons (
     compare_id VARCHAR NOT NULL,
@@ -318,36 +334,8 @@ JOIN comparison_runs f ON f.compare_id = a.compare_id AND f.method = 'full'
 WHERE a.method IN ('lora', 'qlora') AND a.status = 'succeeded' AND f.status = 'succeeded'
   AND a.learning IS NOT NULL AND f.learning IS NOT NULL;
 
-CREATE OR REPLACE VIEW audit_memory_predictions AS
-SELECT
-    method, device_kind,
-    count(*) AS runs,
-    count(memory_error_comparable) AS measured_runs,
-    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT}) AS within_threshold,
-    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT})::DOUBLE
-        / nullif(count(memory_error_comparable), 0) AS share_within_threshold,
-    avg(memory_error_comparable) AS mean_memory_error_comparable,
-    avg(abs(memory_error_comparable)) AS mean_abs_memory_error_comparable,
-    count(*) FILTER (WHERE out_of_memory AND predicted_fits) AS oom_when_predicted_to_fit
-FROM run_memory_checks
-GROUP BY method, device_kind;
-"""
+{_AUDIT_MEMORY_PREDICTIONS}"""
 
-_AUDIT_MEMORY_PREDICTIONS = f"""
-CREATE OR REPLACE VIEW audit_memory_predictions AS
-SELECT
-    method, device_kind,
-    count(*) AS runs,
-    count(memory_error_comparable) AS measured_runs,
-    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT}) AS within_threshold,
-    count(*) FILTER (WHERE memory_error_comparable >= -{MEMORY_UNDER_PREDICTION_LIMIT})::DOUBLE
-        / nullif(count(memory_error_comparable), 0) AS share_within_threshold,
-    avg(memory_error_comparable) AS mean_memory_error_comparable,
-    avg(abs(memory_error_comparable)) AS mean_abs_memory_error_comparable,
-    count(*) FILTER (WHERE out_of_memory AND predicted_fits) AS oom_when_predicted_to_fit
-FROM run_memory_checks
-GROUP BY method, device_kind;
-"""
 
 _V4_RUNTIME = f"""
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS runtime_bytes BIGINT;
