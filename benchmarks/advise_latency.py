@@ -7,6 +7,7 @@ Run: .venv/bin/python benchmarks/advise_latency.py [--runs N]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -19,12 +20,17 @@ PYTHON = [sys.executable, "-c", "pass"]
 TORCH = [sys.executable, "-c", "import torch"]
 
 
+# pip compiles an installed package to bytecode; an editable checkout gets it on first import
+# unless PYTHONDONTWRITEBYTECODE is set (some shells set it). Measure the installed situation.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def timed(cmd: list[str], runs: int) -> list[float]:
     """Wall seconds of `runs` fresh processes running cmd."""
     out = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -33,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=11)
     args = ap.parse_args()
-    timed(ADVISE, 1)  # warm the page cache and .pyc files
+    timed(ADVISE, 1)  # warm the page cache and write the .pyc files
     rows = [("python -c pass (interpreter floor)", timed(PYTHON, args.runs)),
             ("tuneplan advise --json", timed(ADVISE, args.runs)),
             ("tuneplan advise (rich table)", timed(ADVISE_HUMAN, args.runs)),
