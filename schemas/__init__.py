@@ -21,7 +21,6 @@ from .inputs import (
     Pins,
     Task,
 )
-from .run import MeasuredMemory, RunResult, RunStatus
 from .plan import (
     SCHEMA_VERSION,
     Alternative,
@@ -40,6 +39,18 @@ from .plan import (
 
 SCHEMA_FILE = Path(__file__).with_name("plan.schema.json")
 SCHEMA_ID = "https://tuneplan.dev/schemas/plan-1.0.schema.json"
+
+
+_RUN_NAMES = ("MeasuredMemory", "RunResult", "RunStatus")
+
+
+def __getattr__(name: str):
+    """Run-result models load on first use: the advise path never needs them (PEP 562)."""
+    if name in _RUN_NAMES:
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tuneplan_version() -> str:
