@@ -43,8 +43,8 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tuneplan.advisor.catalog import get_model  # noqa: E402
 from tuneplan.advisor.estimator import estimate  # noqa: E402
-from tuneplan.advisor.modelspec import build_spec  # noqa: E402
 from tuneplan.schemas import MemoryEstimate, MemorySettings, ModelSpec  # noqa: E402
 
 GiB = 1024**3
@@ -54,29 +54,8 @@ GOAL = 15.0
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The catalog's ModelSpec, or a build_spec fallback from the public config numbers."""
-    try:
-        from tuneplan.advisor.catalog import get_model
-
-        return get_model(name)
-    except Exception:  # catalog missing or incomplete: public config.json numbers
-        cfgs = {
-            "meta-llama/Llama-3.1-8B": dict(family="llama", num_layers=32, hidden_size=4096, intermediate_size=14336,
-                                            num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
-            "meta-llama/Llama-3.2-3B": dict(family="llama", num_layers=28, hidden_size=3072, intermediate_size=8192,
-                                            num_attention_heads=24, num_key_value_heads=8, vocab_size=128256,
-                                            head_dim=128, tie_word_embeddings=True),
-            "huggyllama/llama-7b": dict(family="llama", num_layers=32, hidden_size=4096, intermediate_size=11008,
-                                        num_attention_heads=32, vocab_size=32000),
-            "meta-llama/Llama-2-7b-hf": dict(family="llama", num_layers=32, hidden_size=4096,
-                                             intermediate_size=11008, num_attention_heads=32, vocab_size=32000),
-            "meta-llama/Llama-2-70b-hf": dict(family="llama", num_layers=80, hidden_size=8192,
-                                              intermediate_size=28672, num_attention_heads=64,
-                                              num_key_value_heads=8, vocab_size=32000),
-            "gpt3-175b": dict(family="gpt3", num_layers=96, hidden_size=12288, intermediate_size=4 * 12288,
-                              num_attention_heads=96, vocab_size=50257, tie_word_embeddings=True),
-        }
-        return build_spec(name=name, **cfgs[name])
+    """The catalog's ModelSpec (every benchmark model is in the catalog, each row citing its config)."""
+    return get_model(name)
 
 
 def settings(**kw) -> MemorySettings:

@@ -15,34 +15,15 @@ import textwrap
 import pytest
 
 from tuneplan.advisor.estimator import DEFAULT_HEADROOM, estimate
+from tuneplan.advisor.catalog import get_model
 from tuneplan.advisor.modelspec import build_spec
 from tuneplan.schemas import GB, GiB, MemoryBreakdown, MemorySettings, ModelSpec
 
 # ----------------------------------------------------------------------------- models
 
-_CONFIGS = {
-    "meta-llama/Llama-2-7b-hf": dict(family="llama", num_layers=32, hidden_size=4096, intermediate_size=11008,
-                                     num_attention_heads=32, vocab_size=32000, max_position_embeddings=4096),
-    "meta-llama/Llama-3.1-8B": dict(family="llama", num_layers=32, hidden_size=4096, intermediate_size=14336,
-                                    num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
-    "huggyllama/llama-65b": dict(family="llama", num_layers=80, hidden_size=8192, intermediate_size=22016,
-                                 num_attention_heads=64, vocab_size=32000),
-    "gpt3-175b": dict(family="gpt3", num_layers=96, hidden_size=12288, intermediate_size=4 * 12288,
-                      num_attention_heads=96, vocab_size=50257, tie_word_embeddings=True),
-    "Qwen/Qwen2.5-0.5B": dict(family="qwen2", num_layers=24, hidden_size=896, intermediate_size=4864,
-                              num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
-                              tie_word_embeddings=True),
-}
-
-
 def model(name: str) -> ModelSpec:
-    """Catalog model, falling back to build_spec with the public config numbers."""
-    try:
-        from tuneplan.advisor.catalog import get_model
-
-        return get_model(name)
-    except Exception:
-        return build_spec(name=name, **_CONFIGS[name])
+    """The catalog model (each catalog row cites its config source)."""
+    return get_model(name)
 
 
 def S(**kw) -> MemorySettings:
