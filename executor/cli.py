@@ -58,6 +58,18 @@ def _non_negative_int(text: str) -> int:
 _DB_HELP = "run database (default: $TUNEPLAN_DB or ./.tuneplan/runs.duckdb)"
 
 
+def _add_run_options(p: argparse.ArgumentParser, *, output_help: str) -> None:
+    """PLAN and the options shared by everything that executes a plan (run, compare)."""
+    p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
+    p.add_argument("--data", metavar="PATH", help="training data (JSONL, JSON, CSV or Parquet); "
+                   "overrides plan.data.train_path")
+    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
+    p.add_argument("--output", metavar="DIR", help=output_help)
+    p.add_argument("--max-steps", type=_positive_int, metavar="N",
+                   help="stop each run after N optimizer steps (smoke tests)")
+    p.add_argument("--model-path", metavar="DIR", help="load the model from this local directory")
+
+
 def register(subparsers: "argparse._SubParsersAction") -> None:
     """Add the executor's subcommands (run, runs [ingest], sql, merge) to the root command's
     subparsers. Each subparser gets a ``func`` default: the root calls ``args.func(args)`` and
@@ -71,14 +83,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "record the run in the run database. Exit 0 succeeded, 1 failed, 2 bad input, "
         "130 interrupted.",
     )
-    p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
-    p.add_argument("--data", metavar="PATH", help="training data (JSONL, JSON, CSV or Parquet); "
-                   "overrides plan.data.train_path")
-    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
-    p.add_argument("--output", metavar="DIR", help="parent directory for the run directory")
-    p.add_argument("--max-steps", type=_positive_int, metavar="N",
-                   help="stop after N optimizer steps (smoke tests)")
-    p.add_argument("--model-path", metavar="DIR", help="load the model from this local directory")
+    _add_run_options(p, output_help="parent directory for the run directory")
     p.add_argument("--num-processes", type=_positive_int, metavar="N", default=None,
                    help="processes to launch over all machines (default: as planned, "
                    "distributed.num_processes); more than 1 launches workers with torchrun (CPU, "
@@ -156,16 +161,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "method does not stop the others. Exit 0 all succeeded, 1 any failed or was skipped, "
         "2 bad input, 130 interrupted.",
     )
-    p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
+    _add_run_options(p, output_help="where variant plans and run directories go "
+                     "(default: runs/<compare id>)")
     p.add_argument("--methods", default="full,lora,qlora", metavar="LIST",
                    help="comma-separated methods to run (default: full,lora,qlora)")
-    p.add_argument("--max-steps", type=_positive_int, metavar="N",
-                   help="stop each run after N optimizer steps")
-    p.add_argument("--db", metavar="PATH", help=_DB_HELP)
-    p.add_argument("--output", metavar="DIR",
-                   help="where variant plans and run directories go (default: runs/<compare id>)")
-    p.add_argument("--data", metavar="PATH", help="training data; overrides plan.data.train_path")
-    p.add_argument("--model-path", metavar="DIR", help="load the model from this local directory")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=_cmd_compare)
 
