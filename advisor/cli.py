@@ -121,7 +121,9 @@ def cmd_advise(args) -> int:
             train_path=args.data, eval_path=args.eval_data, probe_path=args.probe_data)})
     text = plan_to_json(plan, SCHEMA_ID)
     if args.output:
-        _atomic_write(Path(args.output), text)
+        from .fileio import write_text_atomic
+
+        write_text_atomic(args.output, text)
     if args.json:
         sys.stdout.write(text)
     else:
@@ -137,16 +139,6 @@ def _load_calibration(db: Optional[str], inputs) -> Optional[dict[str, float]]:
 
     return load_factors(db, inputs)
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- small commands

@@ -317,7 +317,6 @@ def _state_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, t
                  targets: list[str], shard: _Shard) -> None:
     """Weights, quantisation constants, adapters, gradients and optimizer states."""
     P = model.total_params
-    n = st.num_devices
     opt = st.optimizer
     zero_itemisation = st.strategy in ("deepspeed-zero2", "deepspeed-zero3")
 
@@ -650,7 +649,6 @@ def _activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regi
     b, s, L, h = st.micro_batch, st.seq_len, model.num_layers, model.hidden_size
     tokens = b * s
     items = _block_inventory(model, st, rg, targets)
-    block_per_token = sum(i.per_token for i in items)
     detail = "; ".join(f"{i.label}: {i.formula} = {_n(i.per_token)}" for i in items)
 
     if not st.gradient_checkpointing:

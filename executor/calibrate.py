@@ -25,14 +25,13 @@ The factors go to ``<db dir>/calibration.json`` (advisor/calibration.py reads th
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 from tuneplan.advisor.calibration import calibration_path, factor_key
+from tuneplan.advisor.fileio import write_text_atomic
 from tuneplan.schemas import MemoryEstimate, load_plan_dict
 
 from . import store
@@ -200,13 +199,6 @@ def write(db: store.DBPath, result: Fit) -> Path:
         "mean_abs_error_after": result.mean_abs_error_after,
         "skipped": [{"run_id": r, "reason": why} for r, why in result.skipped],
     }
-    fd, tmp = tempfile.mkstemp(prefix=".calibration.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     result.path = path
     return path

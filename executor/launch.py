@@ -276,7 +276,9 @@ def _load_result(L: Launch):
 
 def _finish(L: Launch, rc: int, interrupted: bool, tail: list[str]):
     """Record the outcome rank 0 could not (failure elsewhere, a kill, Ctrl-C); add the launch notes."""
-    from .runner import _record, _utc_now, _write_json_atomic
+    from tuneplan.advisor.fileio import write_text_atomic
+
+    from .runner import _record, _utc_now
 
     result = _load_result(L)
     changed = False
@@ -309,7 +311,7 @@ def _finish(L: Launch, rc: int, interrupted: bool, tail: list[str]):
         changed = True
     if changed:
         L.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(L.run_dir / "result.json", result.model_dump_json(indent=2))
+        write_text_atomic(L.run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
         _record(getattr(L.args, "db", None), result, _read_metrics(L.run_dir))
     return result
 

