@@ -250,11 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gpus", help="list the GPU catalog")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_gpus)
-    for mod in ("tuneplan.executor.cli", "tuneplan.tui.cli"):
-        try:
-            __import__(mod, fromlist=["register"]).register(sub)
-        except ImportError:
-            pass
+    # The executor's and the TUI's subcommands; their modules import only argparse at load time.
+    from tuneplan.executor import cli as executor_cli
+    from tuneplan.tui import cli as tui_cli
+
+    executor_cli.register(sub)
+    tui_cli.register(sub)
     return p
 
 
