@@ -36,25 +36,25 @@ def _add_advise(sub) -> None:
     h.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs per node (or CPU processes)")
     h.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes (machines)")
     t = p.add_argument_group("task")
-    t.add_argument("--domain", dest="domain_distance", choices=["near", "moderate", "far"],
+    t.add_argument("--domain", dest="domain_distance", metavar="{near,moderate,far}",
                    help="distance from what the base model knows (code, math, new language: far)")
-    t.add_argument("--forgetting", dest="forgetting_tolerance", choices=["low", "medium", "high"],
+    t.add_argument("--forgetting", dest="forgetting_tolerance", metavar="{low,medium,high}",
                    help="how much general ability may be lost")
     t.add_argument("--domain-label", help="code, math, chat, classification, new-language, …")
-    t.add_argument("--regime", choices=["instruction", "continued-pretraining"])
+    t.add_argument("--regime", metavar="{instruction,continued-pretraining}")
     t.add_argument("--seq-len", type=int, help="tokens per sequence (default 2048)")
     t.add_argument("--batch-size", type=int, help="effective batch in sequences (default 8)")
     t.add_argument("--dataset-tokens", type=float, help="training-set size in tokens (e.g. 5e7)")
     t.add_argument("--needs-fresh-facts", action="store_true",
                    help="the goal is facts that change or must be cited (retrieval comes first)")
     q = p.add_argument_group("pins (the advisor fills the rest and warns where it disagrees)")
-    q.add_argument("--method", choices=["full", "lora", "qlora"])
+    q.add_argument("--method", metavar="{full,lora,qlora}")
     q.add_argument("--lora-rank", type=int)
     q.add_argument("--target-modules", help="comma-separated module names, or all-linear")
-    q.add_argument("--precision", choices=["bf16-mixed", "bf16", "fp16-mixed", "fp32"])
+    q.add_argument("--precision", metavar="{bf16-mixed,bf16,fp16-mixed,fp32}")
     q.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
-    q.add_argument("--optimizer", choices=["adamw", "adamw-8bit", "paged-adamw-8bit", "paged-adamw-32bit"])
-    q.add_argument("--attention", choices=["eager", "sdpa", "flash"])
+    q.add_argument("--optimizer", metavar="{adamw,adamw-8bit,paged-adamw-8bit,paged-adamw-32bit}")
+    q.add_argument("--attention", metavar="{eager,sdpa,flash}")
     q.add_argument("--learning-rate", type=float)
     q.add_argument("--max-steps", type=int)
     d = p.add_argument_group("data (recorded in the plan for `tuneplan run`)")

@@ -130,3 +130,14 @@ def test_hardware_and_model_variants(flags) -> None:
     r = tp(*base, *flags)
     assert r.returncode in (0, 3), r.stderr
     assert json.loads(r.stdout)["inputs"]["hardware"]["kind"] in ("cpu", "gpu")
+
+
+def test_bad_choices_reported_with_every_other_problem() -> None:
+    """A misspelt choice does not stop validation at the first flag: all problems come at once."""
+    r = tp("advise", "--model", "qwen-7", "--gpu-memory", "-3", "--domain", "far",
+           "--forgetting", "sometimes", "--method", "adapter")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "4 problems" in r.stderr
+    for flag in ("--model", "--gpu-memory", "--forgetting", "--method"):
+        assert flag in r.stderr
+    assert "'low', 'medium' or 'high'" in r.stderr and "Qwen/Qwen2.5-7B" in r.stderr
