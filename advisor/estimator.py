@@ -519,7 +519,7 @@ def _block_inventory(model: ModelSpec, st: MemorySettings, rg: _Regime, targets:
         A = rg.adapter_in
         per = 0
         parts = []
-        for label, mods, kind in groups:
+        for _label, mods, kind in groups:
             shared_done = False
             for m in mods:
                 if m.name not in targets:

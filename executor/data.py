@@ -293,7 +293,7 @@ def encode_rows(rows: list[Row], tokenizer, seq_len: int) -> tuple[list[Example]
         full = encode_row(row, tokenizer, 1 << 30)
         ex = Example(full.input_ids[:seq_len], full.labels[:seq_len])
         truncated += len(full.input_ids) > seq_len
-        if all(l == IGNORE_INDEX for l in ex.labels[1:]):
+        if all(lab == IGNORE_INDEX for lab in ex.labels[1:]):
             dropped += 1
             continue
         out.append(ex)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from .common import GB, GiB, METHODS, Strict
 from .inputs import (
@@ -44,7 +45,7 @@ SCHEMA_ID = "https://tuneplan.dev/schemas/plan-1.0.schema.json"
 _RUN_NAMES = ("MeasuredMemory", "RunResult", "RunStatus")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """Run-result models load on first use: the advise path never needs them (PEP 562)."""
     if name in _RUN_NAMES:
         from . import run
@@ -60,7 +61,7 @@ def tuneplan_version() -> str:
         return "0.0.0+source"
 
 
-def plan_json_schema() -> dict:
+def plan_json_schema() -> dict[str, Any]:
     """The JSON Schema of plan.json, as committed in schemas/plan.schema.json."""
     schema = Plan.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -77,7 +78,7 @@ def plan_json_schema_text() -> str:
     return json.dumps(plan_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
-def load_plan_dict(data: dict) -> Plan:
+def load_plan_dict(data: dict[str, Any]) -> Plan:
     """Validate a plan dict (an optional "$schema" key is accepted and dropped)."""
     data = {k: v for k, v in data.items() if k != "$schema"}
     return Plan.model_validate(data)

@@ -47,7 +47,7 @@ def runs_db(tmp_path, capsys):
     base = load_plan_dict(advise_json(capsys))
     _, variants = build_variants(base, ["full", "lora", "qlora"])
     db = tmp_path / "cal" / "runs.duckdb"
-    for i, (method, plan) in enumerate(variants.items()):
+    for method, plan in variants.items():
         states, act = parts(plan)
         for j, scale in enumerate((0.5, 0.52)):
             record_run(db, tmp_path / "runs", f"{method}-{j}", method=method, plan=plan,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
+from tuneplan.advisor.errors import InputError
 from tuneplan.executor import compare, store
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.executor.compare import Outcome, judge
@@ -200,7 +201,7 @@ def test_judge_qlora_and_missing_runs():
 def test_parse_methods():
     assert compare.parse_methods("qlora, LoRA") == ["qlora", "lora"]
     for bad in ("", "lora,lora", "x"):
-        with pytest.raises(Exception):
+        with pytest.raises(InputError):
             compare.parse_methods(bad)
 
 

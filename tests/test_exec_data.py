@@ -17,7 +17,7 @@ def tok():
 
 
 def _trained_text(tok, ex: D.Example) -> str:
-    return tok.decode([i for i, l in zip(ex.input_ids, ex.labels) if l != D.IGNORE_INDEX])
+    return tok.decode([i for i, lab in zip(ex.input_ids, ex.labels) if lab != D.IGNORE_INDEX])
 
 
 def _read_one(tmp_path, row) -> D.Row:

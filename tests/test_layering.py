@@ -48,3 +48,59 @@ def test_advise_path_loads_no_heavy_module(tmp_path) -> None:
     report = json.loads(out.stderr.strip().splitlines()[-1])
     assert report == {"rc": 0, "heavy": []}
     assert json.loads((tmp_path / "p.json").read_text())["method"] == "lora"
+
+
+# Deferred imports (inside functions) the advisor is allowed, each with why. Anything else found
+# anywhere in schemas/ or advisor/ -- module level, inside a function, or via importlib -- fails.
+DEFERRED_ALLOWED = {
+    # The app's root command registers the executor's and the TUI's subcommands (issue 10 debt).
+    ("advisor/cli.py", "tuneplan.executor"),
+    ("advisor/cli.py", "tuneplan.tui"),
+    # `--model DIR` cross-checks parameter counts on the meta device when torch is installed.
+    ("advisor/catalog.py", "torch"),
+    ("advisor/catalog.py", "transformers"),
+    # The people's view of a plan (a table with bars); --json never loads it.
+    ("advisor/render.py", "rich"),
+}
+
+
+def _every_import(path: Path) -> set[str]:
+    """Every imported module name in the file, at any depth, plus importlib.import_module("x")."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", ""))
+              in ("import_module", "__import__") and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names.add(node.args[0].value)
+    return names
+
+
+def _allowed_import(rel: str, name: str) -> bool:
+    top = name.split(".")[0]
+    if top in sys.stdlib_module_names or top in ("pydantic", "__future__"):
+        return True
+    if name.startswith(("tuneplan.schemas", "tuneplan.advisor")):
+        return True
+    return any(rel == f and (name == m or name.startswith(m + ".")) for f, m in DEFERRED_ALLOWED)
+
+
+def test_no_hidden_imports_in_schemas_and_advisor() -> None:
+    offenders = {}
+    for pkg in ("schemas", "advisor"):
+        for path in sorted((ROOT / pkg).glob("*.py")):
+            rel = str(path.relative_to(ROOT))
+            bad = sorted(n for n in _every_import(path) if not _allowed_import(rel, n))
+            if bad:
+                offenders[rel] = bad
+    assert not offenders, f"imports outside stdlib + pydantic (add to DEFERRED_ALLOWED with a reason): {offenders}"
+
+
+def test_hidden_import_scan_sees_function_level_imports(tmp_path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n    import torch\n    import importlib\n    importlib.import_module('duckdb')\n")
+    assert {"torch", "duckdb"} <= _every_import(src)
+    assert not _allowed_import("advisor/x.py", "torch")
