@@ -58,7 +58,8 @@ def _add_advise(sub) -> None:
     q.add_argument("--learning-rate", type=float)
     q.add_argument("--max-steps", type=int)
     d = p.add_argument_group("data (recorded in the plan for `tuneplan run`)")
-    d.add_argument("--data", help="training data file (JSONL, JSON, CSV or Parquet)")
+    d.add_argument("--data", help="training data file (JSONL, JSON, CSV or Parquet); its token lengths "
+                   "set --seq-len (99th percentile), --dataset-tokens and the planned steps unless given")
     d.add_argument("--eval-data", help="in-domain eval file (default: carved off --data)")
     d.add_argument("--probe-data", help="general-text forgetting probe (default: built-in)")
     o = p.add_argument_group("output")
@@ -86,6 +87,7 @@ def _answers(args):
               "precision": args.precision, "gradient_checkpointing": args.gradient_checkpointing,
               "optimizer": args.optimizer, "attention": args.attention,
               "learning_rate": args.learning_rate, "max_steps": args.max_steps},
+        data=args.data, eval_data=args.eval_data,
     )
 
 

@@ -52,6 +52,7 @@ class Draft:
     weight_decay: float = 0.0
     num_epochs: Optional[float] = 3.0
     max_steps: Optional[int] = None
+    planned_steps: Optional[int] = None
     quantization: Optional[dict[str, Any]] = None
     # bookkeeping
     headroom_fraction: float = DEFAULT_HEADROOM

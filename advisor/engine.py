@@ -63,6 +63,7 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
             warmup_ratio=d.warmup_ratio,
             num_epochs=d.num_epochs,
             max_steps=d.max_steps,
+            planned_steps=d.planned_steps or d.max_steps,
             per_device_batch_size=d.micro_batch,
             gradient_accumulation_steps=d.grad_accum,
             max_grad_norm=d.max_grad_norm,

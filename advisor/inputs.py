@@ -43,6 +43,10 @@ class Answers:
     nodes: int = 1
     task: dict = field(default_factory=dict)
     pins: dict = field(default_factory=dict)
+    data: Optional[str] = None
+    """Training file to read seq_len, dataset tokens and rows from (advisor/datastats.py)."""
+    eval_data: Optional[str] = None
+    """In-domain eval file; when given no rows are carved off the training data."""
 
 
 def resolve_model(answers: Answers) -> ModelSpec:
@@ -95,8 +99,22 @@ def build_inputs(answers: Answers) -> Inputs:
         hardware = resolve_hardware(answers)
     except InputError as e:
         problems += e.problems
+    task_answers = {k: v for k, v in answers.task.items() if v is not None}
+    data_stats = None
+    if answers.data and model is not None:
+        from .datastats import read_data_stats
+
+        try:
+            pinned = task_answers.get("seq_len")
+            data_stats = read_data_stats(answers.data, model, seq_len=pinned if isinstance(pinned, int) else None,
+                                         eval_path=answers.eval_data)
+        except InputError as e:
+            problems += e.problems
+        else:
+            task_answers.setdefault("seq_len", data_stats.proposed_seq_len)
+            task_answers.setdefault("dataset_tokens", data_stats.trained_tokens)
     try:
-        task = Task(**{k: v for k, v in answers.task.items() if v is not None})
+        task = Task(**task_answers)
     except ValidationError as e:
         problems += pydantic_problems(e, flags=TASK_FLAGS)
     try:
@@ -119,4 +137,4 @@ def build_inputs(answers: Answers) -> Inputs:
             f"{model.max_position_embeddings} tokens", f"use --seq-len {model.max_position_embeddings} or less"))
     if problems:
         raise InputError(problems)
-    return Inputs(hardware=hardware, model=model, task=task, pins=pins)
+    return Inputs(hardware=hardware, model=model, task=task, pins=pins, data_stats=data_stats)

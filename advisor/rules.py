@@ -166,6 +166,45 @@ def memory_headroom(d: Draft) -> Optional[Outcome]:
 # =========================================================================== adapter shape
 
 
+@rule("TP006", "seq-len-from-data",
+      "the training file, tokenised as the executor renders it (advisor/datastats.py): "
+      "99th-percentile row length, rounded up to a multiple of 8")
+def seq_len_from_data(d: Draft) -> Optional[Outcome]:
+    """Why: activations and logits grow with the sequence length, so a plan priced at 2048 tokens
+    for rows of 66 over-predicts memory several times and wastes the card on padding. The data
+    says how long its rows are: the 99th percentile of the token lengths, rounded up to a multiple
+    of 8, holds 99 rows in 100 whole; the share cut is stated.
+    When not: no --data file was read; or the user pinned --seq-len (kept, with a warning when it
+    truncates many rows or prices far more tokens than any row has). Without the model's tokenizer
+    on this machine the lengths are approximated (UTF-8 bytes / 4) and the plan says so.
+    Source: the training file, tokenised with the model's own tokenizer where available."""
+    ds = d.inputs.data_stats
+    if ds is None:
+        return None
+    how = "counted with " + ds.tokenizer if ds.exact else ds.tokenizer
+    sampled = f" (a sample of {ds.sampled_rows:,})" if ds.sampled_rows < ds.rows else ""
+    facts = (f"{ds.rows:,} rows{sampled}: p{ds.percentile:g} {ds.percentile_tokens} tokens, "
+             f"longest {ds.max_tokens}, mean {ds.mean_tokens:g}; {how}")
+    share = f"{ds.truncated_share:.1%} of rows truncated"
+    warnings: list[str] = []
+    if not ds.exact:
+        warnings.append("Token counts are approximate (no tokenizer for this model on this machine): "
+                        "seq_len and dataset tokens rest on UTF-8 bytes / 4.")
+    if d.task.seq_len == ds.proposed_seq_len:
+        msg = f"seq_len {ds.proposed_seq_len} from the data ({facts}); {share}."
+    else:
+        msg = f"seq_len {d.task.seq_len} given; the data proposes {ds.proposed_seq_len} ({facts}); {share}."
+        if ds.truncated_share > 0.05:
+            warnings.append(f"--seq-len {d.task.seq_len} truncates {ds.truncated_share:.0%} of the rows; "
+                            f"the data's p{ds.percentile:g} is {ds.percentile_tokens} tokens "
+                            f"(--seq-len {ds.proposed_seq_len}).")
+        elif d.task.seq_len >= 2 * max(ds.proposed_seq_len, ds.max_tokens):
+            warnings.append(f"--seq-len {d.task.seq_len} prices memory for {d.task.seq_len} tokens but the "
+                            f"longest row has {ds.max_tokens}: --seq-len {ds.proposed_seq_len} plans for "
+                            f"what will run.")
+    return Outcome(msg, warnings=tuple(warnings))
+
+
 @rule("TP010", "target-all-linear",
       "QLoRA §4 (all linear layers needed to match full FT); Biderman et al. 2024 §4.7 Fig. 7")
 def target_all_linear(d: Draft) -> Optional[Outcome]:
@@ -669,12 +708,44 @@ def gradient_accumulation(d: Draft) -> Optional[Outcome]:
     return Outcome(msg, {"grad_accum": accum}, warnings)
 
 
+@rule("TP048", "steps-from-data",
+      "tuneplan: steps = epochs x ceil(training rows / (micro-batch x devices)) / accumulation, "
+      "as the executor counts them (executor/train.py total_steps)")
+def steps_from_data(d: Draft) -> Optional[Outcome]:
+    """Why: with the row count known the plan can say how many optimizer steps it will take, and
+    warmup and schedule lengths stop being abstract. Under ~100 steps a run is short: warmup is a
+    handful of steps and the learning rate matters more (LoRA Without Regret).
+    When not: no --data file was read. With --max-steps pinned the steps are the pin, and the rule
+    states how many epochs that is.
+    Source: the executor's own step count (executor/train.py)."""
+    ds = d.inputs.data_stats
+    if ds is None:
+        return None
+    micro_per_epoch = math.ceil(ds.train_rows / (d.micro_batch * d.num_devices))
+    per_epoch = max(1, math.ceil(micro_per_epoch / d.grad_accum))
+    eff = d.micro_batch * d.grad_accum * d.num_devices
+    carve = "" if ds.train_rows == ds.rows else f" ({ds.rows - ds.train_rows:,} held out for eval)"
+    if d.max_steps is not None:
+        epochs = d.max_steps / per_epoch
+        return Outcome(f"{d.max_steps} steps pinned: {epochs:.2g} epochs over {ds.train_rows:,} training "
+                       f"rows{carve} at an effective batch of {eff}.", {"planned_steps": d.max_steps})
+    epochs = d.num_epochs or 1.0
+    steps = max(1, math.ceil(epochs * micro_per_epoch / d.grad_accum))
+    msg = (f"{steps} optimizer steps planned: {epochs:g} epochs x {per_epoch} steps per epoch "
+           f"({ds.train_rows:,} training rows{carve} / effective batch {eff}); "
+           f"{ds.trained_tokens:,} loss-bearing tokens per epoch.")
+    if steps < 100:
+        msg += " A short run (< 100 steps)."
+    return Outcome(msg, {"planned_steps": steps})
+
+
 RULES: list[Rule] = [
     retrieval_first,
     guessed_architecture,
     precision_by_hardware,
     attention_kernel,
     memory_headroom,
+    seq_len_from_data,
     target_all_linear,
     rank_by_distance,
     alpha_two_r,
@@ -696,6 +767,7 @@ RULES: list[Rule] = [
     lora_capacity,
     cpt_with_lora,
     gradient_accumulation,
+    steps_from_data,
 ]
 """The explicit, ordered registry. Order matters: framing, adapter shape, method, memory ladder,
 optimisation. A rule sees every decision made before it."""

@@ -13,6 +13,7 @@ from typing import Any
 from .common import GB, GiB, METHODS, Strict
 from .inputs import (
     CPUHardware,
+    DataStats,
     GPUHardware,
     Hardware,
     Inputs,
@@ -85,6 +86,7 @@ def load_plan_dict(data: dict[str, Any]) -> Plan:
 
 
 __all__ = [
+    "DataStats",
     "GB", "GiB", "METHODS", "SCHEMA_VERSION", "SCHEMA_FILE", "Strict",
     "CPUHardware", "GPUHardware", "Hardware", "Inputs", "LinearModule", "ModelSpec",
     "ParamCounts", "Pins", "Task",

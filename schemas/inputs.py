@@ -247,6 +247,49 @@ class Pins(Strict):
     """Force a fixed number of optimizer steps (instead of epochs)."""
 
 
+class DataStats(Strict):
+    """What `advise --data` read from the training file, torch-free (advisor/datastats.py)."""
+
+    path: str = Field(min_length=1)
+    """The training file that was read."""
+    rows: int = Field(ge=1)
+    """Usable rows in the file."""
+    train_rows: int = Field(ge=1)
+    """Rows left for training after the eval carve-off (all rows when an eval file is given)."""
+    skipped_rows: int = Field(default=0, ge=0)
+    """Malformed rows skipped (only with skip_bad_rows)."""
+    sampled_rows: int = Field(ge=1)
+    """Rows tokenised; fewer than `rows` on large files (a seeded uniform sample, totals scaled)."""
+    shapes: list[str] = Field(default_factory=list)
+    """Row shapes found: text, prompt-completion, alpaca, messages."""
+    tokens: int = Field(ge=1)
+    """All tokens of all rows, untruncated, as the executor renders them (templates included)."""
+    trained_tokens: int = Field(ge=1)
+    """Loss-bearing tokens (completions, assistant turns; every token of text rows) in the
+    training rows. This is what `task.dataset_tokens` is set to when not given."""
+    mean_tokens: float = Field(gt=0)
+    """Mean tokens per row."""
+    max_tokens: int = Field(ge=1)
+    """Longest row in tokens."""
+    percentile: float = Field(gt=0, le=100)
+    """Percentile of row lengths the proposed seq_len covers (99: one row in a hundred may be
+    truncated; higher costs memory for a few long rows)."""
+    percentile_tokens: int = Field(ge=1)
+    """Row length at that percentile (nearest rank), in tokens."""
+    proposed_seq_len: int = Field(ge=16)
+    """percentile_tokens rounded up to a multiple of 8, within 16..the model's context."""
+    seq_len: int = Field(ge=16)
+    """The sequence length the truncation share is measured at: the user's --seq-len if given,
+    else proposed_seq_len."""
+    truncated_share: float = Field(ge=0, le=1)
+    """Share of rows longer than seq_len (their tail tokens are cut)."""
+    tokenizer: str = Field(min_length=1)
+    """Where the token counts come from: the model's own tokenizer (and its file), or the stated
+    approximation when none is on this machine."""
+    exact: bool
+    """True when counted with the model's own tokenizer; False for the bytes/4 approximation."""
+
+
 class Inputs(Strict):
     """Everything the plan was computed from."""
 
@@ -260,3 +303,7 @@ class Inputs(Strict):
     """User-fixed choices."""
     calibrated: bool = False
     """Whether the estimator applied stored correction factors (tuneplan calibrate)."""
+    data_stats: Optional[DataStats] = None
+    """What was read from the training file (`advise --data`): token lengths, rows, tokens.
+    Null when no data file was given; seq_len, dataset_tokens and planned steps then rest on the
+    user's answers or the defaults."""

@@ -33,6 +33,10 @@ class Training(Strict):
     """Passes over the data; exclusive with max_steps."""
     max_steps: Optional[int] = Field(default=None, ge=1)
     """Optimizer steps; exclusive with num_epochs. Wins when both are known to the executor."""
+    planned_steps: Optional[int] = Field(default=None, ge=1)
+    """Optimizer steps the plan expects: epochs x ceil(training rows / effective batch) when the
+    data was read (`advise --data`), else max_steps or null. Informational: the executor counts
+    its own from num_epochs."""
     per_device_batch_size: int = Field(ge=1)
     """Sequences per device per forward/backward (micro-batch). Memory grows linearly with it."""
     gradient_accumulation_steps: int = Field(default=1, ge=1)

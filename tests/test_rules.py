@@ -16,6 +16,7 @@ from tuneplan.advisor.inputs import Answers, build_inputs
 
 CASES_DIR = Path(__file__).parent / "rules"
 ANSWER_KEYS = {"model", "params", "gpu", "gpu_memory", "cpu", "gpus", "nodes"}
+DATA_KEYS = {"data", "eval_data"}  # paths relative to the repository root
 TASK_KEYS = {"domain_distance", "forgetting_tolerance", "domain_label", "regime", "seq_len",
              "batch_size", "dataset_tokens", "needs_fresh_facts"}
 PIN_KEYS = {"method", "lora_rank", "target_modules", "precision", "gradient_checkpointing",
@@ -30,6 +31,8 @@ def answers_from(case_input: dict) -> Answers:
         key = ALIASES.get(key, key)
         if key in ANSWER_KEYS:
             setattr(a, key, value)
+        elif key in DATA_KEYS:
+            setattr(a, key, str(Path(__file__).resolve().parents[1] / value))
         elif key in TASK_KEYS:
             a.task[key] = value
         elif key in PIN_KEYS:
