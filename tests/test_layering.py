@@ -61,6 +61,15 @@ DEFERRED_ALLOWED = {
     ("advisor/catalog.py", "transformers"),
     # The people's view of a plan (a table with bars); --json never loads it.
     ("advisor/render.py", "rich"),
+    # `advise --data` only (advisor/datastats.py): the model's tokenizer through `tokenizers` (Rust,
+    # no torch), the embedded model's vocabulary read once from its GGUF with `gguf`, chat templates
+    # rendered with jinja2 as transformers does, and the executor's stdlib-only row reader/encoder
+    # and cache paths so the lengths counted are the ones trained on. tests/test_datastats.py runs
+    # `advise --data` and checks that no torch/transformers/duckdb/textual module was loaded.
+    ("advisor/datastats.py", "tokenizers"),
+    ("advisor/datastats.py", "gguf"),
+    ("advisor/datastats.py", "jinja2"),
+    ("advisor/datastats.py", "tuneplan.executor"),
 }
 
 
