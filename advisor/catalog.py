@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from tuneplan.schemas import CPUHardware, GPUHardware, ModelSpec, ParamCounts
 
-from .errors import InputError, pydantic_problems
+from .errors import InputError, Problem, pydantic_problems
 from .modelspec import build_spec
 
 MiB = 1024**2
@@ -243,13 +243,33 @@ def model_from_config_dict(cfg: dict, name: str, origin: str = "config", source:
                              "check the head counts and sizes in config.json") from exc
 
 
+def portable_path(path: Union[str, Path]) -> str:
+    """A path as a committed plan should store it: relative to the working directory when it lies
+    under it, "~/..." under the home directory, else as given. Never made absolute."""
+    text = str(path)
+    p = Path(os.path.expanduser(text))
+    if not p.is_absolute():
+        return os.path.normpath(text)
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            rel = p.resolve().relative_to(base.resolve())
+        except (ValueError, OSError):
+            continue
+        return prefix + (rel.as_posix() if str(rel) != "." else ".") if prefix else (rel.as_posix() or ".")
+    return text
+
+
 def model_from_dir(path: Union[str, Path]) -> ModelSpec:
     """Read a local model directory's config.json (origin "config").
+
+    The model's name is the directory as `portable_path` writes it (relative to the working
+    directory or "~/..."), so a committed plan does not carry this machine's absolute path.
 
     When torch and transformers are importable, the model is also built on the meta device
     and its exact parameter counts by module type replace the formula's if they differ.
     """
-    p = Path(path)
+    given = str(path)
+    p = Path(os.path.expanduser(given))
     config_path = p if p.is_file() else p / "config.json"
     fix = "pass a model directory that holds config.json, or a catalog name (`tuneplan models`)"
     if not p.exists():
@@ -264,7 +284,9 @@ def model_from_dir(path: Union[str, Path]) -> ModelSpec:
     if not isinstance(cfg, dict):
         raise InputError.one("--model", f"{config_path}: expected a JSON object",
                              "restore the model's original config.json")
-    spec = model_from_config_dict(cfg, str(p), origin="config", source=str(config_path))
+    name = portable_path(given)
+    spec = model_from_config_dict(cfg, name, origin="config",
+                                  source=f"{portable_path(config_path)}")
     counts = _meta_device_counts(config_path.parent)
     if counts is None:
         return spec
@@ -573,23 +595,42 @@ def _ram_bytes() -> Optional[int]:
     return total if total and total > 0 else None
 
 
-def cpu_hardware() -> CPUHardware:
-    """This machine as CPUHardware.
+def cpu_hardware(name: Optional[str] = None, memory_gib: Optional[float] = None,
+                 cores: Optional[int] = None) -> CPUHardware:
+    """This machine as CPUHardware, with any of name / RAM (GiB) / cores pinned instead.
 
     RAM is MemTotal (not MemAvailable, which swings with whatever else runs: the plan states
     what training may use, and the fit check keeps its own margin), lowered to the cgroup
-    limit inside a container. Cores are the ones this process may run on.
+    limit inside a container. Cores are the ones this process may run on. Pinned values
+    (--cpu-name, --cpu-memory, --cpu-cores) replace detection so a committed plan means the
+    same on every machine; with all three pinned nothing is read from this host.
     """
-    ram = _ram_bytes()
+    problems = []
+    if memory_gib is not None and not (memory_gib > 0 and math.isfinite(memory_gib)):
+        problems.append(Problem("--cpu-memory", f"{memory_gib!r} GiB is not a positive size",
+                                "give the RAM training may use in GiB, e.g. --cpu-memory 64"))
+    if cores is not None and cores < 1:
+        problems.append(Problem("--cpu-cores", f"must be at least 1, got {cores}", "e.g. --cpu-cores 8"))
+    if name is not None and not name.strip():
+        problems.append(Problem("--cpu-name", "is empty", "give a CPU name, e.g. --cpu-name 'Xeon 8480'"))
+    if problems:
+        raise InputError(problems)
+    if memory_gib is not None:
+        ram: Optional[int] = int(memory_gib * GiB)
+    else:
+        ram = _ram_bytes()
     if ram is None:
         raise InputError.one("hardware", "cannot read this machine's RAM size",
-                             "name the hardware with --gpu or --gpu-memory")
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    m = re.search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.MULTILINE)
-    return CPUHardware(name=m.group(1).strip() if m else "cpu", memory_bytes=ram, cores=max(1, cores))
+                             "give it with --cpu-memory GIB, or name the hardware with --gpu")
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+    if name is None:
+        m = re.search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.MULTILINE)
+        name = m.group(1).strip() if m else "cpu"
+    return CPUHardware(name=name.strip(), memory_bytes=ram, cores=max(1, cores))
 
 
 def _nvidia_gpus() -> Optional[GPUHardware]:

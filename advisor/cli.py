@@ -33,6 +33,12 @@ def _add_advise(sub) -> None:
     h.add_argument("--gpu", help="GPU name from `tuneplan gpus`, e.g. A100-80GB, RTX4090")
     h.add_argument("--gpu-memory", type=float, metavar="GIB", help="memory of one GPU in GiB")
     h.add_argument("--cpu", action="store_true", help="plan for this machine's CPU and RAM")
+    h.add_argument("--cpu-name", metavar="NAME",
+                   help="with --cpu: record this CPU name instead of this machine's (implies --cpu)")
+    h.add_argument("--cpu-memory", type=float, metavar="GIB",
+                   help="with --cpu: RAM for training in GiB instead of this machine's (implies --cpu)")
+    h.add_argument("--cpu-cores", type=int, metavar="N",
+                   help="with --cpu: logical cores instead of this machine's (implies --cpu)")
     h.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs per node (or CPU processes)")
     h.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes (machines)")
     t = p.add_argument_group("task")
@@ -78,7 +84,8 @@ def _answers(args):
     targets = [t.strip() for t in args.target_modules.split(",") if t.strip()] if args.target_modules else None
     return Answers(
         model=args.model, params=args.params, gpu=args.gpu, gpu_memory=args.gpu_memory,
-        cpu=args.cpu, gpus=args.gpus, nodes=args.nodes,
+        cpu=args.cpu or any(v is not None for v in (args.cpu_name, args.cpu_memory, args.cpu_cores)),
+        cpu_name=args.cpu_name, cpu_memory=args.cpu_memory, cpu_cores=args.cpu_cores, gpus=args.gpus, nodes=args.nodes,
         task={"domain_distance": args.domain_distance, "forgetting_tolerance": args.forgetting_tolerance,
               "domain_label": args.domain_label, "regime": args.regime, "seq_len": args.seq_len,
               "batch_size": args.batch_size, "dataset_tokens": dataset_tokens,
@@ -234,6 +241,8 @@ def cmd_gpus(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tuneplan", description="Plan, run and check LLM fine-tuning: full, LoRA or QLoRA.")
+    p.add_argument("--version", action="version", version=f"tuneplan {package_version()}",
+                   help="print tuneplan's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_advise(sub)
     v = sub.add_parser("validate", help="validate a plan.json against the schema")
@@ -261,17 +270,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_BAD_INPUT
+def package_version() -> str:
+    """The installed distribution's version (importlib.metadata, stdlib), or "unknown"."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return version("tuneplan")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (`tuneplan runs --json | head`): stop quietly.
+
+    As the Python docs advise for SIGPIPE, point stdout at devnull so the interpreter's final
+    flush does not raise again, and exit 1 like other tools cut off mid-write (141 would need the
+    signal itself).
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_FAILED
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_BAD_INPUT
+        try:
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()
+            return code
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
 
 
 if __name__ == "__main__":  # pragma: no cover

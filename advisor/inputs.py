@@ -39,6 +39,9 @@ class Answers:
     gpu: Optional[str] = None
     gpu_memory: Optional[float] = None
     cpu: bool = False
+    cpu_name: Optional[str] = None
+    cpu_memory: Optional[float] = None
+    cpu_cores: Optional[int] = None
     gpus: int = 1
     nodes: int = 1
     task: dict = field(default_factory=dict)
@@ -61,7 +64,7 @@ def resolve_model(answers: Answers) -> ModelSpec:
                              "pass a catalog id (see `tuneplan models`), a local model directory, "
                              "or --params 7B")
     if os.path.isdir(answers.model) or answers.model.startswith((".", "/", "~")):
-        return catalog.model_from_dir(os.path.expanduser(answers.model))
+        return catalog.model_from_dir(answers.model)
     return catalog.get_model(answers.model)
 
 
@@ -82,7 +85,8 @@ def resolve_hardware(answers: Answers):
                                  "e.g. --gpu-memory 24")
         return catalog.custom_gpu(answers.gpu_memory, count=answers.gpus, nodes=answers.nodes)
     if answers.cpu:
-        hw = catalog.cpu_hardware()
+        hw = catalog.cpu_hardware(name=answers.cpu_name, memory_gib=answers.cpu_memory,
+                                  cores=answers.cpu_cores)
         return hw.model_copy(update={"count": answers.gpus}) if answers.gpus > 1 else hw
     return catalog.detect_hardware()
 

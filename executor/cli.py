@@ -306,6 +306,8 @@ def _guarded(action: Callable[[], int], failure: str = "") -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # stdout's reader went away: tuneplan.advisor.cli.main ends quietly
+        raise
     except Exception as exc:  # noqa: BLE001 - reported with its type; exit 1
         if not failure:
             raise
@@ -390,6 +392,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return missing
     if args.num_processes is None:
         args.num_processes = _planned_processes(args.plan)
+    if args.dry_run and args.num_processes == 1 and (args.num_machines or 1) == 1:
+        from tuneplan.executor.launch import dry_run_in_process
+
+        return _guarded(lambda: dry_run_in_process(args))
     if args.num_processes > 1 or args.dry_run or (args.num_machines or 1) > 1:
         return _launch(args)
     from tuneplan.executor.runner import run_plan

@@ -381,6 +381,43 @@ def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
     return (0 if rc == 0 and result.status == "succeeded" else 1), result
 
 
+def in_process_command(args) -> list[str]:
+    """The `tuneplan run` command line a 1-process run really executes (no launcher)."""
+    cmd = ["tuneplan", "run", str(args.plan)]
+    for flag, attr in (("--data", "data"), ("--db", "db"), ("--output", "output"),
+                       ("--max-steps", "max_steps"), ("--model-path", "model_path")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            cmd += [flag, str(value)]
+    return cmd
+
+
+def dry_run_in_process(args) -> int:
+    """--dry-run of a 1-process plan: the run goes in-process (strategy none, no accelerate launch),
+    so that is what is printed, after the same input checks the real run makes first."""
+    from .runner import _data_file, load_plan
+
+    plan, plan_file, _ = load_plan(args.plan)
+    spec = plan.data
+    train_value = getattr(args, "data", None) or (spec.train_path if spec else None)
+    if not train_value:
+        raise InputError.one("data.train_path", "no training data given",
+                             "pass --data PATH or set data.train_path in the plan")
+    data_path = _data_file(train_value, "--data" if getattr(args, "data", None) else "data.train_path",
+                           plan_file.parent if plan_file else None)
+    t = plan.training
+    device = "cuda:0" if D._cuda_available() else "cpu"
+    planned = plan.distributed.num_processes
+    lines = [f"# 1 process, in-process (no accelerate launch, no torchrun), strategy none, device {device}; "
+             f"effective batch = {t.per_device_batch_size} x {t.gradient_accumulation_steps} x 1 = "
+             f"{t.per_device_batch_size * t.gradient_accumulation_steps}"]
+    if planned > 1:
+        lines.append(f"# note: the plan asks for {planned} processes; --num-processes 1 runs one")
+    lines += [f"# data {data_path}", "# command", shlex.join(in_process_command(args))]
+    print("\n".join(lines))
+    return 0
+
+
 def launch(plan_path: str, args) -> int:
     """Entry point from `tuneplan run` (executor/cli.py): dry run or launch; returns the exit code."""
     L = Launch(plan_path, args)

@@ -310,6 +310,9 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
             model.save_pretrained(str(art), safe_serialization=True)
         if main_rank:
             tok.save_pretrained(str(art))
+            from .portable import make_portable
+
+            make_portable(art, plan_obj.inputs.model.name)
             result.artifact_path = str(art.resolve())
             result.artifact_bytes = _dir_bytes(art)
         result.status = "succeeded"
