@@ -137,6 +137,35 @@ _MODEL_ROWS: tuple[ModelRow, ...] = (
              _cfg("llama", 32, 960, 2560, 15, 5, 49152, 8192, True)),
     ModelRow("HuggingFaceTB/SmolLM2-1.7B", _hf("HuggingFaceTB/SmolLM2-1.7B"),
              _cfg("llama", 24, 2048, 8192, 32, 32, 49152, 8192, True)),
+    # Current families (issue 13). Values from each repository's config.json; the Gemma 3 4B+ rows
+    # are the text decoder of a vision-language checkpoint (text_config), without the ~0.4B SigLIP
+    # vision tower, which text-only fine-tuning leaves frozen.
+    ModelRow("Qwen/Qwen3-0.6B", _hf("Qwen/Qwen3-0.6B"),
+             _cfg("qwen3", 28, 1024, 3072, 16, 8, 151936, 40960, True, head_dim=128)),
+    ModelRow("Qwen/Qwen3-1.7B", _hf("Qwen/Qwen3-1.7B"),
+             _cfg("qwen3", 28, 2048, 6144, 16, 8, 151936, 40960, True, head_dim=128)),
+    ModelRow("Qwen/Qwen3-4B", _hf("Qwen/Qwen3-4B"),
+             _cfg("qwen3", 36, 2560, 9728, 32, 8, 151936, 40960, True, head_dim=128)),
+    ModelRow("Qwen/Qwen3-8B", _hf("Qwen/Qwen3-8B"),
+             _cfg("qwen3", 36, 4096, 12288, 32, 8, 151936, 40960, False, head_dim=128)),
+    ModelRow("Qwen/Qwen3-14B", _hf("Qwen/Qwen3-14B"),
+             _cfg("qwen3", 40, 5120, 17408, 40, 8, 151936, 40960, False, head_dim=128)),
+    ModelRow("Qwen/Qwen3-32B", _hf("Qwen/Qwen3-32B"),
+             _cfg("qwen3", 64, 5120, 25600, 64, 8, 151936, 40960, False, head_dim=128)),
+    ModelRow("meta-llama/Llama-3.3-70B-Instruct", _hf("meta-llama/Llama-3.3-70B-Instruct"),
+             _cfg("llama", 80, 8192, 28672, 64, 8, 128256, 131072, False)),
+    ModelRow("google/gemma-3-1b-pt", _hf("google/gemma-3-1b-pt"),
+             _cfg("gemma3", 26, 1152, 6912, 4, 1, 262144, 32768, True, head_dim=256)),
+    ModelRow("google/gemma-3-4b-pt", f"{_hf('google/gemma-3-4b-pt')} text_config (text decoder only)",
+             _cfg("gemma3", 34, 2560, 10240, 8, 4, 262208, 131072, True, head_dim=256)),
+    ModelRow("google/gemma-3-12b-pt", f"{_hf('google/gemma-3-12b-pt')} text_config (text decoder only)",
+             _cfg("gemma3", 48, 3840, 15360, 16, 8, 262208, 131072, True, head_dim=256)),
+    ModelRow("google/gemma-3-27b-pt", f"{_hf('google/gemma-3-27b-pt')} text_config (text decoder only)",
+             _cfg("gemma3", 62, 5376, 21504, 32, 16, 262208, 131072, True, head_dim=128)),
+    ModelRow("microsoft/phi-4", _hf("microsoft/phi-4"),
+             _cfg("phi3", 40, 5120, 17920, 40, 10, 100352, 16384, False)),
+    ModelRow("mistralai/Mistral-Small-24B-Base-2501", _hf("mistralai/Mistral-Small-24B-Base-2501"),
+             _cfg("mistral", 40, 5120, 32768, 32, 8, 131072, 32768, False, head_dim=128)),
     ModelRow("openai-community/gpt2", _hf("openai-community/gpt2"), _gpt2(12, 768, 12, 50257, 1024)),
     ModelRow("openai-community/gpt2-xl", _hf("openai-community/gpt2-xl"),
              _gpt2(48, 1600, 25, 50257, 1024)),
@@ -183,12 +212,12 @@ def get_model(name: str) -> ModelSpec:
 
 # config.json model_type -> build_spec family.
 MODEL_TYPES = {
-    "llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gemma2": "gemma2",
-    "phi3": "phi3", "gpt2": "gpt2", "gpt3": "gpt3",
+    "llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
+    "gemma3": "gemma3", "gemma3_text": "gemma3", "phi3": "phi3", "gpt2": "gpt2", "gpt3": "gpt3",
 }
 _GPT2_TYPES = {"gpt2", "gpt3"}
 # transformers' config-class default for tie_word_embeddings when config.json omits it.
-_TIED_BY_DEFAULT = {"gemma2", "gpt2", "gpt3"}
+_TIED_BY_DEFAULT = {"gemma2", "gemma3", "gemma3_text", "gpt2", "gpt3"}
 _LLAMA_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
                "vocab_size")
 _GPT2_KEYS = ("n_layer", "n_embd", "n_head", "vocab_size")
@@ -201,9 +230,17 @@ def model_from_config_dict(cfg: dict, name: str, origin: str = "config", source:
     the Llama keys is read as Llama-shaped, and the source says so. Missing or bad values raise
     InputError on --model naming `name`.
     """
+    note = ""
+    if isinstance(cfg.get("text_config"), dict) and "num_hidden_layers" not in cfg:
+        # A vision-language checkpoint (Gemma 3 4B+, Llava, ...): the text decoder is what a
+        # text-only fine-tune trains; its numbers are under text_config.
+        text = cfg["text_config"]
+        cfg = {**text, "model_type": text.get("model_type") or cfg.get("model_type", ""),
+               **({"tie_word_embeddings": cfg["tie_word_embeddings"]}
+                  if "tie_word_embeddings" in cfg and "tie_word_embeddings" not in text else {})}
+        note = "text decoder only (text_config); the vision tower is not counted"
     model_type = str(cfg.get("model_type", ""))
     family = MODEL_TYPES.get(model_type)
-    note = ""
     if family is None:
         if not all(k in cfg for k in _LLAMA_KEYS):
             raise InputError.one(
@@ -211,7 +248,7 @@ def model_from_config_dict(cfg: dict, name: str, origin: str = "config", source:
                 f"use a model of type {', '.join(sorted(MODEL_TYPES))}, or --params N for a guess",
             )
         family = "llama"
-        note = f"model_type {model_type!r} read as Llama-shaped (q/k/v/o + gate/up/down)"
+        note = f"{note}; " * bool(note) + f"model_type {model_type!r} read as Llama-shaped (q/k/v/o + gate/up/down)"
     required = _GPT2_KEYS if family in _GPT2_TYPES else _LLAMA_KEYS
     missing = [k for k in required if not isinstance(cfg.get(k), int) or cfg[k] <= 0]
     if missing:

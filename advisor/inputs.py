@@ -65,7 +65,14 @@ def resolve_model(answers: Answers) -> ModelSpec:
                              "or --params 7B")
     if os.path.isdir(answers.model) or answers.model.startswith((".", "/", "~")):
         return catalog.model_from_dir(answers.model)
-    return catalog.get_model(answers.model)
+    try:
+        return catalog.get_model(answers.model)
+    except InputError:
+        from . import hub
+
+        if not hub.looks_like_repo_id(answers.model.strip()):
+            raise
+        return hub.model_from_hub(answers.model.strip())
 
 
 def resolve_hardware(answers: Answers):

@@ -11,7 +11,11 @@ from typing import Optional
 from tuneplan.schemas import LinearModule, ModelSpec, ParamCounts
 
 # Families whose blocks are Llama-shaped: q/k/v/o + gate/up/down, RMSNorm, no position table.
-LLAMA_LIKE = {"llama", "mistral", "qwen2", "gemma2", "smollm"}
+LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "smollm"}
+# Families with an RMSNorm over each head's queries and keys (q_norm, k_norm of head_dim each).
+QK_NORM = {"qwen3", "gemma3"}
+# Families with four norms per block (input, post-attention, pre- and post-feedforward).
+FOUR_NORMS = {"gemma2", "gemma3"}
 GPT2_LIKE = {"gpt2", "gpt3"}
 PHI3_LIKE = {"phi3"}
 KNOWN_FAMILIES = LLAMA_LIKE | GPT2_LIKE | PHI3_LIKE
@@ -53,7 +57,7 @@ def build_spec(
             LinearModule(name="up_proj", in_features=h, out_features=f, kind="mlp"),
             LinearModule(name="down_proj", in_features=f, out_features=h, kind="mlp"),
         ]
-        norms_per_layer = 4 * h if family == "gemma2" else 2 * h
+        norms_per_layer = (4 * h if family in FOUR_NORMS else 2 * h) + (2 * hd if family in QK_NORM else 0)
         norm = num_layers * norms_per_layer + h
         embedding = vocab_size * h
         gated = True

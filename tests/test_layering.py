@@ -70,6 +70,10 @@ DEFERRED_ALLOWED = {
     ("advisor/datastats.py", "gguf"),
     ("advisor/datastats.py", "jinja2"),
     ("advisor/datastats.py", "tuneplan.executor"),
+    # `--model ORG/NAME` outside the catalog only: config.json from the Hugging Face cache, or that
+    # one file fetched (advisor/hub.py). Catalog ids and local directories never import it;
+    # tests/test_hub_models.py checks that for a catalog id.
+    ("advisor/hub.py", "huggingface_hub"),
 }
 
 
