@@ -56,6 +56,8 @@ def _add_advise(sub) -> None:
     q = p.add_argument_group("pins (the advisor fills the rest and warns where it disagrees)")
     q.add_argument("--method", metavar="{full,lora,qlora}")
     q.add_argument("--lora-rank", type=int)
+    q.add_argument("--lora-alpha", type=float,
+                   help="LoRA alpha (default fixed 32; the advised LoRA rate scales by 32/alpha)")
     q.add_argument("--target-modules", help="comma-separated module names, or all-linear")
     q.add_argument("--precision", metavar="{bf16-mixed,bf16,fp16-mixed,fp32}")
     q.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
@@ -90,7 +92,8 @@ def _answers(args):
               "domain_label": args.domain_label, "regime": args.regime, "seq_len": args.seq_len,
               "batch_size": args.batch_size, "dataset_tokens": dataset_tokens,
               "needs_fresh_facts": args.needs_fresh_facts or None},
-        pins={"method": args.method, "lora_rank": args.lora_rank, "target_modules": targets,
+        pins={"method": args.method, "lora_rank": args.lora_rank,
+              "lora_alpha": args.lora_alpha, "target_modules": targets,
               "precision": args.precision, "gradient_checkpointing": args.gradient_checkpointing,
               "optimizer": args.optimizer, "attention": args.attention,
               "learning_rate": args.learning_rate, "max_steps": args.max_steps},

@@ -43,9 +43,10 @@ class Draft:
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ()
     use_rslora: bool = False
-    alpha_convention: str = "alpha = 2r"
+    alpha_convention: str = "fixed"
     # optimisation
     learning_rate: float = 2e-4
+    learning_rate_band: Optional[tuple[float, float, float]] = None
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
     max_grad_norm: float = 1.0

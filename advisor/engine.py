@@ -59,6 +59,7 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
         feasible=d.feasible and memory.fits,
         training=Training(
             learning_rate=d.learning_rate,
+            learning_rate_band=list(d.learning_rate_band) if d.learning_rate_band else None,
             lr_scheduler=d.lr_scheduler,  # type: ignore[arg-type]
             warmup_ratio=d.warmup_ratio,
             num_epochs=d.num_epochs,

@@ -23,7 +23,8 @@ TASK_FLAGS = {
     "dataset_tokens": "--dataset-tokens", "needs_fresh_facts": "--needs-fresh-facts",
 }
 PIN_FLAGS = {
-    "method": "--method", "lora_rank": "--lora-rank", "target_modules": "--target-modules",
+    "method": "--method", "lora_rank": "--lora-rank", "lora_alpha": "--lora-alpha",
+    "target_modules": "--target-modules",
     "precision": "--precision", "gradient_checkpointing": "--gradient-checkpointing",
     "optimizer": "--optimizer", "attention": "--attention", "learning_rate": "--learning-rate",
     "max_steps": "--max-steps",
@@ -142,6 +143,9 @@ def build_inputs(answers: Answers) -> Inputs:
     if model is not None and pins is not None and pins.lora_rank and pins.method == "full":
         problems.append(Problem("--lora-rank", "a LoRA rank was given with --method full",
                                 "drop --lora-rank or choose --method lora/qlora"))
+    if model is not None and pins is not None and pins.lora_alpha and pins.method == "full":
+        problems.append(Problem("--lora-alpha", "a LoRA alpha was given with --method full",
+                                "drop --lora-alpha or choose --method lora/qlora"))
     if model is not None and task is not None and task.seq_len > model.max_position_embeddings:
         problems.append(Problem(
             "--seq-len", f"{task.seq_len} exceeds {model.name}'s context of "

@@ -54,7 +54,9 @@ def print_plan(plan: Plan, written_to: Optional[str] = None, console=None) -> No
     lora = plan.lora
     head = f"[bold]Method: {METHOD_LABEL[plan.method]}[/] ({status}: {plan.memory.per_device_bytes / GIB:.2f} GiB per device)"
     console.print(head)
-    details = [f"learning rate {t.learning_rate:g} ({t.lr_scheduler}, warmup {t.warmup_ratio:g})",
+    band = (f"; sweep band {', '.join(f'{x:.3g}' for x in t.learning_rate_band)}"
+            if t.learning_rate_band else "")
+    details = [f"learning rate {t.learning_rate:.3g} ({t.lr_scheduler}, warmup {t.warmup_ratio:g}{band})",
                f"micro-batch {t.per_device_batch_size} x accumulation {t.gradient_accumulation_steps}",
                f"seq {t.seq_len}", f"{t.precision}", f"optimizer {t.optimizer}",
                f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}",

@@ -239,14 +239,28 @@ def _advised_rank(d: Draft) -> tuple[int, str]:
     return 16, "near domain: r=16 matched full FT on general instruction data (Biderman App. C)"
 
 
+MAX_CAPACITY_RANK = 512
+"""The largest rank the capacity rule raises to: the top of LoRA Without Regret's and tinker's
+sweeps (r = 1..512); beyond it there is no evidence that LoRA behaves as measured."""
+
+
+def _fits_adapter(d: Draft, rank: int) -> bool:
+    return fits(d, "lora", lora_rank=rank) or fits(d, "qlora", lora_rank=rank)
+
+
 @rule("TP011", "rank-by-distance",
-      "Biderman et al. 2024 §4.1, §4.7 rec. (b), App. C; QLoRA §4 ('r does not affect performance')")
+      "Biderman et al. 2024 §4.1, §4.7 rec. (b), App. C; QLoRA §4 ('r does not affect performance'); "
+      "LoRA Without Regret ('How much capacity': ~2 bits/param vs ~1 bit/token)")
 def rank_by_distance(d: Draft) -> Optional[Outcome]:
     """Why: rank is a knob, not the lever — with all linear layers adapted, r barely matters on near
-    domains (QLoRA §4); far domains need more capacity (code IFT matched full FT only at r=256).
-    The advisor starts modest and raises r with distance, and drops back when memory is short.
+    domains below capacity (QLoRA §4; tinker's sweeps find the same best LR at every rank); far
+    domains need more (code IFT matched full FT only at r=256). What sets the needed rank is
+    capacity: an adapter stores ~2 bits per parameter and instruction data carries up to ~1 bit per
+    token, so when the dataset size is known the rank is doubled until 2 x adapter parameters >=
+    dataset tokens (up to r=512, the largest swept), as long as LoRA or QLoRA still fits.
     When not: the user pinned --lora-rank (kept; a warning if it is low for a far domain).
-    Source: Biderman et al. 2024 §4.1 (code r=256, math r=64), App. C (chat r=16); QLoRA §4."""
+    Source: Biderman et al. 2024 §4.1 (code r=256, math r=64), App. C (chat r=16); QLoRA §4;
+    LoRA Without Regret (Llama-3.2-1B at r=16 0.019 nats behind r=128 on ~100k examples)."""
     want, why = _advised_rank(d)
     pin = d.pins.lora_rank
     if pin:
@@ -257,22 +271,59 @@ def rank_by_distance(d: Draft) -> Optional[Outcome]:
         return Outcome(f"LoRA rank pinned to {pin}.", {"lora_rank": pin}, warnings)
     rank = want
     note = ""
-    if want > 64 and not fits(d, "lora", lora_rank=want) and not fits(d, "qlora", lora_rank=want):
+    if want > 64 and not _fits_adapter(d, want):
         rank = 64
         note = f"; r={want} does not fit this device, so r=64"
+    tokens = d.task.dataset_tokens
+    if tokens:
+        targets = list(d.target_modules)
+        start = rank
+        while (2 * d.model.lora_params(rank, targets) < tokens and rank < MAX_CAPACITY_RANK
+               and _fits_adapter(d, rank * 2)):
+            rank *= 2
+        params = d.model.lora_params(rank, targets)
+        if rank > start:
+            bound = "" if 2 * params >= tokens else " (still capacity-bound: see TP045)"
+            note += (f"; raised from r={start} to r={rank} for capacity: {params / 1e6:.1f}M adapter "
+                     f"parameters x ~2 bits hold {tokens:,} tokens x ~1 bit{bound}")
+        elif 2 * params >= tokens:
+            note += (f"; not capacity-bound: {params / 1e6:.1f}M adapter parameters x ~2 bits >= "
+                     f"{tokens:,} tokens x ~1 bit")
     return Outcome(f"LoRA rank {rank}: {why}{note}.", {"lora_rank": rank})
 
 
-@rule("TP012", "alpha-two-r", "Biderman et al. 2024 §4.7 ('α = 2r is crucial for high ranks')")
-def alpha_two_r(d: Draft) -> Optional[Outcome]:
-    """Why: LoRA scales its update by alpha/r; tying alpha = 2r keeps the update's size steady as r
-    changes, so the learning rate transfers between ranks (fixed alpha shrinks the update at high r).
-    When not: rsLoRA (alpha/sqrt(r)) is a different convention; learning rates do not carry over
-    between conventions, so the plan states the one it used.
-    Source: Biderman et al. §4.7 and Fig. S3; LLaMA-Factory and torchtune default to 2r."""
-    alpha = 2 * d.lora_rank
-    return Outcome(f"alpha = 2r = {alpha} (update scaled by alpha/r = 2).",
-                   {"lora_alpha": float(alpha), "alpha_convention": "alpha = 2r", "use_rslora": False})
+FIXED_ALPHA = 32.0
+"""LoRA alpha by default: the value LoRA Without Regret and tinker's sweeps held fixed."""
+
+
+@rule("TP012", "alpha-fixed",
+      "LoRA Without Regret (alpha = 32 with 1/r scaling: best LR ~independent of rank, < 2x from "
+      "r=4 to 512); tinker-cookbook hyperparams ('LR is independent of LoRA rank'); Biderman et al. "
+      "2024 App. B (alpha = 2r at r=256 spiked at 2e-4)")
+def alpha_fixed(d: Draft) -> Optional[Outcome]:
+    """Why: peft scales the update by alpha/r. With alpha held at 32 the best learning rate barely
+    moves with rank (under 2x from r=4 to r=512 in LoRA Without Regret's sweeps), so one advised
+    rate serves every rank. Tying alpha = 2r instead keeps alpha/r = 2 while the update is a sum of
+    r rank-1 terms, so its first-step size grows with r: Biderman et al. had to halve the rate at
+    r=256 (loss spikes at 2e-4). Fixed alpha is the default; the learning-rate rule (TP040) scales
+    the LoRA rate by 32/alpha when alpha is pinned.
+    When not: the user pinned --lora-alpha (kept; a warning when it grows with a high rank).
+    rsLoRA (alpha/sqrt(r)) is another convention whose rates do not carry over.
+    Source: LoRA Without Regret ('Optimal learning rate and rank'); tinker-cookbook
+    skills/research/references/hyperparams.md; Biderman et al. 2024 App. B, Fig. S3."""
+    pin = d.pins.lora_alpha
+    if pin:
+        warnings: tuple[str, ...] = ()
+        if d.lora_rank >= 256 and pin >= 2 * d.lora_rank:
+            warnings = (f"--lora-alpha {pin:g} at r={d.lora_rank} (alpha >= 2r): Biderman et al. saw loss "
+                        f"spikes there and halved the rate; the advised rate is scaled by 32/alpha.",)
+        return Outcome(f"alpha pinned to {pin:g} (update scaled by alpha/r = {pin / d.lora_rank:.3g}).",
+                       {"lora_alpha": float(pin), "alpha_convention": "pinned",
+                        "use_rslora": False}, warnings)
+    return Outcome(f"alpha = {FIXED_ALPHA:g}, fixed (update scaled by alpha/r = "
+                   f"{FIXED_ALPHA / d.lora_rank:.3g}); the learning rate does not depend on rank.",
+                   {"lora_alpha": FIXED_ALPHA, "alpha_convention": "fixed",
+                    "use_rslora": False})
 
 
 @rule("TP013", "dropout-by-size", "QLoRA scripts and App. A.1 (0.05-0.1 up to 13B, not for 33B/65B)")
@@ -545,40 +596,108 @@ def infeasible_ways_out(d: Draft) -> Optional[Outcome]:
 # =========================================================================== optimisation
 
 
-def _full_lr(d: Draft) -> float:
-    b = d.billions
-    if b < 1:
-        return 5e-5
-    if b <= 13:
-        return 2e-5
-    return 1e-5
+LR_FIT_BASE = 5e-5
+"""Full fine-tuning rate of the fit at hidden size 2000 and batch 128 (tinker-cookbook get_lr:
+LoRA 5e-4 there, full = LoRA / 10)."""
+LR_FIT_EXPONENT = {"llama": 0.781, "qwen2": 0.0775}
+"""p in (2000 / h)^p by family, fitted on Llama-3 and Qwen3 sweeps (tinker-cookbook get_lr)."""
+LR_REF_BATCH = 128
+"""Batch (sequences) the fit was calibrated at (Tulu-3 SFT sweep, batch 128)."""
+LR_BATCH_CLAMP = (0.25, 2.0)
+"""Bounds on the sqrt(B / 128) factor: B = 8 .. 512; the batch term is the least certain part."""
+LR_HIDDEN_RANGE = (576, 8192)
+"""Hidden sizes the fit is used over: SmolLM2-135M (576; the smallest with a published recipe,
+alignment-handbook) to Llama-3.1-70B (8192, the largest swept); sizes outside are clamped."""
+LORA_LR_CAP = 1e-3
+"""Highest advised LoRA/QLoRA rate: 3e-3 diverged in 72 of 80 diverged sweep runs, 1e-3 diverged
+only at low rank on 70B (tinker sft_sweep.md)."""
+FULL_LR_CAP = LORA_LR_CAP / 10
+SHORT_RUN_STEPS = 100
+
+
+def _epochs(method: Optional[str]) -> float:
+    """Default epochs: full FT peaked at 2, LoRA needed ~4 (Biderman et al. App. C)."""
+    return 2.0 if method == "full" else 4.0
+
+
+def planned_steps(d: Draft) -> Optional[int]:
+    """Optimizer steps of the run when they can be known before it: the --max-steps pin, or the
+    default epochs over the data's training rows at the effective batch; None when unknown."""
+    if d.max_steps is not None:
+        return d.max_steps
+    ds = d.inputs.data_stats
+    if ds is None:
+        return None
+    return max(1, math.ceil(_epochs(d.method) * ds.train_rows / d.task.batch_size))
+
+
+def lr_band(lr: float) -> tuple[float, float, float]:
+    """The sweep band LR/3, LR, 3·LR, rounded to 3 significant figures."""
+    return tuple(float(f"{x:.3g}") for x in (lr / 3, lr, 3 * lr))  # type: ignore[return-value]
 
 
 @rule("TP040", "learning-rate",
-      "LoRA Without Regret (LoRA LR ≈ 10x full FT, fitted 9.8x); QLoRA §5.1 and scripts "
-      "(2e-4 up to 13B, 1e-4 from 33B); Biderman et al. §4.7")
+      "tinker-cookbook get_lr fit and recipes/chat_sl sft_sweep.md; LoRA Without Regret (LoRA ≈ 10x "
+      "full FT, ~15x under ~100 steps); Malladi et al. 2022 (sqrt batch scaling for Adam)")
 def learning_rate(d: Draft) -> Optional[Outcome]:
-    """Why: the learning rate is LoRA's main lever, and LoRA's best rate is about ten times full
-    fine-tuning's. Full FT: 5e-5 under 1B, 2e-5 up to 13B, 1e-5 above; LoRA/QLoRA: ten times that
-    (2e-4 up to 13B and 1e-4 from 33B, the QLoRA recipe). Runs under ~100 steps like ~15x.
-    When not: the user pinned --learning-rate. Biderman's rates were tuned with LionW, not AdamW:
-    sweep [1e-5, 5e-4] and keep the highest stable one when it matters.
-    Source: LoRA Without Regret; QLoRA §5.1; Biderman et al. §4.7 and App. B."""
+    """Why: the learning rate is the lever that decides the outcome, and its best value follows the
+    model's width, not its parameter count: full fine-tuning LR = 5e-5 x (2000 / h)^p at batch 128,
+    p = 0.781 for Llama-family and 0.0775 for Qwen-family (an empirical fit of Tulu-3 sweeps; h
+    clamped to 576..8192), times sqrt(B / 128) for the effective batch B (Adam's square-root rule,
+    clamped to 1/4..2), capped at 1e-4. LoRA and QLoRA take 10x that (15x for runs under ~100
+    planned steps), times 32/alpha when alpha is pinned away from the fixed 32, capped at 1e-3 where
+    the sweeps diverged. With alpha fixed the rate does not depend on rank. Other families get
+    Llama's exponent and a warning: they are uncalibrated. Every plan carries a sweep band
+    LR/3, LR, 3·LR (the sweeps' grids are ~3x apart) for `tuneplan sweep --lr band`.
+    When not: the user pinned --learning-rate (kept, with the band around it). The batch term is the
+    least certain part of the fit; LoRA tolerates large batches less than full FT (TP044).
+    Source: tinker-cookbook hyperparam_utils.get_lr (formula version) and sft_sweep.md (best LoRA
+    LR: Llama-3.2-1B/3B 1e-3, Llama-3.1-8B/70B 3e-4 at batch 128); LoRA Without Regret; Malladi et
+    al. 2022; QLoRA scripts (2e-4 at batch 16, alpha 16 for 7B and 13B)."""
     pin = d.pins.learning_rate
     if pin:
-        return Outcome(f"Learning rate pinned to {pin:g}.", {"learning_rate": pin})
-    base = _full_lr(d)
+        band = lr_band(pin)
+        return Outcome(f"Learning rate pinned to {pin:g}; sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
+                       {"learning_rate": pin, "learning_rate_band": band})
+    m = d.model
+    family = m.family
+    p = LR_FIT_EXPONENT.get(family)
+    warnings: tuple[str, ...] = ()
+    if p is None:
+        p = LR_FIT_EXPONENT["llama"]
+        warnings = (f"Uncalibrated family {family!r}: the learning rate uses the Llama-family fit; "
+                    f"sweep it (`tuneplan sweep plan.json --lr band`).",)
+    lo, hi = LR_HIDDEN_RANGE
+    h = min(max(m.hidden_size, lo), hi)
+    hnote = "" if h == m.hidden_size else f" (hidden {m.hidden_size} clamped to {h})"
+    batch = d.task.batch_size
+    bfac = min(max(math.sqrt(batch / LR_REF_BATCH), LR_BATCH_CLAMP[0]), LR_BATCH_CLAMP[1])
+    full = LR_FIT_BASE * (2000 / h) ** p * bfac
+    parts = [f"full-FT fit 5e-5 x (2000/{h})^{p:g}{hnote} x sqrt({batch}/{LR_REF_BATCH})"
+             f"{' clamped' if bfac != math.sqrt(batch / LR_REF_BATCH) else ''} = {full:.3g}"]
     if d.method == "full":
-        return Outcome(f"Learning rate {base:g} for full fine-tuning of a {_size_phrase(d)} model.",
-                       {"learning_rate": base})
-    mult = 10.0
-    why = "10x full fine-tuning's"
-    if d.max_steps is not None and d.max_steps < 100:
-        mult = 15.0
-        why = "15x full fine-tuning's for a run under 100 steps"
-    lr = base * mult
-    return Outcome(f"Learning rate {lr:g} for {_method_word(d.method)}: {why} ({base:g}).",
-                   {"learning_rate": lr})
+        lr = min(full, FULL_LR_CAP)
+        if lr < full:
+            parts.append(f"capped at {FULL_LR_CAP:g}")
+        band = lr_band(lr)
+        return Outcome(f"Learning rate {band[1]:g} for full fine-tuning of a {_size_phrase(d)} {family} "
+                       f"model: {'; '.join(parts)}. Sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
+                       {"learning_rate": band[1], "learning_rate_band": band}, warnings)
+    steps = planned_steps(d)
+    mult = 15.0 if steps is not None and steps < SHORT_RUN_STEPS else 10.0
+    parts.append(f"x {mult:g} for LoRA" + (f" ({steps} planned steps < {SHORT_RUN_STEPS})" if mult == 15 else ""))
+    lr = full * mult
+    alpha = d.lora_alpha
+    if alpha != FIXED_ALPHA:
+        lr *= FIXED_ALPHA / alpha
+        parts.append(f"x 32/alpha = 32/{alpha:g}")
+    if lr > LORA_LR_CAP:
+        parts.append(f"capped at {LORA_LR_CAP:g} (sweeps diverged above)")
+        lr = LORA_LR_CAP
+    band = lr_band(lr)
+    return Outcome(f"Learning rate {band[1]:g} for {_method_word(d.method)} ({family}): {'; '.join(parts)}. "
+                   f"Sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
+                   {"learning_rate": band[1], "learning_rate_band": band}, warnings)
 
 
 @rule("TP041", "schedule-recipe",
@@ -601,7 +720,7 @@ def schedule_recipe(d: Draft) -> Optional[Outcome]:
         upd = {"lr_scheduler": "cosine", "warmup_ratio": 0.1, "max_grad_norm": 1.0, "weight_decay": 0.01}
         msg = "Full fine-tuning: cosine after 10% warmup, clip 1.0, weight decay 0.01"
     if d.max_steps is None:
-        epochs = 2.0 if d.method == "full" else 4.0
+        epochs = _epochs(d.method)
         upd["num_epochs"] = epochs
         msg += f"; {epochs:g} epochs"
     else:
@@ -748,7 +867,7 @@ RULES: list[Rule] = [
     seq_len_from_data,
     target_all_linear,
     rank_by_distance,
-    alpha_two_r,
+    alpha_fixed,
     dropout_by_size,
     far_domain_full,
     far_low_forgetting_lora,

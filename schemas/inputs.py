@@ -231,6 +231,9 @@ class Pins(Strict):
     """Force full, lora or qlora."""
     lora_rank: Optional[int] = Field(default=None, ge=1, le=4096)
     """Force the LoRA rank r. 1..4096."""
+    lora_alpha: Optional[float] = Field(default=None, gt=0, le=65536)
+    """Force LoRA alpha (the update is scaled by alpha/r). Default: fixed 32, so the advised learning
+    rate does not depend on rank; a pinned alpha scales the advised LoRA rate by 32/alpha."""
     target_modules: Optional[list[str]] = None
     """Force LoRA targets: module names, or ["all-linear"]."""
     precision: Optional[Precision] = None

@@ -25,6 +25,9 @@ class Training(Strict):
 
     learning_rate: float = Field(gt=0, lt=1)
     """Peak learning rate. LoRA wants ~10x full fine-tuning's (LoRA Without Regret; Biderman 2024)."""
+    learning_rate_band: Optional[list[float]] = Field(default=None, min_length=3, max_length=3)
+    """The sweep band around the advised rate: [LR/3, LR, 3·LR] (published sweeps' grids are ~3x
+    apart). `tuneplan sweep --lr band` runs these three; null in plans written before it existed."""
     lr_scheduler: LRScheduler = "cosine"
     """Schedule after warmup. QLoRA used constant; Biderman et al. cosine."""
     warmup_ratio: float = Field(default=0.03, ge=0, le=0.5)
@@ -83,7 +86,9 @@ class LoraSettings(Strict):
     use_rslora: bool = False
     """Scale by alpha/sqrt(r) (rank-stabilised LoRA); helps at high ranks."""
     alpha_convention: str = "alpha = 2r"
-    """How alpha was set, stated so learning rates transfer (alpha and LR trade off)."""
+    """How alpha was set, stated so learning rates transfer (alpha and LR trade off): "fixed"
+    (alpha 32 whatever the rank, the advisor's default), "pinned" (--lora-alpha), or "alpha = 2r"
+    (plans written before the fixed convention; the default when the field is absent)."""
 
 
 class Quantization(Strict):
