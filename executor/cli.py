@@ -20,8 +20,7 @@ import argparse
 import csv
 import json
 import sys
-import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -326,25 +325,6 @@ def _launch(args: argparse.Namespace) -> int:
     return _guarded(lambda: int(launch(args.plan, args) or 0))
 
 
-def _find_run_dir(exc: BaseException, db: str | None, since: float) -> str | None:
-    """Best effort: the run directory of a run that just failed or was interrupted."""
-    for candidate in (getattr(exc, "run_dir", None),
-                      getattr(getattr(exc, "result", None), "run_dir", None)):
-        if candidate:
-            return str(candidate)
-    try:
-        from tuneplan.executor.store import list_runs
-
-        started = datetime.fromtimestamp(since - 1, timezone.utc)
-        for row in list_runs(db, limit=5):
-            text = (row.get("started_at") or "").replace("Z", "+00:00")
-            if text and datetime.fromisoformat(text) >= started:
-                return row.get("run_dir")
-    except Exception:  # noqa: BLE001 - a lookup aid only; the run itself is already recorded
-        return None
-    return None
-
-
 def _print_summary(result: Any) -> None:
     from tuneplan.executor.memory_compare import from_result
 
@@ -400,25 +380,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _launch(args)
     from tuneplan.executor.runner import run_plan
 
-    since = time.time()
+    from tuneplan.executor.signals import RecordingFailed, RunInterrupted, pause
+
     try:
         result = run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
                           max_steps=args.max_steps, model_path=args.model_path)
     except InputError as exc:
         _err(exc.render())
         return 2
-    except KeyboardInterrupt as exc:
-        run_dir = _find_run_dir(exc, args.db, since)
-        where = f"; run directory {run_dir}" if run_dir else ""
-        _err(f"interrupted: the run was recorded as interrupted{where}")
+    except RunInterrupted as exc:
+        _err(f"interrupted ({exc}): {exc.recorded.describe()}")
         return 130
-    except Exception as exc:  # noqa: BLE001 - the runner recorded the failed run already
-        run_dir = _find_run_dir(exc, args.db, since)
-        _err(f"error: run failed: {type(exc).__name__}: {exc}")
-        if run_dir:
-            _err(f"  run directory: {run_dir} (result.json, metrics.jsonl)")
+    except KeyboardInterrupt:  # pragma: no cover - run_plan wraps every interrupt
+        _err("interrupted")
+        return 130
+    except RecordingFailed as exc:
+        _err(f"error: {exc}")
         return 1
-    _print_summary(result)
+    except Exception as exc:  # noqa: BLE001 - the runner recorded the failed run already
+        recorded = getattr(exc, "recorded", None)
+        _err(f"error: run failed: {type(exc).__name__}: {exc}")
+        if recorded is not None:
+            _err(f"  {recorded.describe()}")
+        return 1
+    try:
+        pause("returned")
+        _print_summary(result)
+    except KeyboardInterrupt:
+        _err(f"interrupted after the run ended: run {result.run_id} is recorded as {result.status} "
+             f"in {result.run_dir}/result.json and the database")
+        return 130
     return 0 if result.status == "succeeded" else 1
 
 
@@ -494,8 +485,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from tuneplan.advisor.errors import InputError
     from tuneplan.executor.store import StoreError, ingest
 
+    notes: list[str] = []
     try:
-        ids = ingest(args.db, args.paths)
+        ids = ingest(args.db, args.paths, notes=notes)
     except InputError as exc:
         _err(exc.render())
         return 2
@@ -505,6 +497,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     print(f"ingested {len(ids)} run{'s' if len(ids) != 1 else ''} into {_db_label(args.db)}")
     for run_id in ids:
         print(f"  {run_id}")
+    for note in notes:
+        print(f"  note: {note}")
     return 0
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -30,7 +28,9 @@ from tuneplan.advisor.fileio import write_text_atomic
 from tuneplan.schemas import Plan, RunResult, load_plan_dict, tuneplan_version
 
 from . import data as D
+from . import owner
 from .models import resolve_model_dir
+from .signals import Recorded, RecordingFailed, RunInterrupted, RunSignals, no_space, pause
 
 DEFAULT_OUTPUT_DIR = "runs"
 _VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
@@ -88,20 +88,26 @@ def _versions() -> dict[str, str]:
 
 
 
-def _record(db: Optional[str], result: RunResult, metrics: list[dict]) -> None:
-    """Land the run in DuckDB; never lose it when the store is missing or fails."""
+def _record(db: Optional[str], result: RunResult, metrics: list[dict],
+            recorded: Optional[Recorded] = None) -> Optional[str]:
+    """Land the run in DuckDB; never lose it when the store is missing or fails.
+    Returns None when the row was written, else why not (also noted in ``recorded``)."""
     try:
         from tuneplan.executor import store
     except ImportError as exc:
-        print(f"warning: run database unavailable ({exc}); run {result.run_id} is saved in "
-              f"{result.run_dir}/result.json and `tuneplan runs ingest` will recover it", file=sys.stderr)
-        return
-    try:
-        store.record(db, result, metrics=metrics)
-    except Exception as exc:  # the run itself is safe in result.json
-        print(f"warning: recording run {result.run_id} in the database failed ({type(exc).__name__}: "
-              f"{exc}); it is saved in {result.run_dir}/result.json and `tuneplan runs ingest` will "
-              "recover it", file=sys.stderr)
+        error = f"run database unavailable ({exc})"
+    else:
+        try:
+            store.record(db, result, metrics=metrics)
+            return None
+        except Exception as exc:  # the run itself is safe in result.json
+            error = _os_reason(exc) if no_space(exc) else f"{type(exc).__name__}: {exc}"
+    if recorded is not None:
+        recorded.db_error = error
+    print(f"warning: recording run {result.run_id} ({result.status}) in the database failed: {error}; "
+          f"it is saved in {result.run_dir}/result.json and `tuneplan runs ingest {result.run_dir}` "
+          "will recover it", file=sys.stderr)
+    return error
 
 
 def _dir_bytes(path: Path) -> int:
@@ -152,20 +158,42 @@ class _Progress:
             self.bar.stop()
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-
-
 def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optional[str] = None,
              output_dir: Optional[str] = None, max_steps: Optional[int] = None,
              progress: Optional[bool] = None, model_path: Optional[str] = None) -> RunResult:
     """Execute a plan on real weights and return its RunResult.
 
-    Everything is validated before any model is loaded (InputError: plan, data files and rows,
-    model location, --max-steps). Ctrl-C / SIGTERM end the run as "interrupted" and re-raise
-    KeyboardInterrupt; any other exception ends it as "failed" and propagates. In every case
-    result.json and the database row hold the outcome and the metrics so far.
+    Everything is validated before anything is created (InputError: plan, data files and rows,
+    model location, --max-steps). SIGINT / SIGTERM are handled from the first line to after the
+    last write (executor/signals.py): the run ends as "interrupted" and :class:`RunInterrupted`
+    (a KeyboardInterrupt) says what was recorded; a signal before the run directory exists
+    creates nothing. Any other exception ends the run as "failed" and propagates. In every case
+    result.json and the database row hold the outcome and the metrics so far; when the final
+    write itself fails (full disk, locked database) a succeeded run raises
+    :class:`RecordingFailed` naming what is missing.
     """
+    signals = RunSignals().install()
+    recorded = Recorded()
+    try:
+        return _run_plan(plan, data=data, db=db, output_dir=output_dir, max_steps=max_steps,
+                         progress=progress, model_path=model_path, signals=signals, recorded=recorded)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(str(exc) or "interrupted", recorded) from None
+    except Exception as exc:
+        try:
+            exc.recorded = recorded  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+        raise
+    finally:
+        signals.restore()
+
+
+def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
+              signals: RunSignals, recorded: Recorded) -> RunResult:
+    pause("preflight", signals)
     plan_obj, plan_file, plan_text = load_plan(plan)
     plan_dir = plan_file.parent if plan_file else None
     spec = plan_obj.data
@@ -202,12 +230,7 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
     if dist is not None:  # the launcher chose the id and made the directory
         run_id = os.environ.get("TUNEPLAN_RUN_ID") or run_id
     run_dir = Path(output_dir or DEFAULT_OUTPUT_DIR).expanduser() / run_id
-    run_dir.mkdir(parents=True, exist_ok=dist is not None)
-    if main_rank:
-        (run_dir / "plan.json").write_text(plan_text if plan_text is not None else plan_obj.model_dump_json(indent=2))
     metrics_file = run_dir / "metrics.jsonl"
-    if main_rank:
-        metrics_file.touch()
 
     import torch
 
@@ -220,7 +243,7 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
     result = RunResult(
         run_id=run_id, status="running", plan_hash=phash, method=plan_obj.method,
         model=plan_obj.inputs.model.name, hardware=describe_device(device), started_at=_utc_now(),
-        run_dir=str(run_dir.resolve()), predicted_peak_bytes=plan_obj.memory.per_device_bytes,
+        run_dir=str(run_dir.expanduser().absolute()), predicted_peak_bytes=plan_obj.memory.per_device_bytes,
         predicted_fits=plan_obj.memory.fits, forgetting_tolerance=task.forgetting_tolerance,
         domain_distance=task.domain_distance, versions=_versions(),
         trust_remote_code=plan_obj.trust_remote_code, data_path=str(train_path.resolve()),
@@ -233,17 +256,26 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
         first = ", ".join(train_read.skipped_where + (eval_read.skipped_where if eval_read else []))
         substitutions.append(f"data: skipped {skipped} bad rows (skip_bad_rows; first: {first})")
     result.substitutions = list(substitutions)
-    if main_rank:
-        write_text_atomic(run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
-        _record(db, result, [])
 
     state = TrainState()
     meter = None
     bar = None
     t_wall = time.perf_counter()
-    main_thread = threading.current_thread() is threading.main_thread()
-    old_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
     try:
+        with signals.critical():  # the directory, its first files and the "running" row, all or none
+            run_dir.mkdir(parents=True, exist_ok=dist is not None)
+            recorded.run_dir = result.run_dir
+            pause("created", signals)
+            if main_rank:
+                owner.write(run_dir)
+                (run_dir / "plan.json").write_text(
+                    plan_text if plan_text is not None else plan_obj.model_dump_json(indent=2))
+                metrics_file.touch()
+                write_text_atomic(run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
+                recorded.result_status = "running"
+                if _record(db, result, [], recorded) is None:
+                    recorded.db_status = "running"
+        pause("started", signals)
         from transformers import set_seed
 
         set_seed(plan_obj.training.seed)
@@ -294,6 +326,8 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
                 mf.write(json.dumps(m) + "\n")
                 mf.flush()
                 bar.step(m)
+                if m["step"] == 1:
+                    pause("training", signals)
 
             train_kw = {"dist": dist} if dist is not None else {}
             substitutions += train(loaded, train_ex, t, steps=steps, meter=meter, state=state, on_step=on_step,
@@ -327,19 +361,47 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
             torch.cuda.empty_cache()
         raise
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, old_term)
-        if bar is not None:
-            bar.close()
-        if meter is not None and result.measured is None and state.steps:
-            result.measured = meter.result()
-        result.steps = state.steps
-        result.tokens = state.tokens
-        result.tokens_per_second = state.tokens / state.train_seconds if state.train_seconds > 0 else None
-        result.wall_seconds = round(time.perf_counter() - t_wall, 3)
-        result.finished_at = _utc_now()
-        result.substitutions = substitutions
-        if main_rank:
-            write_text_atomic(run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
-            _record(db, result, state.metrics)
+        with signals.critical():  # the final result.json and row; a signal now waits for both
+            if bar is not None:
+                bar.close()
+            if meter is not None and result.measured is None and state.steps:
+                result.measured = meter.result()
+            result.steps = state.steps
+            result.tokens = state.tokens
+            result.tokens_per_second = state.tokens / state.train_seconds if state.train_seconds > 0 else None
+            result.wall_seconds = round(time.perf_counter() - t_wall, 3)
+            result.finished_at = _utc_now()
+            result.substitutions = substitutions
+            if main_rank and recorded.run_dir is not None and run_dir.is_dir():
+                _final_write(db, run_dir, result, state.metrics, recorded, signals)
+    if main_rank and (recorded.result_status != result.status or recorded.db_status != result.status):
+        missing = [] if recorded.result_status == result.status else [
+            f"result.json ({recorded.result_error or 'not written'})"]
+        if recorded.db_status != result.status:
+            missing.append(f"the database row ({recorded.db_error or 'not written'})")
+        full = " - no space left on device" if any("no space left" in m.lower() for m in missing) else ""
+        raise RecordingFailed(f"run {run_id} {result.status} but could not be recorded{full}: "
+                              f"{'; '.join(missing)}. {recorded.describe()}", recorded, result)
     return result
+
+
+def _final_write(db, run_dir: Path, result: RunResult, metrics: list[dict], recorded: Recorded,
+                 signals: RunSignals) -> None:
+    """Write the final result.json, then the database row; note in ``recorded`` what landed."""
+    try:
+        write_text_atomic(run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
+        recorded.result_status, recorded.result_error = result.status, None
+    except OSError as exc:
+        recorded.result_error = _os_reason(exc)
+        print(f"warning: could not write {run_dir}/result.json: {recorded.result_error}", file=sys.stderr)
+    pause("final", signals)
+    error = _record(db, result, metrics, recorded)
+    if error is None:
+        recorded.db_status, recorded.db_error = result.status, None
+    pause("recorded", signals)
+
+
+def _os_reason(exc: BaseException) -> str:
+    if no_space(exc):
+        return f"no space left on device ({exc})"
+    return f"{type(exc).__name__}: {exc}"

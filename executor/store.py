@@ -43,6 +43,7 @@ import json
 import math
 import os
 import re
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Union
@@ -434,7 +435,7 @@ def _open_error(path: Path, exc: Exception, *, writing: bool) -> StoreError:
             f"or use another database with --db / ${ENV_DB}."
         )
     return StoreError(
-        f"cannot open run database {path}: {text}. Check the path and its permissions, or use "
+        f"cannot open run database {path}: {_reason(exc)}. Check the path and its permissions, or use "
         f"another database with --db / ${ENV_DB}."
     )
 
@@ -797,16 +798,39 @@ def record(db: DBPath, result: RunResult, metrics: list[dict] | None = None) -> 
                 _replace_metrics(con, result.run_id, metrics)
             con.execute("COMMIT")
         except duckdb.Error as exc:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise StoreError(
-                f"could not record run {result.run_id} in {_resolve(db)}: {exc}. The run "
+                f"could not record run {result.run_id} in {_resolve(db)}: {_reason(exc)}. The run "
                 f"directory {run_dir} keeps result.json; `tuneplan runs ingest {run_dir}` "
                 f"rebuilds the row."
             ) from exc
         if final:
-            _write_parquet(con, result.run_id, run_dir)
+            try:
+                _write_parquet(con, result.run_id, run_dir)
+            except StoreError as exc:  # the row is in; the parquet copies are a convenience
+                print(f"warning: {exc}", file=sys.stderr)
     finally:
-        con.close()
+        try:
+            con.close()
+        except duckdb.Error:
+            pass
+
+
+def _rollback(con: "DuckDBPyConnection") -> None:
+    """ROLLBACK, ignoring a failure (a full disk can fail it too; the first error is the one to
+    report)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+def _reason(exc: BaseException) -> str:
+    """A database error as text, saying "no space left on device" when that is the cause."""
+    text = str(exc)
+    if "no space left" in text.lower() or getattr(exc, "errno", None) == 28:
+        return f"no space left on device ({text.splitlines()[0] if text else exc!r})"
+    return text
 
 
 def record_comparison(db: DBPath, compare_id: str, run_id: str, method: str,
@@ -871,7 +895,7 @@ def _find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list]:
     return sorted(found), problems
 
 
-def ingest(db: DBPath, paths: list[str | Path]) -> list[str]:
+def ingest(db: DBPath, paths: list[str | Path], *, notes: list[str] | None = None) -> list[str]:
     """Rebuild ``runs`` and ``metrics`` rows from run directories alone (result.json,
     metrics.jsonl and plan.json), replacing any existing rows of the same run_ids.
 
@@ -879,6 +903,12 @@ def ingest(db: DBPath, paths: list[str | Path]) -> list[str]:
     recursively). Every result.json is validated first; any problem raises InputError naming
     each bad path and nothing is written. The row's run_dir is where the files were found.
     Returns the ingested run_ids in directory order.
+
+    A run whose result.json still says "running" but whose process is gone (``process.json``:
+    the pid no longer exists or was reused; executor/owner.py) is recorded as "interrupted"
+    with the metrics it wrote, and its result.json is rewritten to match. One whose process is
+    alive, or cannot be checked (another host), stays "running"; ``notes`` (when given)
+    receives a line for each such decision.
     """
     from pydantic import ValidationError
 
@@ -897,6 +927,9 @@ def ingest(db: DBPath, paths: list[str | Path]) -> list[str]:
                                     "restore the file or leave this directory out"))
     if problems:
         raise InputError(problems)
+    for i, (run_dir, result) in enumerate(loaded):
+        if result.status == "running":
+            loaded[i] = (run_dir, _settle_running(run_dir, result, notes))
 
     con = connect(db)
     try:
@@ -907,11 +940,45 @@ def ingest(db: DBPath, paths: list[str | Path]) -> list[str]:
                 _replace_metrics(con, result.run_id, read_metrics_jsonl(run_dir / "metrics.jsonl"))
             con.execute("COMMIT")
         except duckdb.Error as exc:
-            con.execute("ROLLBACK")
-            raise StoreError(f"ingest into {_resolve(db)} failed, nothing written: {exc}") from exc
+            _rollback(con)
+            raise StoreError(f"ingest into {_resolve(db)} failed, nothing written: {_reason(exc)}") from exc
     finally:
         con.close()
     return [result.run_id for _, result in loaded]
+
+
+def _settle_running(run_dir: Path, result: RunResult, notes: list[str] | None) -> RunResult:
+    """A "running" result whose process is gone becomes "interrupted" (lost), with its metrics."""
+    from tuneplan.advisor.fileio import write_text_atomic
+
+    from . import owner
+
+    is_gone, why = owner.gone(run_dir)
+    if not is_gone:
+        if notes is not None:
+            notes.append(f"{result.run_id}: left as running ({why})")
+        return result
+    metrics = read_metrics_jsonl(run_dir / "metrics.jsonl")
+    lost = result.model_copy(deep=True)
+    lost.status = "interrupted"
+    lost.error = (f"lost: {why} (killed, e.g. SIGKILL or the out-of-memory killer, or crashed) "
+                  f"after {len(metrics)} steps; recorded by `tuneplan runs ingest` from the metrics so far")
+    lost.steps = len(metrics)
+    lost.tokens = int(sum(int(m.get("tokens") or 0) for m in metrics))
+    last = metrics[-1].get("elapsed_s") if metrics else None
+    if last and lost.tokens:
+        lost.tokens_per_second = lost.tokens / float(last)
+    mfile = run_dir / "metrics.jsonl"
+    ended = mfile.stat().st_mtime if mfile.exists() else (run_dir / "result.json").stat().st_mtime
+    lost.finished_at = datetime.fromtimestamp(ended, timezone.utc).isoformat(timespec="seconds")
+    try:
+        write_text_atomic(run_dir / "result.json", lost.model_dump_json(indent=2), fsync=True)
+    except OSError as exc:
+        if notes is not None:
+            notes.append(f"{result.run_id}: could not rewrite result.json ({exc}); the row says interrupted")
+    if notes is not None:
+        notes.append(f"{result.run_id}: recorded as interrupted (lost: {why}), {len(metrics)} steps")
+    return lost
 
 
 # --------------------------------------------------------------------------------------------

@@ -302,15 +302,20 @@ def test_run_failure_exits_1_and_names_run_dir(tmp_path, plan, monkeypatch, caps
     def fail(db_arg):
         from datetime import datetime, timezone
 
+        from tuneplan.executor.signals import Recorded
+
         now = datetime.now(timezone.utc).isoformat()
         store.record(db_arg, make_result(run_dir, "failed-run", status="failed",
                                          started_at=now, error="RuntimeError: out of memory"))
-        raise RuntimeError("out of memory")
+        exc = RuntimeError("out of memory")
+        exc.recorded = Recorded(run_dir=str(run_dir), result_status="failed", db_status="failed")
+        raise exc
 
     fake_runner(monkeypatch, fail)
     assert cli("run", str(plan), "--db", str(db)) == 1
     err = capsys.readouterr().err
     assert "RuntimeError: out of memory" in err and str(run_dir) in err
+    assert "result.json says failed, the database row matches" in err
 
 
 def test_run_multi_process_calls_launcher(plan, monkeypatch):
