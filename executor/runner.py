@@ -317,6 +317,7 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
             bar.log = bar.step = lambda *a, **k: None
         bar.log(f"run {run_id}: {plan_obj.method} on {result.model} ({result.hardware}), {steps} steps, "
                 f"{len(train_ex)} train / {len(eval_ex)} eval sequences")
+        bar.log("evaluating before training (eval and probe loss)")
         result.eval_loss_before = _eval(eval_ex)
         result.forgetting_loss_before = _eval(probe_ex)
         meter = MemoryMeter(model, device, runtime_bytes=runtime_bytes)
@@ -335,9 +336,11 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
         result.measured = meter.result() if dist is None else dist.measured_max(meter.result(), state.wrapped_model)
         meter.close()
         substitutions += meter.notes()
+        bar.log("evaluating after training (eval and probe loss)")
         result.eval_loss_after = _eval(eval_ex)
         result.forgetting_loss_after = _eval(probe_ex)
         art = run_dir / ("model" if plan_obj.method == "full" else "adapter")
+        bar.log(f"saving the {'model' if plan_obj.method == 'full' else 'adapter'} to {art}")
         if dist is not None:  # a collective for sharded models; rank 0 writes
             dist.save_pretrained(state.wrapped_model or model, art)
         else:

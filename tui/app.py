@@ -22,7 +22,7 @@ from typing import Callable, Optional, Union
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
@@ -41,6 +41,7 @@ from textual.widgets import (
     Static,
     TabbedContent,
     TabPane,
+    TextArea,
 )
 
 from tuneplan.advisor import catalog
@@ -51,8 +52,13 @@ from tuneplan.advisor.inputs import Answers, build_inputs
 from tuneplan.advisor.render import METHOD_LABEL, bar, method_rows
 from tuneplan.schemas import SCHEMA_ID, CPUHardware, DataSpec, GPUHardware, Plan
 
+from .search import rank
+from .words import tui_words
+
 GIB = 1024**3
-BAR_WIDTH = 12
+BAR_WIDTH = 24
+DEBOUNCE_S = 0.08
+"""Answers settle this long (no key for 80 ms) before the plan is recomputed, off the UI loop."""
 
 HW_CUSTOM = "custom"
 HW_CPU = "cpu"
@@ -61,10 +67,11 @@ HW_CPU = "cpu"
 FIELD_FOR_FLAG = {
     "--model": "model", "--params": "model",
     "--gpu": "hw", "--cpu": "hw", "hardware": "hw", "--gpu-memory": "gpu-mem",
-    "--gpus": "gpus", "--nodes": "gpus",
+    "--gpus": "gpus", "--nodes": "nodes",
     "--domain": "domain", "--domain-label": "domain-label", "--forgetting": "forgetting",
     "--regime": "regime", "--seq-len": "seq-len", "--batch-size": "batch",
-    "--dataset-tokens": "dataset-tokens", "--data": "data",
+    "--dataset-tokens": "dataset-tokens", "--data": "data", "--eval-data": "eval-data",
+    "--probe-data": "probe-data", "--needs-fresh-facts": "fresh-facts", "--calibrated": "calibrated",
     "--method": "method", "--lora-rank": "rank", "--learning-rate": "lr", "--max-steps": "max-steps",
     "--precision": "precision", "--optimizer": "optimizer", "--attention": "attention",
     "--gradient-checkpointing": "checkpointing", "--target-modules": "targets",
@@ -73,6 +80,8 @@ FIELD_FOR_FLAG = {
 # Field ids -> the words shown to people in problem lists.
 FIELD_LABEL = {
     "model": "model", "hw": "hardware", "gpu-mem": "card memory", "gpus": "GPU count",
+    "nodes": "machines", "eval-data": "eval file", "probe-data": "probe file",
+    "fresh-facts": "fresh facts", "calibrated": "calibration",
     "domain": "domain distance", "domain-label": "kind of data", "forgetting": "forgetting tolerance",
     "regime": "regime", "seq-len": "sequence length", "batch": "batch size",
     "dataset-tokens": "dataset size", "data": "training data", "method": "method pin",
@@ -90,6 +99,27 @@ REGIME_HELP = ("instruction: prompt/response pairs · continued pretraining: raw
 
 _PARAMS = re.compile(r"\s*\d+(\.\d*)?([eE][+-]?\d+)?\s*[kKmMbBtT]?\s*")
 _TOTAL_STEPS = re.compile(r"\b(\d+) steps\b")
+# Lines of the child's output that are libraries talking, not tuneplan: kept out of the view
+# (they are still written to the run's full log file).
+_NOISE = re.compile(
+    r"site-packages/|\b[A-Z]\w*Warning\b|^\s*warnings\.warn\(|\d+(\.\d+)?\s*(it/s|s/it)\]"
+    r"|\|[█▏▎▍▌▋▊▉ ]{3,}\||^\s*$|^`?torch_dtype`? is deprecated|Some weights of|You are using a model of type")
+PHASES = {
+    "loading": "Loading the model and data…",
+    "eval-before": "Evaluating before training (eval and probe loss)…",
+    "training": "Training",
+    "eval-after": "Evaluating after training (eval and probe loss)…",
+    "saving": "Saving…",
+}
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def run_prefix() -> list[str]:
@@ -102,11 +132,11 @@ def _gib(n: Optional[float]) -> str:
     return "-" if n is None else f"{n / GIB:.2f}"
 
 
-def _cell(value) -> str:
-    """One SQL result value as table text (floats to 6 significant digits)."""
+def _cell(value) -> Text:
+    """One SQL result value as plain text, never markup (floats to 6 significant digits)."""
     if value is None:
-        return ""
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+        return Text("NULL", style="dim")
+    return Text(f"{value:.6g}" if isinstance(value, float) else str(value))
 
 
 def _before_after(before: Optional[float], after: Optional[float]) -> str:
@@ -116,10 +146,48 @@ def _before_after(before: Optional[float], after: Optional[float]) -> str:
     return f"{fmt(before)}→{fmt(after)}"
 
 
-class ModelInput(Input):
-    """The model box: down moves into the catalog matches below it."""
+def memory_bars(plan: Plan, width: int = BAR_WIDTH) -> Text:
+    """The three methods' peaks on ONE scale (the largest method or the card, whichever is
+    bigger), names in a fixed column so the chosen marker never shifts a bar, and the usable
+    line (the card less the headroom the plan keeps free) drawn as ┃ on every bar."""
+    cap = plan.memory.device_capacity_bytes
+    usable = plan.memory.usable_bytes
+    rows = method_rows(plan)
+    scale = max([cap] + [r["bytes"] for r in rows])
+    u = min(width - 1, round(width * usable / scale))
+    text = Text()
+    text.append("Peak memory per device", style="bold")
+    text.append(f" · usable {usable / GIB:.1f} of {cap / GIB:.1f} GiB (┃)\n")
+    for r in rows:
+        colour = "green" if r["fits"] else "red"
+        text.append("▶ " if r["chosen"] else "  ", style="bold")
+        text.append(f"{METHOD_LABEL[r['method']]:<8}", style="bold" if r["chosen"] else "")
+        filled = round(width * r["bytes"] / scale)
+        for i in range(width):
+            if i == u:
+                text.append("┃", style="bold yellow")
+            else:
+                text.append("█" if i < filled else "·", style=colour if i < filled else "dim")
+        text.append(f" {r['bytes'] / GIB:7.1f} GiB ")
+        text.append("fits" if r["fits"] else "too big", style=colour)
+        text.append("\n")
+    return text
 
-    BINDINGS = [Binding("down", "app.model_list", "Matches", show=False)]
+
+class ModelInput(Input):
+    """The model box: down moves into the catalog matches below it; enter takes the only match."""
+
+    BINDINGS = [Binding("down", "app.model_list", "Matches")]
+
+
+class SQLBox(TextArea):
+    """Multi-line read-only SQL with history: ctrl+o (or F9) runs, ctrl+up/down walk history."""
+
+    BINDINGS = [
+        Binding("ctrl+o,f9", "app.run_sql", "Run query"),
+        Binding("ctrl+up", "app.sql_history(-1)", "Older query"),
+        Binding("ctrl+down", "app.sql_history(1)", "Newer query"),
+    ]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -135,7 +203,9 @@ class HelpScreen(ModalScreen[None]):
             ("ctrl+g", "cancel the run (SIGINT: recorded as interrupted)"),
             ("F2 / F3 / F4", "Plan / Run / Runs tab"),
             ("F5", "reload past runs from the run database"),
-            ("enter (SQL box)", "run a read-only query against the run database"),
+            ("ctrl+o / F9 (SQL)", "run the read-only query (enter adds a line)"),
+            ("ctrl+up / down", "older / newer query from the SQL history"),
+            ("ctrl+p", "command palette: save, run, help, tabs"),
             ("tab / shift+tab", "next / previous question"),
             ("down (model box)", "move into the catalog matches; enter picks one"),
             ("enter / space", "open a list; arrows choose; enter picks"),
@@ -195,6 +265,20 @@ class TunePlanApp(App[int]):
         self.tokens = 0
         self.total_steps: Optional[int] = None
         self.closing = False
+        self.hidden_lines = 0
+        self.full_log: Optional[Path] = None
+        self.recompute_count = 0
+        self.plan_generation = 0
+        self.pending = True
+        self._generation = 0
+        self._timer = None
+        self._choice_cache: dict[str, Optional[str]] = {}
+        self.sql_history: list[str] = []
+        self._sql_pos = 0
+        self.runs_loaded = False
+        self.phase = ""
+        self.cancel_requested = False
+        self.step_times: list[tuple[float, int]] = []
 
     @staticmethod
     def _detect(detect: Callable[[], Union[GPUHardware, CPUHardware]]):
@@ -246,10 +330,12 @@ class TunePlanApp(App[int]):
                                 Select(hw_options, value=hw_value, allow_blank=False, id="hw",
                                        compact=True), self._detected_text())
                         yield f("Memory of one card (GiB)",
-                                Input(custom, id="gpu-mem", type="number", valid_empty=True,
+                                Input(custom, id="gpu-mem",
                                       placeholder="e.g. 24", compact=True))
                         yield f("How many GPUs (per machine)?",
-                                Input(count, id="gpus", type="integer", compact=True))
+                                Input(count, id="gpus", placeholder="1", compact=True))
+                        yield f("How many machines (nodes)?",
+                                Input("", id="nodes", placeholder="1", compact=True))
                         yield Static("Model", classes="group")
                         yield f("Which model? (catalog name, local folder, or a size like 7B)",
                                 ModelInput(id="model", placeholder="type to search, e.g. llama-3.1-8b",
@@ -273,23 +359,35 @@ class TunePlanApp(App[int]):
                                         ("continued pretraining", "continued-pretraining")],
                                        id="regime", value="instruction", allow_blank=False,
                                        compact=True), REGIME_HELP)
-                        yield f("Sequence length (tokens)",
-                                Input("2048", id="seq-len", type="integer", compact=True))
-                        yield f("Batch size (sequences per step)",
-                                Input("8", id="batch", type="integer", compact=True))
-                        yield f("Dataset size in tokens (optional)",
-                                Input(id="dataset-tokens", type="number", valid_empty=True,
-                                      placeholder="e.g. 5e7", compact=True))
                         yield f("Training data file (JSONL/JSON/CSV/Parquet; needed to run)",
-                                Input(id="data", placeholder="path/to/train.jsonl", compact=True))
+                                Input(id="data", placeholder="path/to/train.jsonl", compact=True),
+                                "read as you type: sequence length, dataset size and steps come from it")
+                        yield f("Eval file (optional; else 10% of the training rows)",
+                                Input(id="eval-data", placeholder="path/to/eval.jsonl", compact=True))
+                        yield f("Forgetting probe text (optional; else the built-in probe)",
+                                Input(id="probe-data", placeholder="path/to/general.txt", compact=True))
+                        yield f("Sequence length (tokens)",
+                                Input("", id="seq-len", placeholder="from the data, else 2048",
+                                      compact=True))
+                        yield f("Batch size (sequences per step)",
+                                Input("", id="batch", placeholder="8", compact=True))
+                        yield f("Dataset size in tokens (optional)",
+                                Input(id="dataset-tokens", placeholder="from the data, e.g. 5e7",
+                                      compact=True))
+                        yield f("Must it learn facts that change or must be cited?",
+                                Select([("no", "no"), ("yes: retrieval comes first", "yes")],
+                                       id="fresh-facts", value="no", allow_blank=False, compact=True))
+                        yield f("Apply calibration from measured runs?",
+                                Select([("no", "no"), ("yes (tuneplan calibrate)", "yes")],
+                                       id="calibrated", value="no", allow_blank=False, compact=True))
                         with Collapsible(title="Pins (optional: fix choices yourself)", id="pins"):
                             yield f("Method", Select([("full fine-tuning", "full"), ("LoRA", "lora"),
                                                       ("QLoRA", "qlora")], id="method", **auto))
-                            yield f("LoRA rank", Input(id="rank", type="integer", valid_empty=True,
+                            yield f("LoRA rank", Input(id="rank",
                                                        placeholder="advisor decides", compact=True))
-                            yield f("Learning rate", Input(id="lr", type="number", valid_empty=True,
+                            yield f("Learning rate", Input(id="lr",
                                                            placeholder="advisor decides", compact=True))
-                            yield f("Max steps", Input(id="max-steps", type="integer", valid_empty=True,
+                            yield f("Max steps", Input(id="max-steps",
                                                        placeholder="epochs", compact=True))
                             yield f("Target modules (comma-separated or all-linear)",
                                     Input(id="targets", placeholder="advisor decides", compact=True))
@@ -307,6 +405,7 @@ class TunePlanApp(App[int]):
                     with VerticalScroll(id="recommendation"):
                         yield Static("", id="rec-status")
                         yield Static("", id="rec-method")
+                        yield Static("", id="rec-ways")
                         yield Static("", id="rec-details")
                         yield Static("", id="rec-bars")
                         yield Static("", id="rec-rules")
@@ -316,6 +415,7 @@ class TunePlanApp(App[int]):
                     yield Static("No run yet: ctrl+s saves the plan, ctrl+r runs it.", id="run-status")
                     yield ProgressBar(id="run-progress", show_eta=False)
                     yield Static("", id="run-metrics")
+                    yield Static("", id="run-loss-note")
                     yield Sparkline([], id="run-loss")
                     yield Button("Cancel run (ctrl+g)", id="cancel", variant="error", disabled=True)
                     yield RichLog(id="run-log", max_lines=500, wrap=True)
@@ -323,18 +423,21 @@ class TunePlanApp(App[int]):
                 with Vertical(id="runs-body"):
                     yield Static("", id="runs-status")
                     yield DataTable(id="runs-table", zebra_stripes=True, cursor_type="row")
-                    yield Input(id="sql", placeholder="read-only SQL, e.g. SELECT * FROM "
-                                "method_summary (enter runs it)")
+                    yield Static("Read-only SQL (ctrl+o or F9 runs; ctrl+up/down: history)",
+                                 classes="q")
+                    yield SQLBox("SELECT * FROM method_summary", id="sql", language=None,
+                                 soft_wrap=True, show_line_numbers=False)
                     yield Static("", id="sql-status")
                     yield DataTable(id="sql-table", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
-        """Fill the derived parts: custom-memory visibility, first plan, past runs."""
+        """Focus the first question and paint; the plan follows off the UI loop, and the run
+        database is only opened when the Runs tab is first shown (first paint stays fast)."""
         self._sync_hw_visibility()
-        self.recompute()
-        self.action_refresh_runs()
-        self.query_one("#model", Input).focus()
+        self.query_one("#model-list", OptionList).display = False
+        self.query_one("#hw", Select).focus()
+        self._kick()
 
     # ------------------------------------------------------------------ answers
 
@@ -346,82 +449,155 @@ class TunePlanApp(App[int]):
         return None if value == Select.NULL else str(value)
 
     def _number(self, wid: str, kind: type, problems: list[Problem]):
+        """The field's number, or None when empty; text that is not one is a problem shown at
+        the field (never silently reinterpreted)."""
         text = self._text(wid)
         if not text:
             return None
+        flag = next(k for k, v in FIELD_FOR_FLAG.items() if v == wid)
         try:
-            value = float(text)
-            if kind is int:
-                if value != int(value):
-                    raise ValueError
-                value = int(value)
-            return value
+            value = float(text.replace("_", ""))
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
         except ValueError:
-            flag = next(k for k, v in FIELD_FOR_FLAG.items() if v == wid)
             what = "a whole number" if kind is int else "a number"
-            problems.append(Problem(flag, f"{text!r} is not {what}", f"type {what}"))
+            problems.append(Problem(flag, f"{text!r} is not {what}", f"type {what}, e.g. "
+                                    + ("8" if kind is int else "24 or 5e7")))
             return None
+        if kind is int:
+            if value != int(value):
+                problems.append(Problem(flag, f"{text!r} is not a whole number", f"type {int(value) or 1}"))
+                return None
+            return int(value)
+        return value
 
     def collect(self) -> tuple[Answers, list[Problem]]:
-        """The fields as Answers, plus problems found while reading them (non-numbers, data)."""
+        """The fields as Answers, plus problems found while reading them (non-numbers, files)."""
         problems: list[Problem] = []
         hw = self._choice("hw")
         model = self._text("model")
         is_params = bool(model) and _PARAMS.fullmatch(model) is not None
         gpus = self._number("gpus", int, problems)
+        nodes = self._number("nodes", int, problems)
         mem = self._number("gpu-mem", float, problems) if hw == HW_CUSTOM else None
         if hw == HW_CUSTOM and mem is None and not any(p.where == "--gpu-memory" for p in problems):
             problems.append(Problem("--gpu-memory", "no card memory given", "type one card's GiB, e.g. 24"))
         tokens = self._number("dataset-tokens", float, problems)
         ckpt = self._choice("checkpointing")
         targets = [t.strip() for t in self._text("targets").split(",") if t.strip()] or None
-        data = self._text("data")
-        if data and not Path(data).expanduser().is_file():
-            problems.append(Problem("--data", f"no file {data!r}", "give the path of a training file"))
+        files = {}
+        for wid, flag in (("data", "--data"), ("eval-data", "--eval-data"), ("probe-data", "--probe-data")):
+            path = self._text(wid)
+            if path and not Path(path).expanduser().is_file():
+                problems.append(Problem(flag, f"no file {path!r}", "give the path of an existing file"))
+                path = ""
+            files[wid] = str(Path(path).expanduser()) if path else None
         answers = Answers(
             model=None if is_params else (model or None), params=model if is_params else None,
             gpu=hw if hw not in (HW_CUSTOM, HW_CPU) else None, gpu_memory=mem, cpu=hw == HW_CPU,
-            gpus=gpus if gpus is not None else 1,
+            gpus=gpus if gpus is not None else 1, nodes=nodes if nodes is not None else 1,
             task={"domain_distance": self._choice("domain"), "forgetting_tolerance": self._choice("forgetting"),
                   "domain_label": self._choice("domain-label"), "regime": self._choice("regime"),
                   "seq_len": self._number("seq-len", int, problems),
                   "batch_size": self._number("batch", int, problems),
-                  "dataset_tokens": None if tokens is None else int(tokens)},
+                  "dataset_tokens": None if tokens is None else int(tokens),
+                  "needs_fresh_facts": True if self._choice("fresh-facts") == "yes" else None},
             pins={"method": self._choice("method"), "lora_rank": self._number("rank", int, problems),
                   "learning_rate": self._number("lr", float, problems),
                   "max_steps": self._number("max-steps", int, problems), "target_modules": targets,
                   "precision": self._choice("precision"), "optimizer": self._choice("optimizer"),
                   "attention": self._choice("attention"),
                   "gradient_checkpointing": None if ckpt is None else ckpt == "on"},
+            data=files["data"], eval_data=files["eval-data"],
         )
         return answers, problems
 
-    def recompute(self) -> None:
-        """Validate every answer; show problems at their fields, or advise and show the plan."""
-        answers, problems = self.collect()
+    def _advise(self, answers: Answers, problems: list[Problem]) -> tuple[Optional[Plan], list[Problem]]:
+        """Validate and advise (pure; runs in a worker thread). Returns (plan or None, problems)."""
+        self.recompute_count += 1
+        plan = None
         try:
             inputs = build_inputs(answers)
+            if self._choice_cache.get("calibrated") == "yes":
+                from tuneplan.advisor.calibration import load_factors
+
+                inputs = inputs.model_copy(update={"calibrated": True})
+                calibration = load_factors(self.db, inputs)
+            else:
+                calibration = None
         except InputError as e:
             problems = problems + [Problem(p.where, "not answered yet", "choose one") if
                                    p.message == "Field required" else p for p in e.problems]
         else:
             if not problems:
                 try:
-                    self.plan = advise(inputs)
+                    plan = advise(inputs, calibration=calibration)
                 except Exception as e:  # an advisor bug must not take the questionnaire down
                     problems.append(Problem("advisor", f"{type(e).__name__}: {e}"))
+        return plan, problems
+
+    def recompute(self) -> None:
+        """Validate and advise now, on the UI loop (save and run need the current answers)."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._generation += 1
+        self._choice_cache = {"calibrated": self._choice("calibrated")}
+        answers, problems = self.collect()
+        plan, problems = self._advise(answers, problems)
+        self._apply(self._generation, plan, problems)
+
+    def schedule_recompute(self) -> None:
+        """Debounce: restart the timer on every change; the plan follows the last one."""
+        self._generation += 1
+        self.pending = True
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(DEBOUNCE_S, self._kick)
+
+    def _kick(self) -> None:
+        """Read the fields (cheap, on the UI loop) and advise in a worker thread."""
+        self._timer = None
+        self._generation += 1
+        self.pending = True
+        self._choice_cache = {"calibrated": self._choice("calibrated")}
+        answers, problems = self.collect()
+        self._advise_worker(self._generation, answers, problems)
+
+    @work(thread=True, exclusive=True, group="advise")
+    def _advise_worker(self, generation: int, answers: Answers, problems: list[Problem]) -> None:
+        plan, problems = self._advise(answers, problems)
+        try:
+            self.call_from_thread(self._apply, generation, plan, problems)
+        except RuntimeError:  # the app has gone
+            pass
+
+    def _apply(self, generation: int, plan: Optional[Plan], problems: list[Problem]) -> None:
+        """Show a result unless newer answers have been given since it was started."""
+        if generation != self._generation or self.closing:
+            return
+        if plan is not None:
+            self.plan = plan
         self.problems = problems
+        self.pending = False
+        self.plan_generation += 1
         self._show_problems()
         self._show_plan()
 
     def _visible(self, wid: str) -> bool:
         """Whether to show a field's problem now: always, except for unanswered, untouched
         questions before the first save (a fresh form is not a wall of red)."""
+        if wid == "model" and self._searching():
+            return False
         if self.show_all_errors or wid in self.touched:
             return True
         widget = self.query_one(f"#{wid}")
         value = widget.value
         return not (value == Select.NULL or value == "")
+
+    def _searching(self) -> bool:
+        """The model box holds a search in progress (matches listed below it)."""
+        return bool(self.query_one("#model-list", OptionList).display)
 
     def _show_problems(self) -> None:
         by_field: dict[str, list[Problem]] = {}
@@ -431,17 +607,25 @@ class TunePlanApp(App[int]):
             found = by_field.get(wid, [])
             shown = found and self._visible(wid)
             err = self.query_one(f"#err-{wid}", Static)
-            err.update(Text("\n".join(f"✗ {p.message}" + (f" — {p.fix}" if p.fix else "")
+            err.update(Text("\n".join(f"✗ {tui_words(p.message)}" + (f" — {tui_words(p.fix)}" if p.fix else "")
                                       for p in found)) if shown else "")
             err.display = bool(shown)
+            err.remove_class("hint")
             self.query_one(f"#{wid}").set_class(bool(shown), "bad")
+        if self._searching() and not self.show_all_errors:
+            n = self.query_one("#model-list", OptionList).option_count
+            hint = self.query_one("#err-model", Static)
+            hint.update(Text(f"{n} match{'es' if n != 1 else ''}: ↓ to choose, enter takes "
+                             f"{'it' if n == 1 else 'the top one'}", style="italic"))
+            hint.display = True
+            hint.set_class(True, "hint")
 
     def _problem_lines(self) -> Text:
         text = Text()
         for p in self.problems:
             wid = FIELD_FOR_FLAG.get(p.where)
             text.append(f"\n • {FIELD_LABEL.get(wid, p.where)}: ", style="bold")
-            text.append(p.message)
+            text.append(tui_words(p.message))
         return text
 
     def _show_plan(self) -> None:
@@ -466,7 +650,6 @@ class TunePlanApp(App[int]):
 
     def _render_plan(self, plan: Plan) -> None:
         hw = plan.inputs.hardware
-        cap = plan.memory.device_capacity_bytes
         head = Text()
         head.append(f"Method: {METHOD_LABEL[plan.method]}", style="bold reverse " +
                     ("green" if plan.feasible else "red"))
@@ -493,17 +676,7 @@ class TunePlanApp(App[int]):
             lines.append(f"{plan.distributed.num_processes} processes, {plan.distributed.strategy}")
         self.query_one("#rec-details", Static).update(Text("\n".join(f"• {x}" for x in lines)))
 
-        bars = Text()
-        bars.append(f"Peak memory per device vs {cap / GIB:.1f} GiB\n", style="bold")
-        for r in method_rows(plan):
-            name = METHOD_LABEL[r["method"]] + (" ◀" if r["chosen"] else "")
-            colour = "green" if r["fits"] else "red"
-            bars.append(f"{name:<8}")
-            bars.append(bar(r["bytes"], cap, BAR_WIDTH), style=colour)
-            bars.append(f" {r['bytes'] / GIB:6.1f} GiB ")
-            bars.append("✓" if r["fits"] else "✗", style=colour)
-            bars.append("\n")
-        self.query_one("#rec-bars", Static).update(bars)
+        self.query_one("#rec-bars", Static).update(memory_bars(plan))
 
         rules = Text()
         rules.append("Rules that fired", style="bold")
@@ -518,10 +691,14 @@ class TunePlanApp(App[int]):
             warn.append("Warnings", style="bold yellow")
             for w in plan.warnings:
                 warn.append(f"\n! {w}")
-        if plan.ways_out:
-            warn.append(("\n" if plan.warnings else "") + "Ways out", style="bold red")
+        ways = Text()
+        if plan.ways_out:  # an infeasible plan leads with what would make it fit
+            ways.append("Nothing fits. Ways out:", style="bold red")
             for w in plan.ways_out:
-                warn.append(f"\n→ {w}")
+                ways.append(f"\n→ {w}")
+        ways_box = self.query_one("#rec-ways", Static)
+        ways_box.update(ways)
+        ways_box.display = bool(plan.ways_out)
         for a in plan.alternatives:
             warn.append(f"\n{METHOD_LABEL[a.method]}: {a.reason}", style="dim")
         self.query_one("#rec-warnings", Static).update(warn)
@@ -531,13 +708,21 @@ class TunePlanApp(App[int]):
     @on(Input.Changed)
     def _input_changed(self, event: Input.Changed) -> None:
         wid = event.input.id
-        if wid in ("sql",):
-            return
         if wid == "model":
             self._filter_models(event.value)
         if event.input.has_focus:
             self.touched.add(wid)
-        self.recompute()
+        self.schedule_recompute()
+
+    @on(Input.Submitted, "#model")
+    def _model_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the model box takes the only match (or the top one), then moves on."""
+        box = self.query_one("#model-list", OptionList)
+        if box.display and box.option_count >= 1:
+            option = box.get_option_at_index(box.highlighted or 0)
+            self._pick_model(str(option.id))
+        else:
+            self.query_one("#domain", Select).focus()
 
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
@@ -545,14 +730,18 @@ class TunePlanApp(App[int]):
             self.touched.add(event.select.id)
         if event.select.id == "hw":
             self._sync_hw_visibility()
-        self.recompute()
+        self.schedule_recompute()
 
     @on(OptionList.OptionSelected, "#model-list")
     def _model_picked(self, event: OptionList.OptionSelected) -> None:
+        self._pick_model(str(event.option.id))
+
+    def _pick_model(self, name: str) -> None:
         model = self.query_one("#model", Input)
         self.touched.add("model")
-        model.value = str(event.option.id)
+        model.value = name
         model.cursor_position = len(model.value)
+        self.query_one("#model-list", OptionList).display = False
         self.query_one("#domain", Select).focus()
 
     def _sync_hw_visibility(self) -> None:
@@ -563,9 +752,7 @@ class TunePlanApp(App[int]):
     def _model_matches(text: str) -> list:
         from textual.widgets.option_list import Option
 
-        needle = text.strip().lower()
-        return [Option(m.name, id=m.name) for m in catalog.list_models()
-                if needle in m.name.lower()]
+        return [Option(name, id=name) for name in rank(text, (m.name for m in catalog.list_models()))]
 
     def _filter_models(self, text: str) -> None:
         box = self.query_one("#model-list", OptionList)
@@ -576,7 +763,9 @@ class TunePlanApp(App[int]):
         box.clear_options()
         if not hide:
             box.add_options(self._model_matches(text))
-        box.display = not hide and box.option_count > 0
+        box.display = not hide and box.option_count > 0 and bool(text)
+        if box.display:
+            box.highlighted = 0
 
     # ------------------------------------------------------------------ actions
 
@@ -595,7 +784,43 @@ class TunePlanApp(App[int]):
     def action_tab(self, tab: str) -> None:
         """Switch to a tab by id and focus its first control."""
         self.query_one("#tabs", TabbedContent).active = tab
-        self.query_one({"plan": "#model", "run": "#run-log", "runs": "#runs-table"}[tab]).focus()
+        self.query_one({"plan": "#hw", "run": "#run-log", "runs": "#runs-table"}[tab]).focus()
+
+    @on(TabbedContent.TabActivated, "#tabs")
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        """The run database is opened the first time the Runs tab is shown, not at start-up."""
+        if event.pane.id == "runs" and not self.runs_loaded:
+            self.action_refresh_runs()
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
+        """The footer shows the keys that apply here: cancel only while a run goes, refresh on
+        the Runs tab, save and run on the Plan tab."""
+        try:
+            tab = self.query_one("#tabs", TabbedContent).active
+        except Exception:
+            return True
+        if action == "cancel_run":
+            return True if self.running else None
+        if action == "refresh_runs":
+            return True if tab == "runs" else None
+        if action == "run":
+            return None if self.running else True
+        return True
+
+    def get_system_commands(self, screen):
+        """App commands in the command palette (ctrl+p), next to Textual's own."""
+        yield SystemCommand("Save plan", "Write the plan to the --out file (ctrl+s)", self.action_save)
+        yield SystemCommand("Run plan", "Save, then train in a subprocess and follow it (ctrl+r)",
+                            self.action_run)
+        yield SystemCommand("Cancel run", "Stop the run; it is recorded as interrupted (ctrl+g)",
+                            self.action_cancel_run)
+        yield SystemCommand("Help: keys", "Every key and what it does (F1)", self.action_help)
+        yield SystemCommand("Show Plan tab", "Questions and the live plan (F2)", lambda: self.action_tab("plan"))
+        yield SystemCommand("Show Run tab", "The current run (F3)", lambda: self.action_tab("run"))
+        yield SystemCommand("Show Runs tab", "Recorded runs and the SQL box (F4)", lambda: self.action_tab("runs"))
+        yield SystemCommand("Reload runs", "Read the run database again (F5)", self.action_refresh_runs)
+        yield from super().get_system_commands(screen)
 
     def _focus_first_problem(self) -> None:
         for p in self.problems:
@@ -614,10 +839,10 @@ class TunePlanApp(App[int]):
         self.show_all_errors = True
         self.recompute()
         if self.problems or self.plan is None:
-            fixes = "; ".join(f"{FIELD_LABEL.get(FIELD_FOR_FLAG.get(p.where), p.where)}: {p.message}"
+            fixes = "; ".join(f"{FIELD_LABEL.get(FIELD_FOR_FLAG.get(p.where), p.where)}: {tui_words(p.message)}"
                               for p in self.problems[:4])
             self.notify(f"Not saved. Fix first — {fixes}", title="Plan is not valid",
-                        severity="error", timeout=8)
+                        severity="error", timeout=8, markup=False)
             self._focus_first_problem()
             return False
         plan = self.plan
@@ -629,9 +854,15 @@ class TunePlanApp(App[int]):
         try:
             write_text_atomic(self.out, plan_to_json(plan, SCHEMA_ID))
         except OSError as e:
-            self.notify(f"Could not write {self.out}: {e}", severity="error", timeout=8)
+            self.notify(f"Could not write {self.out}: {e}", severity="error", timeout=8, markup=False)
             return False
-        self.notify(f"Plan saved to {self.out.resolve()}", title=f"{METHOD_LABEL[plan.method]} plan saved")
+        if not plan.feasible:
+            self.notify(f"Saved to {self.out.resolve()}, marked infeasible: nothing fits this "
+                        "hardware. The ways out are at the top of the plan.",
+                        title="Infeasible plan saved", severity="warning", timeout=8, markup=False)
+            return True
+        self.notify(f"Plan saved to {self.out.resolve()}", title=f"{METHOD_LABEL[plan.method]} plan saved",
+                    markup=False)
         return True
 
     def action_run(self) -> None:
@@ -659,6 +890,10 @@ class TunePlanApp(App[int]):
             cmd += ["--max-steps", max_steps]
         cmd += ["--data", str(Path(self._text("data")).expanduser().resolve())]
         self.running = True
+        self.cancel_requested = False
+        self.hidden_lines = 0
+        self.step_times = []
+        self.refresh_bindings()
         self.losses = []
         self.tokens = 0
         self.total_steps = None
@@ -666,7 +901,9 @@ class TunePlanApp(App[int]):
         self.query_one("#run-loss", Sparkline).data = []
         self.query_one("#run-progress", ProgressBar).update(total=None, progress=0)
         self.query_one("#run-metrics", Static).update("")
-        self.query_one("#run-status", Static).update(Text("Starting… " + " ".join(cmd[2:]), style="bold"))
+        self._draw_losses()
+        self._set_phase("loading")
+        self.query_one("#run-log", RichLog).write(Text("$ tuneplan " + " ".join(cmd[3:]), style="dim"))
         self.query_one("#cancel", Button).disabled = False
         self.action_tab("run")
         self._run_worker(cmd, output)
@@ -678,7 +915,9 @@ class TunePlanApp(App[int]):
             self.notify("No run is going.", severity="warning")
             return
         proc.send_signal(signal.SIGINT)
-        self.query_one("#run-status", Static).update(Text("Cancelling (SIGINT sent)…", style="bold yellow"))
+        self.cancel_requested = True
+        self.query_one("#run-status", Static).update(Text(
+            "Cancelling… the run stops at the next step and is recorded as interrupted.", style="bold yellow"))
         self.notify("Cancelling the run…")
 
     @on(Button.Pressed, "#cancel")
@@ -692,7 +931,9 @@ class TunePlanApp(App[int]):
         """Launch the run, tail <output>/<run_id>/metrics.jsonl, report the outcome."""
         output.mkdir(parents=True, exist_ok=True)
         before = {p.name for p in output.iterdir()}
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TRANSFORMERS_VERBOSITY="error",
+                   TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
+        self.full_log = output / f"tui-run-{time.strftime('%Y%m%d-%H%M%S')}.log"
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
@@ -727,12 +968,23 @@ class TunePlanApp(App[int]):
         self.call_from_thread(self._run_finished, proc.returncode, result, run_dir)
 
     def _pump(self, stream) -> None:
-        """Copy the child's output into the run log (thread)."""
-        for line in stream:
-            try:
-                self.call_from_thread(self._log_line, line.rstrip("\n"))
-            except RuntimeError:  # the app has gone
-                return
+        """Copy the child's output to the full log file and into the view (thread)."""
+        try:
+            full = open(self.full_log, "w", encoding="utf-8")
+        except OSError:
+            full = None
+        try:
+            for line in stream:
+                if full is not None:
+                    full.write(line)
+                    full.flush()
+                try:
+                    self.call_from_thread(self._log_line, line.rstrip("\n"))
+                except RuntimeError:  # the app has gone
+                    return
+        finally:
+            if full is not None:
+                full.close()
 
     @staticmethod
     def _read_metrics(path: Path, offset: int) -> tuple[int, list[dict]]:
@@ -755,11 +1007,30 @@ class TunePlanApp(App[int]):
     def _log_line(self, line: str) -> None:
         if self.closing:
             return
-        self.query_one("#run-log", RichLog).write(Text(line))
+        if _NOISE.search(line):
+            self.hidden_lines += 1
+            return
+        if re.match(r"step \d+/\d+\s", line):  # the progress lines: the bar and metrics show them
+            return
+        self.query_one("#run-log", RichLog).write(Text(line))  # data, never markup
         m = _TOTAL_STEPS.search(line)
-        if m and self.total_steps is None:
+        if line.startswith("run ") and m and self.total_steps is None:
             self.total_steps = int(m.group(1))
             self.query_one("#run-progress", ProgressBar).update(total=self.total_steps)
+            self._set_phase("eval-before")
+        elif line.startswith("evaluating before"):
+            self._set_phase("eval-before")
+        elif line.startswith("evaluating after"):
+            self._set_phase("eval-after")
+        elif line.startswith("saving "):
+            self._set_phase("saving")
+
+    def _set_phase(self, phase: str, detail: str = "") -> None:
+        self.phase = phase
+        if self.cancel_requested:
+            return
+        words = PHASES[phase] + (f" {detail}" if detail else "")
+        self.query_one("#run-status", Static).update(Text(words + "   (ctrl+g cancels)", style="bold"))
 
     def _show_metrics(self, rows: list[dict]) -> None:
         if self.closing:
@@ -775,8 +1046,39 @@ class TunePlanApp(App[int]):
             f"step {step}{of} · loss {loss:.4f} · {tokens:,} tokens · {last.get('elapsed_s', 0):.1f} s"
             if loss is not None else f"step {step}{of}"))
         self.query_one("#run-progress", ProgressBar).update(progress=step)
-        self.query_one("#run-loss", Sparkline).data = list(self.losses)
-        self.query_one("#run-status", Static).update(Text("Running… (ctrl+g cancels)", style="bold"))
+        now = time.monotonic()
+        self.step_times.append((now, step))
+        eta = ""
+        first_t, first_step = self.step_times[0]
+        if self.total_steps and step > first_step and now > first_t:
+            rate = (step - first_step) / (now - first_t)
+            left = max(0.0, (self.total_steps - step) / rate)
+            eta = f"step {step}/{self.total_steps}, about {_duration(left)} left"
+        else:
+            eta = f"step {step}" + (f"/{self.total_steps}" if self.total_steps else "")
+        self._set_phase("training", "— " + eta)
+        if self.total_steps and step >= self.total_steps:
+            self._set_phase("eval-after")
+        self._draw_losses()
+
+    def _draw_losses(self) -> None:
+        """One point is a number, not a bar; from two the curve is drawn one column per step
+        (up to the width), so a short run is not stretched into a solid block."""
+        spark = self.query_one("#run-loss", Sparkline)
+        note = self.query_one("#run-loss-note", Static)
+        losses = self.losses
+        if len(losses) < 2:
+            spark.display = False
+            note.update(Text(f"loss {losses[0]:.4f} at the first step; the curve starts at the second"
+                             if losses else ""))
+            return
+        spark.display = True
+        avail = max(8, (self.query_one("#run-body").size.width or 80) - 4)
+        shown = losses[-avail:]
+        spark.styles.width = len(shown)
+        spark.data = list(shown)
+        note.update(Text(f"loss {shown[0]:.4f} → {shown[-1]:.4f} over {len(losses)} steps "
+                         f"(min {min(losses):.4f})", style="dim"))
 
     def _run_finished(self, code: Optional[int], result: Optional[dict], run_dir: Optional[Path]) -> None:
         if self.closing:
@@ -786,19 +1088,30 @@ class TunePlanApp(App[int]):
         self.query_one("#cancel", Button).disabled = True
         result = result or {}
         status = result.get("status") or ("succeeded" if code == 0 else "failed")
+        cancelled = self.cancel_requested and status in ("interrupted", "failed")
         style = {"succeeded": "bold green", "interrupted": "bold yellow"}.get(status, "bold red")
-        text = Text(f"Run {result.get('run_id', '')} {status}".replace("  ", " "), style=style)
-        text.append(f" (exit {code})" if code is not None else "")
+        if cancelled:
+            text = Text(f"Run {result.get('run_id', '')} cancelled".replace("  ", " "), style="bold yellow")
+            text.append(" at your request; recorded as interrupted, nothing lost")
+        else:
+            text = Text(f"Run {result.get('run_id', '')} {status}".replace("  ", " "), style=style)
+            text.append(f" (exit {code})" if code is not None else "")
         if result.get("steps") is not None:
             text.append(f"\n{result.get('steps')} steps, eval loss "
                         f"{_before_after(result.get('eval_loss_before'), result.get('eval_loss_after'))}, "
                         f"probe loss {_before_after(result.get('forgetting_loss_before'), result.get('forgetting_loss_after'))}")
-        if result.get("error"):
+        if result.get("error") and not cancelled:
             text.append(f"\n{result['error']}", style="red")
+        if self.hidden_lines:
+            text.append(f"\n{self.hidden_lines} lines of library output kept out of view; full log: "
+                        f"{self.full_log}", style="dim")
         if run_dir is not None:
             text.append(f"\n{run_dir}", style="dim")
         self.query_one("#run-status", Static).update(text)
-        self.notify(f"Run {status}", severity="information" if status == "succeeded" else "warning")
+        self.cancel_requested = False
+        self.refresh_bindings()
+        self.notify("Run cancelled" if cancelled else f"Run {status}",
+                    severity="information" if status == "succeeded" else "warning")
         self.action_refresh_runs()
 
     def on_unmount(self) -> None:
@@ -824,37 +1137,74 @@ class TunePlanApp(App[int]):
         table.add_columns("run", "status", "method", "pred GiB", "meas GiB", "error",
                           "eval loss", "probe loss", "tok/s", "model")
         label = self.db or str(store.default_db_path())
+        self.runs_loaded = True
         try:
             rows = store.list_runs(self.db)
+        except store.NoDatabase:
+            status.update(Text(f"No runs recorded yet in {label}: ctrl+r on the Plan tab runs one.",
+                               style="yellow"))
+            return
         except store.StoreError as e:
-            status.update(Text(str(e), style="yellow"))
+            status.update(Text(f"Could not read the run database: {e}", style="yellow"))
             return
         for r in rows:
             err = r.get("memory_error")
             tps = r.get("tokens_per_second")
-            table.add_row(
+            cells = (
                 r["run_id"], r["status"], METHOD_LABEL.get(r["method"], r["method"]),
                 _gib(r.get("predicted_peak_bytes")), _gib(r.get("measured_peak_bytes")),
                 "" if err is None else f"{err * 100:+.1f}%",
                 _before_after(r.get("eval_loss_before"), r.get("eval_loss_after")),
                 _before_after(r.get("forgetting_loss_before"), r.get("forgetting_loss_after")),
-                "-" if tps is None else f"{tps:,.0f}", r["model"].rsplit("/", 1)[-1], key=r["run_id"])
+                "-" if tps is None else f"{tps:,.0f}", str(r["model"]).rsplit("/", 1)[-1])
+            table.add_row(*(Text(str(c)) for c in cells), key=r["run_id"])  # data, never markup
         status.update(Text(f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {label} "
                            f"(F5 reloads; error = (predicted − measured) / measured)"))
 
-    @on(Input.Submitted, "#sql")
-    def _run_sql(self, event: Input.Submitted) -> None:
-        from tuneplan.executor import store
-
+    def action_run_sql(self) -> None:
+        """Run the SQL box's statement through the sealed read-only connection."""
+        box = self.query_one("#sql", SQLBox)
+        sql = box.text.strip()
+        if not sql:
+            return
+        if not self.sql_history or self.sql_history[-1] != sql:
+            self.sql_history.append(sql)
+        self._sql_pos = len(self.sql_history)
         table = self.query_one("#sql-table", DataTable)
         status = self.query_one("#sql-status", Static)
         table.clear(columns=True)
         try:
-            columns, rows = store.query(self.db, event.value)
-        except store.StoreError as e:
-            status.update(Text(str(e), style="bold red"))
+            columns, rows = sql_query(self.db, sql)
+        except Exception as e:  # refused, bad SQL, no database: said in words, never raised
+            status.update(Text(_store_error_words(e), style="bold red"))
             return
-        table.add_columns(*columns)
+        table.add_columns(*(Text(str(c)) for c in columns))
         for row in rows:
             table.add_row(*(_cell(v) for v in row))
         status.update(Text(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="green"))
+
+    def action_sql_history(self, delta: int) -> None:
+        """Walk the SQL history; past the newest entry the box is empty for a new query."""
+        if not self.sql_history:
+            return
+        self._sql_pos = max(0, min(len(self.sql_history), self._sql_pos + delta))
+        box = self.query_one("#sql", SQLBox)
+        box.text = self.sql_history[self._sql_pos] if self._sql_pos < len(self.sql_history) else ""
+        box.move_cursor(box.document.end)
+
+
+def sql_query(db: Optional[str], sql: str) -> tuple[list[str], list[tuple]]:
+    """The one call the SQL box makes: the same read-only path as `tuneplan sql`."""
+    from tuneplan.executor import store
+
+    return store.query(db, sql)
+
+
+def _store_error_words(e: Exception) -> str:
+    from tuneplan.executor import store
+
+    if isinstance(e, store.NoDatabase):
+        return "No run database yet: nothing to query until a run is recorded (ctrl+r on the Plan tab)."
+    if isinstance(e, store.StoreError):
+        return tui_words(str(e))
+    return f"{type(e).__name__}: {e}"
