@@ -169,7 +169,7 @@ def memory_bars(plan: Plan, width: int = BAR_WIDTH) -> Text:
             else:
                 text.append("█" if i < filled else "·", style=colour if i < filled else "dim")
         text.append(f" {r['bytes'] / GIB:7.1f} GiB ")
-        text.append("fits" if r["fits"] else "too big", style=colour)
+        text.append(f"{'fits' if r['fits'] else 'too big':<7}", style=colour)
         text.append("\n")
     return text
 
@@ -234,6 +234,10 @@ class TunePlanApp(App[int]):
     TITLE = "tuneplan"
     BINDINGS = [
         Binding("f1", "help", "Help", priority=True),
+        # Focus moves are priority bindings, handled by the app as each key is dequeued: keys
+        # typed right after Tab then go to the field Tab moved to, however fast they arrive.
+        Binding("tab", "app.focus_next", "Next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", "Previous", show=False, priority=True),
         Binding("question_mark", "help", "Help", show=False),
         Binding("ctrl+s", "save", "Save", priority=True),
         Binding("ctrl+r", "run", "Run", priority=True),
@@ -272,6 +276,8 @@ class TunePlanApp(App[int]):
         self.pending = True
         self._generation = 0
         self._timer = None
+        self._in_flight = False
+        self._again = False
         self._choice_cache: dict[str, Optional[str]] = {}
         self.sql_history: list[str] = []
         self._sql_pos = 0
@@ -556,21 +562,36 @@ class TunePlanApp(App[int]):
         self._timer = self.set_timer(DEBOUNCE_S, self._kick)
 
     def _kick(self) -> None:
-        """Read the fields (cheap, on the UI loop) and advise in a worker thread."""
+        """Read the fields (cheap, on the UI loop) and advise in a worker thread. One advisor
+        call at a time: changes made while it runs are coalesced into one call after it."""
         self._timer = None
+        if self._in_flight:
+            self._again = True
+            return
         self._generation += 1
         self.pending = True
         self._choice_cache = {"calibrated": self._choice("calibrated")}
         answers, problems = self.collect()
+        self._in_flight = True
+        self._again = False
         self._advise_worker(self._generation, answers, problems)
 
     @work(thread=True, exclusive=True, group="advise")
     def _advise_worker(self, generation: int, answers: Answers, problems: list[Problem]) -> None:
-        plan, problems = self._advise(answers, problems)
         try:
-            self.call_from_thread(self._apply, generation, plan, problems)
+            plan, problems = self._advise(answers, problems)
+        except BaseException:
+            plan = None
+        try:
+            self.call_from_thread(self._worker_done, generation, plan, problems)
         except RuntimeError:  # the app has gone
             pass
+
+    def _worker_done(self, generation: int, plan: Optional[Plan], problems: list[Problem]) -> None:
+        self._in_flight = False
+        if self._again and self._timer is None:
+            self._kick()  # the answers changed while advising: once more, with the latest
+        self._apply(generation, plan, problems)
 
     def _apply(self, generation: int, plan: Optional[Plan], problems: list[Problem]) -> None:
         """Show a result unless newer answers have been given since it was started."""
