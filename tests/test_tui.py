@@ -384,7 +384,7 @@ def _steady(app) -> None:
         widget.cursor_blink = False
 
 
-def frozen_advise(inputs):
+def frozen_advise(inputs, **kw):
     """The real plan with every number and sentence the advisor's authors may retune pinned, so
     the snapshot checks the TUI's layout, not today's estimator."""
     from tuneplan.advisor.engine import advise

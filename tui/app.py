@@ -49,7 +49,7 @@ from tuneplan.advisor.engine import advise
 from tuneplan.advisor.errors import InputError, Problem
 from tuneplan.advisor.fileio import write_text_atomic
 from tuneplan.advisor.inputs import Answers, build_inputs
-from tuneplan.advisor.render import METHOD_LABEL, bar, method_rows
+from tuneplan.advisor.render import METHOD_LABEL, method_rows
 from tuneplan.schemas import SCHEMA_ID, CPUHardware, DataSpec, GPUHardware, Plan
 
 from .search import rank
@@ -146,7 +146,7 @@ def _before_after(before: Optional[float], after: Optional[float]) -> str:
     return f"{fmt(before)}→{fmt(after)}"
 
 
-def memory_bars(plan: Plan, width: int = BAR_WIDTH) -> Text:
+def memory_bars(plan: Plan, width: int = BAR_WIDTH, narrow: bool = False) -> Text:
     """The three methods' peaks on ONE scale (the largest method or the card, whichever is
     bigger), names in a fixed column so the chosen marker never shifts a bar, and the usable
     line (the card less the headroom the plan keeps free) drawn as ┃ on every bar."""
@@ -168,8 +168,12 @@ def memory_bars(plan: Plan, width: int = BAR_WIDTH) -> Text:
                 text.append("┃", style="bold yellow")
             else:
                 text.append("█" if i < filled else "·", style=colour if i < filled else "dim")
-        text.append(f" {r['bytes'] / GIB:7.1f} GiB ")
-        text.append(f"{'fits' if r['fits'] else 'too big':<7}", style=colour)
+        if narrow:  # 80 columns: the pane is half of it
+            text.append(f" {r['bytes'] / GIB:6.1f}G ")
+            text.append("✓" if r["fits"] else "✗", style=colour)
+        else:
+            text.append(f" {r['bytes'] / GIB:7.1f} GiB ")
+            text.append(f"{'fits' if r['fits'] else 'too big':<7}", style=colour)
         text.append("\n")
     return text
 
@@ -616,6 +620,10 @@ class TunePlanApp(App[int]):
         value = widget.value
         return not (value == Select.NULL or value == "")
 
+    def on_resize(self) -> None:
+        if self.plan is not None:
+            self.call_after_refresh(self._show_plan)
+
     def _searching(self) -> bool:
         """The model box holds a search in progress (matches listed below it)."""
         return bool(self.query_one("#model-list", OptionList).display)
@@ -697,7 +705,10 @@ class TunePlanApp(App[int]):
             lines.append(f"{plan.distributed.num_processes} processes, {plan.distributed.strategy}")
         self.query_one("#rec-details", Static).update(Text("\n".join(f"• {x}" for x in lines)))
 
-        self.query_one("#rec-bars", Static).update(memory_bars(plan))
+        room = self.query_one("#recommendation").content_region.width or 80
+        narrow = room < 30 + BAR_WIDTH
+        width = max(6, min(BAR_WIDTH, room - (22 if narrow else 33)))  # less a scrollbar
+        self.query_one("#rec-bars", Static).update(memory_bars(plan, width, narrow))
 
         rules = Text()
         rules.append("Rules that fired", style="bold")
@@ -815,18 +826,18 @@ class TunePlanApp(App[int]):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
-        """The footer shows the keys that apply here: cancel only while a run goes, refresh on
-        the Runs tab, save and run on the Plan tab."""
+        """The footer shows the keys that apply here: cancel only while a run goes, run only
+        when none is going, refresh on the Runs tab (False hides a key from the footer)."""
         try:
             tab = self.query_one("#tabs", TabbedContent).active
         except Exception:
             return True
         if action == "cancel_run":
-            return True if self.running else None
+            return self.running
         if action == "refresh_runs":
-            return True if tab == "runs" else None
+            return tab == "runs"
         if action == "run":
-            return None if self.running else True
+            return not self.running
         return True
 
     def get_system_commands(self, screen):
