@@ -99,6 +99,19 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    "when --main-process-ip is given)")
     p.set_defaults(func=_cmd_run)
 
+    # export -----------------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "export", help="write the plan as a TRL, Axolotl, LLaMA-Factory or torchtune config",
+        description="Write plan.json in another trainer's own config format: method, LR and schedule, "
+        "rank, alpha, dropout, targets, 4-bit quantization, precision, checkpointing, batch, sequence "
+        "length, data and distributed settings. What the target cannot express is listed in the file's "
+        "header and on stderr. Exit 0 written, 2 bad input.")
+    p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
+    p.add_argument("--to", required=True, choices=("trl", "axolotl", "llamafactory", "torchtune"),
+                   help="target trainer")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(func=_cmd_export)
+
     # runs [ingest] --------------------------------------------------------------------------
     p = subparsers.add_parser(
         "runs",
@@ -411,6 +424,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
              f"in {result.run_dir}/result.json and the database")
         return 130
     return 0 if result.status == "succeeded" else 1
+
+
+# --------------------------------------------------------------------------------------------
+# export
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    missing = _no_file(args.plan, "PLAN", "give the plan.json written by `tuneplan advise`")
+    if missing is not None:
+        return missing
+
+    def body() -> int:
+        from tuneplan.advisor.fileio import write_text_atomic
+        from tuneplan.executor.export import export_plan
+
+        exported = export_plan(args.plan, args.to)
+        text = exported.render(Path(args.plan).name)
+        if args.output:
+            write_text_atomic(args.output, text)
+            print(f"wrote {args.output} ({args.to}); launch: {exported.launch.replace('FILE', args.output)}")
+        else:
+            sys.stdout.write(text)
+        for note in exported.notes:
+            _err(f"not expressible in {args.to}: {note}")
+        return 0
+
+    return _guarded(body, failure="export")
 
 
 # --------------------------------------------------------------------------------------------
