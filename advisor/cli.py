@@ -76,6 +76,13 @@ def _add_advise(sub) -> None:
     o.add_argument("--calibrated", action="store_true",
                    help="apply correction factors from `tuneplan calibrate`")
     o.add_argument("--db", help="DuckDB file holding calibration (with --calibrated)")
+    c = p.add_argument_group("lockfile check (CI)")
+    c.add_argument("--check", metavar="PLAN_JSON",
+                   help="re-advise from this plan's own inputs with the current advisor; exit 1 with a "
+                        "diff when it is stale, 0 when it matches")
+    c.add_argument("--tolerance", type=float, default=0.05, metavar="FRACTION",
+                   help="with --check: allowed relative change of the memory estimate (default 0.05)")
+    c.add_argument("--update", action="store_true", help="with --check: rewrite a stale plan")
     p.set_defaults(func=cmd_advise)
 
 
@@ -116,6 +123,8 @@ def cmd_advise(args) -> int:
     from .errors import InputError
     from .inputs import build_inputs
 
+    if args.check:
+        return _cmd_check_plan(args)
     calibration = None
     try:
         inputs = build_inputs(_answers(args))
@@ -143,6 +152,23 @@ def cmd_advise(args) -> int:
 
         print_plan(plan, written_to=args.output)
     return EXIT_OK if plan.feasible else EXIT_INFEASIBLE
+
+
+def _cmd_check_plan(args) -> int:
+    from .errors import InputError
+    from .lockcheck import check_plan
+
+    if not (0 <= args.tolerance < 1):
+        print(InputError.one("--tolerance", f"{args.tolerance} is not a fraction in [0, 1)",
+                             "e.g. --tolerance 0.05 for 5%").render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        code, report = check_plan(args.check, tolerance=args.tolerance, db=args.db, update=args.update)
+    except InputError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(report)
+    return code
 
 
 def _load_calibration(db: Optional[str], inputs) -> Optional[dict[str, float]]:
