@@ -143,12 +143,17 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "table_info) against the run database. Tables: runs, metrics, comparisons; views: "
         "run_predictions, run_learning, method_summary, run_memory_checks, comparison_runs, "
         "audit_qlora_vs_lora_memory, audit_lora_vs_full_forgetting, audit_lora_vs_full_learning, "
-        "audit_memory_predictions. Writes are refused (exit 2) and change nothing.",
+        "audit_memory_predictions, run_settings. Writes are refused (exit 2) and change nothing. "
+        "`tuneplan sql --schema` lists every table and view with a line per column; docs/sql.md "
+        "has worked queries.",
     )
-    p.add_argument("query", metavar="QUERY", help='e.g. "SELECT * FROM method_summary"')
+    p.add_argument("query", metavar="QUERY", nargs="?", help='e.g. "SELECT * FROM method_summary"')
+    p.add_argument("--schema", action="store_true",
+                   help="list every table and view with a one-line description of each column "
+                   "(with --format json: as JSON; markdown also accepted)")
     p.add_argument("--db", metavar="PATH", help=_DB_HELP)
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                   help="output format (default: table)")
+    p.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table",
+                   help="output format (default: table; markdown only with --schema)")
     p.set_defaults(func=_cmd_sql)
 
     # merge ----------------------------------------------------------------------------------
@@ -546,7 +551,45 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 # sql
 
 
+def _cmd_sql_schema(args: argparse.Namespace) -> int:
+    """--schema: the tables and views as this tuneplan creates them (fresh in-memory database)."""
+    import duckdb
+
+    from tuneplan.executor import store
+    from tuneplan.executor.sqldocs import render_schema
+
+    con = duckdb.connect(":memory:")
+    try:
+        store.migrate(con)
+        kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables "
+                                 "WHERE table_schema = 'main'").fetchall())
+        cols = con.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                           "WHERE schema_name = 'main' AND NOT internal "
+                           "ORDER BY table_name, column_index").fetchall()
+    finally:
+        con.close()
+    order = sorted(kinds, key=lambda t: (kinds[t] != "BASE TABLE", t))
+    rows = [(t, "table" if kinds[t] == "BASE TABLE" else "view", c, d)
+            for t in order for (tt, c, d) in cols if tt == t]
+    fmt = {"json": "json", "markdown": "markdown"}.get(args.format, "text")
+    sys.stdout.write(render_schema(rows, fmt))
+    return 0
+
+
 def _cmd_sql(args: argparse.Namespace) -> int:
+    if args.schema:
+        return _cmd_sql_schema(args)
+    if not args.query:
+        from tuneplan.advisor.errors import InputError
+
+        _err(InputError.one("QUERY", "no query given", 'pass a statement, e.g. "SELECT * FROM run_settings", '
+                            "or --schema to list the tables and views").render())
+        return 2
+    if args.format == "markdown":
+        from tuneplan.advisor.errors import InputError
+
+        _err(InputError.one("--format", "markdown is for --schema", "use table, csv or json").render())
+        return 2
     from tuneplan.executor.store import NoDatabase, QueryError, StoreError, query
 
     try:

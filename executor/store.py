@@ -378,6 +378,58 @@ overhead, measured_comparable_bytes = measured - runtime_bytes, memory_error_com
 (predicted_comparable - measured_comparable) / measured_comparable. audit_memory_predictions is
 re-created on top of it."""
 
+def _plan_str(path: str) -> str:
+    return f"json_extract_string(plan_json, '$.{path}')"
+
+
+def _plan_num(path: str, kind: str) -> str:
+    return f"TRY_CAST({_plan_str(path)} AS {kind})"
+
+
+_V5_RUN_SETTINGS = f"""
+CREATE OR REPLACE VIEW run_settings AS
+SELECT
+    run_id,
+    {_plan_str('method')} AS planned_method,
+    {_plan_str('inputs.model.name')} AS planned_model,
+    {_plan_num('training.learning_rate', 'DOUBLE')} AS learning_rate,
+    {_plan_str('training.lr_scheduler')} AS lr_scheduler,
+    {_plan_num('training.warmup_ratio', 'DOUBLE')} AS warmup_ratio,
+    {_plan_num('training.num_epochs', 'DOUBLE')} AS num_epochs,
+    {_plan_num('training.max_steps', 'BIGINT')} AS max_steps,
+    {_plan_num('lora.rank', 'INTEGER')} AS lora_rank,
+    {_plan_num('lora.alpha', 'DOUBLE')} AS lora_alpha,
+    {_plan_num('lora.dropout', 'DOUBLE')} AS lora_dropout,
+    from_json(json_extract(plan_json, '$.lora.target_modules'), '["VARCHAR"]') AS target_modules,
+    {_plan_num('lora.use_rslora', 'BOOLEAN')} AS use_rslora,
+    {_plan_str('quantization.quant_type')} AS quant_type,
+    {_plan_num('training.seq_len', 'INTEGER')} AS seq_len,
+    {_plan_num('training.per_device_batch_size', 'INTEGER')} AS per_device_batch_size,
+    {_plan_num('training.gradient_accumulation_steps', 'INTEGER')} AS gradient_accumulation_steps,
+    {_plan_num('training.per_device_batch_size', 'BIGINT')}
+        * {_plan_num('training.gradient_accumulation_steps', 'BIGINT')}
+        * coalesce({_plan_num('distributed.num_processes', 'BIGINT')}, 1) AS effective_batch,
+    {_plan_str('training.precision')} AS precision,
+    {_plan_str('training.optimizer')} AS optimizer,
+    {_plan_num('training.weight_decay', 'DOUBLE')} AS weight_decay,
+    {_plan_num('training.max_grad_norm', 'DOUBLE')} AS max_grad_norm,
+    {_plan_num('training.gradient_checkpointing', 'BOOLEAN')} AS gradient_checkpointing,
+    {_plan_str('training.attention')} AS attention,
+    {_plan_num('training.seed', 'BIGINT')} AS seed,
+    {_plan_str('distributed.strategy')} AS planned_strategy,
+    {_plan_num('distributed.num_processes', 'INTEGER')} AS planned_processes,
+    {_plan_num('distributed.num_nodes', 'INTEGER')} AS planned_nodes,
+    {_plan_str('inputs.hardware.kind')} AS planned_hardware_kind,
+    {_plan_str('inputs.hardware.name')} AS planned_gpu,
+    {_plan_num('inputs.hardware.memory_bytes', 'BIGINT')} AS planned_device_memory_bytes,
+    {_plan_str('inputs.task.domain_label')} AS domain_label
+FROM runs;
+"""
+"""Migration 5: ``run_settings``, the training settings of each run's plan as typed columns (no
+more ``plan_json->>'$...'``). Its columns carry no name of another view's, other than run_id
+(plan-side names are prefixed planned_), so ``JOIN run_settings USING (run_id)`` with any view
+never makes a column ambiguous."""
+
 Migration = tuple[int, str, Union[str, Callable[["DuckDBPyConnection"], None]]]
 
 MIGRATIONS: list[Migration] = [
@@ -388,6 +440,7 @@ MIGRATIONS: list[Migration] = [
         "(tuneplan compare / check)", _V3_COMPARISONS),
     (4, "runs.runtime_bytes; run_memory_checks like-for-like on both sides (measured less "
         "runtime_bytes) and audit_memory_predictions re-created", _V4_RUNTIME),
+    (5, "run_settings view: each run's planned training settings as typed columns", _V5_RUN_SETTINGS),
 ]
 """Ordered migrations: (version, description, SQL script or function of a connection).
 Append only; never edit an applied one."""

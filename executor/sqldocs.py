@@ -1,0 +1,204 @@
+"""`tuneplan sql --schema`: every table and view of the run database, each column with one line.
+
+Descriptions live here, by column name (the same name means the same thing in every table and view;
+TABLE_COLUMN_DOCS overrides where a view gives a name a narrower meaning). The listing itself is
+read from the database (duckdb_columns), so it always shows the schema the file really has, and
+tests/test_sql_settings.py fails when a table, view or column has no description. Stdlib only.
+"""
+
+from __future__ import annotations
+
+TABLE_DOCS = {
+    "runs": "one row per run: what was planned, what was measured, and the whole result.json",
+    "metrics": "one row per optimizer step of each run (loss, LR, grad norm, tokens, time)",
+    "comparisons": "which runs `tuneplan compare` ran side by side (one row per run of a comparison)",
+    "schema_migrations": "which schema migrations this database has applied, and when",
+    "run_settings": "each run's planned training settings as typed columns (joins USING (run_id))",
+    "run_predictions": "predicted vs measured peak memory per run (raw, framework overhead included)",
+    "run_learning": "learning (eval loss drop) and forgetting (probe loss rise) per run",
+    "method_summary": "per method and model: run counts and means over succeeded runs",
+    "run_memory_checks": "per run: the like-for-like memory comparison `tuneplan check` audits",
+    "comparison_runs": "the runs of each comparison with their learning and forgetting",
+    "audit_qlora_vs_lora_memory": "per comparison: did QLoRA use less memory and learn as well as LoRA",
+    "audit_lora_vs_full_forgetting": "per comparison: did the adapter forget less than full fine-tuning",
+    "audit_lora_vs_full_learning": "per comparison: did full fine-tuning learn more than the adapter",
+    "audit_memory_predictions": "per method and device kind: how often the memory promise held",
+}
+
+COLUMN_DOCS = {
+    # identity and status
+    "run_id": "run identifier (directory name under the runs folder); the join key everywhere",
+    "plan_hash": "SHA-256 of the plan the run executed (same hash = same plan)",
+    "plan_json": "the plan.json the run executed (JSON)",
+    "method": "fine-tuning method that ran: full, lora or qlora",
+    "model": "model name as the plan states it (Hub id or local path)",
+    "hardware": "the device the run used, as the executor described it",
+    "device_kind": "cpu or cuda",
+    "status": "succeeded, failed, interrupted or running",
+    "error": "error message of a failed or interrupted run",
+    "started_at": "when the run started (UTC)",
+    "finished_at": "when the run ended (UTC)",
+    "recorded_at": "when this row was last written (UTC)",
+    "run_dir": "the run directory (plan.json, result.json, metrics.jsonl, adapter/ or model/)",
+    "data_path": "training data file the run read",
+    "tuneplan_version": "tuneplan release that ran it",
+    "versions": "versions of torch, transformers, peft, bitsandbytes ... at run time (JSON)",
+    "result_json": "the whole result.json (JSON), so nothing is lost when the schema grows",
+    "trust_remote_code": "whether the model repository's own Python was allowed to run",
+    "num_processes": "processes the run used",
+    "strategy": "distributed strategy the run used: none, ddp, fsdp, deepspeed-zero2/3",
+    "substitutions": "settings the executor changed on this machine, e.g. a paged optimizer on CPU",
+    # memory
+    "predicted_peak_bytes": "the plan's predicted peak memory per device, bytes",
+    "predicted_fits": "whether the plan predicted the run fits the device",
+    "measured_peak_bytes": "measured peak memory per device, bytes (CUDA reserved max, or CPU RSS)",
+    "params_bytes": "measured bytes of parameters",
+    "grads_bytes": "measured bytes of gradients",
+    "optimizer_bytes": "measured bytes of optimizer states",
+    "saved_tensors_peak_bytes": "measured peak bytes of tensors saved for backward (activations)",
+    "cuda_max_allocated_bytes": "torch.cuda.max_memory_allocated, bytes (CUDA only)",
+    "cuda_max_reserved_bytes": "torch.cuda.max_memory_reserved, bytes (CUDA only)",
+    "rss_peak_bytes": "peak resident set size of the process, bytes",
+    "runtime_bytes": "part of the measured peak that is the process runtime (CPU RSS before the model loaded; 0 on CUDA)",
+    "predicted_overhead_bytes": "the plan's framework-overhead term, bytes",
+    "predicted_comparable_bytes": "predicted peak less the framework-overhead term, bytes",
+    "measured_comparable_bytes": "measured peak less runtime_bytes, bytes",
+    "error_bytes": "predicted_peak_bytes - measured_peak_bytes",
+    "relative_error": "memory error: (predicted - measured) / measured, raw (negative = under-predicted)",
+    "memory_error": "memory error: (predicted - measured) / measured, raw (negative = under-predicted)",
+    "memory_error_comparable": "memory error like-for-like: (predicted less overhead - measured less runtime) / measured less runtime",
+    "out_of_memory": "whether the run failed by running out of memory",
+    # learning and forgetting
+    "eval_loss_before": "in-domain eval loss before training",
+    "eval_loss_after": "in-domain eval loss after training",
+    "learning": "eval_loss_before - eval_loss_after (larger = learned more)",
+    "forgetting_loss_before": "loss on the general-text probe before training",
+    "forgetting_loss_after": "loss on the general-text probe after training",
+    "forgetting": "forgetting_loss_after - forgetting_loss_before (larger = forgot more)",
+    "forgetting_tolerance": "the plan's forgetting tolerance: low, medium or high",
+    "domain_distance": "the plan's domain distance: near, moderate or far",
+    # speed and size
+    "steps": "optimizer steps run",
+    "tokens": "trained (loss-bearing) tokens",
+    "tokens_per_second": "trained tokens per second of training",
+    "wall_seconds": "wall-clock seconds of the whole run",
+    "trainable_params": "parameters that received gradients",
+    "total_params": "all parameters of the loaded model",
+    "artifact_path": "saved adapter/ or model/ directory",
+    "artifact_bytes": "bytes of the saved artefact",
+    # metrics
+    "step": "optimizer step (1-based)",
+    "loss": "mean training loss of the step's trained tokens",
+    "lr": "learning rate at the step",
+    "grad_norm": "gradient L2 norm before clipping",
+    "elapsed_s": "seconds since training started",
+    # comparisons and audits
+    "compare_id": "identifier of one `tuneplan compare` invocation",
+    "chosen_method": "the method the advisor chose in that comparison",
+    "created_at": "when the comparison was recorded (UTC)",
+    "lora_run_id": "the LoRA run of the comparison",
+    "qlora_run_id": "the QLoRA run of the comparison",
+    "adapter_run_id": "the LoRA or QLoRA run of the comparison",
+    "full_run_id": "the full fine-tuning run of the comparison",
+    "adapter_method": "lora or qlora",
+    "lora_measured_bytes": "measured peak of the LoRA run, bytes",
+    "qlora_measured_bytes": "measured peak of the QLoRA run, bytes",
+    "lora_learning": "learning of the LoRA run",
+    "qlora_learning": "learning of the QLoRA run",
+    "adapter_learning": "learning of the adapter run",
+    "full_learning": "learning of the full run",
+    "adapter_forgetting": "forgetting of the adapter run",
+    "full_forgetting": "forgetting of the full run",
+    "qlora_less_memory": "QLoRA measured less peak memory than LoRA",
+    "qlora_learning_matches": "QLoRA learned at least 80% of what LoRA learned (TP023)",
+    "holds": "the QLoRA promise held: less memory and matching learning",
+    "lora_forgets_less": "the adapter forgot no more than full fine-tuning",
+    "full_learns_more": "full fine-tuning learned more than the adapter",
+    "far_domain": "the comparison's domain distance is far",
+    # summaries
+    "runs": "number of runs",
+    "succeeded": "number of succeeded runs",
+    "measured_runs": "runs with a measured peak",
+    "within_threshold": "runs whose like-for-like memory error is above -25% (the promise held)",
+    "share_within_threshold": "within_threshold / measured_runs",
+    "mean_memory_error": "mean raw memory error over succeeded runs",
+    "mean_abs_memory_error": "mean absolute raw memory error over succeeded runs",
+    "mean_memory_error_comparable": "mean like-for-like memory error",
+    "mean_abs_memory_error_comparable": "mean absolute like-for-like memory error",
+    "oom_when_predicted_to_fit": "runs that ran out of memory although predicted to fit",
+    "mean_learning": "mean learning over succeeded runs",
+    "mean_forgetting": "mean forgetting over succeeded runs",
+    "mean_tokens_per_second": "mean training speed over succeeded runs",
+    # schema_migrations
+    "version": "migration number",
+    "applied_at": "when it was applied (UTC)",
+    # run_settings
+    "planned_method": "method in the plan (full, lora, qlora)",
+    "planned_model": "model name in the plan",
+    "learning_rate": "planned peak learning rate",
+    "lr_scheduler": "planned schedule after warmup: cosine, linear, constant, constant_with_warmup",
+    "warmup_ratio": "planned share of steps spent warming up",
+    "num_epochs": "planned passes over the data (null when max_steps is set)",
+    "max_steps": "planned optimizer steps (null when num_epochs is set)",
+    "lora_rank": "LoRA rank r (null for full)",
+    "lora_alpha": "LoRA alpha (update scaled by alpha / r)",
+    "lora_dropout": "dropout on the adapter input",
+    "target_modules": "module names the adapters wrap (VARCHAR[])",
+    "use_rslora": "whether rank-stabilised scaling alpha / sqrt(r) is used",
+    "quant_type": "4-bit storage type of the frozen base for qlora (nf4, fp4)",
+    "seq_len": "planned tokens per sequence",
+    "per_device_batch_size": "planned sequences per device per micro-batch",
+    "gradient_accumulation_steps": "planned micro-batches per optimizer step",
+    "effective_batch": "per_device_batch_size x gradient_accumulation_steps x processes",
+    "precision": "planned precision: bf16-mixed, bf16, fp16-mixed, fp32",
+    "optimizer": "planned optimizer: adamw, adamw-8bit, paged-adamw-8bit, paged-adamw-32bit",
+    "weight_decay": "planned AdamW weight decay",
+    "max_grad_norm": "planned gradient clipping threshold",
+    "gradient_checkpointing": "whether activations are recomputed in backward",
+    "attention": "planned attention kernel: eager, sdpa, flash",
+    "seed": "planned random seed",
+    "planned_strategy": "distributed strategy in the plan",
+    "planned_processes": "processes in the plan",
+    "planned_nodes": "machines in the plan",
+    "planned_hardware_kind": "gpu or cpu, as planned",
+    "planned_gpu": "the planned device's name (catalog GPU name, or the CPU name)",
+    "planned_device_memory_bytes": "memory of one planned device, bytes",
+    "domain_label": "the plan's domain label (code, math, chat, ...)",
+}
+
+TABLE_COLUMN_DOCS: dict[tuple[str, str], str] = {
+    ("method_summary", "method"): "fine-tuning method (one row per method and model)",
+    ("audit_memory_predictions", "runs"): "runs of this method on this device kind",
+    ("comparisons", "method"): "method of this run within the comparison",
+}
+
+
+def describe(table: str, column: str) -> str:
+    """One line for a column of a table or view ("" when undocumented)."""
+    return TABLE_COLUMN_DOCS.get((table, column)) or COLUMN_DOCS.get(column, "")
+
+
+def render_schema(rows: list[tuple[str, str, str, str]], fmt: str = "text") -> str:
+    """rows: (table, kind, column, type) in order -> the --schema listing (text, markdown or json)."""
+    import json
+
+    tables: dict[str, dict] = {}
+    for table, kind, column, dtype in rows:
+        t = tables.setdefault(table, {"name": table, "kind": kind, "description": TABLE_DOCS.get(table, ""),
+                                      "columns": []})
+        t["columns"].append({"name": column, "type": dtype, "description": describe(table, column)})
+    if fmt == "json":
+        return json.dumps(list(tables.values()), indent=2) + "\n"
+    out: list[str] = []
+    for t in tables.values():
+        if fmt == "markdown":
+            out += [f"### `{t['name']}` ({t['kind'].lower()})", "", t["description"], "",
+                    "| column | type | meaning |", "|---|---|---|"]
+            out += [f"| `{c['name']}` | {c['type']} | {c['description']} |" for c in t["columns"]]
+            out.append("")
+        else:
+            out.append(f"{t['name']}  ({t['kind'].lower()}) - {t['description']}")
+            width = max(len(c["name"]) for c in t["columns"])
+            out += [f"  {c['name']:<{width}}  {c['type']:<10} {c['description']}" for c in t["columns"]]
+            out.append("")
+    return "\n".join(out)
