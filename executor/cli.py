@@ -183,6 +183,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--methods", default="full,lora,qlora", metavar="LIST",
                    help="comma-separated methods to run (default: full,lora,qlora)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default=None,
+                   help="output: table (default), json (same as --json), or markdown for a "
+                   "pull-request comment")
     p.set_defaults(func=_cmd_compare)
 
     # check ----------------------------------------------------------------------------------
@@ -197,6 +200,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     )
     p.add_argument("--db", metavar="PATH", help=_DB_HELP)
     p.add_argument("--json", action="store_true", help="print JSON: runs, summary (and rules)")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default=None,
+                   help="output: table (default), json (same as --json), or markdown for a "
+                   "pull-request comment")
     p.add_argument("--strict", action="store_true", help="exit 1 when any verdict is broken")
     p.add_argument("--rules", action="store_true",
                    help="also summarise which rules' promises held across runs")
@@ -672,7 +678,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if code:
         return code
     cmp = holder["cmp"]
-    if args.json:
+    if getattr(args, "format", None) == "markdown":
+        from tuneplan.executor.markdown import compare_markdown
+
+        sys.stdout.write(compare_markdown(cmp))
+    elif args.json or getattr(args, "format", None) == "json":
         print(json.dumps(compare._as_dict(cmp), indent=2, default=str))
     else:
         compare.print_comparison(cmp, _console())
@@ -696,7 +706,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         _err(f"error: {exc}")
         return 1
     broken = result["summary"]["broken"] > 0
-    if args.json:
+    if getattr(args, "format", None) == "markdown":
+        from tuneplan.executor.markdown import check_markdown
+
+        sys.stdout.write(check_markdown(result, _db_label(args.db)))
+    elif args.json or getattr(args, "format", None) == "json":
         print(check.to_json(result))
     else:
         _print_check(result, args.db)
