@@ -246,7 +246,7 @@ def test_older_database_gains_current_schema_on_check(tmp_path):
     assert check.check_runs(db)["summary"]["runs"] == 0
     con = store.connect(db, read_only=True)
     try:
-        assert store.schema_version(con) == store.SCHEMA_VERSION == 4
+        assert store.schema_version(con) == store.SCHEMA_VERSION >= 4
     finally:
         con.close()
 
