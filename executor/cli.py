@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from datetime import date, datetime
 from decimal import Decimal
@@ -143,9 +144,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "table_info) against the run database. Tables: runs, metrics, comparisons; views: "
         "run_predictions, run_learning, method_summary, run_memory_checks, comparison_runs, "
         "audit_qlora_vs_lora_memory, audit_lora_vs_full_forgetting, audit_lora_vs_full_learning, "
-        "audit_memory_predictions, run_settings. Writes are refused (exit 2) and change nothing. "
-        "`tuneplan sql --schema` lists every table and view with a line per column; docs/sql.md "
-        "has worked queries.",
+        "audit_memory_predictions, run_settings. The connection is sealed: read-only, no file "
+        "outside the database and --read directories, no URL, no extension, configuration "
+        "locked; the statement is checked with DuckDB's parser. Writes are refused (exit 2) and "
+        "change nothing. `tuneplan sql --schema` lists every table and view with a line per "
+        "column; docs/sql.md has worked queries.",
     )
     p.add_argument("query", metavar="QUERY", nargs="?", help='e.g. "SELECT * FROM method_summary"')
     p.add_argument("--schema", action="store_true",
@@ -153,7 +156,18 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    "(with --format json: as JSON; markdown also accepted)")
     p.add_argument("--db", metavar="PATH", help=_DB_HELP)
     p.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table",
-                   help="output format (default: table; markdown only with --schema)")
+                   help="output format (default: table; markdown only with --schema); csv and "
+                   "json stream row batches")
+    p.add_argument("--read", metavar="DIR", action="append", default=None,
+                   help="a directory queries may read files from, e.g. for "
+                   "read_parquet('runs/*/run.parquet') pooling; repeatable (default: ./runs "
+                   "when it exists). Nothing else on disk and no URL is reachable")
+    lim = p.add_mutually_exclusive_group()
+    lim.add_argument("--limit", type=_non_negative_int, metavar="N", default=None,
+                     help="return at most N rows (default: 1000; a note on stderr says when "
+                     "rows were cut)")
+    lim.add_argument("--no-limit", action="store_true",
+                     help="return every row (use with --format csv/json, which stream)")
     p.set_defaults(func=_cmd_sql)
 
     # merge ----------------------------------------------------------------------------------
@@ -596,37 +610,71 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
         _err(InputError.one("--format", "markdown is for --schema", "use table, csv or json").render())
         return 2
-    from tuneplan.executor.store import NoDatabase, QueryError, StoreError, query
+    from tuneplan.executor import sqlsafe
+    from tuneplan.executor.store import NoDatabase, QueryError, StoreError
 
+    if args.no_limit:
+        limit = None
+    else:
+        limit = sqlsafe.DEFAULT_ROW_LIMIT if args.limit is None else args.limit
+    read_paths = args.read if args.read is not None else sqlsafe.default_read_paths()
     try:
-        columns, rows = query(args.db, args.query)
+        with sqlsafe.stream(args.query, args.db, read_paths=read_paths, limit=limit) as result:
+            shown = _print_sql_result(result, args.format)
     except (QueryError, NoDatabase) as exc:
         _err(f"error: {exc}")
         return 2
     except StoreError as exc:
         _err(f"error: {exc}")
         return 1
-    if args.format == "json":
-        print(json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows],
-                         indent=2))
-    elif args.format == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_csv_cell(v) for v in row])
-    else:
-        from rich.markup import escape
-        from rich.table import Table
-
-        table = Table()
-        for c in columns:
-            table.add_column(escape(c), overflow="fold")
-        for row in rows:
-            table.add_row(*("" if v is None else escape(str(_jsonable(v))) for v in row))
-        console = _console()
-        console.print(table)
-        console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
+    except BrokenPipeError:  # `tuneplan sql ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
+    if result.truncated:
+        _err(f"note: showing the first {shown} row{'s' if shown != 1 else ''}; more exist. "
+             f"Use --limit N or --no-limit (with --format csv/json, which stream).")
     return 0
+
+
+def _print_sql_result(result: Any, fmt: str) -> int:
+    """Write a sqlsafe.QueryResult to stdout; csv/json one batch at a time. Returns rows shown."""
+    columns = result.columns
+    out = sys.stdout
+    if fmt == "json":
+        out.write("[")
+        first = True
+        for batch in result.batches:
+            for row in batch:
+                item = json.dumps({c: _jsonable(v) for c, v in zip(columns, row)}, indent=2)
+                out.write(("\n" if first else ",\n") + "  " + item.replace("\n", "\n  "))
+                first = False
+            out.flush()
+        out.write("]\n" if first else "\n]\n")
+        return result.rows_returned
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for batch in result.batches:
+            writer.writerows([_csv_cell(v) for v in row] for row in batch)
+            out.flush()
+        return result.rows_returned
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table()
+    for c in columns:
+        table.add_column(escape(c), overflow="fold")
+    for batch in result.batches:
+        for row in batch:
+            table.add_row(*("" if v is None else escape(str(_jsonable(v))) for v in row))
+    console = _console()
+    console.print(table)
+    n = result.rows_returned
+    console.print(f"{n} row{'s' if n != 1 else ''}")
+    return n
 
 
 def _csv_cell(value: Any) -> Any:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1096,71 +1095,23 @@ def list_runs(db: DBPath = None, *, limit: int | None = None) -> list[dict]:
     return out
 
 
-_ALLOWED_PRAGMAS = {"table_info", "show_tables", "show_tables_expanded", "show",
-                    "database_size", "storage_info", "version"}
-_EXPLAIN = re.compile(r"^\s*explain\s+(analyze\s+)?", re.IGNORECASE)
-_PRAGMA = re.compile(r"^\s*pragma\s+([a-z_][a-z0-9_]*)", re.IGNORECASE)
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-
-
 def check_read_only_sql(sql: str) -> None:
-    """Refuse anything but one read statement: SELECT (incl. WITH, FROM-first, VALUES,
-    DESCRIBE, SHOW, SUMMARIZE), EXPLAIN of such a statement, or a schema PRAGMA such as
-    table_info. Raises :class:`QueryRefused` naming the refused statement type, or
-    :class:`QueryError` for SQL that does not parse."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryError(f"invalid SQL: {exc}") from exc
-    if not statements:
-        raise QueryError("no SQL statement given; try `SELECT * FROM runs`")
-    if len(statements) > 1:
-        raise QueryRefused(
-            f"refused: {len(statements)} statements given; tuneplan sql runs exactly one "
-            f"read-only statement"
-        )
-    stmt = statements[0]
-    kind = stmt.type
-    name = getattr(kind, "name", str(kind))
-    if kind == duckdb.StatementType.SELECT:
-        return
-    text = _COMMENTS.sub(" ", stmt.query).strip()
-    if kind == duckdb.StatementType.EXPLAIN:
-        check_read_only_sql(_EXPLAIN.sub("", text, count=1))
-        return
-    if kind == duckdb.StatementType.PRAGMA:
-        match = _PRAGMA.match(text)
-        if match and match.group(1).lower() in _ALLOWED_PRAGMAS:
-            return
-        name = f"PRAGMA {match.group(1) if match else ''}".strip()
-    raise QueryRefused(
-        f"refused: {name} statement; tuneplan sql is read-only and runs only SELECT, WITH, "
-        f"DESCRIBE, SHOW, EXPLAIN or PRAGMA table_info. Nothing was changed."
-    )
+    """Refuse anything but one read statement (executor/sqlsafe.py's
+    :func:`~tuneplan.executor.sqlsafe.check_statement`, built on DuckDB's parser)."""
+    from tuneplan.executor.sqlsafe import check_statement
+
+    check_statement(sql)
 
 
-def query(db: DBPath, sql: str) -> tuple[list[str], list[tuple]]:
+def query(db: DBPath, sql: str, *, read_paths: Iterable[str | Path] = (),
+          limit: int | None = None) -> tuple[list[str], list[tuple]]:
     """Run one read-only SQL statement against the run database and return (column names,
-    rows). The statement is checked up front (:func:`check_read_only_sql`) and the database is
-    opened read-only, so a write is refused with :class:`QueryRefused` and changes nothing.
-    A missing database raises :class:`NoDatabase`; bad SQL :class:`QueryError`."""
-    check_read_only_sql(sql)
-    con = connect(db, read_only=True)
-    try:
-        try:
-            cur = con.execute(sql)
-        except duckdb.InvalidInputException as exc:
-            if "read-only" in str(exc):
-                raise QueryRefused(f"refused: {exc}. Nothing was changed.") from exc
-            raise QueryError(str(exc)) from exc
-        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
-                duckdb.ConversionException) as exc:
-            raise QueryError(str(exc)) from exc
-        except duckdb.Error as exc:
-            raise QueryError(f"query failed: {exc}") from exc
-        if cur.description is None:
-            return [], []
-        columns = [d[0] for d in cur.description]
-        return columns, [tuple(r) for r in cur.fetchall()]
-    finally:
-        con.close()
+    rows), on executor/sqlsafe.py's sealed connection: the statement is checked with DuckDB's
+    parser, the database is opened read-only with external access off (only ``read_paths``
+    readable), extensions never loaded and the configuration locked — a write or a reach
+    outside raises :class:`QueryRefused` and changes nothing. ``limit`` caps the rows (default:
+    none). A missing database raises :class:`NoDatabase`; bad SQL :class:`QueryError`."""
+    from tuneplan.executor.sqlsafe import fetch
+
+    columns, rows, _ = fetch(sql, db, read_paths=tuple(read_paths), limit=limit)
+    return columns, rows
