@@ -4,6 +4,8 @@ examples/plan.json          the advisor's own choice for the embedded SmolLM2-13
 examples/plans/full.json    the same task with --method full pinned
 examples/plans/lora.json    ... lora
 examples/plans/qlora.json   ... qlora
+examples/ci/plans/ci.json   the CI-sized plan (embedded model, 2 steps) the CI recipe runs
+examples/ci/plans/gpu.json  a GPU plan (Llama-3.1-8B on 2 x A100 80GB) the CI recipe dry-runs
 Run: .venv/bin/python examples/make_plans.py   (tests/test_examples.py checks they are current)
 """
 
@@ -15,7 +17,7 @@ from typing import Optional
 
 from tuneplan.advisor import advise
 from tuneplan.advisor.catalog import get_model
-from tuneplan.schemas import CPUHardware, DataSpec, GiB, Inputs, Pins, Plan, Task
+from tuneplan.schemas import SCHEMA_ID, CPUHardware, DataSpec, GiB, Inputs, Pins, Plan, Task
 
 HERE = Path(__file__).resolve().parent
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -46,7 +48,27 @@ def expected_files() -> dict[Path, str]:
     for method in ("full", "lora", "qlora"):
         out[HERE / "plans" / f"{method}.json"] = render(example_plan(method, "../"),
                                                         "../../schemas/plan.schema.json")
+    out[HERE / "ci" / "plans" / "ci.json"] = render(ci_plan(), SCHEMA_ID)
+    out[HERE / "ci" / "plans" / "gpu.json"] = render(gpu_plan(), SCHEMA_ID)
     return out
+
+
+def ci_plan() -> Plan:
+    """The CI-sized plan: the embedded model, 2 optimizer steps, data at the repository's data/."""
+    inputs = Inputs(hardware=EXAMPLE_CPU, model=get_model(MODEL), task=TASK, pins=Pins(max_steps=2))
+    return advise(inputs).model_copy(update={"data": DataSpec(
+        train_path="data/train.jsonl", eval_path="data/eval.jsonl")})
+
+
+def gpu_plan() -> Plan:
+    """The plan a team commits for its GPU machines; CI validates, lock-checks and dry-runs it."""
+    from tuneplan.advisor.catalog import gpu_hardware
+
+    inputs = Inputs(hardware=gpu_hardware("A100-80GB", count=2), model=get_model("meta-llama/Llama-3.1-8B"),
+                    task=Task(domain_distance="near", forgetting_tolerance="medium", seq_len=2048, batch_size=16),
+                    pins=Pins())
+    return advise(inputs).model_copy(update={"data": DataSpec(
+        train_path="data/train.jsonl", eval_path="data/eval.jsonl")})
 
 
 def main() -> None:
