@@ -65,6 +65,13 @@ def _add_advise(sub) -> None:
     q.add_argument("--attention", metavar="{eager,sdpa,flash}")
     q.add_argument("--learning-rate", type=float)
     q.add_argument("--max-steps", type=int)
+    q.add_argument("--lora-dropout", type=float, help="adapter dropout, 0 <= p < 1 (0: no mask, no input copies)")
+    q.add_argument("--kbit-upcast", action=argparse.BooleanOptionalAction, default=None,
+                   help="QLoRA: cast non-quantised parameters to fp32 (peft) or keep them 16-bit")
+    q.add_argument("--activation-offload", action=argparse.BooleanOptionalAction, default=None,
+                   help="offload saved activations to host RAM (saved-tensor hooks)")
+    q.add_argument("--loss-chunk-size", type=int, metavar="TOKENS",
+                   help="chunked cross-entropy with this many tokens per chunk")
     d = p.add_argument_group("data (recorded in the plan for `tuneplan run`)")
     d.add_argument("--data", help="training data file (JSONL, JSON, CSV or Parquet); its token lengths "
                    "set --seq-len (99th percentile), --dataset-tokens and the planned steps unless given")
@@ -103,7 +110,9 @@ def _answers(args):
               "lora_alpha": args.lora_alpha, "target_modules": targets,
               "precision": args.precision, "gradient_checkpointing": args.gradient_checkpointing,
               "optimizer": args.optimizer, "attention": args.attention,
-              "learning_rate": args.learning_rate, "max_steps": args.max_steps},
+              "learning_rate": args.learning_rate, "max_steps": args.max_steps,
+              "lora_dropout": args.lora_dropout, "kbit_upcast": args.kbit_upcast,
+              "activation_offload": args.activation_offload, "loss_chunk_size": args.loss_chunk_size},
         data=args.data, eval_data=args.eval_data,
     )
 

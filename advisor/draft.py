@@ -29,6 +29,9 @@ class Draft:
     optimizer: str = "adamw"
     attention: str = "sdpa"
     gradient_checkpointing: bool = False
+    activation_offload: bool = False
+    loss_chunk_size: Optional[int] = None
+    kbit_upcast: bool = True
     # batch geometry
     micro_batch: int = 1
     grad_accum: int = 1
@@ -119,4 +122,8 @@ def initial_draft(inputs: Inputs, calibration: Optional[dict[str, float]] = None
         strategy="ddp" if devices > 1 else "none",
         max_steps=inputs.pins.max_steps,
         calibration=calibration,
+        kbit_upcast=True if inputs.pins.kbit_upcast is None else inputs.pins.kbit_upcast,
+        activation_offload=bool(inputs.pins.activation_offload),
+        loss_chunk_size=inputs.pins.loss_chunk_size,
+        lora_dropout=0.05 if inputs.pins.lora_dropout is None else inputs.pins.lora_dropout,
     )

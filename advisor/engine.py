@@ -74,6 +74,8 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
             gradient_checkpointing=d.gradient_checkpointing,
             attention=d.attention,  # type: ignore[arg-type]
             seq_len=d.seq_len,
+            activation_offload=d.activation_offload,
+            loss_chunk_size=d.loss_chunk_size,
         ),
         lora=None if d.method == "full" else LoraSettings(
             rank=d.lora_rank, alpha=d.lora_alpha, dropout=d.lora_dropout,

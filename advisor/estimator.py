@@ -143,6 +143,15 @@ SRC_KBIT_UPCAST = ("peft utils/other.py prepare_model_for_kbit_training: 'cast a
 SRC_CHUNKED_CE = ("torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss: the model returns "
                   "the 16-bit logits in num_output_chunks pieces, each upcast with .float() only inside "
                   "cross_entropy of its chunk; facts 6c (chunked CE) [P]/[D]")
+SRC_CHUNKED_RECOMPUTE = ("executor/memsave.py chunked_token_loss_sum: lm_head + fp32 cross_entropy per chunk of "
+                         "loss_chunk_size tokens under torch.utils.checkpoint (recomputed in backward), so only the "
+                         "hidden states are saved; one chunk's log_softmax output + nll_loss and log_softmax "
+                         "gradients (3 fp32 c·V buffers) at a time; torchtune CEWithChunkedOutputLoss (per-chunk "
+                         "upcast) [D]; [M] tests/test_memsave.py on the embedded model")
+SRC_ACT_OFFLOAD = ("torchtune training/_activation_offloading.py OffloadActivations (saved_tensors_hooks: pack "
+                   "copies each saved tensor >= 1 KiB that is not a parameter to CPU, unpack brings it back in "
+                   "backward); torch.autograd.graph.save_on_cpu; executor/memsave.py ActivationOffload [D]; "
+                   "[M] tests/test_memsave.py on the embedded model")
 SRC_COMPILED_CE = (SRC_CHUNKED_CE + "; torch.compile'd cross_entropy saves the 16-bit input + fp32 logsumexp, "
                    "[M] saved_tensors_hooks on CPU (2.016 vs eager 4.0085 B per logit element)")
 SRC_KEEP16 = "transformers get_keys_to_not_convert keeps lm_head/embeddings unquantised; facts 2c [P]"
@@ -692,7 +701,8 @@ def _activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regi
     else:
         norm = 4 * h + 4 + (rg.resid * h if full else 0)
         nf = f"4·h + 4{f' + {rg.resid}·h' if full else ''}"
-    head_in = (rg.act if rg.cast_per_linear else rg.resid) * h if full else 0
+    # chunked loss: lm_head runs inside the loss (its input is priced there), not in the model forward
+    head_in = (rg.act if rg.cast_per_linear else rg.resid) * h if full and st.loss_chunk_size is None else 0
     ids = 8 if full else 0
     per = norm + head_in + ids
     t.add("activations", "final norm, lm_head input and token ids", per * tokens,
@@ -733,15 +743,7 @@ def _loss_parts(model: ModelSpec, st: MemorySettings, rg: _Regime,
     16-bit); the caller drops the logits before backward, where nll_loss's fp32 gradient and
     log_softmax's fp32 input gradient join the saved log-softmax: 12 V bytes, the larger of the two.
 
-    Chunked (torchtune CEWithChunkedOutputLoss, c = loss_chunk_size tokens per chunk): each chunk is
-    upcast only inside its own cross_entropy, but log_softmax still saves its fp32 output for every
-    chunk (4 B/element over the whole micro-batch), and the caller holds the 16-bit logits of the
-    whole micro-batch until the loss is formed. Forward peak: lb·n·V (logits) + 4·n·V (saved
-    log-softmax) + 4·c·V (the last chunk's fp32 copy, absent when the logits are already fp32);
-    backward peak (logits dropped): 4·n·V + 8·c·V (one chunk's two fp32 gradients). The estimate is
-    the larger. A torch.compile'd compute_cross_entropy (torchtune's recommendation) may save the
-    16-bit chunk instead of its fp32 log-softmax, which would lower this further (no setting says
-    whether the loss is compiled, so it is not assumed).
+    Chunked (settings.loss_chunk_size, as the executor runs it): see _chunked_loss_parts.
 
     compiled (estimate(compiled_loss=True): torch.compile'd cross-entropy, torchtune's recommended
     use): AOTAutograd saves the 16-bit chunk itself and an fp32 logsumexp per token instead of the
@@ -771,22 +773,7 @@ def _loss_parts(model: ModelSpec, st: MemorySettings, rg: _Regime,
              f"b·s·V·(4+4) = {b}·{s}·{V}·8 = {_n(8 * e)} B (the {lb}-byte logits and their fp32 copy, "
              f"{lb}+4 = {lb + 4} B/element, are freed before backward and peak lower in forward)", SRC_LOGITS),
         ]
-    c = min(st.loss_chunk_size, n)
-    up = 4 if lb < 4 else 0
-    fwd = lb * n * V + up * c * V
-    bwd = 8 * c * V
-    out = [("fp32 log-softmax saved by cross_entropy, every chunk (chunked CE)", 4 * n * V,
-            f"b·s·V·4 = {b}·{s}·{V}·4 = {_n(4 * n * V)} B", SRC_CHUNKED_CE)]
-    if fwd >= bwd:
-        out.append((f"{lb * 8}-bit logits of the whole micro-batch held while the chunked loss runs"
-                    + (" + one chunk's fp32 copy" if up else ""), fwd,
-                    f"b·s·V·{lb} + c·V·{up} = {b}·{s}·{V}·{lb} + {c}·{V}·{up} = {_n(fwd)} B (forward peak; "
-                    f"one chunk's fp32 gradients in backward, c·V·8 = {_n(bwd)} B, are smaller)", SRC_CHUNKED_CE))
-    else:
-        out.append(("fp32 gradients of one loss chunk in backward", bwd,
-                    f"c·V·(4+4) = {c}·{V}·8 = {_n(bwd)} B (c = {c} tokens per chunk; the forward peak "
-                    f"b·s·V·{lb} + c·V·{up} = {_n(fwd)} B is smaller)", SRC_CHUNKED_CE))
-    return out
+    return _chunked_loss_parts(model, st, rg)
 
 
 def _loss_bytes(model: ModelSpec, st: MemorySettings, rg: _Regime, compiled: bool = False) -> int:
@@ -800,6 +787,75 @@ def _logits_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, 
         t.add("logits_and_loss", label, nbytes, formula, source)
 
 
+# ----------------------------------------------------------------------------- memory-saving settings
+# Chunked cross-entropy and activation offloading, as executor/memsave.py runs them (issue 14).
+
+_OFFLOADABLE = ("activations: ", "final norm, lm_head input and token ids",
+                "16-bit autocast cast of the fp32 (upcast) lm_head weight")
+
+
+def _chunked_loss_parts(model: ModelSpec, st: MemorySettings, rg: _Regime) -> list[tuple[str, int, str, str]]:
+    """Loss buffers of the executor's chunked cross-entropy (training.loss_chunk_size = c tokens).
+
+    The model returns the final hidden states; each chunk of c tokens runs lm_head + logits.float()
+    + cross_entropy under torch.utils.checkpoint, so forward saves only the (shifted) hidden-state
+    copy, b·s·h in the residual dtype, and no logits survive a chunk. In backward each chunk is
+    recomputed: its saved fp32 log-softmax output, nll_loss's fp32 gradient and log_softmax's fp32
+    input gradient coexist (12·c·V bytes; the forward transient, logits + fp32 copy + log-softmax,
+    is at most as large), one chunk at a time.
+    """
+    b, s, V, h = st.micro_batch, st.seq_len, model.vocab_size, model.hidden_size
+    n = b * s
+    c = min(st.loss_chunk_size or n, n)
+    hid = rg.resid * n * h
+    chunk = 12 * c * V
+    return [
+        ("hidden states saved as the chunked loss's input", hid,
+         f"b·s·h·{rg.resid} = {b}·{s}·{h}·{rg.resid} = {_n(hid)} B", SRC_CHUNKED_RECOMPUTE),
+        ("fp32 buffers of one loss chunk (recomputed in backward: log-softmax + 2 gradients)", chunk,
+         f"c·V·(4+4+4) = {c}·{V}·12 = {_n(chunk)} B (c = {c} of {n} tokens per chunk; unchunked: "
+         f"b·s·V·12 = {_n(12 * n * V)} B)", SRC_CHUNKED_RECOMPUTE),
+    ]
+
+
+def _offload_activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime,
+                              targets: list[str]) -> int:
+    """Under training.activation_offload, move the saved activations to host RAM; returns host bytes.
+
+    The executor's saved-tensor hooks copy every saved tensor of >= 1 KiB that is not a parameter
+    to host memory during forward and bring each back as backward reaches it, so the device keeps
+    one block's tensors in flight (priced as one block's inventory; the end-of-backward working
+    set, block 0 back-propagated, is unchanged). The per-block terms become 0-byte lines stating
+    their host bytes. Under gradient checkpointing torch.utils.checkpoint keeps the block inputs
+    itself (its own saved-tensor hooks run innermost), so nothing moves; the plan says so.
+    """
+    if not st.activation_offload:
+        return 0
+    if st.gradient_checkpointing:
+        t.add("activations", "activation offload: nothing moved under gradient checkpointing", 0,
+              "torch.utils.checkpoint holds the checkpointed block inputs itself; 0 B moved", SRC_ACT_OFFLOAD)
+        return 0
+    host = 0
+    out: list[MemoryTerm] = []
+    for x in t.items:
+        if x.component == "activations" and x.label.startswith(_OFFLOADABLE) and x.bytes > 0:
+            host += x.bytes
+            out.append(x.model_copy(update={
+                "bytes": 0, "label": f"{x.label} — offloaded to host RAM ({_gib(x.bytes)})",
+                "formula": f"{x.formula}; in host memory, 0 B on the device",
+                "source": x.source + "; " + SRC_ACT_OFFLOAD}))
+        else:
+            out.append(x)
+    t.items = out
+    b, s = st.micro_batch, st.seq_len
+    per = sum(i.per_token for i in _block_inventory(model, st, rg, targets))
+    flight = min(host, per * b * s)
+    t.add("activations", "activation offload: one block's saved tensors in flight", flight,
+          f"b·s·(one block's inventory) = {b}·{s}·{_n(per)} = {_n(flight)} B; host RAM holds {_n(host)} B",
+          SRC_ACT_OFFLOAD)
+    return host
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -811,7 +867,7 @@ def estimate(
     device: Literal["cuda", "cpu"] = "cuda",
     headroom_fraction: float = DEFAULT_HEADROOM,
     calibration: Optional[dict[str, float]] = None,
-    kbit_upcast: bool = True,
+    kbit_upcast: Optional[bool] = None,
     compiled_loss: bool = False,
 ) -> MemoryEstimate:
     """Predict the peak memory of one training step on each device, itemised.
@@ -822,11 +878,16 @@ def estimate(
     device (GPU memory, or RAM for device="cpu"). headroom_fraction: share of capacity kept free;
     fits = per_device_bytes <= int(capacity*(1-headroom)). calibration: optional multipliers per
     breakdown component (e.g. {"activations": 0.9}) from measured runs; calibration_factor is the
-    overall after/before ratio. kbit_upcast: QLoRA runs through peft's prepare_model_for_kbit_training
+    overall after/before ratio. kbit_upcast (None: settings.kbit_upcast, the plan's
+    quantization.kbit_upcast): QLoRA runs through peft's prepare_model_for_kbit_training
     as the executor does (non-quantised params upcast to fp32, fp32 residual stream); False for stacks
     that keep them in 16 bits (torchtune, the QLoRA paper's qlora.py, which re-casts them to bf16).
     compiled_loss: the cross-entropy runs under torch.compile (torchtune with compile: True), which
     saves the 16-bit logits instead of the fp32 log-softmax; the executor runs it eagerly (False).
+
+    Two predicted figures: per_device_bytes (everything, what must fit) and allocated_peak_bytes
+    (tensor bytes: per_device_bytes − framework_overhead, what torch.cuda.max_memory_allocated and
+    published peaks report). host_bytes: activations moved to host RAM by activation_offload.
 
     Raises ValueError on inconsistent settings (LoRA without rank, unknown targets, bad headroom,
     unknown calibration keys).
@@ -847,7 +908,7 @@ def estimate(
         targets = resolve_targets(model, st.target_modules or ["all-linear"])
         trainable = model.lora_params(st.lora_rank, targets)
 
-    rg = _regime(st.method, st.precision, device, kbit_upcast)
+    rg = _regime(st.method, st.precision, device, st.kbit_upcast if kbit_upcast is None else kbit_upcast)
     shard = _sharding(st)
     t = _Terms()
     _state_terms(t, model, st, rg, trainable, targets, shard)
@@ -873,6 +934,7 @@ def estimate(
               f"2 × {_n(bp)} block params × {per_f} = {_n(gb)} B", SRC_FSDP_GATHER)
 
     _activation_terms(t, model, st, rg, targets, compiled_loss)
+    host = _offload_activation_terms(t, model, st, rg, targets)
     _logits_terms(t, model, st, rg, compiled_loss)
 
     churn = sum(x.bytes for x in t.items if x.component in ("activations", "logits_and_loss"))
@@ -926,6 +988,8 @@ def estimate(
     return MemoryEstimate(
         method=st.method,
         per_device_bytes=total,
+        allocated_peak_bytes=total - breakdown.framework_overhead,
+        host_bytes=host,
         device_capacity_bytes=capacity_bytes,
         usable_bytes=max(1, usable),
         fits=total <= usable,

@@ -2,7 +2,11 @@
 
 The fitting ladder, in order of cost to the user (each step only when the previous did not fit):
   1. shard state over the given devices (DDP -> ZeRO-2 -> FSDP), simplest first;
-  2. gradient checkpointing (~20-33% more compute, no change in results);
+  2. the activation savers, least time first (SLOWDOWN, measured on the embedded model by
+     benchmarks/memory_rungs.py): chunked cross-entropy (lm_head + loss per chunk, recomputed in
+     backward), activation offload to host RAM (CUDA only; saved tensors copied out in forward and
+     back in backward), gradient checkpointing (recompute each block; offload then moves nothing,
+     so it is dropped on that rung); no change in results;
   3. 8-bit AdamW for full fine-tuning on CUDA (6 bytes/param less; HF anatomy, torchtune M5);
   4. halve the micro-batch, keeping the effective batch with accumulation (slower, same results;
      each rung is priced with the accumulation its micro-batch implies, TP047's arithmetic: above 1
@@ -37,6 +41,8 @@ class Fit:
     strategy: str
     optimizer: str
     cpu_offload: bool = False
+    loss_chunk_size: Optional[int] = None
+    activation_offload: bool = False
 
     @property
     def fits(self) -> bool:
@@ -65,6 +71,8 @@ def settings_for(
     lora_rank: Optional[int] = None,
     cpu_offload: Optional[bool] = None,
     gradient_accumulation_steps: Optional[int] = None,
+    loss_chunk_size: Optional[int] = -1,
+    activation_offload: Optional[bool] = None,
 ) -> MemorySettings:
     """MemorySettings for `method` under the draft, with optional overrides.
 
@@ -90,6 +98,9 @@ def settings_for(
         cpu_offload=d.cpu_offload if cpu_offload is None else cpu_offload,
         lora_dropout=d.lora_dropout if lora else None,
         gradient_accumulation_steps=gradient_accumulation_steps or accumulation_for(d, micro),
+        loss_chunk_size=d.loss_chunk_size if loss_chunk_size == -1 else loss_chunk_size,
+        activation_offload=d.activation_offload if activation_offload is None else activation_offload,
+        kbit_upcast=d.kbit_upcast,
     )
 
 
@@ -141,7 +152,6 @@ def strategies(d: Draft) -> list[str]:
 def ladder(d: Draft, method: str, *, seq_len: Optional[int] = None,
            lora_rank: Optional[int] = None) -> list[Fit]:
     """Every rung of the fitting ladder for `method`, cheapest first (see module docstring)."""
-    gc_steps = [d.pins.gradient_checkpointing] if d.pins.gradient_checkpointing is not None else [False, True]
     base_opt = default_optimizer(d, method)
     opt_steps = [base_opt]
     if method == "full" and d.on_cuda and not d.pins.optimizer and base_opt == "adamw":
@@ -156,22 +166,73 @@ def ladder(d: Draft, method: str, *, seq_len: Optional[int] = None,
     rungs: list[Fit] = []
     for micro in micro_steps:
         for opt in opt_steps:
-            for gc in gc_steps:
+            for gc, chunk, off in saver_steps(d, micro, seq_len or d.seq_len):
                 for strat in strategies(d):
                     est = estimate_for(d, method, gradient_checkpointing=gc, micro_batch=micro,
                                        strategy=strat, optimizer=opt, seq_len=seq_len,
-                                       lora_rank=lora_rank)
-                    rungs.append(Fit(est, gc, micro, strat, opt))
+                                       lora_rank=lora_rank, loss_chunk_size=chunk, activation_offload=off)
+                    rungs.append(Fit(est, gc, micro, strat, opt, False, chunk, off))
     if offload_possible(d):
         unpaged = {"paged-adamw-32bit": "adamw", "paged-adamw-8bit": "adamw-8bit"}
         for micro in micro_steps:
             for opt in dict.fromkeys(unpaged.get(o, o) for o in opt_steps):
-                for gc in gc_steps:
+                for gc, chunk, off in saver_steps(d, micro, seq_len or d.seq_len):
                     est = estimate_for(d, method, gradient_checkpointing=gc, micro_batch=micro,
                                        strategy="fsdp", optimizer=opt, seq_len=seq_len,
-                                       lora_rank=lora_rank, cpu_offload=True)
-                    rungs.append(Fit(est, gc, micro, "fsdp", opt, True))
+                                       lora_rank=lora_rank, cpu_offload=True, loss_chunk_size=chunk,
+                                       activation_offload=off)
+                    rungs.append(Fit(est, gc, micro, "fsdp", opt, True, chunk, off))
     return rungs
+
+
+SLOWDOWN = {"loss_chunking": 0.0, "gradient_checkpointing": 0.0, "activation_offload": 0.0}
+"""Step-time cost of each activation saver, as a fraction of the plain step, measured on the
+embedded SmolLM2-135M on this repository's CPU machine by benchmarks/memory_rungs.py (its
+docstring has the run). On a GPU, offload also moves every saved tensor over PCIe twice per step
+(host_bytes each way), which a CPU cannot show; that is why it comes last (SAVER_ORDER)."""
+
+SAVER_ORDER = ("loss_chunking", "gradient_checkpointing", "activation_offload")
+"""The order the ladder tries the savers in: least time first. Chunking costs one extra lm_head
+forward; checkpointing one extra forward of every block (~20-33%, Korthikanti et al. 2022);
+offload, on a GPU, PCIe transfers of all saved activations each way (torchtune docs: 'can
+slow training'), but it keeps the least on the device, so it is the last of them."""
+
+PCIE_BYTES_PER_S = 25 * 10**9
+"""Effective host<->device bandwidth assumed when stating offload's transfer time: PCIe 4.0 x16
+is 32 GB/s raw, ~25 GB/s achieved with pinned memory (NVIDIA bandwidthTest figures) [S]."""
+
+
+LOSS_CHUNKS = 8
+"""Chunks per micro-batch when the ladder turns chunked cross-entropy on (torchtune's
+num_output_chunks default)."""
+
+
+def chunk_tokens(micro_batch: int, seq_len: int) -> int:
+    """Tokens per loss chunk the ladder picks: the micro-batch's tokens in LOSS_CHUNKS pieces."""
+    return max(1, math.ceil(micro_batch * seq_len / LOSS_CHUNKS))
+
+
+def saver_steps(d: Draft, micro_batch: int, seq_len: int) -> list[tuple[bool, Optional[int], bool]]:
+    """(gradient_checkpointing, loss_chunk_size, activation_offload) rungs in SAVER_ORDER, each
+    keeping the savers before it. A pin fixes its setting and removes its rung; offload is a rung on
+    CUDA only (on a CPU the host is the device) and replaces checkpointing, under which it would
+    move nothing."""
+    p = d.pins
+    gc = d.gradient_checkpointing if p.gradient_checkpointing is None else p.gradient_checkpointing
+    chunk = p.loss_chunk_size if p.loss_chunk_size is not None else d.loss_chunk_size
+    off = d.activation_offload if p.activation_offload is None else p.activation_offload
+    steps = [(gc, chunk, off)]
+    for saver in SAVER_ORDER:
+        g, c, o = steps[-1]
+        if saver == "loss_chunking" and p.loss_chunk_size is None and c is None:
+            steps.append((g, chunk_tokens(micro_batch, seq_len), o))
+        elif saver == "gradient_checkpointing" and p.gradient_checkpointing is None and not g:
+            steps.append((True, c, o))
+        elif saver == "activation_offload" and p.activation_offload is None and not o and d.on_cuda:
+            # offload moves nothing under checkpointing: it replaces it (unless checkpointing is pinned on)
+            if p.gradient_checkpointing is not True:
+                steps.append((False, c, True))
+    return steps
 
 
 def offload_possible(d: Draft) -> bool:
@@ -188,7 +249,8 @@ def host_offload_bytes(d: Draft, fit: Fit) -> int:
     # over the activations at the peak): host RAM holds them whatever the phase.
     est = estimate_for(d, d.method, gradient_checkpointing=fit.gradient_checkpointing,
                        micro_batch=fit.micro_batch, strategy="fsdp", optimizer=fit.optimizer,
-                       cpu_offload=False, gradient_accumulation_steps=2)
+                       cpu_offload=False, gradient_accumulation_steps=2,
+                       loss_chunk_size=fit.loss_chunk_size, activation_offload=fit.activation_offload)
     b = est.breakdown
     per_device = b.weights + b.quantization_constants + b.adapter_weights + b.gradients + b.optimizer_states
     return int(per_device * getattr(d.hardware, "count", 1))

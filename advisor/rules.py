@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .draft import Draft
-from .fitting import best_fit, default_optimizer, fits, host_offload_bytes, lowest
+from .fitting import PCIE_BYTES_PER_S, SLOWDOWN, best_fit, default_optimizer, fits, host_offload_bytes, lowest
 from .modelspec import resolve_targets
 
 GIB = 1024**3
@@ -332,6 +332,9 @@ def dropout_by_size(d: Draft) -> Optional[Outcome]:
     When not: the sources disagree on exact values (App. A.1 vs Table 9 vs scripts); 0 is PEFT's
     and torchtune's default and is defensible everywhere.
     Source: artidoro/qlora scripts (7B 0.1; 13B-65B 0.05); QLoRA App. A.1."""
+    if d.pins.lora_dropout is not None:
+        p = d.pins.lora_dropout
+        return Outcome(f"LoRA dropout {p} (pinned).", {"lora_dropout": p})
     p = 0.05 if d.billions <= 20 else 0.0
     return Outcome(f"LoRA dropout {p} for a {_size_phrase(d)} model.", {"lora_dropout": p})
 
@@ -509,13 +512,25 @@ def fit_ladder(d: Draft) -> Optional[Outcome]:
                     f"buffers), and steps are much slower (PCIe transfers every step). More GPUs "
                     f"or a smaller method avoid it.",)
     if f.gradient_checkpointing != d.gradient_checkpointing:
-        changes.append("gradient checkpointing on" if f.gradient_checkpointing else "gradient checkpointing off")
+        changes.append(f"gradient checkpointing on (~{SLOWDOWN['gradient_checkpointing']:.0%} slower)"
+                       if f.gradient_checkpointing else "gradient checkpointing off")
     if f.optimizer != default_optimizer(d, d.method):
         changes.append(f"optimizer {f.optimizer}")
+    if f.loss_chunk_size != d.loss_chunk_size and f.loss_chunk_size:
+        changes.append(f"chunked cross-entropy ({f.loss_chunk_size} tokens per chunk, "
+                       f"~{SLOWDOWN['loss_chunking']:.0%} slower)")
+    if f.activation_offload and not d.activation_offload:
+        hb = f.estimate.host_bytes
+        changes.append(f"activation offload to host RAM instead of checkpointing ({gib(hb)} of host RAM; "
+                       f"~{SLOWDOWN['activation_offload']:.0%} slower on the embedded model on CPU, plus "
+                       f"~{2 * hb / PCIE_BYTES_PER_S:.1f} s per micro-batch of PCIe transfers on a GPU)")
+        warnings = warnings + (f"Activation offload needs about {gib(hb)} of host RAM per GPU "
+                               f"(pinned), on top of the process.",)
     if f.micro_batch != d.micro_batch:
         changes.append(f"micro-batch {d.micro_batch} -> {f.micro_batch} with accumulation")
     updates = {"gradient_checkpointing": f.gradient_checkpointing, "micro_batch": f.micro_batch,
-               "strategy": f.strategy, "optimizer": f.optimizer, "cpu_offload": f.cpu_offload}
+               "strategy": f.strategy, "optimizer": f.optimizer, "cpu_offload": f.cpu_offload,
+               "loss_chunk_size": f.loss_chunk_size, "activation_offload": f.activation_offload}
     if not changes:
         return Outcome(f"{_method_word(d.method)} fits as asked: "
                        f"{gib(f.estimate.per_device_bytes)} per device.", updates)
@@ -524,7 +539,8 @@ def fit_ladder(d: Draft) -> Optional[Outcome]:
 
 
 MIN_SEQ = 128
-PIN_FLAGS = (("gradient_checkpointing", "--[no-]gradient-checkpointing"), ("optimizer", "--optimizer"))
+PIN_FLAGS = (("gradient_checkpointing", "--[no-]gradient-checkpointing"), ("optimizer", "--optimizer"),
+             ("activation_offload", "--[no-]activation-offload"), ("loss_chunk_size", "--loss-chunk-size"))
 
 
 def _blocking_pins(d: Draft) -> list[str]:
@@ -557,7 +573,8 @@ def shorten_sequences(d: Draft) -> Optional[Outcome]:
                 f"1; at {s} tokens it needs {gib(f.estimate.per_device_bytes)} per device.",
                 {"seq_len": s, "seq_shortened_from": d.seq_len, "gradient_checkpointing":
                  f.gradient_checkpointing, "micro_batch": f.micro_batch, "strategy": f.strategy,
-                 "optimizer": f.optimizer, "cpu_offload": f.cpu_offload},
+                 "optimizer": f.optimizer, "cpu_offload": f.cpu_offload,
+                 "loss_chunk_size": f.loss_chunk_size, "activation_offload": f.activation_offload},
                 (f"Sequences shortened from {d.seq_len} to {s} tokens to fit; longer examples "
                  f"will be truncated."
                  + "".join(f" Without the {flag} pin, {d.seq_len} tokens would fit."
@@ -588,7 +605,8 @@ def infeasible_ways_out(d: Draft) -> Optional[Outcome]:
     ways.append("Choose a smaller model (see `tuneplan models`).")
     updates = {"feasible": False, "gradient_checkpointing": low.gradient_checkpointing,
                "micro_batch": low.micro_batch, "strategy": low.strategy, "optimizer": low.optimizer,
-               "cpu_offload": low.cpu_offload}
+               "cpu_offload": low.cpu_offload, "loss_chunk_size": low.loss_chunk_size,
+               "activation_offload": low.activation_offload}
     return Outcome(f"Nothing fits: {ways[0]}", updates, ("No configuration fits this hardware.",),
                    tuple(ways))
 
@@ -741,8 +759,11 @@ def qlora_recipe(d: Draft) -> Optional[Outcome]:
     if d.method != "qlora":
         return None
     compute = "float32" if d.on_cpu else ("bfloat16" if d.hardware.bf16 else "float16")
-    q = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": compute}
-    return Outcome(f"4-bit NF4 with double quantisation, {compute} compute.", {"quantization": q})
+    q = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": compute,
+         "kbit_upcast": d.kbit_upcast}
+    up = ("non-quantised parameters upcast to fp32 (peft prepare_model_for_kbit_training)" if d.kbit_upcast
+          else "non-quantised parameters kept in the compute dtype (kbit_upcast off, as qlora.py/torchtune)")
+    return Outcome(f"4-bit NF4 with double quantisation, {compute} compute; {up}.", {"quantization": q})
 
 
 @rule("TP043", "paged-optimizer",

@@ -82,7 +82,10 @@ def _estimate(plan, device: str, calibration: Optional[dict[str, float]] = None)
 
 
 def comparable_bytes(est: MemoryEstimate) -> int:
-    """The like-for-like prediction (tensor bytes): everything but framework overhead."""
+    """The like-for-like prediction (tensor bytes): memory.allocated_peak_bytes, i.e. everything
+    but framework overhead (computed so for estimates written before that field)."""
+    if est.allocated_peak_bytes is not None:
+        return est.allocated_peak_bytes
     return like_for_like(est.per_device_bytes, est.breakdown.framework_overhead,
                          None, 0).predicted_comparable_bytes
 
@@ -187,8 +190,8 @@ def write(db: store.DBPath, result: Fit) -> Path:
         "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "method": "weighted median of (measured - predicted model states) / predicted "
                   "activation-like terms, weights act/measured; minimises mean |relative error| "
-                  "like-for-like (framework overhead excluded from the prediction, runtime "
-                  "bytes from the measurement); see docs/checks.md",
+                  "like-for-like: predicted memory.allocated_peak_bytes (per_device_bytes less "
+                  "framework overhead) vs measured peak less runtime bytes; see docs/checks.md",
         "terms": list(ACTIVATION_TERMS),
         "runs_used": sum(len(v.run_ids) for v in result.keys.values()),
         "keys": {k: {"runs": len(v.run_ids), "run_ids": v.run_ids,

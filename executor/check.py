@@ -119,10 +119,11 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
             measured = row["measured_peak_bytes"]
         reasons.append(f"memory under-predicted: measured {measured:,} B (tensor bytes, peak less "
                        f"runtime) is {-cerr:.0%} above the like-for-like prediction "
-                       f"{row['predicted_comparable_bytes']:,} B (limit "
+                       f"{row['predicted_comparable_bytes']:,} B (memory.allocated_peak_bytes; limit "
                        f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%})")
     elif cerr > MEMORY_OVER_PREDICTION_NOTE:
-        notes.append(f"memory over-predicted by {cerr:.0%} like-for-like (not a break: the plan "
+        notes.append(f"memory over-predicted by {cerr:.0%} like-for-like (memory.allocated_peak_bytes vs "
+                     f"the measured tensor peak; not a break: the plan "
                      "is safe, but may have turned down a method that would have fit)")
     if status == "succeeded" and fits is False:
         notes.append("ran although predicted not to fit")

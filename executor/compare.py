@@ -375,7 +375,7 @@ def print_comparison(cmp: Comparison, console=None) -> None:
     table = Table(title=escape(f"comparison {cmp.compare_id} ({cmp.domain_distance} domain, "
                                f"{cmp.forgetting_tolerance} forgetting tolerance)"),
                   title_justify="left")
-    for name in ("method", "status", "mem pred", "mem meas", "mem err", "learning",
+    for name in ("method", "status", "alloc pred", "mem meas", "mem err", "learning",
                  "forgetting", "tok/s", "wall s", "run"):
         table.add_column(name, justify="left" if name in ("method", "status", "run") else "right",
                          no_wrap=True)

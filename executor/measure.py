@@ -164,6 +164,24 @@ def _alloc_events(prof) -> list[tuple[int, int, Optional[int]]]:
     return out
 
 
+def device_side(events, host_events) -> list:
+    """Allocation events with the bytes an activation-offload host store held at each moment taken
+    out of the running total (executor/memsave.py ActivationOffload on a CPU device, where host and
+    device share one allocator). host_events: (time_ns, +/-bytes), recorded before a host copy is
+    made and after it is freed, so the result can only dip below the true device side, never
+    above it."""
+    if not host_events or not events or events[0][2] is None:
+        return events
+    hs = sorted(host_events)
+    out, held, j = [], 0, 0
+    for t, nbytes, total in events:
+        while j < len(hs) and hs[j][0] <= t:
+            held += hs[j][1]
+            j += 1
+        out.append((t, nbytes, total - held))
+    return out
+
+
 def window_peaks(events, marks: dict[str, int]) -> tuple[int, dict[str, int]]:
     """Peak of the running allocation sum over a profiled window, overall and per phase.
 
@@ -233,6 +251,8 @@ class MemoryMeter:
         self._prof = None
         self._marks: dict[str, int] = {}
         self._live_at_start = 0
+        self.host_events: list = []
+        """(time_ns, +/-bytes) of an activation-offload host store in the current step."""
         self._handles = [
             m.register_forward_pre_hook(self._checkpoint_input_hook, with_kwargs=True)
             for m in model.modules()
@@ -258,6 +278,7 @@ class MemoryMeter:
     def begin_step(self, step: int, batches: list, steps: int) -> None:
         """Start of an optimizer step (before the first forward); `batches` are its micro-batches."""
         seq_len = max((int(b["input_ids"].shape[-1]) for b in batches), default=0)
+        self.host_events = []
         self._measuring = self.measure_step(step, seq_len, steps)
         if not self._measuring:
             return
@@ -288,7 +309,7 @@ class MemoryMeter:
         self._marks.setdefault("optimizer", time.time_ns())
         _RUNNING.discard(prof)
         prof.stop()
-        peak, phases = window_peaks(_alloc_events(prof), self._marks)
+        peak, phases = window_peaks(device_side(_alloc_events(prof), self.host_events), self._marks)
         live = self._live_at_start + peak
         self.last.update(live_at_start=self._live_at_start, window_peak=peak, phases=phases, live_peak=live)
         self.live_peak_bytes = max(self.live_peak_bytes, live)

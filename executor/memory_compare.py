@@ -8,6 +8,7 @@ whose max_memory_allocated has no CUDA context). Like-for-like compares tensor b
 bytes:
 
     predicted_comparable = plan.memory.per_device_bytes - plan.memory.breakdown.framework_overhead
+                         = plan.memory.allocated_peak_bytes (the estimator's tensor-bytes figure)
     measured_comparable  = measured.peak_bytes - measured.runtime_bytes
     error                = (predicted_comparable - measured_comparable) / measured_comparable
 

@@ -222,9 +222,10 @@ def _compute_dtype(plan, device) -> tuple[object, list[str]]:
 
     want = plan.quantization.compute_dtype
     if device.type != "cuda":
-        if want != "float32":
+        # bitsandbytes dequantises to bf16 on CPU and CPU autocast supports it; fp16 is not worth it there
+        if want == "float16":
             return torch.float32, [f"quantization.compute_dtype: {want} -> float32 (CPU)"]
-        return torch.float32, []
+        return getattr(torch, want), []
     if want == "bfloat16" and not torch.cuda.is_bf16_supported():
         return torch.float16, ["quantization.compute_dtype: bfloat16 -> float16 (this GPU lacks bf16)"]
     return getattr(torch, want), []
@@ -359,16 +360,24 @@ def load_model(plan, model_dir: Path, device=None) -> LoadedModel:
 
     if plan.method == "qlora":
         _keep_cpu_4bit_differentiable(model)
-        before = {n: p.dtype for n, p in model.named_parameters()}
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=gc_kwargs
-        )
-        upcast = [n for n, p in model.named_parameters() if before.get(n) != p.dtype]
-        if upcast:
-            subs.append(
-                f"qlora: prepare_model_for_kbit_training upcast {len(upcast)} non-quantised "
-                "parameter tensors (norms, embeddings) to float32"
+        if getattr(plan.quantization, "kbit_upcast", True):
+            before = {n: p.dtype for n, p in model.named_parameters()}
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=gc_kwargs
             )
+            upcast = [n for n, p in model.named_parameters() if before.get(n) != p.dtype]
+            if upcast:
+                subs.append(
+                    f"qlora: prepare_model_for_kbit_training upcast {len(upcast)} non-quantised "
+                    "parameter tensors (norms, embeddings) to float32"
+                )
+        else:
+            # quantization.kbit_upcast false: what prepare_model_for_kbit_training does, less the
+            # fp32 cast (the QLoRA paper's qlora.py and torchtune keep these in the compute dtype).
+            for p in model.parameters():
+                p.requires_grad_(False)
+            if gc:
+                _enable_checkpointing(model)
     else:
         for p in model.parameters():
             p.requires_grad_(False)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .data import IGNORE_INDEX, Example, collate, micro_batches
 from .measure import MemoryMeter
+from .memsave import memory_savers
 
 EVAL_MAX_BATCHES = max(1, int(os.environ.get("TUNEPLAN_EVAL_BATCHES", "8")))
 """Eval and probe losses use at most this many batches (the first examples, in order), so the
@@ -159,6 +160,8 @@ def train(
     scaler = torch.amp.GradScaler(device.type) if prec.grad_scaler else None
     stream = micro_batches(train_examples, training.per_device_batch_size, training.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    savers = memory_savers(model, training, device, meter, distributed=dist is not None)
+    subs += savers.substitutions
     model.train()
     meter.start()
     t_start = time.perf_counter()
@@ -170,10 +173,10 @@ def train(
         loss_sum = 0.0
         for batch in batches:
             with meter.forward(), _autocast(device, prec.autocast_dtype):
-                logits = model(
-                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-                ).logits
-                loss = token_loss_sum(logits, batch["labels"]) / n_targets
+                with savers.offload():
+                    logits = savers.forward(model, batch["input_ids"].to(device),
+                                            batch["attention_mask"].to(device))
+                loss = savers.loss(model, logits, batch["labels"], token_loss_sum) / n_targets
             meter.end_forward(logits)
             del logits
             if dist is not None:

@@ -248,6 +248,14 @@ class Pins(Strict):
     """Force the peak learning rate."""
     max_steps: Optional[int] = Field(default=None, ge=1)
     """Force a fixed number of optimizer steps (instead of epochs)."""
+    lora_dropout: Optional[float] = Field(default=None, ge=0, lt=1)
+    """Force the LoRA dropout. 0 saves a mask and a copy of every adapted input per layer."""
+    kbit_upcast: Optional[bool] = None
+    """QLoRA: force peft's fp32 upcast of the non-quantised parameters on (True) or off (False)."""
+    activation_offload: Optional[bool] = None
+    """Force activation offloading to host RAM on or off (removes that rung of the fit ladder)."""
+    loss_chunk_size: Optional[int] = Field(default=None, ge=1)
+    """Force chunked cross-entropy with this many tokens per chunk (removes that rung)."""
 
 
 class DataStats(Strict):

@@ -64,6 +64,17 @@ class Training(Strict):
     """Tokens per sequence after any shortening the advisor applied."""
     seed: int = 1234
     """Random seed for data order and adapter initialisation."""
+    activation_offload: bool = False
+    """Move what autograd saves for backward to host RAM during forward and bring it back in
+    backward (torch saved-tensor hooks; torchtune's OffloadActivations). Device memory keeps about
+    one block's tensors in flight; host RAM holds the rest (priced in memory.terms). Costs a copy of
+    every saved tensor each way (PCIe on a GPU); no saving of the checkpointed block inputs under
+    gradient checkpointing (torch.utils.checkpoint holds those itself)."""
+    loss_chunk_size: Optional[int] = Field(default=None, ge=1)
+    """Tokens per chunk of the cross-entropy: lm_head + loss run chunk by chunk and are recomputed in
+    backward, so the full-vocabulary logits of the micro-batch never exist at once (at 128k-256k
+    vocabularies they dominate). None: one pass over the whole micro-batch. Costs one extra lm_head
+    forward; ignored (stated) under several processes."""
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "Training":
@@ -102,6 +113,10 @@ class Quantization(Strict):
     """Quantise the quantisation constants too: 4.127 instead of 4.5 bits/param (QLoRA §3)."""
     compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     """Dtype matmuls dequantise into. bf16 on capable cards; fp16 is less stable."""
+    kbit_upcast: bool = True
+    """True: peft's prepare_model_for_kbit_training, which casts every non-quantised 16-bit parameter
+    (embeddings, lm_head, norms) to fp32 (+2 B/param on those and an fp32 residual stream). False:
+    they stay in the compute dtype, as in the QLoRA paper's qlora.py and torchtune (less memory)."""
 
 
 class MemoryBreakdown(Strict):
@@ -180,8 +195,13 @@ class MemorySettings(Strict):
     double_quant: bool = True
     """QLoRA double quantisation (4.127 vs 4.5 bits/param)."""
     loss_chunk_size: Optional[int] = Field(default=None, ge=1)
-    """Tokens per chunk when cross-entropy is computed in chunks (torchtune's chunked CE, TRL's
-    chunked_nll); None: logits for the whole micro-batch at once, as transformers does."""
+    """Tokens per chunk when cross-entropy is computed in chunks (training.loss_chunk_size: lm_head +
+    loss per chunk, recomputed in backward); None: logits for the whole micro-batch at once, as
+    transformers does."""
+    kbit_upcast: bool = True
+    """QLoRA only: quantization.kbit_upcast (non-quantised parameters cast to fp32 by peft)."""
+    activation_offload: bool = False
+    """training.activation_offload: saved activations live in host RAM, one block in flight."""
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     """Micro-batches per optimizer step. Above 1 the gradients persist across micro-batches, so they
     are resident at the forward/loss peak; at 1 (with zero_grad(set_to_none=True)) they are created
@@ -194,7 +214,17 @@ class MemoryEstimate(Strict):
     method: Method
     """Method estimated."""
     per_device_bytes: int = Field(ge=0)
-    """Predicted peak on each device, everything included."""
+    """Predicted whole-device need: every breakdown component, including the CUDA context (CPU:
+    the Python/torch process) and allocator fragmentation. What must fit; compare it with
+    nvidia-smi / the device's capacity."""
+    allocated_peak_bytes: Optional[int] = Field(default=None, ge=0)
+    """Predicted tensor bytes at the peak: per_device_bytes less framework_overhead (context,
+    runtime, fragmentation). Compare it with torch.cuda.max_memory_allocated and with published
+    peaks, which leave the context out (CPU: the executor's live-tensor peak). None only in plans
+    written before this field existed (then it is per_device_bytes - framework_overhead)."""
+    host_bytes: int = Field(default=0, ge=0)
+    """Host RAM the settings move off the device (activation offload), per device; not in
+    per_device_bytes."""
     device_capacity_bytes: int = Field(gt=0)
     """Memory of one device."""
     usable_bytes: int = Field(gt=0)

@@ -175,15 +175,19 @@ def test_double_quant_off_is_half_a_bit_per_param():
 
 
 def test_chunked_loss_monotone_in_chunk_size():
+    """The executor's chunked loss (lm_head + CE per chunk, recomputed in backward) keeps the
+    hidden-state copy plus one chunk's three fp32 c·V buffers; a chunk of the whole micro-batch
+    saves nothing (it only adds the hidden-state copy)."""
     m8 = model("meta-llama/Llama-3.1-8B")
     base = dict(precision="bf16", micro_batch=2, seq_len=2048, gradient_checkpointing=True)
     unchunked = est(m8, S(**base)).breakdown.logits_and_loss
     seq = [est(m8, S(**base, loss_chunk_size=c)).breakdown.logits_and_loss for c in (64, 512, 2048, 4096)]
-    assert seq == sorted(seq) and seq[-1] <= unchunked and seq[0] < unchunked
-    V, n = m8.vocab_size, 2 * 2048
-    assert seq[0] == 4 * n * V + 2 * n * V + 4 * 64 * V  # saved fp32 log-softmax + held bf16 logits + 1 chunk
+    assert seq == sorted(seq) and seq[-2] < unchunked and seq[0] < unchunked / 40
+    V, n, h = m8.vocab_size, 2 * 2048, m8.hidden_size
+    assert seq[0] == 2 * n * h + 12 * 64 * V  # bf16 hidden copy + one chunk's log-softmax and 2 gradients
+    assert seq[-1] == unchunked + 2 * n * h
     compiled = est(m8, S(**base, loss_chunk_size=512), compiled_loss=True).breakdown.logits_and_loss
-    assert compiled == 2 * n * V + 4 * n + 8 * 512 * V and compiled < seq[1]
+    assert compiled == 2 * n * V + 4 * n + 8 * 512 * V
 
 
 def test_qlora_upcast_term_present():

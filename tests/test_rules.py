@@ -20,7 +20,8 @@ DATA_KEYS = {"data", "eval_data"}  # paths relative to the repository root
 TASK_KEYS = {"domain_distance", "forgetting_tolerance", "domain_label", "regime", "seq_len",
              "batch_size", "dataset_tokens", "needs_fresh_facts"}
 PIN_KEYS = {"method", "lora_rank", "lora_alpha", "target_modules", "precision", "gradient_checkpointing",
-            "optimizer", "attention", "learning_rate", "max_steps"}
+            "optimizer", "attention", "learning_rate", "max_steps", "lora_dropout", "kbit_upcast",
+            "activation_offload", "loss_chunk_size"}
 ALIASES = {"domain": "domain_distance", "forgetting": "forgetting_tolerance"}
 
 
