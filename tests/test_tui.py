@@ -69,8 +69,18 @@ def text(app: TunePlanApp, wid: str) -> str:
     return str(app.query_one(f"#{wid}").content)
 
 
+async def mounted(app, pilot, timeout: float = 15.0) -> None:
+    """Wait for the parts mounted just after the first paint (the task questions, the tabs)."""
+    end = time.monotonic() + timeout
+    while not app.fully_mounted:
+        if time.monotonic() > end:
+            raise AssertionError("the app never finished mounting")
+        await pilot.pause(0.02)
+
+
 async def settle(app, pilot, timeout: float = 15.0) -> None:
     """Wait until the debounced recompute has run and its plan is shown."""
+    await mounted(app, pilot, timeout)
     await pilot.pause()
     end = time.monotonic() + timeout
     while app.pending or app._timer is not None:
@@ -81,6 +91,7 @@ async def settle(app, pilot, timeout: float = 15.0) -> None:
 
 async def fill(app, pilot, **values) -> None:
     """Set fields by id (underscores for dashes) and let the app react."""
+    await mounted(app, pilot)
     for wid, value in values.items():
         app.query_one("#" + wid.replace("_", "-")).value = value
     await settle(app, pilot)
@@ -104,6 +115,7 @@ async def wait_for(pilot, cond, timeout: float = 15.0) -> None:
 async def test_keyboard_answers_give_lora_then_small_card_gives_qlora(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await settle(app, pilot)
         assert "Answer the questions" in text(app, "rec-status")
         assert app.focused.id == "hw"  # the first question, top of the form
@@ -136,6 +148,7 @@ async def test_keyboard_answers_give_lora_then_small_card_gives_qlora(tmp_path):
 async def test_small_terminal_and_custom_memory(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
+        await mounted(app, pilot)
         await answer_llama(app, pilot)
         assert text(app, "rec-method").startswith("Method: LoRA")
         assert not app.query_one("#gpu-mem").parent.display
@@ -151,6 +164,7 @@ async def test_small_terminal_and_custom_memory(tmp_path):
 async def test_bad_answers_show_at_their_field_and_freeze_the_plan(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await answer_llama(app, pilot)
         good = app.plan
         await fill(app, pilot, seq_len="5")
@@ -184,6 +198,7 @@ def test_no_torch_after_mounting(tmp_path):
             app = TunePlanApp(out={str(tmp_path / 'p.json')!r}, db={str(tmp_path / 'r.duckdb')!r},
                               detect=lambda: catalog.gpu_hardware("A100-80GB"))
             async with app.run_test(size=(100, 40)) as pilot:
+                while not app.fully_mounted: await pilot.pause(0.02)
                 app.query_one("#model").value = "meta-llama/Llama-3.1-8B"
                 app.query_one("#domain").value = "near"
                 app.query_one("#forgetting").value = "medium"
@@ -217,6 +232,7 @@ async def test_ctrl_s_writes_a_valid_plan_or_says_what_to_fix(tmp_path):
     app = make_app(tmp_path)
     out = tmp_path / "plan.json"
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await settle(app, pilot)
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -258,6 +274,7 @@ async def start_run(app, pilot, tmp_path):
 async def test_run_tails_metrics_and_shows_the_outcome(tmp_path):
     app = make_app(tmp_path, command=fake_command(tmp_path, "quick"))
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await start_run(app, pilot, tmp_path)
         assert app.query_one("#tabs").active == "run"
         await wait_for(pilot, lambda: "succeeded" in text(app, "run-status"))
@@ -277,6 +294,7 @@ async def test_run_tails_metrics_and_shows_the_outcome(tmp_path):
 async def test_cancel_sends_sigint_and_the_run_is_interrupted(tmp_path):
     app = make_app(tmp_path, command=fake_command(tmp_path, "slow"))
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await start_run(app, pilot, tmp_path)
         await wait_for(pilot, lambda: len(app.losses) >= 2)
         assert not app.query_one("#cancel").disabled
@@ -291,6 +309,7 @@ async def test_cancel_sends_sigint_and_the_run_is_interrupted(tmp_path):
 async def test_run_needs_training_data(tmp_path):
     app = make_app(tmp_path, command=fake_command(tmp_path, "quick"))
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await answer_llama(app, pilot)
         await pilot.press("ctrl+r")
         await pilot.pause()
@@ -327,6 +346,7 @@ async def test_runs_tab_lists_runs_and_sql_box_is_read_only(tmp_path):
     db = recorded_db(tmp_path)
     app = make_app(tmp_path, db=str(db))
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await pilot.press("f4")
         assert app.query_one("#tabs").active == "runs"
         table = app.query_one("#runs-table")
@@ -368,6 +388,7 @@ async def test_runs_tab_lists_runs_and_sql_box_is_read_only(tmp_path):
 async def test_runs_tab_without_database_says_so(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
+        await mounted(app, pilot)
         await pilot.press("f4", "f5")
         assert "No runs recorded yet" in text(app, "runs-status")
         await pilot.press("f1")

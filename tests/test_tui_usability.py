@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.color import Color, ColorSystem
 from textual.widgets import RichLog
 
-from test_tui import fill, make_app, recorded_db, settle, text
+from test_tui import fill, make_app, mounted, recorded_db, settle, text
 
 from tuneplan.advisor import catalog
 from tuneplan.schemas import MeasuredMemory, RunResult
@@ -54,6 +54,7 @@ def in_256(c):
 async def test_focus_is_visible_in_truecolor_and_256_colours_and_runs_top_to_bottom(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await settle(app, pilot)
         assert app.focused.id == "hw"  # the first question, not the model box below it
         order = [app.focused.id]
@@ -88,6 +89,7 @@ async def test_burst_of_keys_under_a_slow_advisor_lands_in_the_right_fields(tmp_
     monkeypatch.setattr("tuneplan.tui.app.advise", slow_advise)
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         for wid, value in (("model", "meta-llama/Llama-3.1-8B"), ("domain", "near"), ("forgetting", "medium")):
             app.query_one(f"#{wid}").value = value
         await settle(app, pilot)
@@ -109,6 +111,7 @@ async def test_burst_of_keys_under_a_slow_advisor_lands_in_the_right_fields(tmp_
 async def test_recompute_is_debounced_and_follows_the_last_change(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await settle(app, pilot)
         before = app.recompute_count
         app.query_one("#model").focus()
@@ -128,6 +131,7 @@ async def test_recompute_is_debounced_and_follows_the_last_change(tmp_path):
 async def test_bars_share_one_scale_with_the_usable_line(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(160, 50)) as pilot:
+        await mounted(app, pilot)
         await fill(app, pilot, model="meta-llama/Llama-3.1-8B", domain="near", forgetting="medium",
                    hw="NVIDIA GeForce RTX 3060 12GB")
         plan = app.plan
@@ -165,6 +169,7 @@ async def test_data_is_shown_as_text_never_markup(tmp_path):
         error="[bold]boom[/bold] :x:"))
     app = make_app(tmp_path, db=str(db))
     async with app.run_test(size=(160, 50)) as pilot:
+        await mounted(app, pilot)
         await pilot.press("f4")
         await pilot.pause()
         table = app.query_one("#runs-table")
@@ -192,6 +197,7 @@ async def test_infeasible_plan_leads_with_ways_out_and_saving_says_so(tmp_path):
     app = make_app(tmp_path)
     out = tmp_path / "plan.json"
     async with app.run_test(size=(160, 50)) as pilot:
+        await mounted(app, pilot)
         await fill(app, pilot, hw="custom", gpu_mem="2", model="meta-llama/Llama-3.1-70B",
                    domain="near", forgetting="medium")
         assert app.plan is not None and not app.plan.feasible
@@ -208,6 +214,7 @@ async def test_infeasible_plan_leads_with_ways_out_and_saving_says_so(tmp_path):
 async def test_data_file_sets_seq_len_steps_and_the_other_advise_inputs(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(160, 50)) as pilot:
+        await mounted(app, pilot)
         await fill(app, pilot, hw="cpu", model="HuggingFaceTB/SmolLM2-135M-Instruct", domain="near",
                    forgetting="medium", data=str(TRAIN))
         t = app.plan.training
@@ -238,6 +245,7 @@ async def test_data_file_sets_seq_len_steps_and_the_other_advise_inputs(tmp_path
 async def test_ranked_search_in_progress_is_a_hint_and_errors_speak_tui(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await settle(app, pilot)
         app.query_one("#model").focus()
         await pilot.press(*"qwen 7b")
@@ -256,6 +264,7 @@ async def test_ranked_search_in_progress_is_a_hint_and_errors_speak_tui(tmp_path
 async def test_number_fields_reject_what_they_cannot_parse_visibly(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await fill(app, pilot, model="meta-llama/Llama-3.1-8B", domain="near", forgetting="medium")
         good = app.plan
         app.query_one("#gpus").value = ""
@@ -310,6 +319,7 @@ async def test_run_tab_shows_phases_eta_and_a_sparkline_from_one_point(tmp_path)
 
     app._set_phase = record
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         data = tmp_path / "train.jsonl"
         data.write_text('{"prompt": "a", "completion": "b"}\n')
         await fill(app, pilot, model="meta-llama/Llama-3.1-8B", domain="near", forgetting="medium",
@@ -337,6 +347,7 @@ async def test_run_tab_shows_phases_eta_and_a_sparkline_from_one_point(tmp_path)
 async def test_palette_has_app_commands_and_the_footer_follows_context(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
+        await mounted(app, pilot)
         await settle(app, pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
         for want in ("Save plan", "Run plan", "Cancel run", "Help: keys", "Show Plan tab",
@@ -375,6 +386,7 @@ def test_first_screen_opens_no_database(tmp_path):
             app = TunePlanApp(out={str(tmp_path / 'p.json')!r}, db={str(tmp_path / 'r.duckdb')!r},
                               detect=lambda: catalog.gpu_hardware("A100-80GB"))
             async with app.run_test(size=(100, 40)) as pilot:
+                while not app.fully_mounted: await pilot.pause(0.02)
                 await pilot.pause(0.3)
                 before = "duckdb" in sys.modules
                 await pilot.press("f4")

@@ -25,6 +25,8 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
+from textual.lazy import Lazy
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import (
@@ -178,6 +180,16 @@ def memory_bars(plan: Plan, width: int = BAR_WIDTH, narrow: bool = False) -> Tex
     return text
 
 
+class Later(Vertical):
+    """A part of the app mounted just after the first paint (textual.lazy.Lazy); it tells the app
+    when it is there, so the plan is recomputed with its fields."""
+
+    def on_mount(self) -> None:
+        app = self.app
+        if isinstance(app, TunePlanApp):
+            app._later_mounted(self.id or "")
+
+
 class ModelInput(Input):
     """The model box: down moves into the catalog matches below it; enter takes the only match."""
 
@@ -282,6 +294,7 @@ class TunePlanApp(App[int]):
         self._timer = None
         self._in_flight = False
         self._again = False
+        self._later: set[str] = set()
         self._choice_cache: dict[str, Optional[str]] = {}
         self.sql_history: list[str] = []
         self._sql_pos = 0
@@ -350,68 +363,70 @@ class TunePlanApp(App[int]):
                         yield f("Which model? (catalog name, local folder, or a size like 7B)",
                                 ModelInput(id="model", placeholder="type to search, e.g. llama-3.1-8b",
                                       compact=True))
-                        yield OptionList(*self._model_matches(""), id="model-list", compact=True)
-                        yield Static("Task", classes="group")
-                        yield f("How far is your data from what the model already does?",
-                                Select([("near", "near"), ("moderate", "moderate"), ("far", "far")],
-                                       id="domain", **pick), DOMAIN_HELP)
-                        yield f("Kind of data (optional)",
-                                Select([(x, x) for x in ("chat", "instruction", "classification",
-                                                         "summarization", "extraction", "code",
-                                                         "math", "new-language", "medical", "legal",
-                                                         "finance", "science", "other")],
-                                       id="domain-label", prompt="not said", compact=True))
-                        yield f("How much general ability may it lose?",
-                                Select([("low", "low"), ("medium", "medium"), ("high", "high")],
-                                       id="forgetting", **pick), FORGETTING_HELP)
-                        yield f("Training regime",
-                                Select([("instruction", "instruction"),
-                                        ("continued pretraining", "continued-pretraining")],
-                                       id="regime", value="instruction", allow_blank=False,
-                                       compact=True), REGIME_HELP)
-                        yield f("Training data file (JSONL/JSON/CSV/Parquet; needed to run)",
-                                Input(id="data", placeholder="path/to/train.jsonl", compact=True),
-                                "read as you type: sequence length, dataset size and steps come from it")
-                        yield f("Eval file (optional; else 10% of the training rows)",
-                                Input(id="eval-data", placeholder="path/to/eval.jsonl", compact=True))
-                        yield f("Forgetting probe text (optional; else the built-in probe)",
-                                Input(id="probe-data", placeholder="path/to/general.txt", compact=True))
-                        yield f("Sequence length (tokens)",
-                                Input("", id="seq-len", placeholder="from the data, else 2048",
-                                      compact=True))
-                        yield f("Batch size (sequences per step)",
-                                Input("", id="batch", placeholder="8", compact=True))
-                        yield f("Dataset size in tokens (optional)",
-                                Input(id="dataset-tokens", placeholder="from the data, e.g. 5e7",
-                                      compact=True))
-                        yield f("Must it learn facts that change or must be cited?",
-                                Select([("no", "no"), ("yes: retrieval comes first", "yes")],
-                                       id="fresh-facts", value="no", allow_blank=False, compact=True))
-                        yield f("Apply calibration from measured runs?",
-                                Select([("no", "no"), ("yes (tuneplan calibrate)", "yes")],
-                                       id="calibrated", value="no", allow_blank=False, compact=True))
-                        with Collapsible(title="Pins (optional: fix choices yourself)", id="pins"):
-                            yield f("Method", Select([("full fine-tuning", "full"), ("LoRA", "lora"),
-                                                      ("QLoRA", "qlora")], id="method", **auto))
-                            yield f("LoRA rank", Input(id="rank",
-                                                       placeholder="advisor decides", compact=True))
-                            yield f("Learning rate", Input(id="lr",
+                        yield OptionList(id="model-list", compact=True)  # filled as you type
+                        # Below the first screen: mounted just after the first paint (a fast start).
+                        with Lazy(Later(id="task-body")):
+                            yield Static("Task", classes="group")
+                            yield f("How far is your data from what the model already does?",
+                                    Select([("near", "near"), ("moderate", "moderate"), ("far", "far")],
+                                           id="domain", **pick), DOMAIN_HELP)
+                            yield f("Kind of data (optional)",
+                                    Select([(x, x) for x in ("chat", "instruction", "classification",
+                                                             "summarization", "extraction", "code",
+                                                             "math", "new-language", "medical", "legal",
+                                                             "finance", "science", "other")],
+                                           id="domain-label", prompt="not said", compact=True))
+                            yield f("How much general ability may it lose?",
+                                    Select([("low", "low"), ("medium", "medium"), ("high", "high")],
+                                           id="forgetting", **pick), FORGETTING_HELP)
+                            yield f("Training regime",
+                                    Select([("instruction", "instruction"),
+                                            ("continued pretraining", "continued-pretraining")],
+                                           id="regime", value="instruction", allow_blank=False,
+                                           compact=True), REGIME_HELP)
+                            yield f("Training data file (JSONL/JSON/CSV/Parquet; needed to run)",
+                                    Input(id="data", placeholder="path/to/train.jsonl", compact=True),
+                                    "read as you type: sequence length, dataset size and steps come from it")
+                            yield f("Eval file (optional; else 10% of the training rows)",
+                                    Input(id="eval-data", placeholder="path/to/eval.jsonl", compact=True))
+                            yield f("Forgetting probe text (optional; else the built-in probe)",
+                                    Input(id="probe-data", placeholder="path/to/general.txt", compact=True))
+                            yield f("Sequence length (tokens)",
+                                    Input("", id="seq-len", placeholder="from the data, else 2048",
+                                          compact=True))
+                            yield f("Batch size (sequences per step)",
+                                    Input("", id="batch", placeholder="8", compact=True))
+                            yield f("Dataset size in tokens (optional)",
+                                    Input(id="dataset-tokens", placeholder="from the data, e.g. 5e7",
+                                          compact=True))
+                            yield f("Must it learn facts that change or must be cited?",
+                                    Select([("no", "no"), ("yes: retrieval comes first", "yes")],
+                                           id="fresh-facts", value="no", allow_blank=False, compact=True))
+                            yield f("Apply calibration from measured runs?",
+                                    Select([("no", "no"), ("yes (tuneplan calibrate)", "yes")],
+                                           id="calibrated", value="no", allow_blank=False, compact=True))
+                            with Collapsible(title="Pins (optional: fix choices yourself)", id="pins"):
+                                yield f("Method", Select([("full fine-tuning", "full"), ("LoRA", "lora"),
+                                                          ("QLoRA", "qlora")], id="method", **auto))
+                                yield f("LoRA rank", Input(id="rank",
                                                            placeholder="advisor decides", compact=True))
-                            yield f("Max steps", Input(id="max-steps",
-                                                       placeholder="epochs", compact=True))
-                            yield f("Target modules (comma-separated or all-linear)",
-                                    Input(id="targets", placeholder="advisor decides", compact=True))
-                            yield f("Precision", Select([(x, x) for x in ("bf16-mixed", "bf16",
-                                                                          "fp16-mixed", "fp32")],
-                                                        id="precision", **auto))
-                            yield f("Optimizer", Select([(x, x) for x in ("adamw", "adamw-8bit",
-                                                                          "paged-adamw-8bit",
-                                                                          "paged-adamw-32bit")],
-                                                        id="optimizer", **auto))
-                            yield f("Gradient checkpointing", Select([("on", "on"), ("off", "off")],
-                                                                     id="checkpointing", **auto))
-                            yield f("Attention", Select([(x, x) for x in ("eager", "sdpa", "flash")],
-                                                        id="attention", **auto))
+                                yield f("Learning rate", Input(id="lr",
+                                                               placeholder="advisor decides", compact=True))
+                                yield f("Max steps", Input(id="max-steps",
+                                                           placeholder="epochs", compact=True))
+                                yield f("Target modules (comma-separated or all-linear)",
+                                        Input(id="targets", placeholder="advisor decides", compact=True))
+                                yield f("Precision", Select([(x, x) for x in ("bf16-mixed", "bf16",
+                                                                              "fp16-mixed", "fp32")],
+                                                            id="precision", **auto))
+                                yield f("Optimizer", Select([(x, x) for x in ("adamw", "adamw-8bit",
+                                                                              "paged-adamw-8bit",
+                                                                              "paged-adamw-32bit")],
+                                                            id="optimizer", **auto))
+                                yield f("Gradient checkpointing", Select([("on", "on"), ("off", "off")],
+                                                                         id="checkpointing", **auto))
+                                yield f("Attention", Select([(x, x) for x in ("eager", "sdpa", "flash")],
+                                                            id="attention", **auto))
                     with VerticalScroll(id="recommendation"):
                         yield Static("", id="rec-status")
                         yield Static("", id="rec-method")
@@ -421,7 +436,7 @@ class TunePlanApp(App[int]):
                         yield Static("", id="rec-rules")
                         yield Static("", id="rec-warnings")
             with TabPane("Run", id="run"):
-                with Vertical(id="run-body"):
+                with Lazy(Later(id="run-body")):
                     yield Static("No run yet: ctrl+s saves the plan, ctrl+r runs it.", id="run-status")
                     yield ProgressBar(id="run-progress", show_eta=False)
                     yield Static("", id="run-metrics")
@@ -430,7 +445,7 @@ class TunePlanApp(App[int]):
                     yield Button("Cancel run (ctrl+g)", id="cancel", variant="error", disabled=True)
                     yield RichLog(id="run-log", max_lines=500, wrap=True)
             with TabPane("Runs", id="runs"):
-                with Vertical(id="runs-body"):
+                with Lazy(Later(id="runs-body")):
                     yield Static("", id="runs-status")
                     yield DataTable(id="runs-table", zebra_stripes=True, cursor_type="row")
                     yield Static("Read-only SQL (ctrl+o or F9 runs; ctrl+up/down: history)",
@@ -452,10 +467,16 @@ class TunePlanApp(App[int]):
     # ------------------------------------------------------------------ answers
 
     def _text(self, wid: str) -> str:
-        return self.query_one(f"#{wid}", Input).value.strip()
+        try:
+            return self.query_one(f"#{wid}", Input).value.strip()
+        except NoMatches:  # a lazily mounted field (the pins) before it is mounted: unanswered
+            return ""
 
     def _choice(self, wid: str) -> Optional[str]:
-        value = self.query_one(f"#{wid}", Select).value
+        try:
+            value = self.query_one(f"#{wid}", Select).value
+        except NoMatches:
+            return None
         return None if value == Select.NULL else str(value)
 
     def _number(self, wid: str, kind: type, problems: list[Problem]):
@@ -616,13 +637,28 @@ class TunePlanApp(App[int]):
             return False
         if self.show_all_errors or wid in self.touched:
             return True
-        widget = self.query_one(f"#{wid}")
+        try:
+            widget = self.query_one(f"#{wid}")
+        except NoMatches:
+            return False
         value = widget.value
         return not (value == Select.NULL or value == "")
 
     def on_resize(self) -> None:
         if self.plan is not None:
             self.call_after_refresh(self._show_plan)
+
+    LATER = ("task-body", "run-body", "runs-body")
+
+    @property
+    def fully_mounted(self) -> bool:
+        """Every lazily mounted part is in the DOM (a fraction of a second after the first paint)."""
+        return self._later >= set(self.LATER)
+
+    def _later_mounted(self, part: str) -> None:
+        self._later.add(part)
+        if part == "task-body":
+            self.schedule_recompute()
 
     def _searching(self) -> bool:
         """The model box holds a search in progress (matches listed below it)."""
@@ -635,7 +671,10 @@ class TunePlanApp(App[int]):
         for wid in FIELD_LABEL:
             found = by_field.get(wid, [])
             shown = found and self._visible(wid)
-            err = self.query_one(f"#err-{wid}", Static)
+            try:
+                err = self.query_one(f"#err-{wid}", Static)
+            except NoMatches:
+                continue
             err.update(Text("\n".join(f"✗ {tui_words(p.message)}" + (f" — {tui_words(p.fix)}" if p.fix else "")
                                       for p in found)) if shown else "")
             err.display = bool(shown)
