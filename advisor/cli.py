@@ -218,6 +218,11 @@ def cmd_validate(args) -> int:
         return EXIT_BAD_INPUT
     print(f"{path}: valid plan ({plan.method}, {'feasible' if plan.feasible else 'infeasible'}, "
           f"schema {plan.schema_version})")
+    if plan.trust_remote_code:
+        print(f"warning: {path}: trust_remote_code is true, which has no effect: a plan file cannot "
+              f"allow a model's own Python to run (validate never runs it). Pass "
+              f"--trust-remote-code to `tuneplan run`/`compare`/`merge` if you trust that code.",
+              file=sys.stderr)
     return EXIT_OK
 
 

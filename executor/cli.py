@@ -68,6 +68,45 @@ def _add_run_options(p: argparse.ArgumentParser, *, output_help: str) -> None:
     p.add_argument("--max-steps", type=_positive_int, metavar="N",
                    help="stop each run after N optimizer steps (smoke tests)")
     p.add_argument("--model-path", metavar="DIR", help="load the model from this local directory")
+    _add_trust_option(p)
+
+
+_TRUST_HELP = ("allow the model directory's own Python (modeling_*.py) to run; only this flag "
+               "turns it on, never the plan file's trust_remote_code field (which records what "
+               "was used); never in --dry-run")
+
+
+def _add_trust_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-remote-code", action="store_true", help=_TRUST_HELP)
+
+
+def _check_out_dir(value: Optional[str], flag: str, force: bool) -> Optional[int]:
+    """Exit 2 (and the fix) when ``value`` is a file, or a non-empty directory without --force;
+    None when writing there is fine."""
+    if value is None:
+        return None
+    from tuneplan.advisor.errors import InputError
+
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        _err(InputError.one(flag, f"{path} exists and is not a directory",
+                            "give a new or empty directory").render())
+        return 2
+    if path.is_dir() and not force:
+        try:
+            entries = sorted(p.name for p in path.iterdir())
+        except OSError as exc:
+            _err(InputError.one(flag, f"cannot read {path}: {exc}",
+                                "give a directory you can write to").render())
+            return 2
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            _err(InputError.one(
+                flag, f"{path} is not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: "
+                f"{shown}); writing there would overwrite files",
+                f"give a new or empty directory, or pass --force to write into {path} anyway").render())
+            return 2
+    return None
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -178,7 +217,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "the merged weights.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `tuneplan run`")
-    p.add_argument("--out", metavar="DIR", help="where to write the merged model")
+    p.add_argument("--out", metavar="DIR", help="where to write the merged model (default: "
+                   "RUN_DIR/merged); a non-empty directory is refused unless --force")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out directory (its files may be overwritten)")
+    _add_trust_option(p)
     p.set_defaults(func=_cmd_merge)
 
     # compare --------------------------------------------------------------------------------
@@ -244,7 +287,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "written, 1 matplotlib missing or writing failed, 2 no database.",
     )
     p.add_argument("--db", metavar="PATH", help=_DB_HELP)
-    p.add_argument("--out", metavar="DIR", required=True, help="directory to write into")
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="directory to write into; a non-empty one is refused unless --force")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out directory (report.md and the PNGs are "
+                   "overwritten)")
     p.set_defaults(func=_cmd_report)
 
 
@@ -422,7 +469,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
-                          max_steps=args.max_steps, model_path=args.model_path)
+                          max_steps=args.max_steps, model_path=args.model_path,
+                          trust_remote_code=args.trust_remote_code)
     except InputError as exc:
         _err(exc.render())
         return 2
@@ -694,10 +742,15 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     if missing is not None:
         return missing
 
+    target = args.out if args.out is not None else str(Path(args.run_dir) / "merged")
+    refused = _check_out_dir(target, "--out", args.force)
+    if refused is not None:
+        return refused
+
     def body() -> int:
         from tuneplan.executor.merge import merge_run
 
-        out = merge_run(args.run_dir, args.out) if args.out is not None else merge_run(args.run_dir)
+        out = merge_run(args.run_dir, target, trust_remote_code=args.trust_remote_code)
         print(f"merged model written to {out}")
         return 0
 
@@ -719,7 +772,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     def body() -> int:
         holder["cmp"] = compare.run_comparison(
             args.plan, compare.parse_methods(args.methods), max_steps=args.max_steps, db=args.db,
-            output_dir=args.output, data=args.data, model_path=args.model_path)
+            output_dir=args.output, data=args.data, model_path=args.model_path,
+            trust_remote_code=args.trust_remote_code)
         return 0
 
     code = _guarded(body)
@@ -829,6 +883,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from tuneplan.executor.store import NoDatabase, StoreError
+
+    refused = _check_out_dir(args.out, "--out", args.force)
+    if refused is not None:
+        return refused
 
     try:
         from tuneplan.executor.report import write_report

@@ -262,13 +262,14 @@ def run_comparison(plan_path: str | Path, methods: list[str], *, max_steps: Opti
                    db: Optional[str] = None, output_dir: Optional[str] = None,
                    data: Optional[str] = None, model_path: Optional[str] = None,
                    progress: Optional[bool] = None,
-                   runner: Optional[Callable[..., RunResult]] = None) -> Comparison:
+                   runner: Optional[Callable[..., RunResult]] = None,
+                   trust_remote_code: bool = False) -> Comparison:
     """Run every method's variant of the plan; a failed run does not stop the others. Raises
     InputError for a bad plan (or when every variant failed input validation). On Ctrl-C the
     comparison so far is returned with ``interrupted`` set."""
     from .runner import load_plan
 
-    plan, plan_file, _ = load_plan(plan_path)
+    plan, plan_file, _ = load_plan(plan_path, trust_remote_code=trust_remote_code)
     plan = _absolute_data(plan, plan_file.parent if plan_file else None)
     calibration = None
     if plan.inputs.calibrated:
@@ -307,8 +308,10 @@ def run_comparison(plan_path: str | Path, methods: list[str], *, max_steps: Opti
         before = {p.name for p in out.iterdir() if p.is_dir()}
         result: Optional[RunResult] = None
         try:
+            # --trust-remote-code reaches each variant's run only from the command line.
+            trust = {"trust_remote_code": True} if trust_remote_code else {}
             result = runner(str(vpath), data=data, db=db, output_dir=str(out), max_steps=max_steps,
-                            progress=progress, model_path=model_path)
+                            progress=progress, model_path=model_path, **trust)
         except InputError as exc:
             result = _new_result(out, before)
             if result is None:

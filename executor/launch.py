@@ -81,9 +81,14 @@ class Launch:
         from .runner import _data_file, load_plan, plan_hash
 
         self.plan_path = Path(plan_path).expanduser().resolve()
-        self.plan, plan_file, _ = load_plan(self.plan_path)
         self.args = args
         self.dry_run = bool(getattr(args, "dry_run", False))
+        # Remote code: only by the command line's flag (passed on to the workers), and never in
+        # a dry run: the plan is loaded with it off there, so reading an FSDP plan's model config
+        # for the wrap classes cannot run the model's Python.
+        self.trust_remote_code = bool(getattr(args, "trust_remote_code", False))
+        self.plan, plan_file, _ = load_plan(
+            self.plan_path, trust_remote_code=self.trust_remote_code and not self.dry_run)
         n = getattr(args, "num_processes", None)
         plan_n = self.plan.distributed.num_processes
         if n is None or (n == 1 and self.dry_run and plan_n > 1):
@@ -159,6 +164,8 @@ class Launch:
             out += ["--db", str(Path(a.db).expanduser().resolve())]
         if getattr(a, "max_steps", None) is not None:
             out += ["--max-steps", str(a.max_steps)]
+        if self.trust_remote_code:
+            out.append("--trust-remote-code")
         if self.model_dir is not None:
             out += ["--model-path", str(Path(self.model_dir).resolve())]
         elif getattr(a, "model_path", None):
@@ -389,6 +396,8 @@ def in_process_command(args) -> list[str]:
         value = getattr(args, attr, None)
         if value is not None:
             cmd += [flag, str(value)]
+    if getattr(args, "trust_remote_code", False):
+        cmd.append("--trust-remote-code")
     return cmd
 
 

@@ -9,13 +9,16 @@ from typing import Optional
 from tuneplan.advisor.errors import InputError
 
 
-def merge_run(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> Path:
+def merge_run(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,
+              trust_remote_code: bool = False) -> Path:
     """Merge the LoRA/QLoRA adapter of `run_dir` into its base (peft merge_and_unload).
 
     The base is loaded unquantised in float32 from the directory the adapter was trained on,
     else from the plan's model name. For QLoRA runs this is the usual merge into the original
     weights: it differs from the trained NF4 model by the 4-bit quantisation error. Saves safetensors + tokenizer to out_dir (default `<run_dir>/merged`).
     InputError for a full fine-tuning run, a missing adapter, or a missing base model.
+    ``trust_remote_code`` is the command line's ``--trust-remote-code`` (the run's plan.json
+    never turns it on: executor/remote_code.py).
     """
     import torch
 
@@ -26,7 +29,7 @@ def merge_run(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> Path
     plan_file = run / "plan.json"
     if not plan_file.is_file():
         raise InputError.one(str(run), "not a run directory (no plan.json)", "pass a directory under runs/")
-    plan, _, _ = load_plan(plan_file)
+    plan, _, _ = load_plan(plan_file, trust_remote_code=trust_remote_code)
     if plan.method == "full":
         raise InputError.one(
             str(run), "this is a full fine-tuning run: its weights are already complete in model/",

@@ -46,10 +46,17 @@ def plan_hash(plan: Plan) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def load_plan(plan: "Plan | str | Path") -> tuple[Plan, Optional[Path], Optional[str]]:
-    """Return (plan, its file or None, the file's text or None); InputError for unreadable/invalid."""
+def load_plan(plan: "Plan | str | Path", *, trust_remote_code: bool = False,
+              ) -> tuple[Plan, Optional[Path], Optional[str]]:
+    """Return (plan, its file or None, the file's text or None); InputError for unreadable/invalid.
+
+    ``plan.trust_remote_code`` is replaced by ``trust_remote_code`` — the command line's
+    ``--trust-remote-code``, never the plan file (executor/remote_code.py); when that changes the
+    field the text is None, so a run directory's plan.json records the value really used."""
+    from .remote_code import effective_plan
+
     if isinstance(plan, Plan):
-        return plan, None, None
+        return effective_plan(plan, trust_remote_code), None, None
     path = Path(plan).expanduser()
     try:
         text = path.read_text(encoding="utf-8")
@@ -63,9 +70,11 @@ def load_plan(plan: "Plan | str | Path") -> tuple[Plan, Optional[Path], Optional
     if not isinstance(raw, dict):
         raise InputError.one(str(path), "a plan must be a JSON object", "pass a plan.json written by `tuneplan advise`")
     try:
-        return load_plan_dict(raw), path, text
+        loaded = load_plan_dict(raw)
     except ValidationError as exc:
         raise InputError(pydantic_problems(exc)) from None
+    effective = effective_plan(loaded, trust_remote_code)
+    return effective, path, (text if effective is loaded else None)
 
 
 def _data_file(value: str, where: str, plan_dir: Optional[Path]) -> Path:
@@ -160,7 +169,8 @@ class _Progress:
 
 def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optional[str] = None,
              output_dir: Optional[str] = None, max_steps: Optional[int] = None,
-             progress: Optional[bool] = None, model_path: Optional[str] = None) -> RunResult:
+             progress: Optional[bool] = None, model_path: Optional[str] = None,
+             trust_remote_code: bool = False) -> RunResult:
     """Execute a plan on real weights and return its RunResult.
 
     Everything is validated before anything is created (InputError: plan, data files and rows,
@@ -170,13 +180,15 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
     creates nothing. Any other exception ends the run as "failed" and propagates. In every case
     result.json and the database row hold the outcome and the metrics so far; when the final
     write itself fails (full disk, locked database) a succeeded run raises
-    :class:`RecordingFailed` naming what is missing.
+    :class:`RecordingFailed` naming what is missing. ``trust_remote_code`` is the command line's
+    ``--trust-remote-code``; the plan's field never turns it on (executor/remote_code.py).
     """
     signals = RunSignals().install()
     recorded = Recorded()
     try:
         return _run_plan(plan, data=data, db=db, output_dir=output_dir, max_steps=max_steps,
-                         progress=progress, model_path=model_path, signals=signals, recorded=recorded)
+                         progress=progress, model_path=model_path, signals=signals, recorded=recorded,
+                         trust_remote_code=trust_remote_code)
     except RunInterrupted:
         raise
     except KeyboardInterrupt as exc:
@@ -192,9 +204,9 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
 
 
 def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
-              signals: RunSignals, recorded: Recorded) -> RunResult:
+              signals: RunSignals, recorded: Recorded, trust_remote_code: bool = False) -> RunResult:
     pause("preflight", signals)
-    plan_obj, plan_file, plan_text = load_plan(plan)
+    plan_obj, plan_file, plan_text = load_plan(plan, trust_remote_code=trust_remote_code)
     plan_dir = plan_file.parent if plan_file else None
     spec = plan_obj.data
     skip_bad = bool(spec and spec.skip_bad_rows)

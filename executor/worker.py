@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--model-path")
+    p.add_argument("--trust-remote-code", action="store_true")
     return p
 
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = os.environ.get(dist_mod.ENV_RUN_DIR)
     ctx = None
     try:
-        plan, _, _ = load_plan(args.plan)
+        plan, _, _ = load_plan(args.plan, trust_remote_code=args.trust_remote_code)
         strategy = os.environ.get(dist_mod.ENV_STRATEGY) or (
             "ddp" if plan.distributed.strategy == "none" else plan.distributed.strategy)
         offload = os.environ.get(dist_mod.ENV_OFFLOAD, "0") == "1"
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                                    model_dir=Path(args.model_path) if args.model_path else None)
         run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
                  max_steps=args.max_steps, model_path=args.model_path,
-                 progress=False)
+                 progress=False, trust_remote_code=args.trust_remote_code)
         return 0
     except KeyboardInterrupt:
         return 130

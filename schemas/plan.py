@@ -338,7 +338,9 @@ class Plan(Strict):
     data: Optional[DataSpec] = None
     """Datasets; filled by the user or the executor."""
     trust_remote_code: bool = False
-    """Allow model repositories to run their own Python. Off unless the user turns it on."""
+    """Records whether the model directory's own Python (modeling_*.py) was allowed to run.
+    Only the command line's ``--trust-remote-code`` (run, compare, merge) turns it on; set in a
+    plan file it has no effect beyond a warning. Never on in validate, advise or --dry-run."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Plan":

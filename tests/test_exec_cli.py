@@ -342,8 +342,8 @@ def test_merge_calls_merge_run(tmp_path, monkeypatch, capsys):
     seen = []
     module = types.ModuleType("tuneplan.executor.merge")
 
-    def merge_run(run_dir, out=None):
-        seen.append((run_dir, out))
+    def merge_run(run_dir, out=None, *, trust_remote_code=False):
+        seen.append((run_dir, out, trust_remote_code))
         return Path(out or run_dir) / "merged"
 
     module.merge_run = merge_run
@@ -351,6 +351,6 @@ def test_merge_calls_merge_run(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "r1"
     run_dir.mkdir()
     assert cli("merge", str(run_dir), "--out", str(tmp_path / "m")) == 0
-    assert seen == [(str(run_dir), str(tmp_path / "m"))]
+    assert seen == [(str(run_dir), str(tmp_path / "m"), False)]
     assert str(tmp_path / "m" / "merged") in capsys.readouterr().out
     assert cli("merge", str(tmp_path / "missing")) == 2
