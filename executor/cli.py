@@ -80,6 +80,12 @@ def _add_trust_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help=_TRUST_HELP)
 
 
+def _trust_kwargs(args: argparse.Namespace) -> dict:
+    """``trust_remote_code=True`` for the runner only when the flag was given (the default is
+    off everywhere, so the keyword is left out otherwise)."""
+    return {"trust_remote_code": True} if getattr(args, "trust_remote_code", False) else {}
+
+
 def _check_out_dir(value: Optional[str], flag: str, force: bool) -> Optional[int]:
     """Exit 2 (and the fix) when ``value`` is a file, or a non-empty directory without --force;
     None when writing there is fine."""
@@ -470,7 +476,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
                           max_steps=args.max_steps, model_path=args.model_path,
-                          trust_remote_code=args.trust_remote_code)
+                          **_trust_kwargs(args))
     except InputError as exc:
         _err(exc.render())
         return 2
@@ -773,7 +779,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         holder["cmp"] = compare.run_comparison(
             args.plan, compare.parse_methods(args.methods), max_steps=args.max_steps, db=args.db,
             output_dir=args.output, data=args.data, model_path=args.model_path,
-            trust_remote_code=args.trust_remote_code)
+            **_trust_kwargs(args))
         return 0
 
     code = _guarded(body)
