@@ -166,6 +166,18 @@ _MODEL_ROWS: tuple[ModelRow, ...] = (
              _cfg("phi3", 40, 5120, 17920, 40, 10, 100352, 16384, False)),
     ModelRow("mistralai/Mistral-Small-24B-Base-2501", _hf("mistralai/Mistral-Small-24B-Base-2501"),
              _cfg("mistral", 40, 5120, 32768, 32, 8, 131072, 32768, False, head_dim=128)),
+    # Mixture of experts: all experts resident, top-k active (`tuneplan models` shows both counts).
+    ModelRow("mistralai/Mixtral-8x7B-v0.1", _hf("mistralai/Mixtral-8x7B-v0.1"),
+             {**_cfg("mixtral", 32, 4096, 14336, 32, 8, 32000, 32768, False),
+              "num_local_experts": 8, "num_experts_per_tok": 2}),
+    ModelRow("Qwen/Qwen3-30B-A3B", _hf("Qwen/Qwen3-30B-A3B"),
+             {**_cfg("qwen3_moe", 48, 2048, 6144, 32, 4, 151936, 40960, False, head_dim=128),
+              "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768}),
+    ModelRow("Qwen/Qwen1.5-MoE-A2.7B", f"{_hf('Qwen/Qwen1.5-MoE-A2.7B')} (shared + routed experts, "
+             "DeepSeekMoE-style)",
+             {**_cfg("qwen2_moe", 24, 2048, 5632, 16, 16, 151936, 8192, False),
+              "num_experts": 60, "num_experts_per_tok": 4, "moe_intermediate_size": 1408,
+              "shared_expert_intermediate_size": 5632}),
     ModelRow("openai-community/gpt2", _hf("openai-community/gpt2"), _gpt2(12, 768, 12, 50257, 1024)),
     ModelRow("openai-community/gpt2-xl", _hf("openai-community/gpt2-xl"),
              _gpt2(48, 1600, 25, 50257, 1024)),
@@ -214,6 +226,7 @@ def get_model(name: str) -> ModelSpec:
 MODEL_TYPES = {
     "llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
     "gemma3": "gemma3", "gemma3_text": "gemma3", "phi3": "phi3", "gpt2": "gpt2", "gpt3": "gpt3",
+    "mixtral": "mixtral", "qwen3_moe": "qwen3_moe", "qwen2_moe": "qwen2_moe",
 }
 _GPT2_TYPES = {"gpt2", "gpt3"}
 # transformers' config-class default for tie_word_embeddings when config.json omits it.
@@ -249,6 +262,9 @@ def model_from_config_dict(cfg: dict, name: str, origin: str = "config", source:
             )
         family = "llama"
         note = f"{note}; " * bool(note) + f"model_type {model_type!r} read as Llama-shaped (q/k/v/o + gate/up/down)"
+    moe = _moe_shape(cfg, family)
+    if moe:
+        cfg = {**cfg, "intermediate_size": moe.pop("expert_intermediate_size")}
     required = _GPT2_KEYS if family in _GPT2_TYPES else _LLAMA_KEYS
     missing = [k for k in required if not isinstance(cfg.get(k), int) or cfg[k] <= 0]
     if missing:
@@ -274,10 +290,45 @@ def model_from_config_dict(cfg: dict, name: str, origin: str = "config", source:
     try:
         return build_spec(name=name, family=family, vocab_size=cfg["vocab_size"],
                           tie_word_embeddings=tie, origin=origin,
-                          source="; ".join(s for s in (source, note) if s), **shape)
+                          source="; ".join(s for s in (source, note) if s), **shape, **moe)
     except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
         raise InputError.one("--model", f"{name}: inconsistent config: {exc}",
                              "check the head counts and sizes in config.json") from exc
+
+
+def _moe_shape(cfg: dict, family: str) -> dict:
+    """Expert counts and widths of a mixture-of-experts config.json ({} for a dense model).
+
+    Mixtral: num_local_experts, num_experts_per_tok, intermediate_size (per expert). Qwen2-/Qwen3-MoE:
+    num_experts, num_experts_per_tok, moe_intermediate_size, and Qwen2-MoE's
+    shared_expert_intermediate_size. Layers that stay dense (decoder_sparse_step > 1, mlp_only_layers)
+    are refused rather than priced wrong.
+    """
+    if family not in ("mixtral", "qwen3_moe", "qwen2_moe"):
+        return {}
+    fix = "use the model's original config.json"
+    # save_pretrained omits values equal to the config class's defaults; these are transformers'
+    # MixtralConfig / Qwen3MoeConfig / Qwen2MoeConfig defaults.
+    d = _MOE_DEFAULTS[family]
+    # Hub configs say num_experts (Qwen) or num_local_experts (Mixtral); transformers 5 writes
+    # num_local_experts for Qwen3-MoE too.
+    experts = cfg.get("num_local_experts") or cfg.get("num_experts") or d[0]
+    k = cfg.get("num_experts_per_tok", d[1])
+    width = cfg.get("intermediate_size" if family == "mixtral" else "moe_intermediate_size", d[2])
+    if not all(isinstance(v, int) and v > 0 for v in (experts, width, k)):
+        raise InputError.one("--model", "mixture-of-experts config lacks expert count, experts per "
+                             "token or expert width", fix)
+    if cfg.get("mlp_only_layers") or (cfg.get("decoder_sparse_step") or 1) != 1:
+        raise InputError.one("--model", "mixture-of-experts models with dense layers in between "
+                             "(mlp_only_layers / decoder_sparse_step) are not priced yet",
+                             "use --params N for a rough dense guess")
+    shared = cfg.get("shared_expert_intermediate_size", d[3]) if family == "qwen2_moe" else 0
+    return {"num_experts": experts, "experts_per_token": k, "expert_intermediate_size": width,
+            "shared_intermediate_size": int(shared or 0)}
+
+
+# (experts, experts per token, expert width, shared width) defaults of transformers' config classes.
+_MOE_DEFAULTS = {"mixtral": (8, 2, 14336, 0), "qwen3_moe": (128, 8, 768, 0), "qwen2_moe": (60, 4, 1408, 5632)}
 
 
 def portable_path(path: Union[str, Path]) -> str:

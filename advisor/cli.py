@@ -261,10 +261,11 @@ def cmd_models(args) -> int:
     rows = catalog.list_models()
     if args.json:
         print(json.dumps([{"name": m.name, "family": m.family, "params": m.total_params,
-                           "source": m.source} for m in rows], indent=2))
+                           "active_params": m.active_params, "source": m.source} for m in rows], indent=2))
         return EXIT_OK
     for m in rows:
-        print(f"{m.name:42s} {m.family:8s} {m.total_params / 1e9:9.3f}B  {m.source}")
+        active = f" ({m.active_params / 1e9:.2f}B active)" if m.is_moe else ""
+        print(f"{m.name:42s} {m.family:8s} {m.total_params / 1e9:9.3f}B{active}  {m.source}")
     return EXIT_OK
 
 

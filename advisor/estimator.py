@@ -108,6 +108,7 @@ from tuneplan.schemas import (
 )
 
 from .modelspec import resolve_targets
+from .moe import active_ffn_width
 
 DEFAULT_HEADROOM = 0.10
 """Fraction of device capacity kept free for allocator fragmentation and transient spikes.
@@ -283,7 +284,7 @@ class _Terms:
 
 def _linear_weight_params(model: ModelSpec) -> int:
     """Weights (no biases) of all block linear layers: what bitsandbytes quantises."""
-    return model.num_layers * sum(m.in_features * m.out_features for m in model.linear_modules)
+    return model.num_layers * sum(m.weight_params for m in model.linear_modules)  # all experts (moe.py)
 
 
 def _block_params(model: ModelSpec) -> int:
@@ -441,7 +442,7 @@ def _block_inventory(model: ModelSpec, st: MemorySettings, rg: _Regime, targets:
     (full fine-tuning), LoRA adapter inputs. Verified tensor-by-tensor against
     torch.autograd.graph.saved_tensors_hooks on a tiny Llama (fp32, CPU).
     """
-    h, f = model.hidden_size, model.intermediate_size
+    h, f = model.hidden_size, active_ffn_width(model)
     a, kv, hd = model.num_attention_heads, model.num_key_value_heads, model.head_dim
     q_w, kv_w = a * hd, kv * hd
     D, R = rg.act, rg.resid
@@ -562,7 +563,7 @@ def _block_phase(model: ModelSpec, st: MemorySettings, rg: _Regime, items: list[
     8·a·s, while the MLP's saved tensors are already freed), and the formula text."""
     s = st.seq_len
     block = sum(i.per_token for i in items)
-    f_mlp = model.intermediate_size
+    f_mlp = active_ffn_width(model)
     mlp_saved = sum(i.per_token for i in items if i.group == "mlp")
     phase_mlp = block + 2 * rg.mlp_out * f_mlp
     phase_attn = block - mlp_saved + 8 * model.num_attention_heads * s if st.attention == "eager" else 0

@@ -18,7 +18,11 @@ QK_NORM = {"qwen3", "gemma3"}
 FOUR_NORMS = {"gemma2", "gemma3"}
 GPT2_LIKE = {"gpt2", "gpt3"}
 PHI3_LIKE = {"phi3"}
-KNOWN_FAMILIES = LLAMA_LIKE | GPT2_LIKE | PHI3_LIKE
+# Mixture-of-experts families (transformers >= 5 layout: fused experts.gate_up_proj / experts.down_proj,
+# a router `gate` that stays frozen, Qwen2-MoE's shared_expert + shared_expert_gate).
+MOE_LIKE = {"mixtral", "qwen3_moe", "qwen2_moe"}
+KNOWN_FAMILIES = LLAMA_LIKE | GPT2_LIKE | PHI3_LIKE | MOE_LIKE
+QK_NORM = QK_NORM | {"qwen3_moe"}
 
 
 def build_spec(
@@ -37,6 +41,9 @@ def build_spec(
     attention_bias: Optional[bool] = None,
     origin: str = "catalog",
     source: str = "",
+    num_experts: int = 1,
+    experts_per_token: int = 1,
+    shared_intermediate_size: int = 0,
 ) -> ModelSpec:
     """Return the ModelSpec of a decoder-only transformer with exact parameter counts."""
     if family not in KNOWN_FAMILIES:
@@ -46,7 +53,35 @@ def build_spec(
     h, f, a = hidden_size, intermediate_size, num_attention_heads
     q_out, kv_out = a * hd, kv * hd
 
-    if family in LLAMA_LIKE:
+    router = 0
+    if family in MOE_LIKE:
+        # intermediate_size is ONE expert's width here (Mixtral's intermediate_size, Qwen's
+        # moe_intermediate_size).
+        bias = (family == "qwen2_moe") if attention_bias is None else attention_bias
+        E, k = num_experts, experts_per_token
+        modules = [
+            LinearModule(name="q_proj", in_features=h, out_features=q_out, kind="attention", bias=bias),
+            LinearModule(name="k_proj", in_features=h, out_features=kv_out, kind="attention", bias=bias),
+            LinearModule(name="v_proj", in_features=h, out_features=kv_out, kind="attention", bias=bias),
+            LinearModule(name="o_proj", in_features=q_out, out_features=h, kind="attention"),
+            LinearModule(name="experts.gate_up_proj", in_features=h, out_features=2 * f, kind="mlp",
+                         experts=E, active_experts=k),
+            LinearModule(name="experts.down_proj", in_features=f, out_features=h, kind="mlp",
+                         experts=E, active_experts=k),
+        ]
+        router = E * h  # mlp.gate: h -> E logits, frozen (never a LoRA target)
+        if shared_intermediate_size:
+            sf = shared_intermediate_size
+            modules += [
+                LinearModule(name="shared_expert.gate_proj", in_features=h, out_features=sf, kind="mlp"),
+                LinearModule(name="shared_expert.up_proj", in_features=h, out_features=sf, kind="mlp"),
+                LinearModule(name="shared_expert.down_proj", in_features=sf, out_features=h, kind="mlp"),
+            ]
+            router += h  # shared_expert_gate: h -> 1
+        norm = num_layers * (2 * h + (2 * hd if family in QK_NORM else 0)) + h
+        embedding = vocab_size * h
+        gated = True
+    elif family in LLAMA_LIKE:
         bias = (family == "qwen2") if attention_bias is None else attention_bias
         modules = [
             LinearModule(name="q_proj", in_features=h, out_features=q_out, kind="attention", bias=bias),
@@ -84,11 +119,11 @@ def build_spec(
 
     def _count(kind: str) -> int:
         per_block = sum(
-            m.in_features * m.out_features + (m.out_features if m.bias else 0)
+            m.weight_params + (m.out_features * m.experts if m.bias else 0)
             for m in modules
             if m.kind == kind
         )
-        return per_block * num_layers
+        return (per_block + (router if kind == "mlp" else 0)) * num_layers
 
     params = ParamCounts(
         embedding=embedding,

@@ -331,10 +331,16 @@ def dropout_by_size(d: Draft) -> Optional[Outcome]:
     """Why: adapter dropout helped the QLoRA authors' 7B and 13B models and not the 33B/65B ones.
     When not: the sources disagree on exact values (App. A.1 vs Table 9 vs scripts); 0 is PEFT's
     and torchtune's default and is defensible everywhere.
+    Mixture of experts: 0, because peft adapts fused expert parameters through ParamWrapper, which
+    refuses lora_dropout != 0 (peft tuners/lora/layer.py ParamWrapper).
     Source: artidoro/qlora scripts (7B 0.1; 13B-65B 0.05); QLoRA App. A.1."""
     if d.pins.lora_dropout is not None:
         p = d.pins.lora_dropout
         return Outcome(f"LoRA dropout {p} (pinned).", {"lora_dropout": p})
+    if d.inputs.model.is_moe:
+        return Outcome("LoRA dropout 0.0: a mixture-of-experts model's fused expert projections are "
+                       "adapted by peft's ParamWrapper, which supports no adapter dropout.",
+                       {"lora_dropout": 0.0})
     p = 0.05 if d.billions <= 20 else 0.0
     return Outcome(f"LoRA dropout {p} for a {_size_phrase(d)} model.", {"lora_dropout": p})
 

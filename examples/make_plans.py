@@ -17,7 +17,7 @@ from typing import Optional
 
 from tuneplan.advisor import advise
 from tuneplan.advisor.catalog import get_model
-from tuneplan.schemas import SCHEMA_ID, CPUHardware, DataSpec, GiB, Inputs, Pins, Plan, Task
+from tuneplan.schemas import CPUHardware, DataSpec, GiB, Inputs, Pins, Plan, Task
 
 HERE = Path(__file__).resolve().parent
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -48,8 +48,8 @@ def expected_files() -> dict[Path, str]:
     for method in ("full", "lora", "qlora"):
         out[HERE / "plans" / f"{method}.json"] = render(example_plan(method, "../"),
                                                         "../../schemas/plan.schema.json")
-    out[HERE / "ci" / "plans" / "ci.json"] = render(ci_plan(), SCHEMA_ID)
-    out[HERE / "ci" / "plans" / "gpu.json"] = render(gpu_plan(), SCHEMA_ID)
+    out[HERE / "ci" / "plans" / "ci.json"] = render(ci_plan(), "../../../schemas/plan.schema.json")
+    out[HERE / "ci" / "plans" / "gpu.json"] = render(gpu_plan(), "../../../schemas/plan.schema.json")
     return out
 
 

@@ -259,11 +259,19 @@ def _lora_config(lora):
 
     targets = lora.target_modules
     target_modules = "all-linear" if targets in (["all-linear"], ["all"]) else list(targets)
+    # Mixture-of-experts projections stored fused as 3-D nn.Parameters (transformers >= 5:
+    # mlp.experts.gate_up_proj / down_proj) are not nn.Linear modules: peft adapts them through
+    # target_parameters (one LoRA pair per expert). The router (mlp.gate) is never a target.
+    fused = [t for t in targets if t.startswith("experts.")] if isinstance(target_modules, list) else []
+    if fused:
+        target_modules = [t for t in target_modules if t not in fused] or None
+    extra = {"target_parameters": fused} if fused else {}
     return LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=target_modules,
+        **extra,
         use_rslora=lora.use_rslora,
         bias="none",
         task_type="CAUSAL_LM",

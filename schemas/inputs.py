@@ -87,14 +87,29 @@ class LinearModule(Strict):
     (Biderman et al. 2024 §4.7); all-linear is the default."""
     bias: bool = False
     """Whether the layer has a bias vector (counted as a frozen parameter)."""
+    experts: int = Field(default=1, ge=1)
+    """Copies of this layer in one block: 1 for a dense layer, the routed-expert count for a
+    mixture-of-experts projection (transformers >= 5 stores them fused as one 3-D parameter, e.g.
+    "experts.gate_up_proj", which peft adapts through target_parameters). Every copy is resident
+    in memory whether or not a token is routed to it."""
+    active_experts: Optional[int] = Field(default=None, ge=1)
+    """Copies each token passes through (top-k routing); null means all. Activations and FLOPs
+    scale with it, weights, gradients and optimizer states with `experts`."""
 
     @property
     def weight_params(self) -> int:
-        return self.in_features * self.out_features
+        """Weights of all copies (all experts are resident)."""
+        return self.in_features * self.out_features * self.experts
+
+    @property
+    def active_weight_params(self) -> int:
+        """Weights one token multiplies through (top-k experts)."""
+        return self.in_features * self.out_features * (self.active_experts or self.experts)
 
     def lora_params(self, rank: int) -> int:
-        """LoRA adds A (r x in) and B (out x r): r * (in + out) parameters (LoRA paper §4.1)."""
-        return rank * (self.in_features + self.out_features)
+        """LoRA adds A (r x in) and B (out x r): r * (in + out) parameters (LoRA paper §4.1); a fused
+        expert parameter gets one pair per expert (peft ParamWrapper: A is (r*E) x in, B out x (r*E))."""
+        return rank * (self.in_features + self.out_features) * self.experts
 
 
 class ParamCounts(Strict):
@@ -170,6 +185,17 @@ class ModelSpec(Strict):
     @property
     def total_params(self) -> int:
         return self.params.total
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token uses: the total less the experts it is not routed to (equal to the
+        total for a dense model). FLOPs per token are ~2 x this (Kaplan et al. 2020 §2.1)."""
+        idle = sum(m.weight_params - m.active_weight_params for m in self.linear_modules)
+        return self.params.total - idle * self.num_layers
+
+    @property
+    def is_moe(self) -> bool:
+        return any(m.experts > 1 for m in self.linear_modules)
 
     @property
     def module_names(self) -> list[str]:
