@@ -183,6 +183,11 @@ async def test_data_is_shown_as_text_never_markup(tmp_path):
         assert app.query_one("#sql-table").row_count == 1, text(app, "sql-status")
         row = app.query_one("#sql-table").get_row_at(0)
         assert [c.plain for c in row] == ["[red]hi :x:", "postgres:x:101", "NULL"]
+        sql.text = "SELECT * FROM read_text('/etc/passwd')"  # the sealed connection refuses it
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert app.query_one("#sql-table").row_count == 0
+        assert text(app, "sql-status").startswith("refused")
         screen = app.export_screenshot()
         assert "[red]hi :x:" in screen.replace("&#x27;", "'").replace("&#160;", " ") or "[red]hi" in screen
         assert "❌" not in screen

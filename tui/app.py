@@ -1245,14 +1245,15 @@ class TunePlanApp(App[int]):
         status = self.query_one("#sql-status", Static)
         table.clear(columns=True)
         try:
-            columns, rows = sql_query(self.db, sql)
+            columns, rows, truncated = sql_query(self.db, sql)
         except Exception as e:  # refused, bad SQL, no database: said in words, never raised
             status.update(Text(_store_error_words(e), style="bold red"))
             return
         table.add_columns(*(Text(str(c)) for c in columns))
         for row in rows:
             table.add_row(*(_cell(v) for v in row))
-        status.update(Text(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="green"))
+        more = " (the first ones; more exist — add a LIMIT or use `tuneplan sql --no-limit`)" if truncated else ""
+        status.update(Text(f"{len(rows)} row{'s' if len(rows) != 1 else ''}{more}", style="green"))
 
     def action_sql_history(self, delta: int) -> None:
         """Walk the SQL history; past the newest entry the box is empty for a new query."""
@@ -1264,11 +1265,13 @@ class TunePlanApp(App[int]):
         box.move_cursor(box.document.end)
 
 
-def sql_query(db: Optional[str], sql: str) -> tuple[list[str], list[tuple]]:
-    """The one call the SQL box makes: the same read-only path as `tuneplan sql`."""
-    from tuneplan.executor import store
+def sql_query(db: Optional[str], sql: str) -> tuple[list[str], list[tuple], bool]:
+    """The one call the SQL box makes: `tuneplan sql`'s sealed connection (executor/sqlsafe.py:
+    read-only, the statement checked by DuckDB's parser, external access limited to the same
+    default read paths, the same row limit). Returns (columns, rows, truncated)."""
+    from tuneplan.executor import sqlsafe
 
-    return store.query(db, sql)
+    return sqlsafe.fetch(sql, db, read_paths=sqlsafe.default_read_paths(), limit=sqlsafe.DEFAULT_ROW_LIMIT)
 
 
 def _store_error_words(e: Exception) -> str:
