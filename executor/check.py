@@ -44,6 +44,8 @@ RULE_PROMISES: dict[str, str] = {
     "TP023": f"QLoRA learns about as much as LoRA (>= {LEARNING_MATCH_SHARE:.0%}) with less memory",
     "TP030": "a plan predicted to fit runs without OOM, its peak within "
              f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%} of the prediction",
+    "TP040": "the advised learning rate is within 2x of the best rate of each recorded "
+             "learning-rate sweep (lowest eval loss)",
 }
 
 
@@ -241,6 +243,9 @@ def audit_rules(db: store.DBPath = None, *, con=None) -> list[dict[str, Any]]:
         lv = _rows(con, "SELECT * FROM audit_lora_vs_full_learning ORDER BY compare_id, adapter_method")
         mv = _rows(con, "SELECT * FROM run_memory_checks WHERE predicted_fits "
                         "AND (measured_peak_bytes > 0 OR out_of_memory) ORDER BY run_id")
+        has_lr = bool(_rows(con, "SELECT 1 FROM duckdb_views() WHERE view_name = 'audit_learning_rate'"))
+        lr = _rows(con, "SELECT * FROM audit_learning_rate WHERE advised_learning_rate > 0 "
+                        "ORDER BY compare_id") if has_lr else []
     finally:
         if own:
             con.close()
@@ -269,6 +274,10 @@ def audit_rules(db: store.DBPath = None, *, con=None) -> list[dict[str, Any]]:
              f"like-for-like error {r['memory_error_comparable']:+.1%}")
           for r in mv if r not in held]
     out.append(_rule("TP030", len(mv), len(held), ev))
+    ev = [f"{r['compare_id']} ({r['model']}, {r['trials']} trials): best {r['best_learning_rate']:.3g} vs "
+          f"advised {r['advised_learning_rate']:.3g} ({r['ratio']:.2g}x) -> "
+          f"{'held' if r['within_2x'] else 'broken'}" for r in lr]
+    out.append(_rule("TP040", len(lr), sum(bool(r["within_2x"]) for r in lr), ev))
     return out
 
 

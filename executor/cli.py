@@ -251,6 +251,31 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    "pull-request comment")
     p.set_defaults(func=_cmd_compare)
 
+    # sweep ----------------------------------------------------------------------------------
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a plan over learning rates, ranks, targets or methods and write the tuned plan",
+        description="Re-advise the plan's inputs with each combination of the swept values pinned, "
+        "run every variant on the same data, seed and step budget, report eval loss (learning), "
+        "probe loss (forgetting), peak memory and speed per trial, pick the lowest eval loss within "
+        "the forgetting tolerance, and write a tuned plan whose decision cites the trials' run ids. "
+        "Trials land in DuckDB (comparisons / sweep_trials); sweep.png draws eval loss vs learning "
+        "rate (and vs rank). Exit 0 all succeeded, 1 any failed or was skipped, 2 bad input, "
+        "130 interrupted.",
+    )
+    _add_run_options(p, output_help="where variant plans, runs, sweep.json and sweep.png go "
+                     "(default: runs/<sweep id>)")
+    p.add_argument("--lr", metavar="band|A,B,C",
+                   help="learning rates: 'band' (the plan's LR/3, LR, 3·LR) or a comma list")
+    p.add_argument("--rank", metavar="R1,R2", help="LoRA ranks, e.g. 8,16,64")
+    p.add_argument("--targets", metavar="SET1,SET2",
+                   help="target sets, e.g. attention,all-linear (join names with +: q_proj+v_proj)")
+    p.add_argument("--methods", metavar="LIST", help="methods, e.g. full,lora (compare is this axis alone)")
+    p.add_argument("--write", metavar="PLAN_JSON", help="write the tuned plan here "
+                   "(default: <output>/plan-tuned.json)")
+    p.add_argument("--json", action="store_true", help="print the sweep as JSON")
+    p.set_defaults(func=_cmd_sweep)
+
     # check ----------------------------------------------------------------------------------
     p = subparsers.add_parser(
         "check",
@@ -797,6 +822,43 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if cmp.interrupted:
         _err("interrupted: the runs so far are recorded in the comparison")
     return compare.exit_code(cmp)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    missing = _no_file(args.plan, "PLAN", "give the plan.json written by `tuneplan advise`")
+    if missing is not None:
+        return missing
+    from tuneplan.executor import compare, sweep
+
+    holder: dict = {}
+
+    def body() -> int:
+        grid: dict = {}
+        if args.methods:
+            grid["method"] = compare.parse_methods(args.methods)
+        if args.lr:
+            grid["learning_rate"] = ["band"] if args.lr.strip().lower() == "band" else \
+                sweep.parse_lr(args.lr, None)  # type: ignore[arg-type]
+        if args.rank:
+            grid["lora_rank"] = sweep.parse_ranks(args.rank)
+        if args.targets:
+            grid["target_modules"] = sweep.parse_targets(args.targets)
+        holder["sweep"] = sweep.run_sweep(
+            args.plan, grid, max_steps=args.max_steps, db=args.db, output_dir=args.output,
+            data=args.data, model_path=args.model_path, write_plan=args.write)
+        return 0
+
+    code = _guarded(body)
+    if code:
+        return code
+    sw = holder["sweep"]
+    if args.json:
+        print(json.dumps(sweep.as_dict(sw), indent=2, default=str))
+    else:
+        sweep.print_sweep(sw, _console())
+    if sw.interrupted:
+        _err("interrupted: the trials so far are recorded in the sweep")
+    return sweep.exit_code(sw)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

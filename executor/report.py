@@ -7,6 +7,8 @@ Writes into the output directory:
   learning_forgetting.png  learning (eval loss before - after) vs forgetting (probe loss after -
                            before) per run, coloured by method, with the tolerance thresholds
   loss_curves.png          training loss per optimizer step (metrics table), one line per run
+  sweeps.png               eval loss after vs learning rate (and vs LoRA rank), one line per
+                           `tuneplan sweep` (sweep_trials view)
   report.md                the figures, a per-run table with `tuneplan check` verdicts, and the
                            rule audit
 matplotlib runs on the Agg backend (no display needed).
@@ -21,7 +23,7 @@ from . import store
 from .check import FORGETTING_THRESHOLDS, audit_rules, check_runs, open_current
 from .memory_compare import like_for_like
 
-FIGURES = ("memory.png", "learning_forgetting.png", "loss_curves.png")
+FIGURES = ("memory.png", "learning_forgetting.png", "loss_curves.png", "sweeps.png")
 COLORS = {"full": "tab:red", "lora": "tab:blue", "qlora": "tab:green"}
 MIB = 1024**2
 
@@ -128,6 +130,34 @@ def _loss_figure(plt, metrics: list[dict], methods: dict[str, str], path: Path) 
     plt.close(fig)
 
 
+def _sweep_figure(plt, trials: list[dict], path: Path) -> None:
+    """Eval loss after vs learning rate (log axis), one line per learning-rate sweep (and rank
+    when a sweep varied it), from the sweep_trials view."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ok = [t for t in trials if t["status"] == "succeeded" and t["eval_loss_after"] is not None]
+    lr_sweeps = sorted({t["compare_id"] for t in ok if "learning_rate" in (t["axis"] or "")})
+    rank_sweeps = sorted({t["compare_id"] for t in ok if "lora_rank" in (t["axis"] or "")})
+    for sid in lr_sweeps:
+        pts = sorted((t["learning_rate"], t["eval_loss_after"]) for t in ok if t["compare_id"] == sid)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sid)
+    for sid in rank_sweeps:
+        pts = sorted((t["lora_rank"], t["eval_loss_after"]) for t in ok if t["compare_id"] == sid)
+        ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sid)
+    for a, done, x in ((ax, lr_sweeps, "learning rate"), (ax2, rank_sweeps, "LoRA rank")):
+        a.set_xlabel(x)
+        a.set_ylabel("eval loss after")
+        if done:
+            a.set_xscale("log", base=10 if a is ax else 2)
+            a.legend(fontsize=7)
+        else:
+            _empty(a, f"no {x} sweep recorded (tuneplan sweep)")
+    ax.set_title("eval loss vs learning rate")
+    ax2.set_title("eval loss vs rank")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -192,6 +222,10 @@ def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict])
         "",
         "![training loss per step](loss_curves.png)",
         "",
+        "## Sweeps",
+        "",
+        "![eval loss vs learning rate and rank, per sweep](sweeps.png)",
+        "",
     ]
     return "\n".join(lines)
 
@@ -213,11 +247,14 @@ def write_report(db: store.DBPath, out_dir: str | Path) -> list[Path]:
         metrics = _rows(con, "SELECT run_id, step, loss FROM metrics ORDER BY run_id, step")
         checked = check_runs(con=con)
         rules = audit_rules(con=con)
+        has_sweeps = bool(_rows(con, "SELECT 1 FROM duckdb_views() WHERE view_name = 'sweep_trials'"))
+        trials = _rows(con, "SELECT * FROM sweep_trials WHERE axis <> 'method'") if has_sweeps else []
     finally:
         con.close()
     _memory_figure(plt, runs, out / FIGURES[0])
     _learning_figure(plt, checked["runs"], out / FIGURES[1])
     _loss_figure(plt, metrics, {r["run_id"]: r["method"] for r in runs}, out / FIGURES[2])
+    _sweep_figure(plt, trials, out / FIGURES[3])
     label = str(store.default_db_path() if db is None else Path(db).expanduser())
     md = out / "report.md"
     md.write_text(_markdown(label, runs, checked, rules), encoding="utf-8")

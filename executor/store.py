@@ -12,8 +12,10 @@ Layout
               (``eval_loss_before - eval_loss_after``) and forget (``forgetting_loss_after -
               forgetting_loss_before``), and per method and model, on average.
 ``comparisons``
-              ``(compare_id, run_id, method, chosen_method, forgetting_tolerance, created_at)``:
-              which runs ``tuneplan compare`` ran side by side, and the advisor's pick.
+              ``(compare_id, run_id, method, chosen_method, forgetting_tolerance, created_at,
+              axis, value, advised_value)``: the trials of ``tuneplan compare`` (axis "method")
+              and ``tuneplan sweep`` (axis "learning_rate", "lora_rank", ...), each with the value
+              it took and the advisor's value on that axis. ``sweep_trials`` joins them to runs.
 ``run_memory_checks``, ``comparison_runs``, ``audit_qlora_vs_lora_memory``,
 ``audit_lora_vs_full_forgetting``, ``audit_lora_vs_full_learning``, ``audit_memory_predictions``
               views that audit the advisor's rules across runs (docs/checks.md);
@@ -429,6 +431,53 @@ more ``plan_json->>'$...'``). Its columns carry no name of another view's, other
 (plan-side names are prefixed planned_), so ``JOIN run_settings USING (run_id)`` with any view
 never makes a column ambiguous."""
 
+
+_V6_SWEEPS = """
+ALTER TABLE comparisons ADD COLUMN axis VARCHAR DEFAULT 'method';
+ALTER TABLE comparisons ADD COLUMN value VARCHAR;
+ALTER TABLE comparisons ADD COLUMN advised_value VARCHAR;
+UPDATE comparisons SET axis = 'method', value = method, advised_value = chosen_method
+WHERE value IS NULL;
+
+CREATE OR REPLACE VIEW sweep_trials AS
+SELECT
+    c.compare_id, c.axis, c.value, c.advised_value, c.method, c.chosen_method,
+    c.forgetting_tolerance, c.created_at,
+    r.run_id, r.status, r.model, r.domain_distance, r.device_kind,
+    TRY_CAST(json_extract_string(r.plan_json, '$.training.learning_rate') AS DOUBLE) AS learning_rate,
+    TRY_CAST(json_extract_string(r.plan_json, '$.lora.rank') AS INTEGER) AS lora_rank,
+    r.eval_loss_before, r.eval_loss_after,
+    r.eval_loss_before - r.eval_loss_after AS learning,
+    r.forgetting_loss_after - r.forgetting_loss_before AS forgetting,
+    r.measured_peak_bytes, r.tokens_per_second, r.wall_seconds
+FROM comparisons c JOIN runs r USING (run_id);
+
+CREATE OR REPLACE VIEW audit_learning_rate AS
+WITH ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY compare_id ORDER BY eval_loss_after) AS k
+    FROM sweep_trials
+    WHERE axis = 'learning_rate' AND status = 'succeeded' AND eval_loss_after IS NOT NULL
+)
+SELECT
+    compare_id, model, count(*) AS trials,
+    TRY_CAST(any_value(advised_value) AS DOUBLE) AS advised_learning_rate,
+    max(learning_rate) FILTER (WHERE k = 1) AS best_learning_rate,
+    min(eval_loss_after) AS best_eval_loss,
+    max(learning_rate) FILTER (WHERE k = 1) / TRY_CAST(any_value(advised_value) AS DOUBLE) AS ratio,
+    max(learning_rate) FILTER (WHERE k = 1) / TRY_CAST(any_value(advised_value) AS DOUBLE)
+        BETWEEN 0.5 AND 2.0 AS within_2x
+FROM ranked
+GROUP BY compare_id, model
+HAVING count(*) >= 2;
+"""
+"""Migration 6: comparisons generalised to sweeps, upgraded in place: each trial's ``axis``
+("method", "learning_rate", "lora_rank", "target_modules", or several joined by ",") and its
+``value``, and the advisor's ``advised_value`` on that axis; old rows become axis "method" with
+value = method and advised_value = chosen_method. ``sweep_trials`` joins every trial to its run
+(learning rate and rank read from the plan); ``audit_learning_rate`` (tuneplan check --rules,
+TP040) compares, per learning-rate sweep, the best trial's rate with the advised one."""
+
+
 Migration = tuple[int, str, Union[str, Callable[["DuckDBPyConnection"], None]]]
 
 MIGRATIONS: list[Migration] = [
@@ -440,6 +489,8 @@ MIGRATIONS: list[Migration] = [
     (4, "runs.runtime_bytes; run_memory_checks like-for-like on both sides (measured less "
         "runtime_bytes) and audit_memory_predictions re-created", _V4_RUNTIME),
     (5, "run_settings view: each run's planned training settings as typed columns", _V5_RUN_SETTINGS),
+    (6, "comparisons generalised to sweeps (axis, value, advised_value); sweep_trials and "
+        "audit_learning_rate views (tuneplan sweep / check --rules)", _V6_SWEEPS),
 ]
 """Ordered migrations: (version, description, SQL script or function of a connection).
 Append only; never edit an applied one."""
@@ -886,19 +937,32 @@ def _reason(exc: BaseException) -> str:
 
 
 def record_comparison(db: DBPath, compare_id: str, run_id: str, method: str,
-                      chosen_method: str | None, forgetting_tolerance: str | None) -> None:
-    """Record that ``run_id`` ran ``method`` in comparison ``compare_id`` (``tuneplan compare``),
-    next to the advisor's pick and the user's forgetting tolerance. Recording the same pair again
-    updates it. Raises :class:`StoreError` (or :class:`DatabaseLocked`) when it cannot write."""
+                      chosen_method: str | None, forgetting_tolerance: str | None, *,
+                      axis: str = "method", value: str | None = None,
+                      advised_value: str | None = None) -> None:
+    """Record that ``run_id`` was one trial of comparison or sweep ``compare_id``: on ``axis``
+    ("method" for ``tuneplan compare``; "learning_rate", "lora_rank", ... for ``tuneplan
+    sweep``) it took ``value`` (default: the method) where the advisor advised ``advised_value``
+    (default: ``chosen_method``), next to the user's forgetting tolerance. Recording the same pair
+    again updates it. Raises :class:`StoreError` (or :class:`DatabaseLocked`) when it cannot
+    write."""
+    if value is None:
+        value = method
+    if advised_value is None and axis == "method":
+        advised_value = chosen_method
     con = connect(db)
     try:
         try:
             con.execute(
-                "INSERT INTO comparisons VALUES (?, ?, ?, ?, ?, ?) "
+                "INSERT INTO comparisons (compare_id, run_id, method, chosen_method, "
+                "forgetting_tolerance, created_at, axis, value, advised_value) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (compare_id, run_id) DO UPDATE SET method = excluded.method, "
                 "chosen_method = excluded.chosen_method, "
-                "forgetting_tolerance = excluded.forgetting_tolerance",
-                [compare_id, run_id, method, chosen_method, forgetting_tolerance, _utcnow()],
+                "forgetting_tolerance = excluded.forgetting_tolerance, axis = excluded.axis, "
+                "value = excluded.value, advised_value = excluded.advised_value",
+                [compare_id, run_id, method, chosen_method, forgetting_tolerance, _utcnow(),
+                 axis, value, advised_value],
             )
         except duckdb.Error as exc:
             raise StoreError(

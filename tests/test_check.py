@@ -198,7 +198,10 @@ def test_comparisons_table(cmp_db):
     rows = q(cmp_db, "SELECT compare_id, count(*) AS n FROM comparisons GROUP BY 1 ORDER BY 1")
     assert [(r["compare_id"], r["n"]) for r in rows] == [("c1", 3), ("c2", 3), ("c3", 2)]
     cols = [r["column_name"] for r in q(cmp_db, "DESCRIBE comparisons")]
-    assert cols == ["compare_id", "run_id", "method", "chosen_method", "forgetting_tolerance", "created_at"]
+    assert cols == ["compare_id", "run_id", "method", "chosen_method", "forgetting_tolerance", "created_at",
+                    "axis", "value", "advised_value"]
+    trials = q(cmp_db, "SELECT DISTINCT axis FROM comparisons")
+    assert [r["axis"] for r in trials] == ["method"]  # compare is a sweep over method
 
 
 def test_audit_views(cmp_db):
@@ -231,7 +234,8 @@ def test_check_rules_summary(cmp_db, capsys):
     assert rules["TP030"]["status"] == "held" and rules["TP030"]["tested"] == 7
     assert cli("check", "--db", str(cmp_db), "--rules", "--json") == 0
     out = json.loads(capsys.readouterr().out)
-    assert [r["rule"] for r in out["rules"]] == ["TP023", "TP021", "TP020", "TP030"]
+    assert [r["rule"] for r in out["rules"]] == ["TP023", "TP021", "TP020", "TP030", "TP040"]
+    assert out["rules"][-1]["status"] == "untested"  # no learning-rate sweep recorded here
     assert cli("check", "--db", str(cmp_db), "--rules") == 0
     assert "TP023 mixed" in capsys.readouterr().out
 
