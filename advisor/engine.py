@@ -18,6 +18,7 @@ from tuneplan.schemas import (
     tuneplan_version,
 )
 
+from .checkpointing import checkpoint_bytes, checkpoint_cadence
 from .draft import Draft, initial_draft
 from .fitting import best_fit, estimate_for, lowest
 from .rules import RULES, Rule
@@ -53,6 +54,8 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
             rule="TP050", name="calibrated-estimate",
             message=f"Estimator terms scaled by calibration factors {calibration} from measured runs.",
             source="tuneplan calibrate (runs in DuckDB)"))
+    planned = d.planned_steps or d.max_steps
+    save_steps, save_minutes = checkpoint_cadence(planned)
     return Plan(
         tuneplan_version=tuneplan_version(),
         method=d.method,  # type: ignore[arg-type]
@@ -76,6 +79,9 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
             seq_len=d.seq_len,
             activation_offload=d.activation_offload,
             loss_chunk_size=d.loss_chunk_size,
+            save_every_steps=save_steps,
+            save_every_minutes=save_minutes,
+            checkpoint_bytes=checkpoint_bytes(d.method, memory.breakdown),
         ),
         lora=None if d.method == "full" else LoraSettings(
             rank=d.lora_rank, alpha=d.lora_alpha, dropout=d.lora_dropout,

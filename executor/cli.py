@@ -58,9 +58,13 @@ def _non_negative_int(text: str) -> int:
 _DB_HELP = "run database (default: $TUNEPLAN_DB or ./.tuneplan/runs.duckdb)"
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, output_help: str) -> None:
+def _add_run_options(p: argparse.ArgumentParser, *, output_help: str, plan_optional: bool = False) -> None:
     """PLAN and the options shared by everything that executes a plan (run, compare)."""
-    p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
+    if plan_optional:
+        p.add_argument("plan", metavar="PLAN", nargs="?", default=None,
+                       help="plan.json written by `tuneplan advise` (with --resume: optional, the run's own)")
+    else:
+        p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
     p.add_argument("--data", metavar="PATH", help="training data (JSONL, JSON, CSV or Parquet); "
                    "overrides plan.data.train_path")
     p.add_argument("--db", metavar="PATH", help=_DB_HELP)
@@ -128,7 +132,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "record the run in the run database. Exit 0 succeeded, 1 failed, 2 bad input, "
         "130 interrupted.",
     )
-    _add_run_options(p, output_help="parent directory for the run directory")
+    _add_run_options(p, output_help="parent directory for the run directory", plan_optional=True)
+    p.add_argument("--resume", metavar="RUN_DIR|latest",
+                   help="continue an interrupted run (same run id) from its newest checkpoint; "
+                   "latest: the newest resumable run under --output (default ./runs)")
     p.add_argument("--num-processes", type=_positive_int, metavar="N", default=None,
                    help="processes to launch over all machines (default: as planned, "
                    "distributed.num_processes); more than 1 launches workers with torchrun (CPU, "
@@ -483,6 +490,22 @@ def _planned_processes(plan: str) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tuneplan.advisor.errors import InputError
 
+    if args.plan is None and not args.resume:
+        _err(InputError.one("PLAN", "no plan given", "pass the plan.json written by `tuneplan advise`, "
+                            "or --resume RUN_DIR|latest").render())
+        return 2
+    if args.resume:
+        from tuneplan.executor.resume import resolve_resume
+
+        try:
+            prior = resolve_resume(args.resume, args.plan, args.output)
+        except InputError as exc:
+            _err(exc.render())
+            return 2
+        args.plan = args.plan or str(prior.run_dir / "plan.json")
+        args.resume = str(prior.run_dir)
+        if args.num_processes is None:  # as the checkpoint was written
+            args.num_processes = int(prior.manifest.get("num_processes") or prior.result.num_processes or 1)
     missing = _no_file(args.plan, "PLAN", "give the plan.json written by `tuneplan advise`")
     if missing is not None:
         return missing
@@ -500,7 +523,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
-                          max_steps=args.max_steps, model_path=args.model_path,
+                          max_steps=args.max_steps, model_path=args.model_path, resume=args.resume,
                           **_trust_kwargs(args))
     except InputError as exc:
         _err(exc.render())
@@ -579,6 +602,19 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resumable(rows: list[dict]) -> list[tuple[dict, int]]:
+    """(row, checkpoint step) of the runs `tuneplan run --resume` can continue."""
+    from tuneplan.executor.checkpoint import complete_checkpoints
+
+    out = []
+    for r in rows:
+        if r.get("status") in ("interrupted", "failed") and r.get("run_dir"):
+            found = complete_checkpoints(Path(r["run_dir"]))
+            if found:
+                out.append((r, found[-1][0]))
+    return out
+
+
 def _print_runs_table(rows: list[dict], db: str | None) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -610,6 +646,12 @@ def _print_runs_table(rows: list[dict], db: str | None) -> None:
         )
     console = _console()
     console.print(table)
+    resumable = _resumable(rows)
+    if resumable:
+        console.print("resumable (interrupted or failed, with a checkpoint):")
+        for r, step in resumable:
+            console.print(f"  {escape(r['run_id'])} at step {step}: tuneplan run --resume {escape(r['run_dir'])}",
+                          soft_wrap=True)
     if rows:
         console.print("err = (predicted - measured) / measured, whole peaks; err like-for-like = "
                       "the same on tensor bytes (prediction less framework overhead, measurement "

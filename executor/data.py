@@ -56,6 +56,8 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     """Same length as input_ids; IGNORE_INDEX where no loss is taken."""
+    position_ids: Optional[list[int]] = None
+    """Packed sequences: positions restarting at 0 for each example packed in; None otherwise."""
 
 
 @dataclass
@@ -358,28 +360,63 @@ class Datasets:
     shapes: list[str] = field(default_factory=list)
 
 
+def pack(examples: list[Example], seq_len: int) -> list[Example]:
+    """Greedily concatenate examples (in order) into sequences of at most seq_len tokens.
+
+    Position ids restart at 0 for each example; the first token of every example after the first
+    in a sequence gets IGNORE_INDEX, so the loss never predicts one example from the one before:
+    the trained tokens are exactly those of the unpacked examples (labels[1:] of each)."""
+    out: list[Example] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    pos: list[int] = []
+    for e in examples:
+        if ids and len(ids) + len(e.input_ids) > seq_len:
+            out.append(Example(ids, labels, pos))
+            ids, labels, pos = [], [], []
+        first = IGNORE_INDEX if ids else e.labels[0]
+        ids = ids + e.input_ids
+        labels = labels + [first] + e.labels[1:]
+        pos = pos + list(range(len(e.input_ids)))
+    if ids:
+        out.append(Example(ids, labels, pos))
+    return out
+
+
 def collate(examples: list[Example], pad_id: int):
-    """Right-pad a list of examples into input_ids, attention_mask and labels tensors."""
+    """Right-pad a list of examples into input_ids, attention_mask and labels tensors (and
+    position_ids for packed examples)."""
     import torch
 
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    packed = any(e.position_ids is not None for e in examples)
+    positions = torch.zeros((len(examples), width), dtype=torch.long) if packed else None
     for i, e in enumerate(examples):
         n = len(e.input_ids)
         ids[i, :n] = torch.tensor(e.input_ids)
         mask[i, :n] = 1
         labels[i, :n] = torch.tensor(e.labels)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if positions is not None:
+            positions[i, :n] = torch.tensor(e.position_ids if e.position_ids is not None else range(n))
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if positions is not None:
+        out["position_ids"] = positions
+    return out
 
 
-def micro_batches(examples: list[Example], batch_size: int, seed: int) -> Iterator[list[Example]]:
-    """Endless stream of micro-batches: a fresh seeded shuffle each epoch, last partial batch kept."""
-    epoch = 0
+def micro_batches(examples: list[Example], batch_size: int, seed: int, start: int = 0) -> Iterator[list[Example]]:
+    """Endless stream of micro-batches: a fresh seeded shuffle each epoch, last partial batch kept.
+
+    ``start`` skips that many micro-batches (a resumed run continues where its checkpoint was)."""
+    per_epoch = -(-len(examples) // batch_size)
+    epoch, skip = divmod(start, per_epoch)
     while True:
         order = list(range(len(examples)))
         random.Random(seed + epoch).shuffle(order)
-        for start in range(0, len(order), batch_size):
-            yield [examples[i] for i in order[start : start + batch_size]]
+        for b in range(skip, per_epoch):
+            yield [examples[i] for i in order[b * batch_size : (b + 1) * batch_size]]
+        skip = 0
         epoch += 1

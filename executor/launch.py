@@ -80,6 +80,14 @@ class Launch:
     def __init__(self, plan_path: str, args) -> None:
         from .runner import _data_file, load_plan, plan_hash
 
+        self.prior = None
+        if getattr(args, "resume", None):
+            from .resume import resolve_resume
+
+            self.prior = resolve_resume(args.resume, plan_path, getattr(args, "output", None))
+            plan_path = plan_path or str(self.prior.run_dir / "plan.json")
+            if not getattr(args, "data", None):
+                args.data = self.prior.result.data_path
         self.plan_path = Path(plan_path).expanduser().resolve()
         self.args = args
         self.dry_run = bool(getattr(args, "dry_run", False))
@@ -89,6 +97,8 @@ class Launch:
         self.trust_remote_code = bool(getattr(args, "trust_remote_code", False))
         self.plan, plan_file, _ = load_plan(
             self.plan_path, trust_remote_code=self.trust_remote_code and not self.dry_run)
+        if self.prior is not None:
+            self.prior.check_plan(plan_hash(self.plan))
         n = getattr(args, "num_processes", None)
         plan_n = self.plan.distributed.num_processes
         if n is None or (n == 1 and self.dry_run and plan_n > 1):
@@ -150,6 +160,8 @@ class Launch:
 
         self.output = Path(getattr(args, "output", None) or DEFAULT_OUTPUT_DIR).expanduser().resolve()
         self.run_dir = self.output / self.run_id
+        if self.prior is not None:
+            self.run_id, self.run_dir = self.prior.result.run_id, self.prior.run_dir
         self.config_path = self.run_dir / CONFIG_NAME
         if lay.num_machines == 1 and getattr(args, "main_process_port", None) is None:
             lay.main_process_port = _free_port()  # several runs (or test suites) on one host
@@ -166,6 +178,8 @@ class Launch:
             out += ["--max-steps", str(a.max_steps)]
         if self.trust_remote_code:
             out.append("--trust-remote-code")
+        if self.prior is not None:
+            out += ["--resume", str(self.prior.run_dir)]
         if self.model_dir is not None:
             out += ["--model-path", str(Path(self.model_dir).resolve())]
         elif getattr(a, "model_path", None):

@@ -2,7 +2,9 @@
 
 Run directory `<output_dir or ./runs>/<run_id>/`:
   plan.json      the plan as given
-  metrics.jsonl  one JSON object per optimizer step (step, loss, lr, grad_norm, tokens, elapsed_s)
+  metrics.jsonl  one JSON object per optimizer step (step, loss, lr, grad_norm, tokens, trained_tokens,
+                 positions, elapsed_s; eval_loss and probe_loss on evaluated steps)
+  checkpoints/   resumable checkpoints (executor/checkpoint.py): step-<N>/, the last K kept
   result.json    the RunResult, rewritten atomically at start, and at the end whatever happens
   adapter/       PEFT adapter (lora, qlora) or model/ full weights (full), with the tokenizer
 The run is also recorded in DuckDB through tuneplan.executor.store; when that fails, result.json
@@ -170,7 +172,7 @@ class _Progress:
 def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optional[str] = None,
              output_dir: Optional[str] = None, max_steps: Optional[int] = None,
              progress: Optional[bool] = None, model_path: Optional[str] = None,
-             trust_remote_code: bool = False) -> RunResult:
+             trust_remote_code: bool = False, resume: Optional[str] = None) -> RunResult:
     """Execute a plan on real weights and return its RunResult.
 
     Everything is validated before anything is created (InputError: plan, data files and rows,
@@ -182,13 +184,17 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
     write itself fails (full disk, locked database) a succeeded run raises
     :class:`RecordingFailed` naming what is missing. ``trust_remote_code`` is the command line's
     ``--trust-remote-code``; the plan's field never turns it on (executor/remote_code.py).
+
+    ``resume`` (a run directory, or "latest": the newest resumable run under the output
+    directory) continues that run, same id, from its newest checkpoint (executor/checkpoint.py);
+    ``plan`` may then be None (the run's plan.json is used) and must otherwise be the same plan.
     """
     signals = RunSignals().install()
     recorded = Recorded()
     try:
         return _run_plan(plan, data=data, db=db, output_dir=output_dir, max_steps=max_steps,
                          progress=progress, model_path=model_path, signals=signals, recorded=recorded,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, resume=resume)
     except RunInterrupted:
         raise
     except KeyboardInterrupt as exc:
@@ -204,9 +210,20 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
 
 
 def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
-              signals: RunSignals, recorded: Recorded, trust_remote_code: bool = False) -> RunResult:
+              signals: RunSignals, recorded: Recorded, trust_remote_code: bool = False,
+              resume: Optional[str] = None) -> RunResult:
     pause("preflight", signals)
+    prior = None
+    if resume is not None:
+        from .distributed import active as _in_worker
+        from .resume import resolve_resume
+
+        prior = resolve_resume(resume, plan, output_dir, check_status=_in_worker() is None)
+        plan = plan if plan is not None else prior.run_dir / "plan.json"
+        data = data or prior.result.data_path
     plan_obj, plan_file, plan_text = load_plan(plan, trust_remote_code=trust_remote_code)
+    if prior is not None:
+        prior.check_plan(plan_hash(plan_obj))
     plan_dir = plan_file.parent if plan_file else None
     spec = plan_obj.data
     skip_bad = bool(spec and spec.skip_bad_rows)
@@ -242,6 +259,8 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
     if dist is not None:  # the launcher chose the id and made the directory
         run_id = os.environ.get("TUNEPLAN_RUN_ID") or run_id
     run_dir = Path(output_dir or DEFAULT_OUTPUT_DIR).expanduser() / run_id
+    if prior is not None:
+        run_id, run_dir = prior.result.run_id, prior.run_dir
     metrics_file = run_dir / "metrics.jsonl"
 
     import torch
@@ -262,6 +281,9 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
     )
     if dist is not None:
         result.num_processes, result.strategy = dist.world_size, dist.strategy
+    if prior is not None:
+        result = prior.resumed_result(result)
+    result.packing = plan_obj.training.packing
     substitutions: list[str] = []
     if train_read.skipped or (eval_read and eval_read.skipped):
         skipped = train_read.skipped + (eval_read.skipped if eval_read else 0)
@@ -275,13 +297,16 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
     t_wall = time.perf_counter()
     try:
         with signals.critical():  # the directory, its first files and the "running" row, all or none
-            run_dir.mkdir(parents=True, exist_ok=dist is not None)
+            if prior is not None and main_rank:
+                prior.truncate_metrics()
+            run_dir.mkdir(parents=True, exist_ok=dist is not None or prior is not None)
             recorded.run_dir = result.run_dir
             pause("created", signals)
             if main_rank:
                 owner.write(run_dir)
-                (run_dir / "plan.json").write_text(
-                    plan_text if plan_text is not None else plan_obj.model_dump_json(indent=2))
+                if prior is None:
+                    (run_dir / "plan.json").write_text(
+                        plan_text if plan_text is not None else plan_obj.model_dump_json(indent=2))
                 metrics_file.touch()
                 write_text_atomic(run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
                 recorded.result_status = "running"
@@ -301,6 +326,14 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
         if not train_ex:
             raise InputError.one(where, f"no training row has a trained token within seq_len={t.seq_len}",
                                  "raise training.seq_len or shorten the prompts")
+        if t.packing:
+            n_before = len(train_ex)
+            train_ex = D.pack(train_ex, t.seq_len)
+            substitutions.append(f"data: packed {n_before} sequences into {len(train_ex)} of at most "
+                                 f"{t.seq_len} tokens (position ids reset per example)")
+            if t.attention != "flash" and loaded.model.config._attn_implementation != "flash_attention_2":
+                substitutions.append("packing: with sdpa/eager attention packed examples attend to earlier "
+                                     "ones in their sequence (only flash_attention_2 separates them)")
         n_train = len(train_ex)
         if dist is not None:  # each rank trains on its interleaved share; steps agree on all ranks
             from .distributed import shard
@@ -329,9 +362,13 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
             bar.log = bar.step = lambda *a, **k: None
         bar.log(f"run {run_id}: {plan_obj.method} on {result.model} ({result.hardware}), {steps} steps, "
                 f"{len(train_ex)} train / {len(eval_ex)} eval sequences")
-        bar.log("evaluating before training (eval and probe loss)")
-        result.eval_loss_before = _eval(eval_ex)
-        result.forgetting_loss_before = _eval(probe_ex)
+        if prior is None:
+            bar.log("evaluating before training (eval and probe loss)")
+            result.eval_loss_before = _eval(eval_ex)
+            result.forgetting_loss_before = _eval(probe_ex)
+        else:
+            bar.log(f"resuming from {prior.checkpoint.name} (step {prior.step}); the before-training "
+                    "evaluation is kept from the first attempt")
         meter = MemoryMeter(model, device, runtime_bytes=runtime_bytes)
 
         with metrics_file.open("a", encoding="utf-8") if main_rank else open(os.devnull, "w") as mf:
@@ -344,6 +381,9 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
 
             train_kw = {"dist": dist} if dist is not None else {}
             substitutions += train(loaded, train_ex, t, steps=steps, meter=meter, state=state, on_step=on_step,
+                                   run_dir=run_dir, plan_hash=phash,
+                                   resume_from=prior.checkpoint if prior is not None else None,
+                                   evaluate_fn=lambda: (_eval(eval_ex), _eval(probe_ex)), signals=signals,
                                    **train_kw)
         result.measured = meter.result() if dist is None else dist.measured_max(meter.result(), state.wrapped_model)
         meter.close()
@@ -387,6 +427,7 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
             result.wall_seconds = round(time.perf_counter() - t_wall, 3)
             result.finished_at = _utc_now()
             result.substitutions = substitutions
+            _training_outcome(result, state)
             if main_rank and recorded.run_dir is not None and run_dir.is_dir():
                 _final_write(db, run_dir, result, state.metrics, recorded, signals)
     if main_rank and (recorded.result_status != result.status or recorded.db_status != result.status):
@@ -398,6 +439,31 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
         raise RecordingFailed(f"run {run_id} {result.status} but could not be recorded{full}: "
                               f"{'; '.join(missing)}. {recorded.describe()}", recorded, result)
     return result
+
+
+def _training_outcome(result: RunResult, state) -> None:
+    """Checkpoint, padding, best-step and stop fields of the result, from the loop's state."""
+    ck = state.checkpointer
+    if ck is not None:
+        result.checkpoints_saved += ck.saved
+        if ck.seconds:
+            result.checkpoint_seconds = round(sum(ck.seconds) / len(ck.seconds), 3)
+        if ck.last_bytes is not None:
+            result.checkpoint_bytes = ck.last_bytes
+    from .checkpoint import newest_checkpoint
+
+    newest = newest_checkpoint(Path(result.run_dir))
+    result.checkpoint_dir = str(newest) if newest is not None else None
+    if state.positions:
+        result.padding_fraction = round(max(0.0, 1 - state.tokens / state.positions), 4)
+        if state.train_seconds > 0:
+            result.padded_tokens_per_second = state.positions / state.train_seconds
+    result.best_step, result.best_eval_loss = state.best_step, state.best_eval_loss
+    result.early_stopped = state.early_stopped
+    if state.stop_reason:
+        result.stop_reason = state.stop_reason
+    elif result.status == "failed" and result.error and "checkpoint at step" in result.error:
+        result.stop_reason = result.error
 
 
 def _final_write(db, run_dir: Path, result: RunResult, metrics: list[dict], recorded: Recorded,

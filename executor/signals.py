@@ -48,6 +48,9 @@ class RunSignals:
         self._pending: Optional[str] = None
         self._raised = False
         self._depth = 0
+        self._soft = 0
+        self.stop_requested: Optional[str] = None
+        """Inside :meth:`soft`: the signal that asked training to stop at the next step boundary."""
         self._old: dict[int, object] = {}
 
     def install(self) -> "RunSignals":
@@ -67,11 +70,37 @@ class RunSignals:
         name = signal.Signals(signum).name
         if self.received is None:
             self.received = name
+        if self._soft and not self._depth and not self._raised:
+            if self.stop_requested is None:
+                self.stop_requested = name
+                print(f"tuneplan: {name} received: finishing this step and writing a checkpoint; "
+                      "Ctrl-C again stops at once", file=sys.stderr, flush=True)
+                return
+            if name != "SIGINT":  # launchers forward SIGTERM again: keep checkpointing
+                return
+            self._raised = True
+            raise KeyboardInterrupt(f"received {name} twice: stopped at once, without a checkpoint")
         if self._depth or self._raised:
             self._pending = self._pending or name
             return
         self._raised = True
         raise KeyboardInterrupt(f"received {name}")
+
+    @contextmanager
+    def soft(self) -> Iterator[None]:
+        """The training loop: the first signal only sets :attr:`stop_requested` (the loop ends
+        the step, checkpoints and raises); a second SIGINT raises at once (a repeated SIGTERM,
+        as torchrun forwards to its workers, is ignored so the checkpoint completes)."""
+        self._soft += 1
+        try:
+            yield
+        finally:
+            self._soft -= 1
+
+    def stop_now(self) -> None:
+        """Raise the KeyboardInterrupt a soft stop deferred (after the checkpoint)."""
+        self._raised = True
+        raise KeyboardInterrupt(f"received {self.stop_requested}")
 
     @contextmanager
     def critical(self) -> Iterator[None]:

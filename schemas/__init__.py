@@ -43,7 +43,7 @@ SCHEMA_FILE = Path(__file__).with_name("plan.schema.json")
 SCHEMA_ID = "https://tuneplan.dev/schemas/plan-1.0.schema.json"
 
 
-_RUN_NAMES = ("MeasuredMemory", "RunResult", "RunStatus")
+_RUN_NAMES = ("MeasuredMemory", "Resume", "RunResult", "RunStatus")
 
 
 def __getattr__(name: str) -> Any:
@@ -92,6 +92,6 @@ __all__ = [
     "ParamCounts", "Pins", "Task",
     "Alternative", "DataSpec", "Decision", "Distributed", "LoraSettings", "MemoryBreakdown",
     "MemoryEstimate", "MemorySettings", "MemoryTerm", "Plan", "Quantization", "Training",
-    "MeasuredMemory", "RunResult", "RunStatus",
+    "MeasuredMemory", "Resume", "RunResult", "RunStatus",
     "plan_json_schema", "plan_json_schema_text", "load_plan_dict", "tuneplan_version",
 ]

@@ -75,11 +75,40 @@ class Training(Strict):
     backward, so the full-vocabulary logits of the micro-batch never exist at once (at 128k-256k
     vocabularies they dominate). None: one pass over the whole micro-batch. Costs one extra lm_head
     forward; ignored (stated) under several processes."""
+    save_every_steps: Optional[int] = Field(default=None, ge=1)
+    """Write a resumable checkpoint (trainable weights - the adapter alone for LoRA/QLoRA -,
+    optimizer, scheduler, RNG states, gradient scaler, data position, metrics so far) every N
+    optimizer steps; null: only on SIGTERM/SIGINT. Each save costs about checkpoint_bytes of disk
+    writes and a pause of the loop; `tuneplan run --resume` continues from the newest one."""
+    save_every_minutes: Optional[float] = Field(default=None, gt=0)
+    """Also checkpoint when this many minutes of wall time passed since the last save (whichever of
+    this and save_every_steps comes first); null: by steps only. Spot instances: 10-30."""
+    save_total_limit: int = Field(default=2, ge=1, le=100)
+    """Checkpoints kept: older ones are deleted once a newer one is complete. 2 survives one
+    checkpoint being corrupted by a crash mid-write elsewhere; each costs checkpoint_bytes."""
+    checkpoint_bytes: Optional[int] = Field(default=None, ge=0)
+    """Estimated bytes of one checkpoint: trainable weights + optimizer states, from the memory
+    estimate's breakdown (adapter_weights or weights, optimizer_states; RNG/scheduler/data state
+    are a few KB). Null in plans written before it existed."""
+    packing: bool = False
+    """Concatenate several examples into each seq_len sequence (position ids reset per example,
+    first token of each example not trained), so fewer steps carry the same trained tokens and
+    little padding. Off by default: with sdpa/eager attention, packed examples attend to each
+    other (flash_attention_2 isolates them by position ids), which matters for chat data."""
+    eval_every_steps: Optional[int] = Field(default=None, ge=1)
+    """Evaluate eval and probe loss every N optimizer steps during training (logged in
+    metrics.jsonl, best step recorded); null: only before and after. Each costs one evaluation
+    (TUNEPLAN_EVAL_BATCHES batches of each)."""
+    early_stop_patience: Optional[int] = Field(default=None, ge=1)
+    """Stop when the eval loss has not improved for this many evaluations in a row (needs
+    eval_every_steps); the run succeeds and records that it stopped early. Null: never."""
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "Training":
         if self.num_epochs is None and self.max_steps is None:
             raise ValueError("set num_epochs or max_steps")
+        if self.early_stop_patience is not None and self.eval_every_steps is None:
+            raise ValueError("early_stop_patience needs eval_every_steps: set training.eval_every_steps")
         return self
 
 

@@ -48,6 +48,21 @@ class MeasuredMemory(Strict):
     """Process peak resident set size (ru_maxrss), includes the Python runtime and libraries."""
 
 
+class Resume(Strict):
+    """One `tuneplan run --resume` of a run."""
+
+    resumed_at: str
+    """UTC time the resume started (ISO 8601)."""
+    from_step: int = Field(ge=0)
+    """Optimizer step of the checkpoint it continued from."""
+    checkpoint: str
+    """The checkpoint directory loaded."""
+    previous_status: str
+    """The run's status before the resume (interrupted or failed)."""
+    previous_error: Optional[str] = None
+    """Why it had stopped."""
+
+
 class RunResult(Strict):
     """One run of one plan: the promise (predictions) next to what happened (measurements)."""
 
@@ -117,3 +132,27 @@ class RunResult(Strict):
     """Whether the model was allowed to run its own code."""
     data_path: Optional[str] = None
     """Training data used."""
+    checkpoint_dir: Optional[str] = None
+    """Newest complete checkpoint (`tuneplan run --resume` continues from it); null when none."""
+    checkpoints_saved: int = Field(default=0, ge=0)
+    """Checkpoints written by this run (over all its resumes)."""
+    checkpoint_bytes: Optional[int] = None
+    """Bytes on disk of the newest checkpoint (compare with the plan's training.checkpoint_bytes)."""
+    checkpoint_seconds: Optional[float] = None
+    """Mean wall seconds one checkpoint save took (the loop is paused meanwhile)."""
+    resumes: list[Resume] = Field(default_factory=list)
+    """One entry per `--resume`: {resumed_at, from_step, checkpoint, previous_status}."""
+    stop_reason: Optional[str] = None
+    """Why training ended before its planned steps (signal, early stop, failed checkpoint)."""
+    early_stopped: bool = False
+    """Stopped by training.early_stop_patience (the run still succeeds)."""
+    best_step: Optional[int] = None
+    """Step with the lowest eval loss during training (eval_every_steps)."""
+    best_eval_loss: Optional[float] = None
+    """That lowest eval loss."""
+    packing: bool = False
+    """Whether examples were packed into sequences."""
+    padding_fraction: Optional[float] = None
+    """Share of the trained batch positions that were padding (0..1)."""
+    padded_tokens_per_second: Optional[float] = None
+    """Throughput counting padding positions too (tokens_per_second counts real tokens only)."""

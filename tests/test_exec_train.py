@@ -56,7 +56,7 @@ def test_run_trains_and_records_everything(runs, method):
     assert RunResult.model_validate_json((run_dir / "result.json").read_text()) == r
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
-    assert set(metrics[0]) == {"step", "loss", "lr", "grad_norm", "tokens", "elapsed_s"}
+    assert set(metrics[0]) == {"step", "loss", "lr", "grad_norm", "tokens", "trained_tokens", "positions", "elapsed_s"}
     losses = [m["loss"] for m in metrics]
     assert all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < 0.9 * sum(losses[:3]) / 3, losses
