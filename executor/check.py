@@ -13,6 +13,7 @@ Per run (docs/checks.md has the reasoning behind every threshold):
   MEMORY_UNDER_PREDICTION_LIMIT (25 %) of the measurement: under-prediction causes OOMs;
 * broken when the probe loss rose by more than FORGETTING_THRESHOLDS[tolerance] nats;
 * broken when the in-domain eval loss did not fall (nothing learned);
+* broken when a loss is not finite (NaN or inf in the result or in metrics);
 * runs still running, interrupted, or failed for reasons other than memory are judged on what they
   measured; the reasons say what could not be judged.
 
@@ -37,6 +38,16 @@ FORGETTING_THRESHOLDS: dict[str, float] = {"low": 0.05, "medium": 0.15, "high": 
 """Largest probe-loss increase (nats) each forgetting tolerance accepts: exp(0.05) = +5 %,
 exp(0.15) = +16 %, exp(0.50) = +65 % general-text perplexity."""
 LEARNING_MATCH_SHARE = store.LEARNING_MATCH_SHARE
+NOISE_BAND_NATS = 0.02
+"""Default noise band of the comparison audits (TP020, TP021): a learning or forgetting
+difference between two runs smaller than this many nats is inconclusive, not a verdict. The runs
+do not record their eval-batch variance, so this is a documented default (docs/checks.md):
+with TUNEPLAN_EVAL_BATCHES-sized evaluations the same checkpoint's loss moves by about 0.01 nats
+between eval draws; twice that keeps one noisy batch from deciding a rule."""
+MIN_AUDIT_STEPS = 20
+"""Fewest optimizer steps each run of a comparison pair needs before the audits count it: a
+5-step run has barely moved from its starting loss, so its learning/forgetting difference is
+noise, not evidence (the pair is inconclusive)."""
 
 RULE_PROMISES: dict[str, str] = {
     "TP020": "full fine-tuning learns more than LoRA on far domains",
@@ -67,6 +78,9 @@ class RunCheck:
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     forgetting_tolerance: Optional[str] = None
+    non_finite: list[str] = field(default_factory=list)
+    steps: Optional[int] = None
+    started_at: Optional[str] = None
 
 
 def open_current(db: store.DBPath):
@@ -104,6 +118,14 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
     fits = row.get("predicted_fits")
     err = _finite(row.get("memory_error"))
     cerr = _finite(row.get("memory_error_comparable"))
+    non_finite = [k for k in ("eval_loss_before", "eval_loss_after", "forgetting_loss_before",
+                              "forgetting_loss_after")
+                  if row.get(k) is not None and not math.isfinite(float(row[k]))]
+    if row.get("non_finite_metrics"):
+        non_finite.append(f"{row['non_finite_metrics']} metrics row(s) (loss or grad_norm)")
+    if non_finite:
+        broken = True
+        reasons.append(f"non-finite loss (NaN or inf): {', '.join(non_finite)}")
 
     if oom:
         if fits is False:
@@ -168,32 +190,79 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
         memory_error_comparable=cerr, forgetting=forgetting, forgetting_within_tolerance=within,
         learning=learning, learned=learned, out_of_memory=oom,
         verdict="broken" if broken else "held", reasons=reasons, notes=notes,
-        forgetting_tolerance=tol,
+        forgetting_tolerance=tol, non_finite=non_finite, steps=row.get("steps"),
+        started_at=None if row.get("started_at") is None else str(row.get("started_at")),
     )
 
 
 _RUN_SQL = """
 SELECT r.run_id, r.method, r.status, r.error, r.forgetting_tolerance, r.domain_distance,
        r.eval_loss_before, r.eval_loss_after, r.forgetting_loss_before, r.forgetting_loss_after,
+       r.steps, r.started_at, r.plan_hash,
        m.predicted_fits, m.predicted_peak_bytes, m.measured_peak_bytes,
        m.predicted_overhead_bytes, m.runtime_bytes, m.predicted_comparable_bytes,
-       m.measured_comparable_bytes, m.memory_error, m.memory_error_comparable, m.out_of_memory
+       m.measured_comparable_bytes, m.memory_error, m.memory_error_comparable, m.out_of_memory,
+       (SELECT count(*) FROM metrics x WHERE x.run_id = r.run_id
+          AND (NOT isfinite(x.loss) OR NOT isfinite(x.grad_norm))) AS non_finite_metrics
 FROM runs r JOIN run_memory_checks m USING (run_id)
+WHERE {where}
 ORDER BY r.started_at NULLS LAST, r.run_id
 """
 
 
-def check_runs(db: store.DBPath = None, *, con=None) -> dict[str, Any]:
-    """{"runs": [RunCheck as dict, ...], "summary": {...}} for every run in the database."""
+def _filters(run_ids: Optional[list[str]], plan_hashes: Optional[list[str]],
+             since: Optional[str]) -> tuple[str, list[Any]]:
+    where, params = ["TRUE"], []
+    if run_ids:
+        where.append("(" + " OR ".join("starts_with(r.run_id, ?)" for _ in run_ids) + ")")
+        params += list(run_ids)
+    if plan_hashes:
+        where.append("r.plan_hash IN (" + ", ".join("?" for _ in plan_hashes) + ")")
+        params += list(plan_hashes)
+    if since:
+        where.append("r.started_at >= CAST(? AS TIMESTAMP)")
+        params.append(since)
+    return " AND ".join(where), params
+
+
+def check_runs(db: store.DBPath = None, *, con=None, run_ids: Optional[list[str]] = None,
+               plan_hashes: Optional[list[str]] = None, since: Optional[str] = None
+               ) -> dict[str, Any]:
+    """{"runs": [RunCheck as dict, ...], "summary": {...}} for every run in the database, or
+    those whose run_id starts with one of ``run_ids``, whose plan_hash is in ``plan_hashes``,
+    started at or after ``since`` (ISO date or timestamp, UTC)."""
     own = con is None
     con = con or open_current(db)
+    where, params = _filters(run_ids, plan_hashes, since)
     try:
-        rows = _rows(con, _RUN_SQL)
+        rows = _rows(con, _RUN_SQL.format(where=where), params)
     finally:
         if own:
             con.close()
     checks = [judge_run(r) for r in rows]
     return {"runs": [asdict(c) for c in checks], "summary": summarise(checks)}
+
+
+def gate(result: dict[str, Any]) -> list[str]:
+    """Why ``check --strict`` fails (empty: it passes). No evidence is never a pass: zero runs,
+    a run that did not succeed (except an out-of-memory the plan predicted), a non-finite loss,
+    a broken verdict, and with --rules a rule whose audit is broken or mixed."""
+    runs = result["runs"]
+    reasons = []
+    if not runs:
+        reasons.append("no runs to judge (an empty database, or the filters matched none): "
+                       "no evidence is not a pass")
+    for r in runs:
+        expected_oom = r["out_of_memory"] and any("as predicted" in n for n in r["notes"])
+        if r["status"] != "succeeded" and not expected_oom:
+            reasons.append(f"run {r['run_id']} is {r['status']}, not succeeded")
+        if r["verdict"] == "broken":
+            reasons.append(f"run {r['run_id']} broke the advice: {'; '.join(r['reasons'])}")
+    for rule in result.get("rules") or []:
+        if rule["status"] in ("broken", "mixed"):
+            reasons.append(f"rule {rule['rule']} audit is {rule['status']}: {rule['broken']} of "
+                           f"{rule['tested']} conclusive case(s) broke \"{rule['promise']}\"")
+    return reasons
 
 
 def summarise(checks: list[RunCheck]) -> dict[str, Any]:
@@ -212,6 +281,7 @@ def summarise(checks: list[RunCheck]) -> dict[str, Any]:
             c.memory_error_comparable is not None
             and c.memory_error_comparable < -MEMORY_UNDER_PREDICTION_LIMIT for c in checks),
         "did_not_learn": sum(c.learned is False for c in checks),
+        "non_finite": sum(bool(c.non_finite) for c in checks),
         "forgot_beyond_tolerance": sum(c.forgetting_within_tolerance is False for c in checks),
         "mean_abs_memory_error_comparable": (sum(abs(e) for e in errs) / len(errs)) if errs else None,
     }
@@ -220,9 +290,17 @@ def summarise(checks: list[RunCheck]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ rules
 
 
-def _rule(rule: str, tested: int, held: int, evidence: list[str], note: str = "") -> dict[str, Any]:
-    if tested == 0:
+def _rule(rule: str, cases: list[tuple[Optional[bool], str]], note: str = "", *,
+          noise_band: Optional[float] = None, min_steps: Optional[int] = None) -> dict[str, Any]:
+    """One rule's audit from its cases: (True held / False broken / None inconclusive, evidence).
+    Status: untested (no case), inconclusive (no conclusive case), held, broken, or mixed."""
+    tested = sum(c is not None for c, _ in cases)
+    held = sum(c is True for c, _ in cases)
+    inconclusive = sum(c is None for c, _ in cases)
+    if not cases:
         status = "untested"
+    elif tested == 0:
+        status = "inconclusive"
     elif held == tested:
         status = "held"
     elif held == 0:
@@ -230,11 +308,29 @@ def _rule(rule: str, tested: int, held: int, evidence: list[str], note: str = ""
     else:
         status = "mixed"
     return {"rule": rule, "promise": RULE_PROMISES[rule], "tested": tested, "held": held,
-            "broken": tested - held, "status": status, "evidence": evidence, "note": note}
+            "broken": tested - held, "inconclusive": inconclusive, "status": status,
+            "evidence": [e for _, e in cases], "note": note, "noise_band_nats": noise_band,
+            "min_steps": min_steps}
 
 
-def audit_rules(db: store.DBPath = None, *, con=None) -> list[dict[str, Any]]:
-    """Which rules' promises held across runs, from the audit_* views (one entry per rule)."""
+def _pair(steps: dict[str, Any], a: str, b: str, diff: Optional[float], holds: Any,
+          band: Optional[float], min_steps: int) -> tuple[Optional[bool], str]:
+    """(verdict, why) of one comparison pair: inconclusive below the minimum steps or inside
+    the noise band."""
+    short = [rid for rid in (a, b) if (steps.get(rid) or 0) < min_steps]
+    if short:
+        return None, (f"inconclusive: {', '.join(f'{r} ran {steps.get(r) or 0} steps' for r in short)}"
+                      f" (minimum {min_steps})")
+    if band is not None and diff is not None and abs(diff) < band:
+        return None, f"inconclusive: difference {diff:+.4f} nats is inside the noise band ±{band}"
+    return bool(holds), "held" if holds else "broken"
+
+
+def audit_rules(db: store.DBPath = None, *, con=None, noise_band: float = NOISE_BAND_NATS,
+                min_steps: int = MIN_AUDIT_STEPS) -> list[dict[str, Any]]:
+    """Which rules' promises held across runs, from the audit_* views (one entry per rule). A
+    comparison pair counts only when both runs trained at least ``min_steps`` steps and (TP020,
+    TP021) their difference is outside ``noise_band`` nats; otherwise it is inconclusive."""
     own = con is None
     con = con or open_current(db)
     try:
@@ -246,38 +342,58 @@ def audit_rules(db: store.DBPath = None, *, con=None) -> list[dict[str, Any]]:
         has_lr = bool(_rows(con, "SELECT 1 FROM duckdb_views() WHERE view_name = 'audit_learning_rate'"))
         lr = _rows(con, "SELECT * FROM audit_learning_rate WHERE advised_learning_rate > 0 "
                         "ORDER BY compare_id") if has_lr else []
+        steps = dict(con.execute("SELECT run_id, steps FROM runs").fetchall())
     finally:
         if own:
             con.close()
     out = []
-    ev = [f"{r['compare_id']}: QLoRA {r['qlora_measured_bytes']:,} B vs LoRA "
-          f"{r['lora_measured_bytes']:,} B, learning {r['qlora_learning']:+.4f} vs "
-          f"{r['lora_learning']:+.4f} -> {'held' if r['holds'] else 'broken'}" for r in qv]
-    out.append(_rule("TP023", len(qv), sum(bool(r["holds"]) for r in qv), ev))
-    ev = [f"{r['compare_id']}: {r['adapter_method']} forgot {r['adapter_forgetting']:+.4f} vs full "
-          f"{r['full_forgetting']:+.4f} nats -> {'held' if r['lora_forgets_less'] else 'broken'}"
-          for r in fv]
-    out.append(_rule("TP021", len(fv), sum(bool(r["lora_forgets_less"]) for r in fv), ev))
+    cases = []
+    for r in qv:
+        verdict, why = _pair(steps, r["qlora_run_id"], r["lora_run_id"], None, r["holds"], None,
+                             min_steps)
+        cases.append((verdict, f"{r['compare_id']}: QLoRA {r['qlora_measured_bytes']:,} B vs LoRA "
+                      f"{r['lora_measured_bytes']:,} B, learning {r['qlora_learning']:+.4f} vs "
+                      f"{r['lora_learning']:+.4f} -> {why}"))
+    out.append(_rule("TP023", cases, min_steps=min_steps))
+    cases = []
+    for r in fv:
+        verdict, why = _pair(steps, r["adapter_run_id"], r["full_run_id"],
+                             r["adapter_forgetting"] - r["full_forgetting"],
+                             r["lora_forgets_less"], noise_band, min_steps)
+        cases.append((verdict, f"{r['compare_id']}: {r['adapter_method']} forgot "
+                      f"{r['adapter_forgetting']:+.4f} vs full {r['full_forgetting']:+.4f} nats "
+                      f"-> {why}"))
+    out.append(_rule("TP021", cases, noise_band=noise_band, min_steps=min_steps))
     far = [r for r in lv if r["far_domain"]]
-    ev = [f"{r['compare_id']}: full learned {r['full_learning']:+.4f} vs {r['adapter_method']} "
-          f"{r['adapter_learning']:+.4f} -> {'held' if r['full_learns_more'] else 'broken'}"
-          for r in far]
+    cases = []
+    for r in far:
+        verdict, why = _pair(steps, r["adapter_run_id"], r["full_run_id"],
+                             r["full_learning"] - r["adapter_learning"], r["full_learns_more"],
+                             noise_band, min_steps)
+        cases.append((verdict, f"{r['compare_id']}: full learned {r['full_learning']:+.4f} vs "
+                      f"{r['adapter_method']} {r['adapter_learning']:+.4f} -> {why}"))
     note = "" if len(far) == len(lv) else (
         f"{len(lv) - len(far)} comparison pair(s) on near/moderate domains not counted (TP020 "
         "promises nothing there)")
-    out.append(_rule("TP020", len(far), sum(bool(r["full_learns_more"]) for r in far), ev, note))
-    held = [r for r in mv if not r["out_of_memory"]
-            and (r["memory_error_comparable"] is None
-                 or r["memory_error_comparable"] >= -MEMORY_UNDER_PREDICTION_LIMIT)]
-    ev = [f"{r['run_id']} ({r['method']}): "
-          + ("out of memory" if r["out_of_memory"] else
-             f"like-for-like error {r['memory_error_comparable']:+.1%}")
-          for r in mv if r not in held]
-    out.append(_rule("TP030", len(mv), len(held), ev))
-    ev = [f"{r['compare_id']} ({r['model']}, {r['trials']} trials): best {r['best_learning_rate']:.3g} vs "
-          f"advised {r['advised_learning_rate']:.3g} ({r['ratio']:.2g}x) -> "
-          f"{'held' if r['within_2x'] else 'broken'}" for r in lr]
-    out.append(_rule("TP040", len(lr), sum(bool(r["within_2x"]) for r in lr), ev))
+    out.append(_rule("TP020", cases, note, noise_band=noise_band, min_steps=min_steps))
+    cases = []
+    for r in mv:
+        ok = not r["out_of_memory"] and (r["memory_error_comparable"] is None
+                                         or r["memory_error_comparable"] >= -MEMORY_UNDER_PREDICTION_LIMIT)
+        if not ok:
+            cases.append((False, f"{r['run_id']} ({r['method']}): " + (
+                "out of memory" if r["out_of_memory"] else
+                f"like-for-like error {r['memory_error_comparable']:+.1%}")))
+        else:
+            cases.append((True, ""))
+    rule = _rule("TP030", cases)
+    rule["evidence"] = [e for e in rule["evidence"] if e]
+    out.append(rule)
+    cases = [(bool(r["within_2x"]),
+              f"{r['compare_id']} ({r['model']}, {r['trials']} trials): best {r['best_learning_rate']:.3g} vs "
+              f"advised {r['advised_learning_rate']:.3g} ({r['ratio']:.2g}x) -> "
+              f"{'held' if r['within_2x'] else 'broken'}") for r in lr]
+    out.append(_rule("TP040", cases))
     return out
 
 

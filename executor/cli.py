@@ -21,7 +21,7 @@ import csv
 import json
 import os
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -298,7 +298,18 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--format", choices=("table", "json", "markdown"), default=None,
                    help="output: table (default), json (same as --json), or markdown for a "
                    "pull-request comment")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any verdict is broken")
+    p.add_argument("--strict", action="store_true",
+                   help="the CI gate: exit 1, with the reasons on stderr, on zero runs, any run "
+                   "that did not succeed, a NaN/inf loss, any broken verdict, and with --rules a "
+                   "broken or mixed audit (docs/checks.md)")
+    p.add_argument("--run", metavar="ID", action="append", default=None,
+                   help="judge only runs whose run_id starts with ID (repeatable)")
+    p.add_argument("--plan", metavar="PLAN", action="append", default=None,
+                   help="judge only runs of this plan: a plan.json file or its 16-hex plan_hash "
+                   "(repeatable)")
+    p.add_argument("--since", metavar="WHEN",
+                   help="judge only runs started at or after WHEN (ISO date or time, UTC, e.g. "
+                   "2025-01-31 or 2025-01-31T12:00)")
     p.add_argument("--rules", action="store_true",
                    help="also summarise which rules' promises held across runs")
     p.set_defaults(func=_cmd_check)
@@ -907,8 +918,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from tuneplan.executor import check
     from tuneplan.executor.store import NoDatabase, StoreError
 
+    filters = _check_filters(args)
+    if isinstance(filters, int):
+        return filters
     try:
-        result = check.check_runs(args.db)
+        result = check.check_runs(args.db, **filters)
         if args.rules:
             result["rules"] = check.audit_rules(args.db)
     except NoDatabase as exc:
@@ -917,7 +931,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except StoreError as exc:
         _err(f"error: {exc}")
         return 1
-    broken = result["summary"]["broken"] > 0
+    gate = check.gate(result) if args.strict else []
     if getattr(args, "format", None) == "markdown":
         from tuneplan.executor.markdown import check_markdown
 
@@ -926,7 +940,57 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(check.to_json(result))
     else:
         _print_check(result, args.db)
-    return 1 if (args.strict and broken) else 0
+    if gate:
+        _err(f"check --strict: FAILED ({len(gate)} reason{'s' if len(gate) != 1 else ''}):")
+        for reason in gate:
+            _err(f"  - {reason}")
+        return 1
+    return 0
+
+
+def _check_filters(args: argparse.Namespace) -> "dict | int":
+    """check's --run/--plan/--since as check_runs keywords, or exit 2 for a bad value."""
+    from tuneplan.advisor.errors import InputError, Problem
+
+    problems = []
+    hashes = []
+    for value in args.plan or []:
+        path = Path(value).expanduser()
+        if path.is_file():
+            try:
+                from tuneplan.schemas import load_plan_dict
+
+                plan = load_plan_dict(json.loads(path.read_text(encoding="utf-8")))
+            except Exception as exc:  # noqa: BLE001 - any unreadable plan is bad input
+                problems.append(Problem("--plan", f"cannot read plan {path}: {exc}",
+                                        "give a plan.json written by `tuneplan advise`"))
+                continue
+            import hashlib
+
+            canonical = json.dumps(plan.model_dump(mode="json"), sort_keys=True,
+                                   separators=(",", ":"))
+            hashes.append(hashlib.sha256(canonical.encode()).hexdigest()[:16])
+        elif len(value) == 16 and all(c in "0123456789abcdef" for c in value.lower()):
+            hashes.append(value.lower())
+        else:
+            problems.append(Problem("--plan", f"{value!r} is neither a plan file nor a plan_hash",
+                                    "give a plan.json path or the 16-hex plan_hash `tuneplan "
+                                    "runs --json` shows"))
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            problems.append(Problem("--since", f"{args.since!r} is not an ISO date or time",
+                                    "e.g. --since 2025-01-31 or --since 2025-01-31T12:00"))
+        else:
+            if since.tzinfo is not None:
+                since = since.astimezone(timezone.utc).replace(tzinfo=None)
+    if problems:
+        _err(InputError(problems).render())
+        return 2
+    return {"run_ids": args.run, "plan_hashes": hashes or None,
+            "since": since.isoformat(sep=" ") if since else None}
 
 
 def _print_check(result: dict, db: str | None) -> None:

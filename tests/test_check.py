@@ -26,7 +26,7 @@ def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=
                overhead: int = 0, predicted: int = 1000, measured: int | None = 900,
                device: str = "cpu", status: str = "succeeded", tolerance: str = "medium",
                distance: str = "near", eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.01),
-               metrics: list[dict] | None = None, runtime: int = 0, **extra) -> RunResult:
+               metrics: list[dict] | None = None, runtime: int = 0, steps: int = 50, **extra) -> RunResult:
     """Record a hand-made run whose plan.json (in its run directory) predicts `predicted` bytes,
     `overhead` of them framework overhead, and whose measured peak is `measured` bytes, `runtime`
     of them the process runtime."""
@@ -51,7 +51,7 @@ def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=
         eval_loss_after=eval_losses[1] if eval_losses else None,
         forgetting_loss_before=probe_losses[0] if probe_losses else None,
         forgetting_loss_after=probe_losses[1] if probe_losses else None,
-        steps=2, tokens=100, tokens_per_second=50.0, wall_seconds=2.0,
+        steps=steps, tokens=100, tokens_per_second=50.0, wall_seconds=2.0,
     )
     fields.update(extra)
     result = RunResult(**fields)
