@@ -771,16 +771,36 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_typed_columns(result: Any) -> set[int]:
+    """Indexes of the result's JSON-typed columns (plan_json, result_json, versions, json_extract
+    results): DuckDB hands them over as text; --format json nests them as JSON instead."""
+    cursor = getattr(result, "_cursor", None)
+    description = getattr(cursor, "description", None) or []
+    return {i for i, d in enumerate(description) if str(d[1]).upper() == "JSON"}
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON column's text as JSON (the text itself if it does not parse)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return _jsonable(value)
+
+
 def _print_sql_result(result: Any, fmt: str) -> int:
     """Write a sqlsafe.QueryResult to stdout; csv/json one batch at a time. Returns rows shown."""
     columns = result.columns
     out = sys.stdout
     if fmt == "json":
+        json_cols = _json_typed_columns(result)
         out.write("[")
         first = True
         for batch in result.batches:
             for row in batch:
-                item = json.dumps({c: _jsonable(v) for c, v in zip(columns, row)}, indent=2)
+                item = json.dumps({c: _json_value(v) if i in json_cols else _jsonable(v)
+                                   for i, (c, v) in enumerate(zip(columns, row))}, indent=2)
                 out.write(("\n" if first else ",\n") + "  " + item.replace("\n", "\n  "))
                 first = False
             out.flush()

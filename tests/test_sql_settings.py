@@ -104,3 +104,12 @@ def test_worked_queries_in_docs_run(db, capsys, title, query) -> None:
         assert rows, f"{title}: no rows from three recorded runs"
     if title.startswith("Loss per step"):
         assert len(rows) == 9 and rows[0]["step"] == 1
+
+
+def test_json_columns_come_out_as_json(db, capsys) -> None:
+    (row,) = _sql(db, "SELECT run_id, plan_json, versions, json_extract(plan_json, '$.lora') AS lora, "
+                      "plan_json->>'$.method' AS method_text FROM runs WHERE run_id = 'r0'", capsys)
+    assert isinstance(row["plan_json"], dict) and row["plan_json"]["method"] == "lora"
+    assert isinstance(row["versions"], dict) and "tuneplan" in row["versions"]
+    assert isinstance(row["lora"], dict) and row["lora"]["rank"] == row["plan_json"]["lora"]["rank"]
+    assert row["method_text"] == "lora", "text extracted with ->> stays text"
