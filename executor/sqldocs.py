@@ -23,6 +23,8 @@ TABLE_DOCS = {
     "audit_lora_vs_full_forgetting": "per comparison: did the adapter forget less than full fine-tuning",
     "audit_lora_vs_full_learning": "per comparison: did full fine-tuning learn more than the adapter",
     "audit_memory_predictions": "per method and device kind: how often the memory promise held",
+    "sweep_trials": "every trial of a sweep or comparison joined to its run (one row per trial)",
+    "audit_learning_rate": "per learning-rate sweep: the best trial's rate against the advised one (TP040)",
 }
 
 COLUMN_DOCS = {
@@ -129,6 +131,16 @@ COLUMN_DOCS = {
     "mean_learning": "mean learning over succeeded runs",
     "mean_forgetting": "mean forgetting over succeeded runs",
     "mean_tokens_per_second": "mean training speed over succeeded runs",
+    # sweeps
+    "axis": "what a sweep varied: method, learning_rate, lora_rank, target_modules (several joined by ,)",
+    "value": "this trial's value on the axis, as text",
+    "advised_value": "the advisor's value on that axis, as text",
+    "trials": "trials of the sweep that succeeded with an eval loss",
+    "advised_learning_rate": "the learning rate the advisor chose",
+    "best_learning_rate": "the learning rate of the trial with the lowest eval loss after training",
+    "best_eval_loss": "the lowest eval loss after training among the trials",
+    "ratio": "best_learning_rate / advised_learning_rate",
+    "within_2x": "the best rate is within a factor 2 of the advised one (TP040's promise)",
     # schema_migrations
     "version": "migration number",
     "applied_at": "when it was applied (UTC)",
