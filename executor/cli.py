@@ -133,6 +133,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "130 interrupted.",
     )
     _add_run_options(p, output_help="parent directory for the run directory", plan_optional=True)
+    p.add_argument("--report-to", metavar="LIST",
+                   help="also log metrics to experiment trackers: tensorboard, wandb, mlflow (comma "
+                   "list; optional extras: pip install 'tuneplan[trackers]'); TensorBoard and MLflow "
+                   "write under the run directory")
     p.add_argument("--resume", metavar="RUN_DIR|latest",
                    help="continue an interrupted run (same run id) from its newest checkpoint; "
                    "latest: the newest resumable run under --output (default ./runs)")
@@ -535,6 +539,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
                           max_steps=args.max_steps, model_path=args.model_path, resume=args.resume,
+                          report_to=args.report_to,
                           **_trust_kwargs(args))
     except InputError as exc:
         _err(exc.render())

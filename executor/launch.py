@@ -180,6 +180,8 @@ class Launch:
             out.append("--trust-remote-code")
         if self.prior is not None:
             out += ["--resume", str(self.prior.run_dir)]
+        if getattr(a, "report_to", None):
+            out += ["--report-to", a.report_to]
         if self.model_dir is not None:
             out += ["--model-path", str(Path(self.model_dir).resolve())]
         elif getattr(a, "model_path", None):

@@ -172,7 +172,8 @@ class _Progress:
 def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optional[str] = None,
              output_dir: Optional[str] = None, max_steps: Optional[int] = None,
              progress: Optional[bool] = None, model_path: Optional[str] = None,
-             trust_remote_code: bool = False, resume: Optional[str] = None) -> RunResult:
+             trust_remote_code: bool = False, resume: Optional[str] = None,
+             report_to: Optional[str] = None) -> RunResult:
     """Execute a plan on real weights and return its RunResult.
 
     Everything is validated before anything is created (InputError: plan, data files and rows,
@@ -194,7 +195,7 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
     try:
         return _run_plan(plan, data=data, db=db, output_dir=output_dir, max_steps=max_steps,
                          progress=progress, model_path=model_path, signals=signals, recorded=recorded,
-                         trust_remote_code=trust_remote_code, resume=resume)
+                         trust_remote_code=trust_remote_code, resume=resume, report_to=report_to)
     except RunInterrupted:
         raise
     except KeyboardInterrupt as exc:
@@ -211,8 +212,11 @@ def run_plan(plan: "Plan | str | Path", *, data: Optional[str] = None, db: Optio
 
 def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
               signals: RunSignals, recorded: Recorded, trust_remote_code: bool = False,
-              resume: Optional[str] = None) -> RunResult:
+              resume: Optional[str] = None, report_to: Optional[str] = None) -> RunResult:
     pause("preflight", signals)
+    from .trackers import parse_report_to
+
+    tracker_names = parse_report_to(report_to)
     prior = None
     if resume is not None:
         from .distributed import active as _in_worker
@@ -292,6 +296,7 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
     result.substitutions = list(substitutions)
 
     state = TrainState()
+    trackers = None
     meter = None
     bar = None
     t_wall = time.perf_counter()
@@ -371,10 +376,18 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
                     "evaluation is kept from the first attempt")
         meter = MemoryMeter(model, device, runtime_bytes=runtime_bytes)
 
+        if tracker_names and main_rank:
+            from .trackers import Trackers
+
+            trackers = Trackers(tracker_names, run_dir, run_id, {
+                "method": plan_obj.method, "model": result.model, "plan_hash": phash,
+                **{k: v for k, v in t.model_dump().items() if isinstance(v, (int, float, str, bool))}})
         with metrics_file.open("a", encoding="utf-8") if main_rank else open(os.devnull, "w") as mf:
             def on_step(m: dict) -> None:
                 mf.write(json.dumps(m) + "\n")
                 mf.flush()
+                if trackers is not None:
+                    trackers.log(m)
                 bar.step(m)
                 if m["step"] == 1:
                     pause("training", signals)
@@ -428,6 +441,10 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
             result.finished_at = _utc_now()
             result.substitutions = substitutions
             _training_outcome(result, state)
+            if trackers is not None:
+                trackers.finish()
+                substitutions += trackers.notes
+                result.substitutions = substitutions
             if main_rank and recorded.run_dir is not None and run_dir.is_dir():
                 _final_write(db, run_dir, result, state.metrics, recorded, signals)
     if main_rank and (recorded.result_status != result.status or recorded.db_status != result.status):

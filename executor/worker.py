@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-path")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--resume")
+    p.add_argument("--report-to")
     return p
 
 
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                                    model_dir=Path(args.model_path) if args.model_path else None)
         run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
                  max_steps=args.max_steps, model_path=args.model_path,
-                 progress=False, trust_remote_code=args.trust_remote_code, resume=args.resume)
+                 progress=False, trust_remote_code=args.trust_remote_code, resume=args.resume,
+                 report_to=args.report_to)
         return 0
     except KeyboardInterrupt:
         return 130
