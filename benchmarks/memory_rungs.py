@@ -68,7 +68,7 @@ def main() -> int:
             state = T.TrainState()
             stamps: list[float] = []
             T.train(loaded, rows, plan.training, steps=a.steps + 1, meter=meter, state=state,
-                    on_step=lambda r: stamps.append(time.perf_counter()))
+                    on_step=lambda r, s=stamps: s.append(time.perf_counter()))
             meter.close()
             times[name] += [b - c for b, c in zip(stamps[1:], stamps[:-1])]  # first step is warm-up
     base = statistics.median(times["plain"])
