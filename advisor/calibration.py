@@ -7,7 +7,7 @@ breakdown component ("activations", "logits_and_loss", …) to a multiplier.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -34,12 +34,37 @@ def load_factors(db: Optional[str], inputs: Inputs) -> Optional[dict[str, float]
     if not path.exists():
         raise InputError.one("--calibrated", f"no calibration at {path}",
                              "run `tuneplan calibrate` after some runs, or drop --calibrated")
-    data = json.loads(path.read_text())
+    from tuneplan.schemas import MemoryBreakdown
+
+    from .fileio import read_json_file
+
+    fix = "run `tuneplan calibrate` again to rewrite it, or drop --calibrated"
+    data, _ = read_json_file(path, "calibration file", fix)
+    if not isinstance(data, dict) or not isinstance(data.get("factors", {}), dict):
+        raise InputError.one(str(path), "not a calibration file (an object with a 'factors' object)", fix)
+    table = data.get("factors", {})
     kind = "cpu" if isinstance(inputs.hardware, CPUHardware) else "cuda"
     key = factor_key(kind, inputs.model.family)
-    factors = data.get("factors", {}).get(key)
+    factors = table.get(key)
     if not factors:
-        known = ", ".join(sorted(data.get("factors", {}))) or "none"
+        known = ", ".join(sorted(map(str, table))) or "none"
         raise InputError.one("--calibrated", f"no calibration for {key} (calibrated: {known})",
                              "run plans on this device kind and family, then `tuneplan calibrate`")
-    return {k: float(v) for k, v in factors.items()}
+    if not isinstance(factors, dict):
+        raise InputError.one(f"{path}: factors.{key}", "must be an object of component -> multiplier", fix)
+    components = set(MemoryBreakdown.model_fields)
+    out: dict[str, float] = {}
+    problems = []
+    for name, value in factors.items():
+        if name not in components:
+            problems.append(f"unknown component {name!r} (known: {', '.join(sorted(components))})")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0 < value < 100:
+            problems.append(f"{name}: {value!r} is not a multiplier (a number above 0 and below 100)")
+        else:
+            out[name] = float(value)
+    if problems:
+        from .errors import Problem
+
+        raise InputError([Problem(f"{path}: factors.{key}", p, fix) for p in problems])
+    return out

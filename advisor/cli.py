@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Optional
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INFEASIBLE = 0, 1, 2, 3
@@ -153,7 +152,15 @@ def cmd_advise(args) -> int:
     if args.output:
         from .fileio import write_text_atomic
 
-        write_text_atomic(args.output, text)
+        try:
+            write_text_atomic(args.output, text)
+        except OSError as exc:
+            from .errors import InputError
+
+            print(InputError.one("-o/--output", f"cannot write {args.output}: {exc.strerror or exc}",
+                                 "choose a writable path (an existing, writable directory)").render(),
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
     if args.json:
         sys.stdout.write(text)
     else:
@@ -192,34 +199,32 @@ def _load_calibration(db: Optional[str], inputs) -> Optional[dict[str, float]]:
 
 
 def cmd_validate(args) -> int:
-    from pydantic import ValidationError
+    """The pre-flight `run` and `run --dry-run` make (executor/preflight.py), creating nothing."""
+    from tuneplan.executor.preflight import Infeasible, preflight
 
-    from tuneplan.schemas import load_plan_dict
+    from .errors import InputError
 
-    from .errors import InputError, Problem, pydantic_problems
-
-    path = Path(args.plan)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        print(InputError.one(str(path), "file not found", "check the path").render(), file=sys.stderr)
+        checked = preflight(args.plan, data=args.data, model_path=args.model_path, need_train=False,
+                            resolve_model=False)
+    except InputError as exc:
+        print(exc.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except json.JSONDecodeError as e:
-        print(InputError.one(f"{path}:{e.lineno}:{e.colno}", f"not valid JSON: {e.msg}",
-                             "fix the JSON syntax").render(), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if not isinstance(data, dict):
-        print(InputError([Problem(str(path), "a plan is a JSON object", "")]).render(), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        plan = load_plan_dict(data)
-    except ValidationError as e:
-        print(InputError(pydantic_problems(e)).render(), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"{path}: valid plan ({plan.method}, {'feasible' if plan.feasible else 'infeasible'}, "
-          f"schema {plan.schema_version})")
+    except Infeasible as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INFEASIBLE
+    plan = checked.plan
+    checked_what = ["schema", "memory block"]
+    if checked.train_read is not None:
+        checked_what.append(f"{len(checked.train_read.rows)} data rows")
+    if checked.model_dir is not None:
+        checked_what.append(f"model {checked.model_dir}")
+    print(f"{args.plan}: valid plan ({plan.method}, feasible, schema {plan.schema_version}; checked "
+          f"{', '.join(checked_what)})")
+    for note in checked.notes:
+        print(f"  note: {note}")
     if plan.trust_remote_code:
-        print(f"warning: {path}: trust_remote_code is true, which has no effect: a plan file cannot "
+        print(f"warning: {args.plan}: trust_remote_code is true, which has no effect: a plan file cannot "
               f"allow a model's own Python to run (validate never runs it). Pass "
               f"--trust-remote-code to `tuneplan run`/`compare`/`merge` if you trust that code.",
               file=sys.stderr)
@@ -289,8 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print tuneplan's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_advise(sub)
-    v = sub.add_parser("validate", help="validate a plan.json against the schema")
+    v = sub.add_parser("validate", help="check a plan.json as `tuneplan run` does first, creating nothing",
+                       description="The pre-flight of `tuneplan run`: schema and version, the memory block "
+                       "against a re-estimate, feasibility, LoRA target modules, data rows, the model "
+                       "directory's architecture. Exit 0 valid, 2 bad input, 3 infeasible.")
     v.add_argument("plan")
+    v.add_argument("--data", metavar="PATH", help="also check this training data file")
+    v.add_argument("--model-path", metavar="DIR", help="also check that this model matches the plan")
     v.set_defaults(func=cmd_validate)
     s = sub.add_parser("schema", help="print plan.json's JSON Schema")
     s.set_defaults(func=cmd_schema)

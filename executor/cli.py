@@ -460,7 +460,28 @@ def _launch(args: argparse.Namespace) -> int:
     """Hand --num-processes > 1, several machines and --dry-run to tuneplan.executor.launch."""
     from tuneplan.executor.launch import launch
 
+    code = _preflight(args, resolve_model=not args.dry_run)
+    if code is not None:
+        return code
     return _guarded(lambda: int(launch(args.plan, args) or 0))
+
+
+def _preflight(args: argparse.Namespace, *, resolve_model: bool) -> Optional[int]:
+    """The shared pre-flight (executor/preflight.py): None when the plan may go ahead, else the
+    exit code after saying why (2 bad input, 3 infeasible)."""
+    from tuneplan.advisor.errors import InputError
+    from tuneplan.executor.preflight import Infeasible, preflight
+
+    try:
+        preflight(args.plan, data=getattr(args, "data", None), model_path=getattr(args, "model_path", None),
+                  resolve_model=resolve_model)
+    except InputError as exc:
+        _err(exc.render())
+        return 2
+    except Infeasible as exc:
+        _err(str(exc))
+        return 3
+    return None
 
 
 def _print_summary(result: Any) -> None:
@@ -529,11 +550,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run and args.num_processes == 1 and (args.num_machines or 1) == 1:
         from tuneplan.executor.launch import dry_run_in_process
 
+        code = _preflight(args, resolve_model=False)
+        if code is not None:
+            return code
+
         return _guarded(lambda: dry_run_in_process(args))
     if args.num_processes > 1 or args.dry_run or (args.num_machines or 1) > 1:
         return _launch(args)
     from tuneplan.executor.runner import run_plan
 
+    from tuneplan.executor.preflight import Infeasible
     from tuneplan.executor.signals import RecordingFailed, RunInterrupted, pause
 
     try:
@@ -544,6 +570,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except InputError as exc:
         _err(exc.render())
         return 2
+    except Infeasible as exc:
+        _err(str(exc))
+        return 3
     except RunInterrupted as exc:
         _err(f"interrupted ({exc}): {exc.recorded.describe()}")
         return 130

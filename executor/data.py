@@ -150,6 +150,9 @@ def _check_record(rec: object) -> tuple[Optional[str], Optional[dict], str]:
                 if m["role"] not in ROLES:
                     raise ValueError(f"messages[{i}].role {m['role']!r} is not one of {sorted(ROLES)}")
                 out.append({"role": m["role"], "content": m["content"]})
+            order = _role_order_problem([m["role"] for m in out])
+            if order:
+                raise ValueError(order)
             if not any(m["role"] == "assistant" and m["content"].strip() for m in out):
                 raise ValueError("no non-empty assistant message: nothing to learn from this row")
             return "messages", {"messages": out}, ""
@@ -167,6 +170,28 @@ def _check_record(rec: object) -> tuple[Optional[str], Optional[dict], str]:
         return None, None, str(exc)
     keys = ", ".join(sorted(map(str, rec))) or "none"
     return None, None, f"no known row shape (keys: {keys})"
+
+
+_NEXT_ROLES = {None: ("user",), "user": ("assistant",), "assistant": ("user", "tool"),
+               "tool": ("tool", "assistant")}
+
+
+def _role_order_problem(roles: list[str]) -> str:
+    """Chat turns in order: an optional system message first, then a user turn, then user and
+    assistant alternating (tool results only after an assistant turn, answered by the
+    assistant). "" when the order is right."""
+    prev = None
+    for i, role in enumerate(roles):
+        if role == "system" and i == 0:
+            continue
+        if role == "system":
+            return f"messages[{i}] is a system message after the first turn: only messages[0] may be system"
+        allowed = _NEXT_ROLES[prev]
+        if role not in allowed:
+            return (f"messages[{i}].role is {role!r} where {' or '.join(map(repr, allowed))} is expected: turns "
+                    "start with the user (after an optional system message) and alternate user/assistant")
+        prev = role
+    return ""
 
 
 _SHAPE_FIX = (

@@ -23,11 +23,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-from pydantic import ValidationError
 
-from tuneplan.advisor.errors import InputError, pydantic_problems
+from tuneplan.advisor.errors import InputError
 from tuneplan.advisor.fileio import write_text_atomic
-from tuneplan.schemas import Plan, RunResult, load_plan_dict, tuneplan_version
+from tuneplan.schemas import Plan, RunResult, tuneplan_version
 
 from . import data as D
 from . import owner
@@ -50,31 +49,16 @@ def plan_hash(plan: Plan) -> str:
 
 def load_plan(plan: "Plan | str | Path", *, trust_remote_code: bool = False,
               ) -> tuple[Plan, Optional[Path], Optional[str]]:
-    """Return (plan, its file or None, the file's text or None); InputError for unreadable/invalid.
+    """Return (plan, its file or None, the file's text or None); InputError for unreadable/invalid
+    (executor/preflight.py: directories, invalid UTF-8, deep nesting, unknown schema versions).
 
     ``plan.trust_remote_code`` is replaced by ``trust_remote_code`` — the command line's
     ``--trust-remote-code``, never the plan file (executor/remote_code.py); when that changes the
     field the text is None, so a run directory's plan.json records the value really used."""
+    from .preflight import load_plan_file
     from .remote_code import effective_plan
 
-    if isinstance(plan, Plan):
-        return effective_plan(plan, trust_remote_code), None, None
-    path = Path(plan).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError.one(str(path), f"cannot read the plan: {exc}",
-                             "pass a plan.json written by `tuneplan advise`") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError.one(f"{path}:{exc.lineno}", f"invalid JSON: {exc.msg}", "fix the JSON syntax") from None
-    if not isinstance(raw, dict):
-        raise InputError.one(str(path), "a plan must be a JSON object", "pass a plan.json written by `tuneplan advise`")
-    try:
-        loaded = load_plan_dict(raw)
-    except ValidationError as exc:
-        raise InputError(pydantic_problems(exc)) from None
+    loaded, path, text = load_plan_file(plan)
     effective = effective_plan(loaded, trust_remote_code)
     return effective, path, (text if effective is loaded else None)
 
@@ -225,32 +209,27 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
         prior = resolve_resume(resume, plan, output_dir, check_status=_in_worker() is None)
         plan = plan if plan is not None else prior.run_dir / "plan.json"
         data = data or prior.result.data_path
-    plan_obj, plan_file, plan_text = load_plan(plan, trust_remote_code=trust_remote_code)
-    if prior is not None:
-        prior.check_plan(plan_hash(plan_obj))
-    plan_dir = plan_file.parent if plan_file else None
-    spec = plan_obj.data
-    skip_bad = bool(spec and spec.skip_bad_rows)
     if max_steps is not None and max_steps < 1:
         raise InputError.one("--max-steps", f"must be at least 1, got {max_steps}", "pass a positive number")
-    train_value = data or (spec.train_path if spec else None)
-    if not train_value:
-        raise InputError.one("data.train_path", "no training data given",
-                             "pass --data PATH or set data.train_path in the plan")
+    from .preflight import preflight
+
+    checked = preflight(plan, data=data, model_path=model_path)
+    from .remote_code import effective_plan
+
+    plan_obj = effective_plan(checked.plan, trust_remote_code)
+    plan_text = checked.plan_text if plan_obj is checked.plan else None
+    if prior is not None:
+        prior.check_plan(plan_hash(plan_obj))
+    spec = plan_obj.data
     where = "--data" if data else "data.train_path"
-    train_path = _data_file(train_value, where, plan_dir)
-    train_read = D.read_rows(train_path, skip_bad_rows=skip_bad, field_name=where)
-    eval_read = None
-    if spec and spec.eval_path:
-        eval_path = _data_file(spec.eval_path, "data.eval_path", plan_dir)
-        eval_read = D.read_rows(eval_path, skip_bad_rows=skip_bad, field_name="data.eval_path")
+    train_path, train_read, eval_read = checked.train_path, checked.train_read, checked.eval_read
     probe = D.probe_text(spec.probe_path if spec else None)
     if eval_read is None:
         train_rows, eval_rows = D.split_eval(train_read.rows, spec.eval_fraction if spec else 0.1,
                                              plan_obj.training.seed)
     else:
         train_rows, eval_rows = train_read.rows, eval_read.rows
-    model_dir = resolve_model_dir(plan_obj.inputs.model.name, model_path)
+    model_dir = checked.model_dir or resolve_model_dir(plan_obj.inputs.model.name, model_path)
     from .distributed import active as _active_dist
 
     dist = _active_dist()  # set only inside a `tuneplan run --num-processes N` worker

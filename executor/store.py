@@ -1135,7 +1135,7 @@ def list_runs(db: DBPath = None, *, limit: int | None = None) -> list[dict]:
         params: list[Any] = []
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(max(int(limit), 0))
+            params.append(min(max(int(limit), 0), 2**62))  # DuckDB LIMIT is a BIGINT
         try:
             cur = con.execute(sql, params)
         except duckdb.CatalogException as exc:

@@ -324,6 +324,9 @@ def test_run_multi_process_calls_launcher(plan, monkeypatch):
     module.launch = lambda plan_path, args: seen.append((plan_path, args.num_processes)) or 0
     monkeypatch.setitem(sys.modules, "tuneplan.executor.launch", module)
     monkeypatch.setattr(tuneplan.executor, "launch", module, raising=False)
+    from tuneplan.executor import preflight
+
+    monkeypatch.setattr(preflight, "preflight", lambda *a, **k: None)  # the plan is a stand-in "{}"
     assert cli("run", str(plan), "--num-processes", "4") == 0
     assert seen == [(str(plan), 4)]
 
