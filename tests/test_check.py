@@ -38,7 +38,7 @@ def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=
                             gradients=0, optimizer_states=0, activations=0, logits_and_loss=0,
                             framework_overhead=overhead)
         plan = plan.model_copy(update={"memory": plan.memory.model_copy(
-            update={"breakdown": b, "per_device_bytes": predicted})})
+            update={"breakdown": b, "per_device_bytes": predicted, "terms": []})})
     (run_dir / "plan.json").write_text(plan.model_dump_json())
     fields = dict(
         run_id=run_id, status=status, plan_hash="0" * 16, method=method, model="tiny",
