@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from exec_fixtures import make_plan
 from test_check import record_run
 from tuneplan.advisor.calibration import load_factors
 from tuneplan.advisor.cli import main as tuneplan_main
@@ -55,7 +56,10 @@ def runs_db(tmp_path, capsys):
                        device="cuda")
     # runs that cannot be used are skipped with a reason
     record_run(db, tmp_path / "runs", "failed", status="failed", measured=None, error="x")
-    record_run(db, tmp_path / "runs", "cpu-no-acts", device="cpu")  # hand-made plan: no activations
+    hand = make_plan("lora", "tiny")  # hand-made plan whose memory settings cannot be re-estimated
+    hand = hand.model_copy(update={"memory": hand.memory.model_copy(update={
+        "settings": hand.memory.settings.model_copy(update={"lora_rank": None})})})
+    record_run(db, tmp_path / "runs", "cpu-no-acts", device="cpu", plan=hand)
     return db
 
 
