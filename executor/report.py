@@ -9,6 +9,9 @@ Writes into the output directory:
   loss_curves.png          training loss per optimizer step (metrics table), one line per run
   sweeps.png               eval loss after vs learning rate (and vs LoRA rank), one line per
                            `tuneplan sweep` (sweep_trials view)
+  eval_curves.png          eval loss (learning) and probe loss (forgetting) over optimizer steps
+                           for runs evaluated during training (training.eval_every_steps), best
+                           step starred
   report.md                the figures, a per-run table with `tuneplan check` verdicts, and the
                            rule audit
 matplotlib runs on the Agg backend (no display needed).
@@ -23,7 +26,7 @@ from . import store
 from .check import FORGETTING_THRESHOLDS, audit_rules, check_runs, open_current
 from .memory_compare import like_for_like
 
-FIGURES = ("memory.png", "learning_forgetting.png", "loss_curves.png", "sweeps.png")
+FIGURES = ("memory.png", "learning_forgetting.png", "loss_curves.png", "sweeps.png", "eval_curves.png")
 COLORS = {"full": "tab:red", "lora": "tab:blue", "qlora": "tab:green"}
 MIB = 1024**2
 
@@ -130,6 +133,51 @@ def _loss_figure(plt, metrics: list[dict], methods: dict[str, str], path: Path) 
     plt.close(fig)
 
 
+def _eval_curves_figure(plt, curves: dict[str, list[dict]], methods: dict[str, str], path: Path) -> None:
+    """Learning (eval loss) and forgetting (probe loss) over optimizer steps, for runs evaluated
+    during training (training.eval_every_steps; from each run's metrics.jsonl), best step marked."""
+    fig, (ax_e, ax_p) = plt.subplots(1, 2, figsize=(10, 4.2))
+    if curves:
+        for run_id, rows in sorted(curves.items()):
+            color = COLORS.get(methods.get(run_id, "?"))
+            label = f"{methods.get(run_id, '?')} {run_id[-6:]}"
+            ev = [(r["step"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
+            pr = [(r["step"], r["probe_loss"]) for r in rows if r.get("probe_loss") is not None]
+            if ev:
+                ax_e.plot(*zip(*ev), marker=".", color=color, alpha=0.8, label=label)
+                best = min(ev, key=lambda x: x[1])
+                ax_e.scatter([best[0]], [best[1]], marker="*", s=120, color=color, zorder=3)
+            if pr:
+                ax_p.plot(*zip(*pr), marker=".", color=color, alpha=0.8, label=label)
+        if len(curves) <= 12:
+            ax_e.legend(fontsize=7)
+    else:
+        for ax in (ax_e, ax_p):
+            _empty(ax, "no run evaluated during training\n(training.eval_every_steps)")
+    ax_e.set_title("Learning: eval loss over steps (star: best step)")
+    ax_p.set_title("Forgetting: probe loss over steps")
+    for ax in (ax_e, ax_p):
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _curves(con) -> dict[str, list[dict]]:
+    """Per-step eval/probe losses of runs evaluated during training, from their metrics.jsonl."""
+    out: dict[str, list[dict]] = {}
+    for row in _rows(con, "SELECT run_id, run_dir FROM runs WHERE run_dir IS NOT NULL"):
+        try:
+            rows = store.read_metrics_jsonl(Path(row["run_dir"]) / "metrics.jsonl")
+        except store.StoreError:
+            continue
+        evals = [r for r in rows if r.get("eval_loss") is not None or r.get("probe_loss") is not None]
+        if evals:
+            out[row["run_id"]] = evals
+    return out
+
+
 def _sweep_figure(plt, trials: list[dict], path: Path) -> None:
     """Eval loss after vs learning rate (log axis), one line per learning-rate sweep (and rank
     when a sweep varied it), from the sweep_trials view."""
@@ -226,6 +274,10 @@ def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict])
         "",
         "![eval loss vs learning rate and rank, per sweep](sweeps.png)",
         "",
+        "## Learning vs forgetting over steps",
+        "",
+        "![eval and probe loss over optimizer steps](eval_curves.png)",
+        "",
     ]
     return "\n".join(lines)
 
@@ -245,6 +297,7 @@ def write_report(db: store.DBPath, out_dir: str | Path) -> list[Path]:
         runs = _rows(con, "SELECT m.*, r.tokens_per_second, r.started_at FROM run_memory_checks m "
                           "JOIN runs r USING (run_id) ORDER BY r.started_at NULLS LAST, run_id")
         metrics = _rows(con, "SELECT run_id, step, loss FROM metrics ORDER BY run_id, step")
+        curves = _curves(con)
         checked = check_runs(con=con)
         rules = audit_rules(con=con)
         has_sweeps = bool(_rows(con, "SELECT 1 FROM duckdb_views() WHERE view_name = 'sweep_trials'"))
@@ -255,6 +308,7 @@ def write_report(db: store.DBPath, out_dir: str | Path) -> list[Path]:
     _learning_figure(plt, checked["runs"], out / FIGURES[1])
     _loss_figure(plt, metrics, {r["run_id"]: r["method"] for r in runs}, out / FIGURES[2])
     _sweep_figure(plt, trials, out / FIGURES[3])
+    _eval_curves_figure(plt, curves, {r["run_id"]: r["method"] for r in runs}, out / FIGURES[4])
     label = str(store.default_db_path() if db is None else Path(db).expanduser())
     md = out / "report.md"
     md.write_text(_markdown(label, runs, checked, rules), encoding="utf-8")

@@ -335,3 +335,23 @@ def test_report_to_unknown_or_missing_tracker_exits_2(tiny, tmp_path):
              "--db", str(tmp_path / "db.duckdb"))
     assert r.returncode == 2 and "unknown tracker 'neptune'" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_report_draws_eval_curves_over_steps(tiny, tmp_path):
+    pytest.importorskip("matplotlib")
+    from tuneplan.executor.report import _curves, write_report
+    from tuneplan.executor.check import open_current
+
+    db = tmp_path / "db.duckdb"
+    plan = _plan(tmp_path, str(tiny), max_steps=2, eval_every_steps=1, save_every_steps=None)
+    res = run_plan(str(plan), db=str(db), output_dir=str(tmp_path / "runs"), progress=False)
+    con = open_current(str(db))
+    try:
+        curves = _curves(con)
+    finally:
+        con.close()
+    assert [r["step"] for r in curves[res.run_id]] == [1, 2]
+    paths = write_report(str(db), tmp_path / "report")
+    fig = tmp_path / "report" / "eval_curves.png"
+    assert fig in paths and fig.stat().st_size > 5000
+    assert "eval_curves.png" in (tmp_path / "report" / "report.md").read_text()
