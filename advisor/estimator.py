@@ -823,6 +823,30 @@ def _chunked_loss_parts(model: ModelSpec, st: MemorySettings, rg: _Regime) -> li
     ]
 
 
+def _untied_head_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime, shard: _Shard) -> None:
+    """settings.untied_head on a tied-embedding model: the stack gives lm_head its own V·h weight,
+    stored like the other parameters (full fine-tuning: the same bytes per parameter for weights,
+    gradients and optimizer states as the rest; LoRA/QLoRA: a frozen 16-bit weight, fp32 under the
+    kbit upcast). Counted once when the model is untied already."""
+    if not st.untied_head or not model.tie_word_embeddings:
+        return
+    n = model.vocab_size * model.hidden_size
+    P = max(1, model.total_params)
+    src = "transformers tie_word_embeddings=False gives lm_head its own weight [D]"
+    if st.method == "full":
+        for comp, div in (("weights", shard.weights), ("gradients", shard.grads), ("optimizer_states", shard.optim)):
+            have = sum(x.bytes for x in t.items if x.component == comp)
+            per = have * div / P
+            nb = _ceil_div(int(round(per * n)), div) if have else 0
+            t.add(comp, "untied lm_head (its own V·h weight)", nb,
+                  f"V·h {_n(n)} × {per:.3g} B/param (as the other parameters){f' / N_d={div}' if div > 1 else ''} "
+                  f"= {_n(nb)} B", src)
+        return
+    pb = (4 if st.precision == "fp32" or rg.kbit_upcast else 2)
+    nb = _ceil_div(pb * n, shard.weights)
+    t.add("weights", "untied lm_head (frozen, its own V·h weight)", nb, f"V·h {_n(n)} × {pb} B = {_n(nb)} B", src)
+
+
 def _offload_activation_terms(t: _Terms, model: ModelSpec, st: MemorySettings, rg: _Regime,
                               targets: list[str]) -> int:
     """Under training.activation_offload, move the saved activations to host RAM; returns host bytes.
@@ -917,6 +941,7 @@ def estimate(
     shard = _sharding(st)
     t = _Terms()
     _state_terms(t, model, st, rg, trainable, targets, shard)
+    _untied_head_terms(t, model, st, rg, shard)
     # Parameter gradients (not the DDP buckets below, which are allocated once and persist).
     grad_idx = [i for i, x in enumerate(t.items) if x.component == "gradients" and x.bytes > 0]
 

@@ -231,6 +231,9 @@ class MemorySettings(Strict):
     """QLoRA only: quantization.kbit_upcast (non-quantised parameters cast to fp32 by peft)."""
     activation_offload: bool = False
     """training.activation_offload: saved activations live in host RAM, one block in flight."""
+    untied_head: bool = False
+    """Price a tied-embedding model as a stack that unties lm_head (its own V x h weight, with
+    gradients and optimizer states under full fine-tuning). The executor keeps ties as loaded."""
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     """Micro-batches per optimizer step. Above 1 the gradients persist across micro-batches, so they
     are resident at the forward/loss peak; at 1 (with zero_grad(set_to_none=True)) they are created

@@ -540,3 +540,16 @@ def test_plan_estimate_uses_the_plans_accumulation(case):
     for alt in plan.alternatives:
         st = alt.estimate.settings
         assert st.gradient_accumulation_steps == max(1, -(-case["batch_size"] // (st.micro_batch * devices)))
+
+
+def test_untied_head_adds_one_head_weight_to_tied_models_only():
+    m = model("HuggingFaceTB/SmolLM2-135M")
+    assert m.tie_word_embeddings
+    n = m.vocab_size * m.hidden_size
+    base, untied = est(m, lora()), est(m, lora(untied_head=True))
+    assert untied.breakdown.weights - base.breakdown.weights == 2 * n
+    full = dict(precision="bf16-mixed", micro_batch=1, seq_len=512, gradient_accumulation_steps=2)
+    fb, fu = est(m, S(**full)), est(m, S(**full, untied_head=True))
+    assert fu.breakdown.weights - fb.breakdown.weights == pytest.approx(4 * n, rel=1e-6)
+    assert fu.breakdown.optimizer_states - fb.breakdown.optimizer_states == pytest.approx(8 * n, rel=1e-6)
+    assert est(L7, lora(untied_head=True)).per_device_bytes == est(L7, lora()).per_device_bytes  # untied already
