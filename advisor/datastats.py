@@ -67,7 +67,11 @@ class _Tok:
 
     def apply_chat_template(self, messages, tokenize: bool = False, add_generation_prompt: bool = False) -> str:
         if self._template is None:
-            from jinja2.sandbox import ImmutableSandboxedEnvironment  # as transformers renders them
+            try:
+                from jinja2.sandbox import ImmutableSandboxedEnvironment  # as transformers renders them
+            except ImportError:  # the approximation without jinja2: ChatML by hand
+                return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + (
+                    "<|im_start|>assistant\n" if add_generation_prompt else "")
 
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
@@ -169,6 +173,11 @@ def _hf_cache_dirs(repo_id: str) -> list[Path]:
 
 def find_tokenizer(model: ModelSpec) -> _Tok:
     """The model's own tokenizer if it is on this machine, else the stated approximation."""
+    try:
+        import jinja2  # noqa: F401
+        import tokenizers  # noqa: F401
+    except ImportError:  # a trimmed install: count, and say how
+        return approximate_tokenizer()
     name = model.name
     local = Path(name).expanduser()
     if local.is_dir():
