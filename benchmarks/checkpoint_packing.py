@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/checkpoint_packing.py [--plan examples/plans/lo
 Three `run_plan` runs of the plan (LoRA on SmolLM2-135M by default) on examples/data/train.jsonl,
 interleaved in one process so machine noise hits all alike:
   padded            packing off, no periodic checkpoint (the baseline)
-  padded+ckpt       packing off, a checkpoint every 2 steps (accelerate save_state, sha256 manifest)
+  padded+ckpt       packing off, a checkpoint every step (but the last) (accelerate save_state, sha256 manifest)
   packed            training.packing on
 Printed: seconds and bytes per checkpoint save (and the plan's checkpoint_bytes estimate), and
 tokens/s (real tokens) and padded tokens/s (all batch positions) with the padding share of each.
@@ -35,7 +35,7 @@ def main() -> int:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, upd in (("padded", {"packing": False, "save_every_steps": None}),
-                          ("padded+ckpt", {"packing": False, "save_every_steps": 2}),
+                          ("padded+ckpt", {"packing": False, "save_every_steps": 1}),
                           ("packed", {"packing": True, "save_every_steps": None})):
             p = plan.model_copy(deep=True)
             if p.data is not None:  # the plan's relative paths, from its own directory
