@@ -19,6 +19,7 @@ import yaml
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.advisor import advise
+from tuneplan.advisor.estimator import estimate
 from tuneplan.advisor.inputs import Answers, build_inputs
 from tuneplan.executor import distributed as D
 from tuneplan.executor.cli import dispatch, register
@@ -53,6 +54,9 @@ def _plan_file(tmp_path: Path, tiny: Path, train_file: Path, method: str = "lora
     if gpu:
         plan.inputs.hardware = GPUHardware(name="NVIDIA H100 80GB", memory_bytes=80 * GIB, count=n // nodes,
                                            nodes=nodes)
+        # The memory block must be the estimate for the device it now names (the pre-flight re-checks it).
+        plan.memory = estimate(plan.inputs.model, plan.memory.settings, capacity_bytes=80 * GIB, device="cuda",
+                               headroom_fraction=plan.memory.headroom_fraction)
     path = tmp_path / name
     path.write_text(plan.model_dump_json(indent=2))
     return path

@@ -232,9 +232,10 @@ def fake_runner(monkeypatch, behaviour):
     calls = []
 
     def run_plan(plan_path, *, data=None, db=None, output_dir=None, max_steps=None,
-                 progress=None, model_path=None):
+                 progress=None, model_path=None, trust_remote_code=False, resume=None, report_to=None):
         calls.append(dict(plan_path=plan_path, data=data, db=db, output_dir=output_dir,
                           max_steps=max_steps, model_path=model_path))
+        assert trust_remote_code is False and resume is None and report_to is None
         return behaviour(db)
 
     module = types.ModuleType("tuneplan.executor.runner")
