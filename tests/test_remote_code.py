@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
+from tuneplan.advisor.estimator import estimate
 from tuneplan.advisor.cli import main as tuneplan_main
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas import Distributed, GPUHardware
@@ -89,6 +90,9 @@ def test_plan_field_alone_never_runs_model_code(setup, capsys, monkeypatch):
     fsdp = make_plan("full", str(model), train_path=str(root / "train.jsonl"))
     fsdp.distributed = Distributed(num_processes=2, strategy="fsdp")
     fsdp.inputs.hardware = GPUHardware(name="NVIDIA H100 80GB", memory_bytes=80 * GIB, count=2)
+    # the memory block priced for the device the plan now names (the pre-flight re-checks it)
+    fsdp.memory = estimate(fsdp.inputs.model, fsdp.memory.settings, capacity_bytes=80 * GIB, device="cuda",
+                           headroom_fraction=fsdp.memory.headroom_fraction)
     fsdp_path = root / "fsdp.json"
     fsdp_path.write_text(fsdp.model_copy(update={"trust_remote_code": True}).model_dump_json())
     assert cli("run", str(fsdp_path), "--dry-run") == 0
