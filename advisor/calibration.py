@@ -14,7 +14,7 @@ from typing import Optional
 
 from tuneplan.schemas import CPUHardware, Inputs
 
-from .errors import InputError
+from tuneplan.base.errors import InputError
 
 
 def calibration_path(db: Optional[str]) -> Path:
@@ -36,7 +36,7 @@ def load_factors(db: Optional[str], inputs: Inputs) -> Optional[dict[str, float]
                              "run `tuneplan calibrate` after some runs, or drop --calibrated")
     from tuneplan.schemas import MemoryBreakdown
 
-    from .fileio import read_json_file
+    from tuneplan.base.fileio import read_json_file
 
     fix = "run `tuneplan calibrate` again to rewrite it, or drop --calibrated"
     data, _ = read_json_file(path, "calibration file", fix)
@@ -64,7 +64,7 @@ def load_factors(db: Optional[str], inputs: Inputs) -> Optional[dict[str, float]
         else:
             out[name] = float(value)
     if problems:
-        from .errors import Problem
+        from tuneplan.base.errors import Problem
 
         raise InputError([Problem(f"{path}: factors.{key}", p, fix) for p in problems])
     return out

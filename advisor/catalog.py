@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from tuneplan.schemas import CPUHardware, GPUHardware, ModelSpec, ParamCounts
 
-from .errors import InputError, Problem, pydantic_problems
+from tuneplan.base.errors import InputError, Problem, pydantic_problems
 from .modelspec import build_spec
 
 MiB = 1024**2

@@ -11,7 +11,8 @@ import json
 import sys
 from typing import Optional
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INFEASIBLE = 0, 1, 2, 3
+from tuneplan.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFEASIBLE, EXIT_OK  # noqa: F401
+from tuneplan.base.planio import plan_to_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,19 +117,11 @@ def _answers(args):
     )
 
 
-def plan_to_json(plan, schema_ref: Optional[str] = None) -> str:
-    """Serialise a plan, with an optional "$schema" reference first."""
-    data = plan.model_dump(mode="json")
-    if schema_ref:
-        data = {"$schema": schema_ref, **data}
-    return json.dumps(data, indent=2) + "\n"
-
-
 def cmd_advise(args) -> int:
     from tuneplan.schemas import SCHEMA_ID
 
     from .engine import advise
-    from .errors import InputError
+    from tuneplan.base.errors import InputError
     from .inputs import build_inputs
 
     if args.check:
@@ -150,12 +143,12 @@ def cmd_advise(args) -> int:
             train_path=args.data, eval_path=args.eval_data, probe_path=args.probe_data)})
     text = plan_to_json(plan, SCHEMA_ID)
     if args.output:
-        from .fileio import write_text_atomic
+        from tuneplan.base.fileio import write_text_atomic
 
         try:
             write_text_atomic(args.output, text)
         except OSError as exc:
-            from .errors import InputError
+            from tuneplan.base.errors import InputError
 
             print(InputError.one("-o/--output", f"cannot write {args.output}: {exc.strerror or exc}",
                                  "choose a writable path (an existing, writable directory)").render(),
@@ -171,7 +164,7 @@ def cmd_advise(args) -> int:
 
 
 def _cmd_check_plan(args) -> int:
-    from .errors import InputError
+    from tuneplan.base.errors import InputError
     from .lockcheck import check_plan
 
     if not (0 <= args.tolerance < 1):
@@ -202,7 +195,7 @@ def cmd_validate(args) -> int:
     """The pre-flight `run` and `run --dry-run` make (executor/preflight.py), creating nothing."""
     from tuneplan.executor.preflight import Infeasible, preflight
 
-    from .errors import InputError
+    from tuneplan.base.errors import InputError
 
     try:
         checked = preflight(args.plan, data=args.data, model_path=args.model_path, need_train=False,
@@ -239,7 +232,7 @@ def cmd_schema(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .errors import InputError
+    from tuneplan.base.errors import InputError
     from .rules import RULES, RULES_BY_ID
 
     r = RULES_BY_ID.get(args.rule_id.upper())

@@ -19,7 +19,7 @@ from typing import Optional
 
 from tuneplan.schemas import ModelSpec
 
-from .errors import InputError
+from tuneplan.base.errors import InputError
 
 # A Hub model id: "org/name" (letters, digits, "-", "_", "."), as huggingface_hub validates it.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from tuneplan.schemas import Inputs, ModelSpec, Pins, Task
 
 from . import catalog
-from .errors import InputError, Problem, pydantic_problems
+from tuneplan.base.errors import InputError, Problem, pydantic_problems
 
 TASK_FLAGS = {
     "domain_distance": "--domain", "forgetting_tolerance": "--forgetting", "seq_len": "--seq-len",

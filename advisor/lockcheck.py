@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import InputError
+from tuneplan.base.errors import InputError
 
 GIB = 1024**3
 
@@ -80,7 +80,7 @@ def check_plan(path: str, *, tolerance: float = 0.05, db: Optional[str] = None,
         raise InputError.one("--check", f"{p}: a plan is a JSON object", "restore the file")
     from pydantic import ValidationError
 
-    from .errors import pydantic_problems
+    from tuneplan.base.errors import pydantic_problems
 
     try:
         plan = load_plan_dict(raw)
@@ -103,7 +103,7 @@ def check_plan(path: str, *, tolerance: float = 0.05, db: Optional[str] = None,
             "(committed -> current):")
     if update:
         from .cli import plan_to_json
-        from .fileio import write_text_atomic
+        from tuneplan.base.fileio import write_text_atomic
 
         write_text_atomic(str(p), plan_to_json(fresh, raw.get("$schema") or SCHEMA_ID))
         return 0, "\n".join([head, *lines, f"updated {p} with the current advice"])

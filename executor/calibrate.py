@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tuneplan.advisor.calibration import calibration_path, factor_key
-from tuneplan.advisor.fileio import write_text_atomic
+from tuneplan.base.fileio import write_text_atomic
 from tuneplan.schemas import MemoryEstimate, load_plan_dict
 
 from . import store

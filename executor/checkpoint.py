@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 
 MANIFEST = "tuneplan_checkpoint.json"
 DIR_NAME = "checkpoints"

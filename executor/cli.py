@@ -95,7 +95,7 @@ def _check_out_dir(value: Optional[str], flag: str, force: bool) -> Optional[int
     None when writing there is fine."""
     if value is None:
         return None
-    from tuneplan.advisor.errors import InputError
+    from tuneplan.base.errors import InputError
 
     path = Path(value).expanduser()
     if path.exists() and not path.is_dir():
@@ -421,7 +421,7 @@ def _db_label(db: str | None) -> str:
 
 def _no_file(path: str, where: str, fix: str, *, directory: bool = False) -> Optional[int]:
     """Exit code 2 (after saying so) when `path` is not an existing file (or directory)."""
-    from tuneplan.advisor.errors import InputError
+    from tuneplan.base.errors import InputError
 
     ok = Path(path).is_dir() if directory else Path(path).is_file()
     if ok:
@@ -433,7 +433,7 @@ def _no_file(path: str, where: str, fix: str, *, directory: bool = False) -> Opt
 def _guarded(action: Callable[[], int], failure: str = "") -> int:
     """Run a command body: bad input exits 2, Ctrl-C 130, and (when `failure` names the command)
     any other exception 1 with its message; otherwise the body's own exit code."""
-    from tuneplan.advisor.errors import InputError
+    from tuneplan.base.errors import InputError
 
     try:
         return action()
@@ -469,7 +469,7 @@ def _launch(args: argparse.Namespace) -> int:
 def _preflight(args: argparse.Namespace, *, resolve_model: bool) -> Optional[int]:
     """The shared pre-flight (executor/preflight.py): None when the plan may go ahead, else the
     exit code after saying why (2 bad input, 3 infeasible)."""
-    from tuneplan.advisor.errors import InputError
+    from tuneplan.base.errors import InputError
     from tuneplan.executor.preflight import Infeasible, preflight
 
     try:
@@ -524,7 +524,7 @@ def _planned_processes(plan: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from tuneplan.advisor.errors import InputError
+    from tuneplan.base.errors import InputError
 
     if args.plan is None and not args.resume:
         _err(InputError.one("PLAN", "no plan given", "pass the plan.json written by `tuneplan advise`, "
@@ -608,7 +608,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return missing
 
     def body() -> int:
-        from tuneplan.advisor.fileio import write_text_atomic
+        from tuneplan.base.fileio import write_text_atomic
         from tuneplan.executor.export import export_plan
 
         exported = export_plan(args.plan, args.to)
@@ -713,7 +713,7 @@ def _like_for_like_error(row: dict) -> Any:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from tuneplan.advisor.errors import InputError
+    from tuneplan.base.errors import InputError
     from tuneplan.executor.store import StoreError, ingest
 
     notes: list[str] = []
@@ -766,13 +766,13 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     if args.schema:
         return _cmd_sql_schema(args)
     if not args.query:
-        from tuneplan.advisor.errors import InputError
+        from tuneplan.base.errors import InputError
 
         _err(InputError.one("QUERY", "no query given", 'pass a statement, e.g. "SELECT * FROM run_settings", '
                             "or --schema to list the tables and views").render())
         return 2
     if args.format == "markdown":
-        from tuneplan.advisor.errors import InputError
+        from tuneplan.base.errors import InputError
 
         _err(InputError.one("--format", "markdown is for --schema", "use table, csv or json").render())
         return 2
@@ -1004,7 +1004,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _check_filters(args: argparse.Namespace) -> "dict | int":
     """check's --run/--plan/--since as check_runs keywords, or exit 2 for a bad value."""
-    from tuneplan.advisor.errors import InputError, Problem
+    from tuneplan.base.errors import InputError, Problem
 
     problems = []
     hashes = []
@@ -1019,11 +1019,9 @@ def _check_filters(args: argparse.Namespace) -> "dict | int":
                 problems.append(Problem("--plan", f"cannot read plan {path}: {exc}",
                                         "give a plan.json written by `tuneplan advise`"))
                 continue
-            import hashlib
+            from tuneplan.base.planio import plan_hash
 
-            canonical = json.dumps(plan.model_dump(mode="json"), sort_keys=True,
-                                   separators=(",", ":"))
-            hashes.append(hashlib.sha256(canonical.encode()).hexdigest()[:16])
+            hashes.append(plan_hash(plan))
         elif len(value) == 16 and all(c in "0123456789abcdef" for c in value.lower()):
             hashes.append(value.lower())
         else:

@@ -11,17 +11,14 @@ docs/checks.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
+from tuneplan.base.planio import new_run_id
 from tuneplan.schemas import METHODS, Plan, RunResult
 
 from .check import FORGETTING_THRESHOLDS, LEARNING_MATCH_SHARE
@@ -281,9 +278,7 @@ def run_comparison(plan_path: str | Path, methods: list[str], *, max_steps: Opti
             _warn(f"warning: the plan was calibrated, but its factors cannot be loaded ({exc.problems[0]});"
                   " variants use the uncalibrated estimator")
     advised, variants = build_variants(plan, methods, calibration)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    salt = hashlib.sha256(f"{stamp}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:6]
-    compare_id = f"cmp-{stamp}-{salt}"
+    compare_id = new_run_id("cmp")
     out = Path(output_dir or Path("runs") / compare_id).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     task = plan.inputs.task

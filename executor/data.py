@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator, Optional
 
-from tuneplan.advisor.errors import InputError, Problem
+from tuneplan.base.errors import InputError, Problem
 
 IGNORE_INDEX = -100
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}

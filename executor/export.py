@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 
 TARGETS = ("trl", "axolotl", "llamafactory", "torchtune")
 

@@ -21,7 +21,6 @@ What it does, in order:
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import shlex
@@ -30,12 +29,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
+from tuneplan.base.planio import new_run_id
 
 from . import distributed as D
 
@@ -153,9 +151,7 @@ class Launch:
         self.config = D.accelerate_config(self.plan, lay, self.layer_classes)
 
         phash = plan_hash(self.plan)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        salt = hashlib.sha256(f"{phash}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:6]
-        self.run_id = f"{stamp}-{salt}"
+        self.run_id = new_run_id(seed=phash)
         from .runner import DEFAULT_OUTPUT_DIR
 
         self.output = Path(getattr(args, "output", None) or DEFAULT_OUTPUT_DIR).expanduser().resolve()
@@ -299,7 +295,7 @@ def _load_result(L: Launch):
 
 def _finish(L: Launch, rc: int, interrupted: bool, tail: list[str]):
     """Record the outcome rank 0 could not (failure elsewhere, a kill, Ctrl-C); add the launch notes."""
-    from tuneplan.advisor.fileio import write_text_atomic
+    from tuneplan.base.fileio import write_text_atomic
 
     from .runner import _record, _utc_now
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 
 
 def merge_run(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,

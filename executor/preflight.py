@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from tuneplan.advisor.errors import InputError, Problem, pydantic_problems
-from tuneplan.advisor.fileio import read_json_file
+from tuneplan.base.errors import InputError, Problem
+from tuneplan.base.fileio import read_json_file
+from tuneplan.base.planio import KNOWN_SCHEMA_VERSIONS, read_plan  # noqa: F401 - re-exported
 
-KNOWN_SCHEMA_VERSIONS = ("1.0",)
 MEMORY_TOLERANCE = 0.01
 """A plan's per_device_bytes may differ from the re-estimate by this fraction (1%) before it is
 refused: estimator refinements between tuneplan versions move figures by less than that."""
@@ -53,31 +53,9 @@ class Checked:
 
 
 def load_plan_file(plan) -> tuple[object, Optional[Path], Optional[str]]:
-    """(plan, file, text) from a Plan or a path; InputError for anything unreadable or invalid."""
-    from pydantic import ValidationError
-
-    from tuneplan.schemas import Plan, load_plan_dict
-
-    if isinstance(plan, Plan):
-        return plan, None, None
-    path = Path(plan).expanduser()
-    fix = "pass a plan.json written by `tuneplan advise`"
-    if not path.exists():
-        raise InputError.one(str(path), "file not found", fix)
-    raw, text = read_json_file(path, "plan", fix)
-    if not isinstance(raw, dict):
-        raise InputError.one(str(path), "a plan must be a JSON object", fix)
-    version = raw.get("schema_version")
-    if version is not None and version not in KNOWN_SCHEMA_VERSIONS:
-        raise InputError.one("schema_version", f"{version!r} is not a schema this tuneplan knows "
-                             f"({', '.join(KNOWN_SCHEMA_VERSIONS)})",
-                             "write the plan again with this tuneplan's `tuneplan advise`")
-    try:
-        return load_plan_dict(raw), path, text
-    except ValidationError as exc:
-        raise InputError(pydantic_problems(exc)) from None
-    except (RecursionError, TypeError, ValueError) as exc:
-        raise InputError.one(str(path), f"invalid plan: {exc}", fix) from None
+    """(plan, file, text) from a Plan or a path (base/planio.py's one reader)."""
+    loaded = read_plan(plan)
+    return loaded.plan, loaded.path, loaded.text
 
 
 def plan_problems(plan) -> list[Problem]:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 
 from .checkpoint import newest_checkpoint, verify
 
@@ -66,7 +66,7 @@ class Prior:
                     kept.append(line)
             except (ValueError, KeyError, TypeError):
                 continue
-        from tuneplan.advisor.fileio import write_text_atomic
+        from tuneplan.base.fileio import write_text_atomic
 
         write_text_atomic(path, "".join(k + "\n" for k in kept), fsync=True)
 

@@ -13,7 +13,6 @@ still holds everything and `tuneplan runs ingest` recovers the row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -24,8 +23,9 @@ from pathlib import Path
 from typing import Optional
 
 
-from tuneplan.advisor.errors import InputError
-from tuneplan.advisor.fileio import write_text_atomic
+from tuneplan.base.errors import InputError
+from tuneplan.base.fileio import write_text_atomic
+from tuneplan.base.planio import new_run_id, plan_hash  # noqa: F401 - plan_hash re-exported
 from tuneplan.schemas import Plan, RunResult, tuneplan_version
 
 from . import data as D
@@ -39,12 +39,6 @@ _VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def plan_hash(plan: Plan) -> str:
-    """sha256 of the canonical plan JSON (sorted keys, compact), first 16 hex digits."""
-    canonical = json.dumps(plan.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def load_plan(plan: "Plan | str | Path", *, trust_remote_code: bool = False,
@@ -236,9 +230,7 @@ def _run_plan(plan, *, data, db, output_dir, max_steps, progress, model_path,
     main_rank = dist is None or dist.is_main
 
     phash = plan_hash(plan_obj)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    salt = hashlib.sha256(f"{phash}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:6]
-    run_id = f"{stamp}-{salt}"
+    run_id = new_run_id(seed=phash)
     if dist is not None:  # the launcher chose the id and made the directory
         run_id = os.environ.get("TUNEPLAN_RUN_ID") or run_id
     run_dir = Path(output_dir or DEFAULT_OUTPUT_DIR).expanduser() / run_id

@@ -976,7 +976,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run directories (those holding result.json) under the given paths: a run directory
     itself, its result.json, or any parent directory searched recursively. Sorted and
     de-duplicated. Raises InputError naming every path that does not exist or holds no run."""
-    from tuneplan.advisor.errors import InputError
+    from tuneplan.base.errors import InputError
 
     dirs, problems = _find_run_dirs(paths)
     if problems:
@@ -985,7 +985,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list]:
-    from tuneplan.advisor.errors import Problem
+    from tuneplan.base.errors import Problem
 
     found: dict[Path, None] = {}
     problems: list[Problem] = []
@@ -1028,7 +1028,7 @@ def ingest(db: DBPath, paths: list[str | Path], *, notes: list[str] | None = Non
     """
     from pydantic import ValidationError
 
-    from tuneplan.advisor.errors import InputError, Problem, pydantic_problems
+    from tuneplan.base.errors import InputError, Problem, pydantic_problems
 
     dirs, problems = _find_run_dirs(paths)
     loaded: list[tuple[Path, RunResult]] = []
@@ -1065,7 +1065,7 @@ def ingest(db: DBPath, paths: list[str | Path], *, notes: list[str] | None = Non
 
 def _settle_running(run_dir: Path, result: RunResult, notes: list[str] | None) -> RunResult:
     """A "running" result whose process is gone becomes "interrupted" (lost), with its metrics."""
-    from tuneplan.advisor.fileio import write_text_atomic
+    from tuneplan.base.fileio import write_text_atomic
 
     from . import owner
 

@@ -14,18 +14,15 @@ with a decision (TP060 sweep-tuned) citing the sweep and its run ids.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
-import os
-import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from tuneplan.advisor.errors import InputError, Problem
+from tuneplan.base.errors import InputError, Problem
+from tuneplan.base.planio import new_run_id
 from tuneplan.schemas import Decision, Plan, RunResult
 
 from .check import FORGETTING_THRESHOLDS
@@ -304,9 +301,7 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
         grid["learning_rate"] = parse_lr("band", plan)
     variants = build_trials(plan, grid)
     axes = list(grid)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    salt = hashlib.sha256(f"{stamp}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:6]
-    sweep_id = f"swp-{stamp}-{salt}"
+    sweep_id = new_run_id("swp")
     out = Path(output_dir or Path("runs") / sweep_id).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     tol = plan.inputs.task.forgetting_tolerance
@@ -355,7 +350,7 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
     if sw.best is not None:
         tuned = tuned_plan(plans[sw.best], sw)
         tpath = Path(write_plan) if write_plan else out / "plan-tuned.json"
-        from tuneplan.advisor.fileio import write_text_atomic
+        from tuneplan.base.fileio import write_text_atomic
 
         write_text_atomic(tpath, plan_to_json(tuned))
         sw.tuned_plan_path = str(tpath)

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from tuneplan.advisor.errors import InputError, Problem
+from tuneplan.base.errors import InputError, Problem
 
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 """--report-to name -> the module it needs."""

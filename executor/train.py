@@ -222,7 +222,7 @@ def train(
             state.checkpointer = ckpt
     if resume_from is not None:
         if ckpt is None:
-            from tuneplan.advisor.errors import InputError
+            from tuneplan.base.errors import InputError
 
             raise InputError.one("--resume", "this run cannot load checkpoints (FSDP on CPU)",
                                  "use ddp on CPU")

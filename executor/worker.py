@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from tuneplan.advisor.errors import InputError
+    from tuneplan.base.errors import InputError
 
     from .runner import load_plan, run_plan
 

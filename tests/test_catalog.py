@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tuneplan.advisor import catalog
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 from tuneplan.schemas import CPUHardware, GiB, ModelSpec
 
 # Published totals (model cards / papers), in parameters.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 from tuneplan.executor import compare, store
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.executor.compare import Outcome, judge

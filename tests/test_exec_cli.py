@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 import tuneplan.executor
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 from tuneplan.executor import store
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas.run import MeasuredMemory, RunResult

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from exec_fixtures import tiny_tokenizer, write_jsonl
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 from tuneplan.executor import data as D
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 from tuneplan.executor import models as M
 from tuneplan.executor.runner import run_plan
 from tuneplan.schemas import RunResult

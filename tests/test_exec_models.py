@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from exec_fixtures import make_plan, tiny_llama_dir
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 from tuneplan.executor import models as M
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 from tuneplan.executor import train as T
 from tuneplan.executor.merge import merge_run
 from tuneplan.executor.runner import run_plan

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 from tuneplan.executor import store
 from tuneplan.schemas.run import MeasuredMemory, RunResult
 

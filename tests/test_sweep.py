@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
-from tuneplan.advisor.errors import InputError
+from tuneplan.base.errors import InputError
 from tuneplan.executor import check, store, sweep
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas import Plan, Task

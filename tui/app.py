@@ -48,8 +48,8 @@ from textual.widgets import (
 
 from tuneplan.advisor import catalog
 from tuneplan.advisor.engine import advise
-from tuneplan.advisor.errors import InputError, Problem
-from tuneplan.advisor.fileio import write_text_atomic
+from tuneplan.base.errors import InputError, Problem
+from tuneplan.base.fileio import write_text_atomic
 from tuneplan.advisor.inputs import Answers, build_inputs
 from tuneplan.advisor.render import METHOD_LABEL, method_rows
 from tuneplan.schemas import SCHEMA_ID, CPUHardware, DataSpec, GPUHardware, Plan

@@ -6,7 +6,14 @@ The CLI prints an InputError to stderr and exits 2. Shared by advisor, executor 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INFEASIBLE = 0, 1, 2, 3
+"""Exit codes of every command: 0 ok; 1 a failure (a run that failed, a check that broke);
+2 bad input (an InputError); 3 an infeasible plan (`advise` when nothing fits)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,8 @@ class InputError(Exception):
         return cls([Problem(where, message, fix)])
 
 
-def pydantic_problems(exc, prefix: str = "", flags: dict[str, str] | None = None) -> list[Problem]:
+def pydantic_problems(exc: "ValidationError", prefix: str = "", flags: dict[str, str] | None = None,
+                      ) -> list[Problem]:
     """Turn a pydantic ValidationError into Problems with dotted JSON paths (or CLI flags)."""
     flags = flags or {}
     out: list[Problem] = []
@@ -56,7 +64,7 @@ def pydantic_problems(exc, prefix: str = "", flags: dict[str, str] | None = None
     return out
 
 
-def _fix_for(err: dict) -> str:
+def _fix_for(err: "Mapping[str, Any]") -> str:
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
