@@ -49,11 +49,6 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
     """The advisor: inputs in, a validated plan out (feasible or not)."""
     d, decisions = run_rules(inputs, calibration=calibration)
     memory = _chosen_estimate(d)
-    if calibration:
-        decisions.append(Decision(
-            rule="TP050", name="calibrated-estimate",
-            message=f"Estimator terms scaled by calibration factors {calibration} from measured runs.",
-            source="tuneplan calibrate (runs in DuckDB)"))
     planned = d.planned_steps or d.max_steps
     save_steps, save_minutes = checkpoint_cadence(planned)
     return Plan(

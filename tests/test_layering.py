@@ -28,7 +28,7 @@ def test_schemas_and_advisor_import_only_stdlib_and_pydantic() -> None:
     allowed = set(sys.stdlib_module_names) | {"pydantic", "tuneplan", "__future__"}
     offenders = {}
     for pkg in ("base", "schemas", "advisor"):
-        for path in (ROOT / pkg).glob("*.py"):
+        for path in (ROOT / pkg).rglob("*.py"):
             bad = _top_level_imports(path) - allowed
             if bad:
                 offenders[str(path.relative_to(ROOT))] = sorted(bad)
@@ -104,7 +104,7 @@ def _allowed_import(rel: str, name: str) -> bool:
 def test_no_hidden_imports_in_schemas_and_advisor() -> None:
     offenders = {}
     for pkg in ("base", "schemas", "advisor"):
-        for path in sorted((ROOT / pkg).glob("*.py")):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
             rel = str(path.relative_to(ROOT))
             bad = sorted(n for n in _every_import(path) if not _allowed_import(rel, n))
             if bad:

@@ -23,6 +23,7 @@ PIN_KEYS = {"method", "lora_rank", "lora_alpha", "target_modules", "precision", 
             "optimizer", "attention", "learning_rate", "max_steps", "lora_dropout", "kbit_upcast",
             "activation_offload", "loss_chunk_size"}
 ALIASES = {"domain": "domain_distance", "forgetting": "forgetting_tolerance"}
+CALIBRATION_KEY = "calibration"  # factors as `tuneplan calibrate` writes them (advise --calibrated)
 
 
 def answers_from(case_input: dict) -> Answers:
@@ -30,6 +31,8 @@ def answers_from(case_input: dict) -> Answers:
     a = Answers()
     for key, value in case_input.items():
         key = ALIASES.get(key, key)
+        if key == CALIBRATION_KEY:
+            continue  # not an answer: passed to run_rules/advise (calibration_from)
         if key in ANSWER_KEYS:
             setattr(a, key, value)
         elif key in DATA_KEYS:
@@ -41,6 +44,11 @@ def answers_from(case_input: dict) -> Answers:
         else:
             raise KeyError(f"unknown case input key {key!r}")
     return a
+
+
+def calibration_from(case_input: dict) -> dict[str, float] | None:
+    """The case's calibration factors (component -> multiplier), or None."""
+    return case_input.get(CALIBRATION_KEY)
 
 
 def dig(obj, dotted: str):
@@ -61,14 +69,15 @@ def load_cases():
 @pytest.mark.parametrize("rule_id,case", load_cases())
 def test_rule_case(rule_id: str, case: dict) -> None:
     inputs = build_inputs(answers_from(case["input"]))
-    _, decisions = run_rules(inputs)
+    calibration = calibration_from(case["input"])
+    _, decisions = run_rules(inputs, calibration=calibration)
     fired = {d.rule: d for d in decisions}
     assert (rule_id in fired) == case["fires"], (
         f"{rule_id} {'did not fire' if case['fires'] else 'fired'}; fired: {list(fired)}")
     if "message_contains" in case:
         assert case["message_contains"] in fired[rule_id].message
     if "expect" in case or "warns" in case or "no_warning" in case:
-        plan = advise(inputs).model_dump(mode="json")
+        plan = advise(inputs, calibration=calibration).model_dump(mode="json")
         for path, want in case.get("expect", {}).items():
             got = dig(plan, path)
             if isinstance(want, float):
@@ -108,3 +117,16 @@ def test_rule_docstrings_and_registry() -> None:
         for part in ("Why:", "When not:", "Source:"):
             assert part in doc, f"{r.id} docstring lacks {part}"
         assert r.source and r.name == r.name.lower()
+
+
+def test_explain_tp050_prints_the_calibration_rule() -> None:
+    """The calibration decision is a registered rule (it was hand-appended by the engine once)."""
+    import subprocess
+    import sys
+
+    tuneplan = Path(sys.executable).with_name("tuneplan")  # the installed entry point
+    r = subprocess.run([str(tuneplan), "explain", "TP050"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("TP050 calibrated-estimate")
+    assert "Why:" in r.stdout and "When not:" in r.stdout and "tuneplan calibrate" in r.stdout
