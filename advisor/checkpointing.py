@@ -35,7 +35,7 @@ def checkpoint_bytes(method: str, breakdown) -> int:
     Full fine-tuning saves every weight (breakdown.weights); LoRA/QLoRA save the adapter alone
     (breakdown.adapter_weights). The optimizer states are saved whole (breakdown.optimizer_states).
     RNG, scheduler, data position and metrics add a few KB. Source: the estimator's itemized terms
-    (advisor/estimator.py) - what accelerate's save_state writes for these objects.
+    (advisor/estimator/) - what accelerate's save_state writes for these objects.
     """
     trainable = breakdown.weights if method == "full" else breakdown.adapter_weights
     return int(trainable + breakdown.optimizer_states)

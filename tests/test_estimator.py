@@ -370,17 +370,21 @@ def test_bad_settings_raise():
 
 
 def test_estimator_is_pure():
-    """Layering: the estimator module imports only stdlib, pydantic and tuneplan."""
+    """Layering: every module of the estimator package imports only stdlib, pydantic and tuneplan."""
     import ast
+    from pathlib import Path
+
     import tuneplan.advisor.estimator as mod
 
-    tree = ast.parse(open(mod.__file__).read())
+    files = sorted(Path(mod.__file__).parent.glob("*.py"))
+    assert len(files) >= 7, files
     roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            roots.add(node.module.split(".")[0])
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots.add(node.module.split(".")[0])
     assert roots <= {"__future__", "dataclasses", "typing", "tuneplan", "pydantic"}
 
 
