@@ -1,7 +1,7 @@
 """Turn loose answers (CLI flags, TUI fields) into validated Inputs, reporting every problem at once.
 
 Used by `tuneplan advise` and the TUI, so both validate with the same code and name the same
-flags. Pure: stdlib + pydantic (through the schemas) + the catalog.
+flags. Pure: stdlib + pydantic (through the schemas) + the catalog and hardware detection.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from tuneplan.schemas import Inputs, ModelSpec, Pins, Task
 
-from . import catalog
+from . import catalog, hardware
 from tuneplan.base.errors import InputError, Problem, pydantic_problems
 
 TASK_FLAGS = {
@@ -93,10 +93,10 @@ def resolve_hardware(answers: Answers):
                                  "e.g. --gpu-memory 24")
         return catalog.custom_gpu(answers.gpu_memory, count=answers.gpus, nodes=answers.nodes)
     if answers.cpu:
-        hw = catalog.cpu_hardware(name=answers.cpu_name, memory_gib=answers.cpu_memory,
+        hw = hardware.cpu_hardware(name=answers.cpu_name, memory_gib=answers.cpu_memory,
                                   cores=answers.cpu_cores)
         return hw.model_copy(update={"count": answers.gpus}) if answers.gpus > 1 else hw
-    return catalog.detect_hardware()
+    return hardware.detect_hardware()
 
 
 def build_inputs(answers: Answers) -> Inputs:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneplan.advisor import catalog
+from tuneplan.advisor import catalog, hardware
 from tuneplan.base.errors import InputError
 from tuneplan.schemas import CPUHardware, GiB, ModelSpec
 
@@ -50,9 +50,10 @@ def _problem(exc: pytest.ExceptionInfo) -> tuple[str, str, str]:
 
 
 def test_catalog_imports_only_stdlib_and_pydantic_at_module_level() -> None:
-    tree = ast.parse(Path(catalog.__file__).read_text())
+    files = [*Path(catalog.__file__).parent.glob("*.py"), Path(hardware.__file__)]
+    assert len(files) >= 7
     roots = set()
-    for node in tree.body:
+    for node in (n for f in files for n in ast.parse(f.read_text()).body):
         if isinstance(node, ast.Import):
             roots |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
@@ -299,49 +300,49 @@ def test_custom_gpu() -> None:
 
 
 def test_cpu_hardware_reads_this_machine() -> None:
-    hw = catalog.cpu_hardware()
+    hw = hardware.cpu_hardware()
     assert hw.memory_bytes > 256 * 1024**2 and hw.cores >= 1 and hw.name
 
 
 def test_detect_hardware_on_this_machine() -> None:
-    hw = catalog.detect_hardware()
-    if catalog.shutil.which("nvidia-smi") is None:
+    hw = hardware.detect_hardware()
+    if hardware.shutil.which("nvidia-smi") is None:
         assert isinstance(hw, CPUHardware)
     assert hw.memory_bytes > 0
 
 
 def test_detect_hardware_without_nvidia_smi(monkeypatch) -> None:
-    monkeypatch.setattr(catalog.shutil, "which", lambda _: None)
-    assert isinstance(catalog.detect_hardware(), CPUHardware)
+    monkeypatch.setattr(hardware.shutil, "which", lambda _: None)
+    assert isinstance(hardware.detect_hardware(), CPUHardware)
 
 
 def _fake_smi(monkeypatch, stdout: str) -> None:
     """Make nvidia-smi appear installed and print `stdout`."""
-    monkeypatch.setattr(catalog.shutil, "which", lambda _: "/usr/bin/nvidia-smi")
-    monkeypatch.setattr(catalog.subprocess, "run",
+    monkeypatch.setattr(hardware.shutil, "which", lambda _: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(hardware.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=stdout))
 
 
 def test_detect_hardware_parses_nvidia_smi(monkeypatch) -> None:
     _fake_smi(monkeypatch, "NVIDIA A100-SXM4-80GB, 81920\nNVIDIA A100-SXM4-80GB, 81920\n")
-    hw = catalog.detect_hardware()
+    hw = hardware.detect_hardware()
     assert (hw.kind, hw.count, hw.memory_bytes, hw.bf16) == ("gpu", 2, 80 * GiB, True)
     _fake_smi(monkeypatch, "Tesla T4, 15360\n")
-    assert catalog.detect_hardware().bf16 is False
+    assert hardware.detect_hardware().bf16 is False
     _fake_smi(monkeypatch, "NVIDIA A40, 46068\n")  # not in the catalog: Ampere by name
-    assert catalog.detect_hardware().bf16 is True
+    assert hardware.detect_hardware().bf16 is True
 
 
 @pytest.mark.parametrize("stdout", ["", "garbage", "NVIDIA X, [N/A]\n", ", 100\n"])
 def test_detect_hardware_falls_back_to_cpu_on_bad_output(monkeypatch, stdout: str) -> None:
     _fake_smi(monkeypatch, stdout)
-    assert isinstance(catalog.detect_hardware(), CPUHardware)
+    assert isinstance(hardware.detect_hardware(), CPUHardware)
 
 
 def test_detect_hardware_survives_a_hanging_nvidia_smi(monkeypatch) -> None:
     def hang(*args, **kwargs):
         raise subprocess.TimeoutExpired("nvidia-smi", 2)
 
-    monkeypatch.setattr(catalog.shutil, "which", lambda _: "/usr/bin/nvidia-smi")
-    monkeypatch.setattr(catalog.subprocess, "run", hang)
-    assert isinstance(catalog.detect_hardware(), CPUHardware)
+    monkeypatch.setattr(hardware.shutil, "which", lambda _: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(hardware.subprocess, "run", hang)
+    assert isinstance(hardware.detect_hardware(), CPUHardware)

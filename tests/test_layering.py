@@ -57,8 +57,8 @@ DEFERRED_ALLOWED = {
     ("advisor/cli.py", "tuneplan.executor"),
     ("advisor/cli.py", "tuneplan.tui"),
     # `--model DIR` cross-checks parameter counts on the meta device when torch is installed.
-    ("advisor/catalog.py", "torch"),
-    ("advisor/catalog.py", "transformers"),
+    ("advisor/catalog/exact_counts.py", "torch"),
+    ("advisor/catalog/exact_counts.py", "transformers"),
     # The people's view of a plan (a table with bars); --json never loads it.
     ("advisor/render.py", "rich"),
     # `advise --data` only (advisor/datastats.py): the model's tokenizer through `tokenizers` (Rust,

@@ -46,7 +46,7 @@ from textual.widgets import (
     TextArea,
 )
 
-from tuneplan.advisor import catalog
+from tuneplan.advisor import catalog, hardware
 from tuneplan.advisor.engine import advise
 from tuneplan.base.errors import InputError, Problem
 from tuneplan.base.fileio import write_text_atomic
@@ -266,7 +266,7 @@ class TunePlanApp(App[int]):
     ]
 
     def __init__(self, out: Union[str, Path] = "plan.json", db: Optional[str] = None,
-                 detect: Callable[[], Union[GPUHardware, CPUHardware]] = catalog.detect_hardware,
+                 detect: Callable[[], Union[GPUHardware, CPUHardware]] = hardware.detect_hardware,
                  command: Callable[[], list[str]] = run_prefix) -> None:
         """out: where ctrl+s writes; db: run database (None: the store's default); detect: the
         hardware probe; command: the `tuneplan run` prefix (tests swap in a fake)."""
