@@ -13,14 +13,14 @@ from tuneplan.schemas import (
     LoraSettings,
     MemoryEstimate,
     Plan,
-    Quantization,
     Training,
     tuneplan_version,
 )
+from tuneplan.schemas.common import Method
 
 from .checkpointing import checkpoint_bytes, checkpoint_cadence
 from .draft import Draft, initial_draft
-from .fitting import best_fit, estimate_for, lowest
+from .fitting import best_fit, lowest
 from .rules import RULES, Rule
 
 GIB = 1024**3
@@ -48,17 +48,18 @@ def run_rules(inputs: Inputs, rules: list[Rule] = RULES,
 def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) -> Plan:
     """The advisor: inputs in, a validated plan out (feasible or not)."""
     d, decisions = run_rules(inputs, calibration=calibration)
+    method = d.chosen_method
     memory = _chosen_estimate(d)
     planned = d.planned_steps or d.max_steps
     save_steps, save_minutes = checkpoint_cadence(planned)
     return Plan(
         tuneplan_version=tuneplan_version(),
-        method=d.method,  # type: ignore[arg-type]
+        method=method,
         feasible=d.feasible and memory.fits,
         training=Training(
             learning_rate=d.learning_rate,
             learning_rate_band=list(d.learning_rate_band) if d.learning_rate_band else None,
-            lr_scheduler=d.lr_scheduler,  # type: ignore[arg-type]
+            lr_scheduler=d.lr_scheduler,
             warmup_ratio=d.warmup_ratio,
             num_epochs=d.num_epochs,
             max_steps=d.max_steps,
@@ -67,25 +68,25 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
             gradient_accumulation_steps=d.grad_accum,
             max_grad_norm=d.max_grad_norm,
             weight_decay=d.weight_decay,
-            optimizer=d.optimizer,  # type: ignore[arg-type]
-            precision=d.precision,  # type: ignore[arg-type]
+            optimizer=d.optimizer,
+            precision=d.precision,
             gradient_checkpointing=d.gradient_checkpointing,
-            attention=d.attention,  # type: ignore[arg-type]
+            attention=d.attention,
             seq_len=d.seq_len,
             activation_offload=d.activation_offload,
             loss_chunk_size=d.loss_chunk_size,
             save_every_steps=save_steps,
             save_every_minutes=save_minutes,
-            checkpoint_bytes=checkpoint_bytes(d.method, memory.breakdown),
+            checkpoint_bytes=checkpoint_bytes(method, memory.breakdown),
         ),
-        lora=None if d.method == "full" else LoraSettings(
+        lora=None if method == "full" else LoraSettings(
             rank=d.lora_rank, alpha=d.lora_alpha, dropout=d.lora_dropout,
             target_modules=list(d.target_modules), use_rslora=d.use_rslora,
             alpha_convention=d.alpha_convention),
-        quantization=Quantization(**d.quantization) if d.method == "qlora" and d.quantization else None,
+        quantization=d.quantization if method == "qlora" else None,
         memory=memory,
-        alternatives=[_alternative(d, m, memory) for m in METHODS if m != d.method],
-        distributed=Distributed(num_processes=d.num_processes, strategy=d.strategy,  # type: ignore[arg-type]
+        alternatives=[_alternative(d, m, memory) for m in METHODS if m != method],
+        distributed=Distributed(num_processes=d.num_processes, strategy=d.strategy,
                                 num_nodes=d.hardware.nodes, cpu_offload=d.cpu_offload),
         decisions=decisions,
         warnings=list(d.warnings),
@@ -95,19 +96,22 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
 
 
 def _chosen_estimate(d: Draft) -> MemoryEstimate:
-    """The chosen method under the settings the rules settled on (the ladder's optimizer too)."""
-    return estimate_for(d, d.method, optimizer=d.optimizer)
+    """The estimate of the fit the memory rules chose (TP030/TP031/TP032 carry it in the draft):
+    the plan states the very estimate the rule decided on, not a recomputation."""
+    if d.fit is None:
+        raise RuntimeError("no memory rule (TP030-TP032) priced the chosen method")
+    return d.fit.estimate
 
 
-def _alternative(d: Draft, method: str, chosen: MemoryEstimate) -> Alternative:
+def _alternative(d: Draft, method: Method, chosen: MemoryEstimate) -> Alternative:
     """Price another method under its own cheapest fitting settings, and say why it lost."""
     f = best_fit(d, method) or lowest(d, method)
     est = f.estimate
-    return Alternative(method=method, per_device_bytes=est.per_device_bytes, fits=est.fits,  # type: ignore[arg-type]
+    return Alternative(method=method, per_device_bytes=est.per_device_bytes, fits=est.fits,
                        reason=_reason(d, method, est, chosen), estimate=est)
 
 
-def _reason(d: Draft, method: str, est: MemoryEstimate, chosen: MemoryEstimate) -> str:
+def _reason(d: Draft, method: Method, est: MemoryEstimate, chosen: MemoryEstimate) -> str:
     need = f"{est.per_device_bytes / GIB:.1f} GiB per device"
     if d.pins.method:
         return f"--method {d.pins.method} was pinned ({method} would need {need})."

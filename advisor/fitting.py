@@ -21,35 +21,19 @@ A user's pin removes that step from the ladder.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Any, Literal, Optional
 
-from tuneplan.schemas import MemoryEstimate, MemorySettings
+from tuneplan.schemas import MemoryEstimate, MemorySettings, ModelSpec
+from tuneplan.schemas.common import Method, Optimizer, Strategy
 
-from .draft import Draft
+from .draft import Draft, Fit
 from .estimator import estimate
 
-
-@dataclass(frozen=True)
-class Fit:
-    """A priced configuration of one method."""
-
-    estimate: MemoryEstimate
-    gradient_checkpointing: bool
-    micro_batch: int
-    strategy: str
-    optimizer: str
-    cpu_offload: bool = False
-    loss_chunk_size: Optional[int] = None
-    activation_offload: bool = False
-
-    @property
-    def fits(self) -> bool:
-        return self.estimate.fits
+__all__ = ["Fit", "best_fit", "default_optimizer", "estimate_for", "fits", "host_offload_bytes", "ladder", "lowest"]
 
 
-def default_optimizer(d: Draft, method: str) -> str:
+def default_optimizer(d: Draft, method: Method) -> Optimizer:
     """The optimizer a method starts from: paged 32-bit AdamW for QLoRA on NVIDIA (QLoRA repo
     default), plain AdamW otherwise. A pin wins."""
     if d.pins.optimizer:
@@ -61,13 +45,13 @@ def default_optimizer(d: Draft, method: str) -> str:
 
 def settings_for(
     d: Draft,
-    method: str,
+    method: Method,
     *,
     gradient_checkpointing: Optional[bool] = None,
     micro_batch: Optional[int] = None,
     seq_len: Optional[int] = None,
-    strategy: Optional[str] = None,
-    optimizer: Optional[str] = None,
+    strategy: Optional[Strategy] = None,
+    optimizer: Optional[Optimizer] = None,
     lora_rank: Optional[int] = None,
     cpu_offload: Optional[bool] = None,
     gradient_accumulation_steps: Optional[int] = None,
@@ -84,16 +68,16 @@ def settings_for(
     lora = method != "full"
     micro = micro_batch or d.micro_batch
     return MemorySettings(
-        method=method,  # type: ignore[arg-type]
-        precision=d.precision,  # type: ignore[arg-type]
-        optimizer=(optimizer or default_optimizer(d, method)),  # type: ignore[arg-type]
+        method=method,
+        precision=d.precision,
+        optimizer=(optimizer or default_optimizer(d, method)),
         gradient_checkpointing=d.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
-        attention=d.attention,  # type: ignore[arg-type]
+        attention=d.attention,
         micro_batch=micro,
         seq_len=seq_len or d.seq_len,
         lora_rank=(lora_rank or d.lora_rank) if lora else None,
         target_modules=list(d.target_modules) if lora else None,
-        strategy=(strategy or d.strategy),  # type: ignore[arg-type]
+        strategy=(strategy or d.strategy),
         num_devices=d.num_devices,
         cpu_offload=d.cpu_offload if cpu_offload is None else cpu_offload,
         lora_dropout=d.lora_dropout if lora else None,
@@ -110,7 +94,7 @@ def accumulation_for(d: Draft, micro_batch: int) -> int:
     return max(1, math.ceil(d.task.batch_size / (micro_batch * d.num_devices)))
 
 
-def estimate_for(d: Draft, method: str, **overrides) -> MemoryEstimate:
+def estimate_for(d: Draft, method: Method, **overrides: Any) -> MemoryEstimate:
     """Estimate `method` on the draft's device under the draft's settings (plus overrides)."""
     return _cached_estimate(d, settings_for(d, method, **overrides))
 
@@ -123,24 +107,19 @@ def _cached_estimate(d: Draft, settings: MemorySettings) -> MemoryEstimate:
 
 
 @lru_cache(maxsize=4096)
-def _estimate(model_json: str, settings_json: str, capacity: int, device: str,
-              headroom: float, cal: tuple) -> MemoryEstimate:
-    from tuneplan.schemas import ModelSpec
-
+def _estimate(model_json: str, settings_json: str, capacity: int, device: Literal["cuda", "cpu"],
+              headroom: float, cal: tuple[tuple[str, float], ...]) -> MemoryEstimate:
     model = _model_from_json(model_json)
-    assert isinstance(model, ModelSpec)
     return estimate(model, MemorySettings.model_validate_json(settings_json), capacity_bytes=capacity,
                     device=device, headroom_fraction=headroom, calibration=dict(cal) or None)
 
 
 @lru_cache(maxsize=64)
-def _model_from_json(model_json: str):
-    from tuneplan.schemas import ModelSpec
-
+def _model_from_json(model_json: str) -> ModelSpec:
     return ModelSpec.model_validate_json(model_json)
 
 
-def strategies(d: Draft) -> list[str]:
+def strategies(d: Draft) -> list[Strategy]:
     """Strategies to try, simplest first: one device has none; CPU processes use DDP (gloo)."""
     if d.num_devices == 1:
         return ["none"]
@@ -149,14 +128,14 @@ def strategies(d: Draft) -> list[str]:
     return ["ddp", "deepspeed-zero2", "fsdp"]
 
 
-def ladder(d: Draft, method: str, *, seq_len: Optional[int] = None,
+def ladder(d: Draft, method: Method, *, seq_len: Optional[int] = None,
            lora_rank: Optional[int] = None) -> list[Fit]:
     """Every rung of the fitting ladder for `method`, cheapest first (see module docstring)."""
     base_opt = default_optimizer(d, method)
-    opt_steps = [base_opt]
+    opt_steps: list[Optimizer] = [base_opt]
     if method == "full" and d.on_cuda and not d.pins.optimizer and base_opt == "adamw":
         opt_steps.append("adamw-8bit")
-    micro_steps = []
+    micro_steps: list[int] = []
     mb = d.micro_batch
     while True:
         micro_steps.append(mb)
@@ -173,7 +152,7 @@ def ladder(d: Draft, method: str, *, seq_len: Optional[int] = None,
                                        lora_rank=lora_rank, loss_chunk_size=chunk, activation_offload=off)
                     rungs.append(Fit(est, gc, micro, strat, opt, False, chunk, off))
     if offload_possible(d):
-        unpaged = {"paged-adamw-32bit": "adamw", "paged-adamw-8bit": "adamw-8bit"}
+        unpaged: dict[Optimizer, Optimizer] = {"paged-adamw-32bit": "adamw", "paged-adamw-8bit": "adamw-8bit"}
         for micro in micro_steps:
             for opt in dict.fromkeys(unpaged.get(o, o) for o in opt_steps):
                 for gc, chunk, off in saver_steps(d, micro, seq_len or d.seq_len):
@@ -251,7 +230,7 @@ def host_offload_bytes(d: Draft, fit: Fit) -> int:
     states its GPUs would hold under FSDP without offload (per device x GPUs per node)."""
     # Accumulation >= 2 so the estimate counts the gradients in full (stored, not just their excess
     # over the activations at the peak): host RAM holds them whatever the phase.
-    est = estimate_for(d, d.method, gradient_checkpointing=fit.gradient_checkpointing,
+    est = estimate_for(d, d.chosen_method, gradient_checkpointing=fit.gradient_checkpointing,
                        micro_batch=fit.micro_batch, strategy="fsdp", optimizer=fit.optimizer,
                        cpu_offload=False, gradient_accumulation_steps=2,
                        loss_chunk_size=fit.loss_chunk_size, activation_offload=fit.activation_offload)
@@ -260,7 +239,7 @@ def host_offload_bytes(d: Draft, fit: Fit) -> int:
     return int(per_device * getattr(d.hardware, "count", 1))
 
 
-def best_fit(d: Draft, method: str, *, seq_len: Optional[int] = None,
+def best_fit(d: Draft, method: Method, *, seq_len: Optional[int] = None,
              lora_rank: Optional[int] = None) -> Optional[Fit]:
     """The cheapest rung of the ladder that fits, or None."""
     for rung in ladder(d, method, seq_len=seq_len, lora_rank=lora_rank):
@@ -269,11 +248,12 @@ def best_fit(d: Draft, method: str, *, seq_len: Optional[int] = None,
     return None
 
 
-def lowest(d: Draft, method: str, *, seq_len: Optional[int] = None) -> Fit:
+def lowest(d: Draft, method: Method, *, seq_len: Optional[int] = None) -> Fit:
     """The smallest-memory rung of the ladder (used to price a method that never fits)."""
     return min(ladder(d, method, seq_len=seq_len), key=lambda f: f.estimate.per_device_bytes)
 
 
-def fits(d: Draft, method: str, **kw) -> bool:
+def fits(d: Draft, method: Method, *, seq_len: Optional[int] = None,
+         lora_rank: Optional[int] = None) -> bool:
     """Whether `method` fits at some rung of the ladder."""
-    return best_fit(d, method, **kw) is not None
+    return best_fit(d, method, seq_len=seq_len, lora_rank=lora_rank) is not None

@@ -130,3 +130,26 @@ def test_explain_tp050_prints_the_calibration_rule() -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("TP050 calibrated-estimate")
     assert "Why:" in r.stdout and "When not:" in r.stdout and "tuneplan calibrate" in r.stdout
+
+
+@pytest.mark.parametrize("case_input", [
+    {"model": "Llama-3.1-8B", "gpu": "A100-80GB", "domain": "near", "forgetting": "medium"},
+    {"model": "Llama-3.1-70B", "gpu": "H100-80GB", "gpus": 8, "domain": "far", "forgetting": "high"},
+    {"model": "Llama-3.1-8B", "gpu": "RTX4060Ti-16GB", "domain": "near", "forgetting": "medium",
+     "seq_len": 131072, "batch_size": 1},  # TP031: shorter sequences
+    {"model": "Llama-3.1-405B", "gpu": "RTX-4090", "domain": "near", "forgetting": "medium"},  # TP032
+])
+def test_plan_memory_is_the_fit_the_memory_rule_chose(case_input: dict) -> None:
+    """The Draft carries the fit TP030/TP031/TP032 found; the plan states that estimate, and the
+    rule's message quotes the same bytes."""
+    from tuneplan.advisor.rules._base import gib
+
+    inputs = build_inputs(answers_from(case_input))
+    d, decisions = run_rules(inputs)
+    assert d.fit is not None and d.fit.estimate.method == d.method
+    plan = advise(inputs)
+    assert plan.memory == d.fit.estimate
+    memory_rule = next(x for x in decisions if x.rule in ("TP030", "TP031", "TP032"))
+    assert gib(plan.memory.per_device_bytes) in memory_rule.message
+    assert plan.training.per_device_batch_size == d.fit.micro_batch
+    assert plan.training.gradient_checkpointing == d.fit.gradient_checkpointing

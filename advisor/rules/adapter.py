@@ -64,7 +64,7 @@ def target_all_linear(d: Draft) -> Optional[Outcome]:
     if pin:
         targets = resolve_targets(d.model, pin)
         mlp = {m.name for m in d.model.linear_modules if m.kind == "mlp"}
-        warnings = ()
+        warnings: tuple[str, ...] = ()
         if not mlp.intersection(targets):
             warnings = (f"--target-modules {','.join(pin)} skips the MLP layers; all-linear "
                         f"({','.join(names)}) learns more (QLoRA §4, Biderman §4.7).",)
@@ -110,7 +110,7 @@ def rank_by_distance(d: Draft) -> Optional[Outcome]:
     want, why = _advised_rank(d)
     pin = d.pins.lora_rank
     if pin:
-        warnings = ()
+        warnings: tuple[str, ...] = ()
         if d.is_far and pin < 64:
             warnings = (f"--lora-rank {pin} is low for a far domain; Biderman et al. needed r=64 "
                         f"(math) to 256 (code) to approach full fine-tuning.",)

@@ -22,10 +22,10 @@ def fit_ladder(d: Draft) -> Optional[Outcome]:
     Source: ZeRO §5 (per-device model states); Korthikanti et al. 2022 (full recomputation keeps
     2·sbh per layer); HF anatomy (8-bit AdamW 2 bytes/param); ZeRO-Offload / FSDP CPUOffload
     (facts §6b)."""
-    f = best_fit(d, d.method)
+    f = best_fit(d, d.chosen_method)
     if f is None:
         return None
-    changes = []
+    changes: list[str] = []
     if f.strategy != d.strategy:
         changes.append(f"strategy {f.strategy} over {d.num_devices} devices")
     warnings: tuple[str, ...] = ()
@@ -39,7 +39,7 @@ def fit_ladder(d: Draft) -> Optional[Outcome]:
     if f.gradient_checkpointing != d.gradient_checkpointing:
         changes.append(f"gradient checkpointing on (~{SLOWDOWN['gradient_checkpointing']:.0%} slower)"
                        if f.gradient_checkpointing else "gradient checkpointing off")
-    if f.optimizer != default_optimizer(d, d.method):
+    if f.optimizer != default_optimizer(d, d.chosen_method):
         changes.append(f"optimizer {f.optimizer}")
     if f.loss_chunk_size != d.loss_chunk_size and f.loss_chunk_size:
         changes.append(f"chunked cross-entropy ({f.loss_chunk_size} tokens per chunk, "
@@ -55,11 +55,11 @@ def fit_ladder(d: Draft) -> Optional[Outcome]:
         changes.append(f"micro-batch {d.micro_batch} -> {f.micro_batch} with accumulation")
     updates = {"gradient_checkpointing": f.gradient_checkpointing, "micro_batch": f.micro_batch,
                "strategy": f.strategy, "optimizer": f.optimizer, "cpu_offload": f.cpu_offload,
-               "loss_chunk_size": f.loss_chunk_size, "activation_offload": f.activation_offload}
+               "loss_chunk_size": f.loss_chunk_size, "activation_offload": f.activation_offload, "fit": f}
     if not changes:
-        return Outcome(f"{method_word(d.method)} fits as asked: "
+        return Outcome(f"{method_word(d.chosen_method)} fits as asked: "
                        f"{gib(f.estimate.per_device_bytes)} per device.", updates)
-    return Outcome(f"To fit {method_word(d.method)}: {', '.join(changes)} -> "
+    return Outcome(f"To fit {method_word(d.chosen_method)}: {', '.join(changes)} -> "
                    f"{gib(f.estimate.per_device_bytes)} per device.", updates, warnings)
 
 
@@ -70,13 +70,13 @@ PIN_FLAGS = (("gradient_checkpointing", "--[no-]gradient-checkpointing"), ("opti
 
 def _blocking_pins(d: Draft) -> list[str]:
     """Flags of memory-relevant pins without which the method would fit at the current length."""
-    out = []
+    out: list[str] = []
     for pin, flag in PIN_FLAGS:
         if getattr(d.pins, pin) is None:
             continue
         free = d.with_updates({"inputs": d.inputs.model_copy(
             update={"pins": d.pins.model_copy(update={pin: None})})})
-        if best_fit(free, d.method) is not None:
+        if best_fit(free, d.chosen_method) is not None:
             out.append(flag)
     return out
 
@@ -87,19 +87,19 @@ def shorten_sequences(d: Draft) -> Optional[Outcome]:
     sequences may — but they change what the model sees, so the plan says so loudly.
     When not: the method fits at the requested length, or not even 128 tokens fit.
     Source: Korthikanti et al. 2022 Eq. 1 (per-layer activations proportional to s·b·h)."""
-    if best_fit(d, d.method) is not None:
+    if best_fit(d, d.chosen_method) is not None:
         return None
     s = d.seq_len // 2
     while s >= MIN_SEQ:
-        f = best_fit(d, d.method, seq_len=s)
+        f = best_fit(d, d.chosen_method, seq_len=s)
         if f is not None:
             return Outcome(
-                f"{method_word(d.method)} does not fit at {d.seq_len} tokens even at micro-batch "
+                f"{method_word(d.chosen_method)} does not fit at {d.seq_len} tokens even at micro-batch "
                 f"1; at {s} tokens it needs {gib(f.estimate.per_device_bytes)} per device.",
                 {"seq_len": s, "seq_shortened_from": d.seq_len, "gradient_checkpointing":
                  f.gradient_checkpointing, "micro_batch": f.micro_batch, "strategy": f.strategy,
                  "optimizer": f.optimizer, "cpu_offload": f.cpu_offload,
-                 "loss_chunk_size": f.loss_chunk_size, "activation_offload": f.activation_offload},
+                 "loss_chunk_size": f.loss_chunk_size, "activation_offload": f.activation_offload, "fit": f},
                 (f"Sequences shortened from {d.seq_len} to {s} tokens to fit; longer examples "
                  f"will be truncated."
                  + "".join(f" Without the {flag} pin, {d.seq_len} tokens would fit."
@@ -115,12 +115,12 @@ def infeasible_ways_out(d: Draft) -> Optional[Outcome]:
     more GPUs (sharded), a larger card, a smaller model.
     When not: a configuration fits.
     Source: tuneplan's estimator applied to the alternatives named."""
-    if best_fit(d, d.method) is not None:
+    if best_fit(d, d.chosen_method) is not None:
         return None
-    low = lowest(d, d.method)
-    ways = [f"{method_word(d.method)} needs at least {gib(low.estimate.per_device_bytes)} per "
+    low = lowest(d, d.chosen_method)
+    ways = [f"{method_word(d.chosen_method)} needs at least {gib(low.estimate.per_device_bytes)} per "
             f"device; this device allows {gib(int(d.hardware.memory_bytes * (1 - d.headroom_fraction)))}."]
-    if d.method != "qlora" and not d.pins.method:
+    if d.chosen_method != "qlora" and not d.pins.method:
         ways.append("Use QLoRA (4-bit base).")
     ways += [f"Drop the {flag} pin: without it the plan fits." for flag in _blocking_pins(d)]
     need = low.estimate.per_device_bytes / (1 - d.headroom_fraction)
@@ -131,6 +131,6 @@ def infeasible_ways_out(d: Draft) -> Optional[Outcome]:
     updates = {"feasible": False, "gradient_checkpointing": low.gradient_checkpointing,
                "micro_batch": low.micro_batch, "strategy": low.strategy, "optimizer": low.optimizer,
                "cpu_offload": low.cpu_offload, "loss_chunk_size": low.loss_chunk_size,
-               "activation_offload": low.activation_offload}
+               "activation_offload": low.activation_offload, "fit": low}
     return Outcome(f"Nothing fits: {ways[0]}", updates, ("No configuration fits this hardware.",),
                    tuple(ways))

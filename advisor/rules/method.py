@@ -131,9 +131,11 @@ def method_pin(d: Draft) -> Optional[Outcome]:
     Source: tuneplan's pin contract (validation rejects the impossible; advice stays advice)."""
     pin = d.pins.method
     advised = d.advised_method
+    if advised is None:  # TP024 always advises one
+        raise RuntimeError("TP025 runs after TP020-TP024 have advised a method")
     if not pin:
         return Outcome(f"Method: {method_word(advised)}.", {"method": advised})
-    warnings = ()
+    warnings: tuple[str, ...] = ()
     if pin != advised:
         extra = ""
         if pin == "full" and d.task.forgetting_tolerance == "low":

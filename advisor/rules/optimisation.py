@@ -5,7 +5,10 @@ QLoRA's quantisation recipe, optimizer paging, batch and capacity warnings, accu
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Literal, Optional
+
+from tuneplan.schemas import Quantization
+from tuneplan.schemas.common import Method
 
 from ..draft import Draft
 from ._base import Outcome, method_word, rule, size_phrase
@@ -30,8 +33,11 @@ only at low rank on 70B (tinker sft_sweep.md)."""
 FULL_LR_CAP = LORA_LR_CAP / 10
 SHORT_RUN_STEPS = 100
 
+ComputeDtype = Literal["bfloat16", "float16", "float32"]
+"""Quantization.compute_dtype: the dtype bitsandbytes dequantises to for each matmul."""
 
-def _epochs(method: Optional[str]) -> float:
+
+def _epochs(method: Optional[Method]) -> float:
     """Default epochs: full FT peaked at 2, LoRA needed ~4 (Biderman et al. App. C)."""
     return 2.0 if method == "full" else 4.0
 
@@ -49,7 +55,8 @@ def planned_steps(d: Draft) -> Optional[int]:
 
 def lr_band(lr: float) -> tuple[float, float, float]:
     """The sweep band LR/3, LR, 3·LR, rounded to 3 significant figures."""
-    return tuple(float(f"{x:.3g}") for x in (lr / 3, lr, 3 * lr))  # type: ignore[return-value]
+    lo, mid, hi = (float(f"{x:.3g}") for x in (lr / 3, lr, 3 * lr))
+    return lo, mid, hi
 
 
 @rule("TP040", "learning-rate",
@@ -111,7 +118,7 @@ def learning_rate(d: Draft) -> Optional[Outcome]:
         parts.append(f"capped at {LORA_LR_CAP:g} (sweeps diverged above)")
         lr = LORA_LR_CAP
     band = lr_band(lr)
-    return Outcome(f"Learning rate {band[1]:g} for {method_word(d.method)} ({family}): {'; '.join(parts)}. "
+    return Outcome(f"Learning rate {band[1]:g} for {method_word(d.chosen_method)} ({family}): {'; '.join(parts)}. "
                    f"Sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
                    {"learning_rate": band[1], "learning_rate_band": band}, warnings)
 
@@ -126,7 +133,7 @@ def schedule_recipe(d: Draft) -> Optional[Outcome]:
     When not: --max-steps pinned replaces epochs.
     Source: artidoro/qlora qlora.py defaults; Biderman et al. App. A and App. C (epochs)."""
     if d.method == "qlora":
-        upd = {"lr_scheduler": "constant_with_warmup", "warmup_ratio": 0.03, "max_grad_norm": 0.3,
+        upd: dict[str, Any] = {"lr_scheduler": "constant_with_warmup", "warmup_ratio": 0.03, "max_grad_norm": 0.3,
                "weight_decay": 0.0}
         msg = "QLoRA recipe: constant LR after 3% warmup, clip 0.3, no weight decay"
     elif d.method == "lora":
@@ -156,9 +163,9 @@ def qlora_recipe(d: Draft) -> Optional[Outcome]:
     Source: QLoRA §3 and Table 4 (FP4 'consistently one percentage point behind')."""
     if d.method != "qlora":
         return None
-    compute = "float32" if d.on_cpu else ("bfloat16" if d.hardware.bf16 else "float16")
-    q = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": compute,
-         "kbit_upcast": d.kbit_upcast}
+    compute: ComputeDtype = "float32" if d.on_cpu else ("bfloat16" if d.hardware.bf16 else "float16")
+    q = Quantization(bits=4, quant_type="nf4", double_quant=True, compute_dtype=compute,
+                     kbit_upcast=d.kbit_upcast)
     up = ("non-quantised parameters upcast to fp32 (peft prepare_model_for_kbit_training)" if d.kbit_upcast
           else "non-quantised parameters kept in the compute dtype (kbit_upcast off, as qlora.py/torchtune)")
     return Outcome(f"4-bit NF4 with double quantisation, {compute} compute; {up}.", {"quantization": q})
@@ -239,7 +246,7 @@ def gradient_accumulation(d: Draft) -> Optional[Outcome]:
     eff = per_step * accum
     msg = (f"Effective batch {eff} = micro-batch {d.micro_batch} x {accum} accumulation steps x "
            f"{d.num_devices} device{'s' if d.num_devices > 1 else ''}.")
-    warnings = ()
+    warnings: tuple[str, ...] = ()
     if eff != d.task.batch_size:
         warnings = (f"Effective batch is {eff}, not {d.task.batch_size}: it must be a multiple of "
                     f"micro-batch x devices ({per_step}).",)
