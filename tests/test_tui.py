@@ -92,9 +92,17 @@ async def settle(app, pilot, timeout: float = 15.0) -> None:
 async def fill(app, pilot, **values) -> None:
     """Set fields by id (underscores for dashes) and let the app react."""
     await mounted(app, pilot)
+    generation, changed = app.plan_generation, False
     for wid, value in values.items():
-        app.query_one("#" + wid.replace("_", "-")).value = value
+        widget = app.query_one("#" + wid.replace("_", "-"))
+        changed |= widget.value != value
+        widget.value = value
     await settle(app, pilot)
+    end = time.monotonic() + 15
+    while changed and app.plan_generation == generation:  # the change has reached the app
+        assert time.monotonic() < end, "the plan never followed the change"
+        await pilot.pause(0.02)
+        await settle(app, pilot)
 
 
 async def answer_llama(app, pilot) -> None:
@@ -278,8 +286,8 @@ async def test_run_tails_metrics_and_shows_the_outcome(tmp_path):
         await start_run(app, pilot, tmp_path)
         assert app.query_one("#tabs").active == "run"
         await wait_for(pilot, lambda: "succeeded" in text(app, "run-status"))
-        assert app.losses == [3.0 / s for s in range(1, 6)]
-        assert app.query_one("#run-loss").data == app.losses
+        assert app.run_pane.losses == [3.0 / s for s in range(1, 6)]
+        assert app.query_one("#run-loss").data == app.run_pane.losses
         assert "step 5/5" in text(app, "run-metrics") and "500 tokens" in text(app, "run-metrics")
         assert "eval loss 3.000→2.000" in text(app, "run-status")
         run_dir = tmp_path / "runs" / "20250101-000000-fake01"
@@ -296,10 +304,10 @@ async def test_cancel_sends_sigint_and_the_run_is_interrupted(tmp_path):
     async with app.run_test(size=(100, 40)) as pilot:
         await mounted(app, pilot)
         await start_run(app, pilot, tmp_path)
-        await wait_for(pilot, lambda: len(app.losses) >= 2)
+        await wait_for(pilot, lambda: len(app.run_pane.losses) >= 2)
         assert not app.query_one("#cancel").disabled
         await pilot.press("ctrl+g")
-        await wait_for(pilot, lambda: app.proc is None)
+        await wait_for(pilot, lambda: app.run_pane.proc is None)
         status = text(app, "run-status")
         assert "cancelled at your request" in status and "recorded as interrupted" in status
         assert "KeyboardInterrupt" not in status  # a cancel is not shown as an error
@@ -313,7 +321,7 @@ async def test_run_needs_training_data(tmp_path):
         await answer_llama(app, pilot)
         await pilot.press("ctrl+r")
         await pilot.pause()
-        assert app.proc is None
+        assert app.run_pane.proc is None
         assert "needs training data" in text(app, "err-data")
         assert app.focused.id == "data"
 
@@ -439,7 +447,7 @@ def frozen_advise(inputs, **kw):
 
 @pytest.mark.parametrize("size", [(160, 50), (80, 24)], ids=["160x50", "80x24"])
 def test_snapshot_plan_screen(snap_compare, tmp_path, monkeypatch, size):
-    monkeypatch.setattr("tuneplan.tui.app.advise", frozen_advise)
+    monkeypatch.setattr("tuneplan.tui.advising.advise", frozen_advise)
 
     async def run_before(pilot):
         app = pilot.app
@@ -458,6 +466,7 @@ def test_snapshot_runs_tab(snap_compare, tmp_path, monkeypatch, size):
 
     async def run_before(pilot):
         _steady(pilot.app)
+        await mounted(pilot.app, pilot)
         await pilot.press("f4")
         await pilot.pause()
 

@@ -17,7 +17,8 @@ from test_tui import fill, make_app, mounted, recorded_db, settle, text
 
 from tuneplan.advisor import catalog
 from tuneplan.schemas import MeasuredMemory, RunResult
-from tuneplan.tui.app import memory_bars
+from tuneplan.tui.planview import memory_bars
+from tuneplan.tui.runpane import RunPane
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "data" / "train.jsonl"
@@ -86,7 +87,7 @@ async def test_burst_of_keys_under_a_slow_advisor_lands_in_the_right_fields(tmp_
         time.sleep(0.4)  # a loaded machine
         return real_advise(inputs, **kw)
 
-    monkeypatch.setattr("tuneplan.tui.app.advise", slow_advise)
+    monkeypatch.setattr("tuneplan.tui.advising.advise", slow_advise)
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
         await mounted(app, pilot)
@@ -192,7 +193,7 @@ async def test_data_is_shown_as_text_never_markup(tmp_path):
         assert "[red]hi :x:" in screen.replace("&#x27;", "'").replace("&#160;", " ") or "[red]hi" in screen
         assert "❌" not in screen
         await pilot.press("f3")
-        app._log_line("[bold]loss[/] :x: 1.0")
+        app.run_pane.log_line("[bold]loss[/] :x: 1.0")
         await pilot.pause(0.2)
         log = app.query_one("#run-log", RichLog)
         assert "[bold]loss[/] :x: 1.0" in log.lines[-1].text
@@ -310,19 +311,19 @@ PHASED_RUN = textwrap.dedent(r'''
 ''')
 
 
-async def test_run_tab_shows_phases_eta_and_a_sparkline_from_one_point(tmp_path):
+async def test_run_tab_shows_phases_eta_and_a_sparkline_from_one_point(tmp_path, monkeypatch):
     script = tmp_path / "phased.py"
     script.write_text(PHASED_RUN)
     app = make_app(tmp_path, command=lambda: [sys.executable, str(script), "x"])
     seen = []
-    orig = app._set_phase
+    orig = RunPane.set_phase
 
-    def record(phase, detail=""):
+    def record(pane, phase, detail=""):
         if not seen or seen[-1] != phase:
             seen.append(phase)
-        orig(phase, detail)
+        orig(pane, phase, detail)
 
-    app._set_phase = record
+    monkeypatch.setattr(RunPane, "set_phase", record)
     async with app.run_test(size=(100, 40)) as pilot:
         await mounted(app, pilot)
         data = tmp_path / "train.jsonl"
@@ -333,22 +334,22 @@ async def test_run_tab_shows_phases_eta_and_a_sparkline_from_one_point(tmp_path)
         end = time.monotonic() + 30
         one_point_checked = False
         while "succeeded" not in text(app, "run-status"):
-            if len(app.losses) == 1 and not one_point_checked:
+            if len(app.run_pane.losses) == 1 and not one_point_checked:
                 assert not app.query_one("#run-loss").display
                 assert "first step" in text(app, "run-loss-note")
                 one_point_checked = True
-            if app.phase == "training" and app.total_steps and len({st for _, st in app.step_times}) >= 2:
+            if app.run_pane.phase == "training" and app.run_pane.total_steps and len({st for _, st in app.run_pane.step_times}) >= 2:
                 assert "left" in text(app, "run-status")  # an ETA once two steps are timed
             assert time.monotonic() < end
             await pilot.pause(0.05)
         assert seen == ["loading", "eval-before", "training", "eval-after", "saving"]
         log = "\n".join(line.text for line in app.query_one("#run-log", RichLog).lines)
         assert "FutureWarning" not in log and "evaluating after training" in log
-        assert app.hidden_lines == 1 and "kept out of view" in text(app, "run-status")
+        assert app.run_pane.hidden_lines == 1 and "kept out of view" in text(app, "run-status")
         spark = app.query_one("#run-loss")
-        assert spark.display and spark.data == app.losses and spark.styles.width.value == 4
-        app.losses = [2.5]  # one point (a poll under load may bring two at once): a number, no bar
-        app._draw_losses()
+        assert spark.display and spark.data == app.run_pane.losses and spark.styles.width.value == 4
+        app.run_pane.losses = [2.5]  # one point (a poll under load may bring two at once): a number, no bar
+        app.run_pane.draw_losses()
         assert not spark.display and "loss 2.5000 at the first step" in text(app, "run-loss-note")
 
 
@@ -379,7 +380,7 @@ async def test_palette_has_app_commands_and_the_footer_follows_context(tmp_path)
         await pilot.press("l")
         await pilot.pause()
         assert "app.model_list" in shown() and "app.run_sql" not in shown()
-        assert not app.runs_loaded or True
+        assert not app.runs_pane.loaded or True
 
 
 def test_first_screen_opens_no_database(tmp_path):
@@ -399,7 +400,7 @@ def test_first_screen_opens_no_database(tmp_path):
                 before = "duckdb" in sys.modules
                 await pilot.press("f4")
                 await pilot.pause()
-                print(before, "duckdb" in sys.modules, app.runs_loaded)
+                print(before, "duckdb" in sys.modules, app.runs_pane.loaded)
         asyncio.run(main())
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
