@@ -28,13 +28,13 @@ test: lint
 	$(PY) -m pytest -q -ra --durations=10
 
 # The tools that keep the layering and the code honest (part of `make test`):
-# ruff (lint), mypy (strict on schemas and base), import-linter contracts (pyproject.toml [tool.importlinter]).
+# ruff (lint), mypy (strict on schemas, base and the advisor), import-linter contracts (pyproject.toml [tool.importlinter]).
 # mypy needs the installed package layout (tuneplan.<pkg> -> <pkg>/), mirrored by symlinks in build/.
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -c 'from importlinter.cli import lint_imports_command as run; run()' --no-cache
 	@mkdir -p build/typecheck/tuneplan && for p in base schemas advisor executor tui; do ln -sfn ../../../$$p build/typecheck/tuneplan/$$p; done
-	cd build/typecheck && ../../$(PY) -m mypy --config-file ../../pyproject.toml -p tuneplan.schemas -p tuneplan.base
+	cd build/typecheck && ../../$(PY) -m mypy --config-file ../../pyproject.toml -p tuneplan.schemas -p tuneplan.base -p tuneplan.advisor
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from tuneplan.schemas import MemoryBreakdown
+
 SAVES_PER_RUN = 10
 """Periodic checkpoints over a planned run: at most ~10% of the work is lost to a preemption."""
 MIN_STEPS_FOR_PERIODIC = 20
@@ -29,7 +31,7 @@ def checkpoint_cadence(planned_steps: Optional[int]) -> tuple[Optional[int], Opt
     return max(1, math.ceil(planned_steps / SAVES_PER_RUN)), SAVE_EVERY_MINUTES
 
 
-def checkpoint_bytes(method: str, breakdown) -> int:
+def checkpoint_bytes(method: str, breakdown: MemoryBreakdown) -> int:
     """Bytes of one checkpoint: trainable weights + optimizer states (per device, as estimated).
 
     Full fine-tuning saves every weight (breakdown.weights); LoRA/QLoRA save the adapter alone

@@ -25,7 +25,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from tuneplan.schemas import DataStats, ModelSpec
 
@@ -53,19 +53,20 @@ CHATML_TEMPLATE = (
 class _Tok:
     """The slice of a transformers tokenizer that executor/data.py's encoder uses."""
 
-    def __init__(self, encode, *, eos_token_id: Optional[int], chat_template: Optional[str],
+    def __init__(self, encode: Callable[[str, bool], list[int]], *, eos_token_id: Optional[int], chat_template: Optional[str],
                  bos_token: str = "", eos_token: str = "", source: str, exact: bool) -> None:
         self._encode = encode
         self.eos_token_id = eos_token_id
         self.chat_template = chat_template
         self.bos_token, self.eos_token = bos_token, eos_token
         self.source, self.exact = source, exact
-        self._template = None
+        self._template: Any = None  # a jinja2 Template once a chat row is rendered
 
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
         return {"input_ids": self._encode(text, add_special_tokens)}
 
-    def apply_chat_template(self, messages, tokenize: bool = False, add_generation_prompt: bool = False) -> str:
+    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False,
+                            add_generation_prompt: bool = False) -> str:
         if self._template is None:
             try:
                 from jinja2.sandbox import ImmutableSandboxedEnvironment  # as transformers renders them
@@ -75,13 +76,13 @@ class _Tok:
 
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
-            def raise_exception(message):
+            def raise_exception(message: str) -> None:
                 raise ValueError(message)
 
             env.globals["raise_exception"] = raise_exception
             self._template = env.from_string(self.chat_template or CHATML_TEMPLATE)
-        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                     bos_token=self.bos_token, eos_token=self.eos_token)
+        return str(self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                         bos_token=self.bos_token, eos_token=self.eos_token))
 
 
 def approximate_tokenizer() -> _Tok:
@@ -92,14 +93,14 @@ def approximate_tokenizer() -> _Tok:
                        "ChatML (no tokenizer for this model on this machine)", exact=False)
 
 
-def _special_text(cfg: dict, key: str) -> str:
+def _special_text(cfg: dict[str, Any], key: str) -> str:
     v = cfg.get(key)
     if isinstance(v, dict):
         v = v.get("content")
     return v if isinstance(v, str) else ""
 
 
-def _from_tokenizer_json(path: Path, config: dict, source: str) -> _Tok:
+def _from_tokenizer_json(path: Path, config: dict[str, Any], source: str) -> _Tok:
     from tokenizers import Tokenizer
 
     tk = Tokenizer.from_file(str(path))
@@ -115,7 +116,7 @@ def _from_dir(d: Path, source: str) -> Optional[_Tok]:
     tj = d / "tokenizer.json"
     if not tj.is_file():
         return None
-    cfg: dict = {}
+    cfg: dict[str, Any] = {}
     if (d / "tokenizer_config.json").is_file():
         try:
             cfg = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
@@ -137,7 +138,7 @@ def build_tokenizer_from_gguf(gguf_path: Path, out_dir: Path) -> Path:
 
     fields = GGUFReader(str(gguf_path)).fields
 
-    def get(key, default=None):
+    def get(key: str, default: Any = None) -> Any:
         return fields[key].contents() if key in fields else default
 
     if get("tokenizer.ggml.model") != "gpt2":
@@ -239,10 +240,10 @@ class _Measured:
     exact: bool
 
 
-_CACHE: dict[tuple, _Measured] = {}
+_CACHE: dict[tuple[str, int, int, str, bool, bool], _Measured] = {}
 
 
-def _measure(path: str, model: ModelSpec, skip_bad_rows: bool, tokenizer) -> _Measured:
+def _measure(path: str, model: ModelSpec, skip_bad_rows: bool, tokenizer: Optional[_Tok]) -> _Measured:
     from tuneplan.executor.data import check_data_path, encode_row, read_rows  # stdlib-only at import
 
     p = check_data_path(path, "--data")
@@ -254,7 +255,8 @@ def _measure(path: str, model: ModelSpec, skip_bad_rows: bool, tokenizer) -> _Me
     rows = read.rows
     tok = tokenizer or find_tokenizer(model)
     sample = random.Random(0).sample(rows, SAMPLE_ROWS) if len(rows) > SAMPLE_ROWS else rows
-    lengths, trained = [], 0
+    lengths: list[int] = []
+    trained = 0
     for row in sample:
         ex = encode_row(row, tok, 1 << 30)
         lengths.append(len(ex.input_ids))
@@ -268,7 +270,7 @@ def _measure(path: str, model: ModelSpec, skip_bad_rows: bool, tokenizer) -> _Me
 
 def read_data_stats(path: str, model: ModelSpec, *, seq_len: Optional[int] = None,
                     eval_path: Optional[str] = None, eval_fraction: float = 0.1,
-                    skip_bad_rows: bool = False, tokenizer=None) -> DataStats:
+                    skip_bad_rows: bool = False, tokenizer: Optional[_Tok] = None) -> DataStats:
     """Measure a training file for `model`. Raises InputError (file:line) for unreadable data.
 
     seq_len: the length the user pinned, if any; the truncation share is then measured there.

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Union
 
 from pydantic import ValidationError
 
-from tuneplan.schemas import Inputs, ModelSpec, Pins, Task
+from tuneplan.schemas import CPUHardware, GPUHardware, Inputs, ModelSpec, Pins, Task
 
-from . import catalog, hardware
+from . import catalog
+from .hardware import cpu_hardware, detect_hardware
 from tuneplan.base.errors import InputError, Problem, pydantic_problems
 
 TASK_FLAGS = {
@@ -45,8 +46,8 @@ class Answers:
     cpu_cores: Optional[int] = None
     gpus: int = 1
     nodes: int = 1
-    task: dict = field(default_factory=dict)
-    pins: dict = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)
+    pins: dict[str, Any] = field(default_factory=dict)
     data: Optional[str] = None
     """Training file to read seq_len, dataset tokens and rows from (advisor/datastats.py)."""
     eval_data: Optional[str] = None
@@ -76,7 +77,7 @@ def resolve_model(answers: Answers) -> ModelSpec:
         return hub.model_from_hub(answers.model.strip())
 
 
-def resolve_hardware(answers: Answers):
+def resolve_hardware(answers: Answers) -> Union[GPUHardware, CPUHardware]:
     """--gpu / --gpu-memory / --cpu (at most one), else detection; raises InputError."""
     given = [f for f, v in (("--gpu", answers.gpu), ("--gpu-memory", answers.gpu_memory),
                             ("--cpu", answers.cpu)) if v]
@@ -93,16 +94,19 @@ def resolve_hardware(answers: Answers):
                                  "e.g. --gpu-memory 24")
         return catalog.custom_gpu(answers.gpu_memory, count=answers.gpus, nodes=answers.nodes)
     if answers.cpu:
-        hw = hardware.cpu_hardware(name=answers.cpu_name, memory_gib=answers.cpu_memory,
+        hw = cpu_hardware(name=answers.cpu_name, memory_gib=answers.cpu_memory,
                                   cores=answers.cpu_cores)
         return hw.model_copy(update={"count": answers.gpus}) if answers.gpus > 1 else hw
-    return hardware.detect_hardware()
+    return detect_hardware()
 
 
 def build_inputs(answers: Answers) -> Inputs:
     """Validate every answer; raise one InputError listing all problems with their flags."""
     problems: list[Problem] = []
-    model = hardware = task = pins = None
+    model: Optional[ModelSpec] = None
+    hardware: Optional[Union[GPUHardware, CPUHardware]] = None
+    task: Optional[Task] = None
+    pins: Optional[Pins] = None
     try:
         model = resolve_model(answers)
     except InputError as e:
@@ -152,4 +156,5 @@ def build_inputs(answers: Answers) -> Inputs:
             f"{model.max_position_embeddings} tokens", f"use --seq-len {model.max_position_embeddings} or less"))
     if problems:
         raise InputError(problems)
+    assert model is not None and hardware is not None and task is not None and pins is not None
     return Inputs(hardware=hardware, model=model, task=task, pins=pins, data_stats=data_stats)

@@ -45,7 +45,7 @@ def _show(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def diff_plans(old: dict, new: dict, tolerance: float) -> list[str]:
+def diff_plans(old: dict[str, Any], new: dict[str, Any], tolerance: float) -> list[str]:
     """Readable lines, one per setting that differs (memory beyond `tolerance`, a fraction)."""
     lines = []
     width = max(len(p) for p in (*CHECKED, MEMORY))
@@ -102,7 +102,7 @@ def check_plan(path: str, *, tolerance: float = 0.05, db: Optional[str] = None,
             f"re-advised from its own inputs, {len(lines)} setting{'s' * (len(lines) > 1)} differ "
             "(committed -> current):")
     if update:
-        from .cli import plan_to_json
+        from tuneplan.base.planio import plan_to_json
         from tuneplan.base.fileio import write_text_atomic
 
         write_text_atomic(str(p), plan_to_json(fresh, raw.get("$schema") or SCHEMA_ID))

@@ -8,10 +8,10 @@ quantization.kbit_upcast, lora.dropout, ...) is priced exactly as the executor w
 
 from __future__ import annotations
 
-from tuneplan.schemas import MemorySettings
+from tuneplan.schemas import MemorySettings, Plan
 
 
-def settings_of_plan(plan) -> MemorySettings:
+def settings_of_plan(plan: Plan) -> MemorySettings:
     """MemorySettings for `plan` as written (training, lora, quantization and distributed fields)."""
     t, lora, q, dist = plan.training, plan.lora, plan.quantization, plan.distributed
     return MemorySettings(

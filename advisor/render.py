@@ -5,7 +5,7 @@ rich is imported here only, and only when a person (not --json) asked for the pl
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from tuneplan.schemas import Plan
 
@@ -15,7 +15,7 @@ BAR_WIDTH = 14
 METHOD_LABEL = {"full": "Full FT", "lora": "LoRA", "qlora": "QLoRA"}
 
 
-def method_rows(plan: Plan) -> list[dict]:
+def method_rows(plan: Plan) -> list[dict[str, Any]]:
     """One row per method (chosen first): bytes, fits, capacity, whether chosen."""
     rows = [{"method": plan.method, "bytes": plan.memory.per_device_bytes, "fits": plan.memory.fits,
              "chosen": True, "breakdown": plan.memory.breakdown}]
@@ -37,7 +37,7 @@ def bar(value: int, capacity: int, width: int = BAR_WIDTH) -> str:
     return "".join(cells)
 
 
-def print_plan(plan: Plan, written_to: Optional[str] = None, console=None) -> None:
+def print_plan(plan: Plan, written_to: Optional[str] = None, console: Any = None) -> None:
     """Print the plan for people on stdout."""
     from rich.console import Console
     from rich.table import Table

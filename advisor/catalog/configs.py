@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 
 from tuneplan.schemas import ModelSpec
@@ -34,7 +34,7 @@ _LLAMA_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_att
 _GPT2_KEYS = ("n_layer", "n_embd", "n_head", "vocab_size")
 
 
-def model_from_config_dict(cfg: dict, name: str, origin: str = "config", source: str = "") -> ModelSpec:
+def model_from_config_dict(cfg: dict[str, Any], name: str, origin: str = "config", source: str = "") -> ModelSpec:
     """Build a ModelSpec from config.json values (Hugging Face key names).
 
     Known model_type values map to families (MODEL_TYPES); an unknown type whose config has
@@ -94,7 +94,7 @@ def model_from_config_dict(cfg: dict, name: str, origin: str = "config", source:
                              "check the head counts and sizes in config.json") from exc
 
 
-def _moe_shape(cfg: dict, family: str) -> dict:
+def _moe_shape(cfg: dict[str, Any], family: str) -> dict[str, Any]:
     """Expert counts and widths of a mixture-of-experts config.json ({} for a dense model).
 
     Mixtral: num_local_experts, num_experts_per_tok, intermediate_size (per expert). Qwen2-/Qwen3-MoE:

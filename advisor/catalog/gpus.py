@@ -12,7 +12,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import ValidationError
 
@@ -25,6 +25,10 @@ MiB = 1024**2
 GiB = 1024**3
 
 
+Vendor = Literal["nvidia", "amd", "intel", "other"]
+"""GPUHardware.vendor."""
+
+
 @dataclass(frozen=True)
 class GPURow:
     """One GPU model: display name, lookup aliases, memory of one card, bf16, vendor, source."""
@@ -33,7 +37,7 @@ class GPURow:
     aliases: tuple[str, ...]
     memory_mib: int
     bf16: bool
-    vendor: str
+    vendor: Vendor
     source: str
 
     @property
@@ -138,7 +142,7 @@ def get_gpu(name: str) -> GPURow:
     raise InputError.one("--gpu", f"unknown GPU {name!r}", fix)
 
 
-def _gpu(name: str, memory_bytes: int, count: int, nodes: int, bf16: bool, vendor: str) -> GPUHardware:
+def _gpu(name: str, memory_bytes: int, count: int, nodes: int, bf16: bool, vendor: Vendor) -> GPUHardware:
     """GPUHardware, with count/nodes problems reported on --gpus/--nodes."""
     try:
         return GPUHardware(name=name, memory_bytes=memory_bytes, count=count, nodes=nodes,

@@ -62,7 +62,7 @@ def _guess_hidden(n: float) -> float:
         i += 1
     (p0, h0), (p1, h1) = anchors[i - 1], anchors[i]
     slope = math.log(h1 / h0) / math.log(p1 / p0)
-    return h0 * (n / p0) ** slope
+    return float(h0 * (n / p0) ** slope)
 
 
 def guess_model(params: Union[float, int, str]) -> ModelSpec:

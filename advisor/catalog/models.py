@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 
 from tuneplan.schemas import ModelSpec
@@ -24,7 +24,7 @@ class ModelRow:
 
     name: str
     source: str
-    config: dict = field(hash=False)
+    config: dict[str, Any] = field(hash=False)
 
     @property
     def short(self) -> str:
@@ -33,9 +33,9 @@ class ModelRow:
 
 
 def _cfg(model_type: str, layers: int, hidden: int, ffn: int, heads: int, kv: int, vocab: int,
-         ctx: int, tie: bool, head_dim: Optional[int] = None) -> dict:
+         ctx: int, tie: bool, head_dim: Optional[int] = None) -> dict[str, Any]:
     """A Llama-style config.json subset with Hugging Face key names."""
-    cfg = {
+    cfg: dict[str, Any] = {
         "model_type": model_type, "num_hidden_layers": layers, "hidden_size": hidden,
         "intermediate_size": ffn, "num_attention_heads": heads, "num_key_value_heads": kv,
         "vocab_size": vocab, "max_position_embeddings": ctx, "tie_word_embeddings": tie,
@@ -45,7 +45,7 @@ def _cfg(model_type: str, layers: int, hidden: int, ffn: int, heads: int, kv: in
     return cfg
 
 
-def _gpt2(layers: int, hidden: int, heads: int, vocab: int, ctx: int, model_type: str = "gpt2") -> dict:
+def _gpt2(layers: int, hidden: int, heads: int, vocab: int, ctx: int, model_type: str = "gpt2") -> dict[str, Any]:
     """A GPT-2-style config.json subset (n_inner unset means 4 * n_embd)."""
     return {"model_type": model_type, "n_layer": layers, "n_embd": hidden, "n_head": heads,
             "vocab_size": vocab, "n_positions": ctx, "tie_word_embeddings": True}

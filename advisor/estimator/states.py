@@ -150,7 +150,9 @@ def untied_head_terms(t: Terms, model: ModelSpec, st: MemorySettings, rg: Regime
     P = max(1, model.total_params)
     src = cite("untied-head")
     if st.method == "full":
-        for comp, div in (("weights", shard.weights), ("gradients", shard.grads), ("optimizer_states", shard.optim)):
+        per_state: tuple[tuple[Component, int], ...] = (
+            ("weights", shard.weights), ("gradients", shard.grads), ("optimizer_states", shard.optim))
+        for comp, div in per_state:
             have = sum(x.bytes for x in t.items if x.component == comp)
             per = have * div / P
             nb = ceil_div(int(round(per * n)), div) if have else 0

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+from tuneplan.schemas.common import Method
+
 from ..draft import Draft
 from ..fitting import best_fit, fits, lowest
 from ._base import Outcome, gib, method_word, rule
 
 
-def _peak(d: Draft, method: str) -> str:
+def _peak(d: Draft, method: Method) -> str:
     f = best_fit(d, method)
     return gib((f or lowest(d, method)).estimate.per_device_bytes)
 
