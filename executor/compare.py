@@ -21,8 +21,8 @@ from tuneplan.base.errors import InputError
 from tuneplan.base.planio import new_run_id
 from tuneplan.schemas import METHODS, Plan, RunResult
 
-from .check import FORGETTING_THRESHOLDS, LEARNING_MATCH_SHARE
-from .memory_compare import framework_overhead_of, like_for_like, relative_error
+from .ledger.check import FORGETTING_THRESHOLDS, LEARNING_MATCH_SHARE
+from .ledger.memory_compare import framework_overhead_of, like_for_like, relative_error
 
 GIB = 1024**3
 NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
@@ -327,7 +327,7 @@ def run_comparison(plan_path: str | Path, methods: list[str], *, max_steps: Opti
             o.status = "interrupted"
         cmp.outcomes[m] = o
         if result is not None:
-            _record(db, compare_id, result.run_id, m, advised, task.forgetting_tolerance)
+            _record(db, compare_id, result.run_id, m, advised, task.forgetting_tolerance, result.run_dir)
         if cmp.interrupted:
             break
     if input_errors and len(input_errors) == len(methods):
@@ -337,11 +337,11 @@ def run_comparison(plan_path: str | Path, methods: list[str], *, max_steps: Opti
     return cmp
 
 
-def _record(db, compare_id, run_id, method, advised, tolerance) -> None:
+def _record(db, compare_id, run_id, method, advised, tolerance, run_dir=None) -> None:
     try:
-        from . import store
+        from .ledger import record_comparison
 
-        store.record_comparison(db, compare_id, run_id, method, advised, tolerance)
+        record_comparison(db, compare_id, run_id, method, advised, tolerance, run_dir=run_dir)
     except Exception as exc:  # noqa: BLE001 - the runs themselves are recorded
         _warn(f"warning: could not record run {run_id} in comparison {compare_id}: {exc}")
 

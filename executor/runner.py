@@ -82,7 +82,7 @@ def _record(db: Optional[str], result: RunResult, metrics: list[dict],
     """Land the run in DuckDB; never lose it when the store is missing or fails.
     Returns None when the row was written, else why not (also noted in ``recorded``)."""
     try:
-        from tuneplan.executor import store
+        from tuneplan.executor import ledger as store
     except ImportError as exc:
         error = f"run database unavailable ({exc})"
     else:

@@ -25,7 +25,7 @@ from tuneplan.base.errors import InputError, Problem
 from tuneplan.base.planio import new_run_id
 from tuneplan.schemas import Decision, Plan, RunResult
 
-from .check import FORGETTING_THRESHOLDS
+from .ledger.check import FORGETTING_THRESHOLDS
 from .compare import _absolute_data, _mem, _new_result, _outcome, _warn
 
 AXES = ("method", "learning_rate", "lora_rank", "target_modules")
@@ -343,7 +343,7 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
         sw.trials.append(t)
         if result is not None:
             _record(db, sweep_id, result.run_id, v.method, plan.method, tol, axis_name,
-                    ",".join(_store_value(values[a]) for a in axes), advised_text)
+                    ",".join(_store_value(values[a]) for a in axes), advised_text, result.run_dir)
         if sw.interrupted:
             break
     sw.best, sw.sentence = pick_best(sw.trials, tol)
@@ -364,12 +364,12 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
     return sw
 
 
-def _record(db, sweep_id, run_id, method, plan_method, tol, axis, value, advised) -> None:
+def _record(db, sweep_id, run_id, method, plan_method, tol, axis, value, advised, run_dir=None) -> None:
     try:
-        from . import store
+        from .ledger import record_comparison
 
-        store.record_comparison(db, sweep_id, run_id, method, plan_method, tol, axis=axis, value=value,
-                                advised_value=advised)
+        record_comparison(db, sweep_id, run_id, method, plan_method, tol, axis=axis, value=value,
+                          advised_value=advised, run_dir=run_dir)
     except Exception as exc:  # noqa: BLE001 - the run itself is recorded
         _warn(f"warning: could not record run {run_id} in sweep {sweep_id}: {exc}")
 

@@ -12,7 +12,8 @@ from exec_fixtures import make_plan
 from test_check import record_run
 from tuneplan.advisor.calibration import load_factors
 from tuneplan.advisor.cli import main as tuneplan_main
-from tuneplan.executor import calibrate, store
+from tuneplan.executor import ledger as store
+from tuneplan.executor.ledger import calibrate
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.executor.compare import build_variants
 from tuneplan.schemas import load_plan_dict

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from exec_fixtures import make_plan
-from tuneplan.executor import check, store
+from ledger_fixtures import old_ledger_schema
+from tuneplan.executor import ledger as store
+from tuneplan.executor.ledger import check
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas import MemoryBreakdown
 from tuneplan.schemas.run import MeasuredMemory, RunResult
@@ -245,7 +247,7 @@ def test_older_database_gains_current_schema_on_check(tmp_path):
 
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
-    store.migrate(con, target=2)
+    old_ledger_schema(con, 2)
     con.close()
     assert check.check_runs(db)["summary"]["runs"] == 0
     con = store.connect(db, read_only=True)
@@ -259,7 +261,7 @@ def test_like_for_like_on_tensor_bytes_python_and_sql_agree(tmp_path):
     """A CPU run whose peak includes 400 MiB of runtime: the helper (memory_compare), the
     run_memory_checks view, `tuneplan check` and list_runs give the same like-for-like error,
     computed on tensor bytes (peak less runtime vs prediction less framework overhead)."""
-    from tuneplan.executor.memory_compare import from_result
+    from tuneplan.executor.ledger.memory_compare import from_result
 
     mib = 1 << 20
     db = tmp_path / "runs.duckdb"

@@ -11,7 +11,8 @@ import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.base.errors import InputError
-from tuneplan.executor import compare, store
+from tuneplan.executor import compare
+from tuneplan.executor import ledger as store
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.executor.compare import Outcome, judge
 from tuneplan.schemas import Plan, Task
@@ -212,7 +213,7 @@ def test_outcome_memory_error_is_like_for_like_on_tensor_bytes(tmp_path):
     """A CPU peak includes the runtime (MeasuredMemory.runtime_bytes): the comparison takes it out
     of the measurement as it takes the framework overhead out of the prediction."""
     from tuneplan.executor.compare import _outcome
-    from tuneplan.executor.memory_compare import from_result
+    from tuneplan.executor.ledger.memory_compare import from_result
 
     plan = make_plan("lora", "tiny")
     tensors = plan.memory.per_device_bytes - plan.memory.breakdown.framework_overhead

@@ -46,7 +46,7 @@ def test_compare_runs_the_three_example_plans(db: Path, tmp_path: Path) -> None:
         committed = json.loads((ROOT / "examples" / "plans" / f"{method}.json").read_text())
         assert _comparable(variant) == _comparable(committed), f"{method} variant differs from examples/plans"
     assert "supports" in r.stdout or "evidence" in r.stdout
-    from tuneplan.executor import store
+    from tuneplan.executor import ledger as store
 
     runs = store.list_runs(db)
     assert sorted(x["method"] for x in runs) == ["full", "lora", "qlora"]
@@ -83,7 +83,7 @@ def test_example_plan_on_two_processes(db: Path, tmp_path: Path) -> None:
     r = tp("run", "examples/plan.json", "--num-processes", "2", "--max-steps", "1", "--db", str(db),
            "--output", str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
-    from tuneplan.executor import store
+    from tuneplan.executor import ledger as store
 
     cols, rows = store.query(db, "SELECT num_processes, strategy, status, steps FROM runs "
                                  "WHERE num_processes = 2")

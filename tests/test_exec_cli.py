@@ -14,7 +14,7 @@ import pytest
 
 import tuneplan.executor
 from tuneplan.base.errors import InputError
-from tuneplan.executor import store
+from tuneplan.executor import ledger as store
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas.run import MeasuredMemory, RunResult
 
@@ -119,7 +119,7 @@ def lfl_result(tmp_path: Path, run_id: str) -> RunResult:
 
 
 def test_runs_show_like_for_like_error(tmp_path, capsys):
-    from tuneplan.executor.memory_compare import from_result
+    from tuneplan.executor.ledger.memory_compare import from_result
 
     db = tmp_path / "runs.duckdb"
     result = lfl_result(tmp_path, "r-lfl")

@@ -103,14 +103,14 @@ def test_forced_failure_is_recorded_and_propagates(tiny, train_file, tmp_path, m
     r = RunResult.model_validate_json((run_dir / "result.json").read_text())
     assert calls and r.status == "failed" and r.error == "RuntimeError: simulated crash in the train step"
     assert r.finished_at and r.eval_loss_before is not None and r.steps == 0
-    from tuneplan.executor import store
+    from tuneplan.executor import ledger as store
 
     assert [row["status"] for row in store.list_runs(str(tmp_path / "db.duckdb"))] == ["failed"]
 
 
 def test_database_failure_keeps_the_run_and_raises_recording_failed(tiny, train_file, tmp_path, monkeypatch,
                                                                      capsys):
-    from tuneplan.executor import store
+    from tuneplan.executor import ledger as store
     from tuneplan.executor.signals import RecordingFailed
 
     def broken(*a, **k):

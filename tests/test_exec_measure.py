@@ -9,7 +9,7 @@ import torch
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.advisor.estimator import estimate
 from tuneplan.executor import measure as M
-from tuneplan.executor import store
+from tuneplan.executor import ledger as store
 from tuneplan.executor import train as T
 from tuneplan.executor.data import Example
 from tuneplan.executor.models import load_model

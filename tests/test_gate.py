@@ -11,7 +11,8 @@ import json
 import pytest
 
 from test_check import record_run
-from tuneplan.executor import check, store
+from tuneplan.executor import ledger as store
+from tuneplan.executor.ledger import check
 from tuneplan.executor.cli import dispatch, register
 
 

@@ -6,7 +6,7 @@ import re
 
 from test_check import CASES, cli, record_run
 from tuneplan.executor.compare import Comparison, Outcome
-from tuneplan.executor.markdown import compare_markdown
+from tuneplan.executor.ledger.markdown import compare_markdown
 
 
 def _table_rows(text: str) -> list[list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from tuneplan.executor import store
+from tuneplan.executor import ledger as store
 from tuneplan.executor.cli import dispatch, register
 
 

@@ -155,7 +155,7 @@ def test_advise_to_an_unwritable_path_exits_2(tmp_path, capsys):
 
 
 def test_runs_limit_huge_is_not_a_traceback(tmp_path, capsys):
-    from tuneplan.executor import store
+    from tuneplan.executor import ledger as store
 
     store.connect(str(tmp_path / "db.duckdb")).close()
     assert cli.main(["runs", "--db", str(tmp_path / "db.duckdb"), "--limit", "9" * 40]) == 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from test_check import record_run
-from tuneplan.executor import store
+from tuneplan.executor import ledger as store
 from tuneplan.executor.cli import dispatch, register
-from tuneplan.executor.report import FIGURES
+from tuneplan.executor.ledger.report import FIGURES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

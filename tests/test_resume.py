@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
-from tuneplan.executor import store
+from tuneplan.executor import ledger as store
 from tuneplan.executor.checkpoint import MANIFEST, complete_checkpoints
 from tuneplan.executor.runner import run_plan
 from tuneplan.executor.signals import RunInterrupted
@@ -339,8 +339,8 @@ def test_report_to_unknown_or_missing_tracker_exits_2(tiny, tmp_path):
 
 def test_report_draws_eval_curves_over_steps(tiny, tmp_path):
     pytest.importorskip("matplotlib")
-    from tuneplan.executor.report import _curves, write_report
-    from tuneplan.executor.check import open_current
+    from tuneplan.executor.ledger.report import _curves, write_report
+    from tuneplan.executor.ledger import open_read as open_current
 
     db = tmp_path / "db.duckdb"
     plan = _plan(tmp_path, str(tiny), max_steps=2, eval_every_steps=1, save_every_steps=None)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
-from tuneplan.executor import owner, store
+from tuneplan.executor import ledger as store
+from tuneplan.executor import owner
 from tuneplan.schemas import RunResult
 
 

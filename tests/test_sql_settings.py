@@ -13,8 +13,8 @@ import pytest
 
 from test_store import make_result, metrics_rows
 from tuneplan.advisor.cli import main
-from tuneplan.executor import store
-from tuneplan.executor.sqldocs import TABLE_DOCS, describe
+from tuneplan.executor import ledger as store
+from tuneplan.executor.ledger.sqldocs import TABLE_DOCS, describe
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP_SETTINGS = {"learning_rate", "lora_rank"}

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuneplan.executor import sqlsafe, store
+from tuneplan.executor import ledger as store
+from tuneplan.executor.ledger import sqlsafe
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas.run import RunResult
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from ledger_fixtures import old_ledger_schema
 from tuneplan.base.errors import InputError
-from tuneplan.executor import store
+from tuneplan.executor import ledger as store
 from tuneplan.schemas.run import MeasuredMemory, RunResult
 
 REQUIRED_LIST_KEYS = {
@@ -96,7 +97,7 @@ def test_connect_creates_schema_and_is_idempotent(tmp_path):
 def test_older_database_is_upgraded_and_keeps_rows(tmp_path):
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
-    assert store.migrate(con, target=1) == [1]
+    assert old_ledger_schema(con, 1) == [1]
     con.execute("INSERT INTO runs (run_id, status, method, predicted_peak_bytes, "
                 "measured_peak_bytes) VALUES ('old', 'succeeded', 'full', 150, 100)")
     assert store.schema_version(con) == 1
@@ -117,7 +118,7 @@ def test_v3_database_is_upgraded_to_v4_and_keeps_rows(tmp_path):
     bytes on both sides, keeps every row, and is idempotent."""
     db = tmp_path / "v3.duckdb"
     con = duckdb.connect(str(db))
-    assert store.migrate(con, target=3) == [1, 2, 3]
+    assert old_ledger_schema(con, 3) == [1, 2, 3]
     plan = json.dumps({"memory": {"breakdown": {"framework_overhead": 300}}})
     old_result = json.dumps({"measured": {"device_kind": "cpu", "peak_bytes": 1000}})
     con.execute("INSERT INTO runs (run_id, status, method, predicted_peak_bytes, "
@@ -160,7 +161,8 @@ def test_v3_database_is_upgraded_to_v4_and_keeps_rows(tmp_path):
     (run_dir / "plan.json").write_text(plan)
     store.record(db, make_result(run_dir, "new", predicted=1500, measured=1000, runtime=400))
     _, rows = store.query(db, "SELECT runtime_bytes, measured_comparable_bytes, "
-                              "memory_error_comparable FROM run_memory_checks WHERE run_id = 'new'")
+                              "memory_error_comparable FROM runs JOIN run_memory_checks "
+                              "USING (run_id) WHERE run_id = 'new'")
     assert rows == [(400, 600, pytest.approx((1200 - 600) / 600))]
 
 
@@ -288,8 +290,10 @@ def test_views_compute_error_learning_forgetting(tmp_path):
     store.record(db, make_result(tmp_path / "d", "d", method="qlora", model="other",
                                  predicted=500, measured=400))
 
+    # the per-run views carry only their own columns: the runs columns come from a join
     _, pred = store.query(db, "SELECT run_id, predicted_peak_bytes, measured_peak_bytes, "
-                              "error_bytes, relative_error FROM run_predictions ORDER BY run_id")
+                              "error_bytes, relative_error FROM runs JOIN run_predictions "
+                              "USING (run_id) ORDER BY run_id")
     assert pred[0] == ("a", 1200, 1000, 200, pytest.approx(0.2))
     assert pred[1] == ("b", 900, 1000, -100, pytest.approx(-0.1))
     assert pred[2] == ("c", 1200, None, None, None)

@@ -14,8 +14,11 @@ import duckdb
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
+from ledger_fixtures import old_ledger_schema
 from tuneplan.base.errors import InputError
-from tuneplan.executor import check, store, sweep
+from tuneplan.executor import ledger as store
+from tuneplan.executor import sweep
+from tuneplan.executor.ledger import check
 from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas import Plan, Task
 
@@ -113,7 +116,7 @@ def test_parsers_and_bad_input(tmp_path):
 def test_v4_comparisons_upgraded_in_place(tmp_path):
     db = tmp_path / "v4.duckdb"
     con = duckdb.connect(str(db))
-    assert store.migrate(con, target=4) == [1, 2, 3, 4]
+    assert old_ledger_schema(con, 4) == [1, 2, 3, 4]
     con.execute("INSERT INTO comparisons VALUES ('c1', 'old', 'lora', 'full', 'medium', "
                 "TIMESTAMP '2025-01-01 00:00:00')")
     con.close()

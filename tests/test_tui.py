@@ -331,7 +331,7 @@ async def test_run_needs_training_data(tmp_path):
 
 def recorded_db(tmp_path: Path) -> Path:
     """A run database with two hand-made runs."""
-    from tuneplan.executor import store
+    from tuneplan.executor import ledger as store
 
     db = tmp_path / "runs.duckdb"
     for i, (method, status, measured, pred) in enumerate(
@@ -381,7 +381,7 @@ async def test_runs_tab_lists_runs_and_sql_box_is_read_only(tmp_path):
         await pilot.pause()
         assert "refused" in text(app, "sql-status")
         assert app.query_one("#sql-table").row_count == 0
-        from tuneplan.executor import store
+        from tuneplan.executor import ledger as store
 
         assert len(store.list_runs(db)) == 2
 

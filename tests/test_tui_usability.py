@@ -157,7 +157,7 @@ async def test_bars_share_one_scale_with_the_usable_line(tmp_path):
 
 
 async def test_data_is_shown_as_text_never_markup(tmp_path):
-    from tuneplan.executor import store
+    from tuneplan.executor import ledger as store
 
     db = recorded_db(tmp_path)
     run_dir = tmp_path / "run9"

@@ -3,7 +3,7 @@
 For every succeeded run with a measured peak and its plan JSON, the prediction is recomputed through
 :func:`tuneplan.advisor.estimator.estimate` (the plan's model and memory settings, on the device kind
 the run measured). The comparison is like-for-like, tensor bytes on both sides
-(executor/memory_compare.py): the estimate less its framework overhead term (runtime / CUDA
+(the run_memory_checks view; ledger/memory_compare.py for a fresh estimate): the estimate less its framework overhead term (runtime / CUDA
 context, allocator fragmentation) against the measured peak less its runtime_bytes (CPU: RSS
 before the model loaded; 0 on CUDA). measured_i below is that measured figure. Per key ``"<device kind>|<architecture family>"`` one factor f scales the activation-like
 terms (``activations`` and ``logits_and_loss``), the part of the estimate that depends on
@@ -34,8 +34,7 @@ from tuneplan.advisor.calibration import calibration_path, factor_key
 from tuneplan.base.fileio import write_text_atomic
 from tuneplan.schemas import MemoryEstimate, load_plan_dict
 
-from . import store
-from .check import open_current
+from .connect import DBPath, open_read
 from .memory_compare import like_for_like
 
 ACTIVATION_TERMS = ("activations", "logits_and_loss")
@@ -92,15 +91,15 @@ def comparable_bytes(est: MemoryEstimate) -> int:
 
 def _samples(con) -> tuple[list[Sample], list[tuple[str, str]]]:
     rows = con.execute(
-        "SELECT run_id, device_kind, measured_peak_bytes, runtime_bytes, plan_json FROM runs "
-        "WHERE status = 'succeeded' ORDER BY run_id").fetchall()
+        "SELECT r.run_id, r.device_kind, r.measured_peak_bytes, m.measured_comparable_bytes, "
+        "r.plan_json FROM runs r JOIN run_memory_checks m USING (run_id) "
+        "WHERE r.status = 'succeeded' ORDER BY r.run_id").fetchall()
     out: list[Sample] = []
     skipped: list[tuple[str, str]] = []
-    for run_id, kind, peak, runtime, plan_json in rows:
+    for run_id, kind, peak, measured, plan_json in rows:
         if not peak or peak <= 0:
             skipped.append((run_id, "no measured peak"))
             continue
-        measured = like_for_like(None, 0, peak, runtime).measured_comparable_bytes
         if not measured or measured <= 0:
             skipped.append((run_id, "measured peak not above its runtime bytes"))
             continue
@@ -153,9 +152,10 @@ def _error(s: Sample, calibration: Optional[dict[str, float]]) -> float:
     return (comparable_bytes(est) - s.measured) / s.measured
 
 
-def fit(db: store.DBPath = None) -> Fit:
-    """Fit factors per key from the database's succeeded runs (writes nothing)."""
-    con = open_current(db)
+def fit(db: DBPath = None) -> Fit:
+    """Fit factors per key from the database's succeeded runs (writes nothing to the database:
+    it is opened read-only; an older one raises SchemaOutdated)."""
+    con = open_read(db)
     try:
         samples, skipped = _samples(con)
     finally:
@@ -181,7 +181,7 @@ def fit(db: store.DBPath = None) -> Fit:
     return result
 
 
-def write(db: store.DBPath, result: Fit) -> Path:
+def write(db: DBPath, result: Fit) -> Path:
     """Store the factors and their metadata in <db dir>/calibration.json (atomically)."""
     path = calibration_path(str(db) if db is not None else None)
     path.parent.mkdir(parents=True, exist_ok=True)

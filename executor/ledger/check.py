@@ -4,10 +4,11 @@ and a per-rule audit across comparisons (``tuneplan check --rules``).
 Per run (docs/checks.md has the reasoning behind every threshold):
 
 * memory_error = (predicted - measured) / measured, signed, as ``tuneplan runs`` shows it;
-  memory_error_comparable is like-for-like, tensor bytes on both sides (executor/memory_compare.py,
-  mirrored by the run_memory_checks view): the prediction less its framework overhead (runtime /
-  CUDA context and allocator fragmentation) against the measured peak less its runtime_bytes (CPU:
-  the process RSS before the model loaded; 0 on CUDA, whose max_allocated has no CUDA context).
+  memory_error_comparable is like-for-like, tensor bytes on both sides: the prediction less its
+  framework overhead (runtime / CUDA context and allocator fragmentation) against the measured
+  peak less its runtime_bytes (CPU: the process RSS before the model loaded; 0 on CUDA, whose
+  max_allocated has no CUDA context). Both, learning, forgetting and memory_under_predicted are
+  read from the views (views.sql defines each once), never recomputed here.
 * broken when a plan predicted to fit failed out of memory;
 * broken when the measured peak exceeds the like-for-like prediction by more than
   MEMORY_UNDER_PREDICTION_LIMIT (25 %) of the measurement: under-prediction causes OOMs;
@@ -17,6 +18,7 @@ Per run (docs/checks.md has the reasoning behind every threshold):
 * runs still running, interrupted, or failed for reasons other than memory are judged on what they
   measured; the reasons say what could not be judged.
 
+Reads only (connect.open_read): an older database is refused with the command that upgrades it.
 DuckDB only; never imports torch.
 """
 
@@ -27,17 +29,19 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from . import store
+from .connect import DBPath, open_read
+from .migrate import LEARNING_MATCH_SHARE, MEMORY_UNDER_PREDICTION_LIMIT
 
-MEMORY_UNDER_PREDICTION_LIMIT = store.MEMORY_UNDER_PREDICTION_LIMIT
-"""Broken when memory_error_comparable < -0.25 (measured more than 25 % above the prediction)."""
+__all__ = ["MEMORY_UNDER_PREDICTION_LIMIT", "MEMORY_OVER_PREDICTION_NOTE", "FORGETTING_THRESHOLDS",
+           "LEARNING_MATCH_SHARE", "NOISE_BAND_NATS", "MIN_AUDIT_STEPS", "RULE_PROMISES",
+           "RunCheck", "judge_run", "check_runs", "gate", "summarise", "audit_rules", "to_json"]
+
 MEMORY_OVER_PREDICTION_NOTE = 0.50
 """A note (not a break) when the like-for-like prediction is more than 50 % above the measurement:
 the advisor may have turned down a method that would have fit."""
 FORGETTING_THRESHOLDS: dict[str, float] = {"low": 0.05, "medium": 0.15, "high": 0.50}
 """Largest probe-loss increase (nats) each forgetting tolerance accepts: exp(0.05) = +5 %,
 exp(0.15) = +16 %, exp(0.50) = +65 % general-text perplexity."""
-LEARNING_MATCH_SHARE = store.LEARNING_MATCH_SHARE
 NOISE_BAND_NATS = 0.02
 """Default noise band of the comparison audits (TP020, TP021): a learning or forgetting
 difference between two runs smaller than this many nats is inconclusive, not a verdict. The runs
@@ -81,17 +85,8 @@ class RunCheck:
     non_finite: list[str] = field(default_factory=list)
     steps: Optional[int] = None
     started_at: Optional[str] = None
-
-
-def open_current(db: store.DBPath):
-    """A read-only connection to an up-to-date database (migrating an older one first).
-    Raises store.NoDatabase when the file does not exist."""
-    con = store.connect(db, read_only=True)
-    if store.schema_version(con) >= store.SCHEMA_VERSION:
-        return con
-    con.close()
-    store.connect(db).close()  # applies the missing migrations
-    return store.connect(db, read_only=True)
+    memory_under_predicted: Optional[bool] = None
+    """run_memory_checks.memory_under_predicted: like-for-like error below -MEMORY_UNDER_PREDICTION_LIMIT."""
 
 
 def _rows(con, sql: str, params: list | None = None) -> list[dict[str, Any]]:
@@ -108,7 +103,7 @@ def _finite(x: Any) -> Optional[float]:
 
 
 def judge_run(row: dict[str, Any]) -> RunCheck:
-    """Verdict for one row of ``runs`` joined with ``run_memory_checks``."""
+    """Verdict for one row of ``runs`` joined with ``run_memory_checks`` and ``run_learning``."""
     status = row.get("status") or "unknown"
     tol = row.get("forgetting_tolerance")
     reasons: list[str] = []
@@ -136,7 +131,7 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
     if cerr is None:
         if not oom:
             notes.append("memory not measured")
-    elif cerr < -MEMORY_UNDER_PREDICTION_LIMIT:
+    elif row.get("memory_under_predicted"):
         broken = True
         measured = row.get("measured_comparable_bytes")
         if measured is None:
@@ -153,14 +148,13 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
         notes.append("ran although predicted not to fit")
 
     eb, ea = _finite(row.get("eval_loss_before")), _finite(row.get("eval_loss_after"))
-    learning = eb - ea if eb is not None and ea is not None else None
+    learning = _finite(row.get("learning"))
     learned = None if learning is None else learning > 0
     if learned is False:
         broken = True
         reasons.append(f"did not learn: eval loss {eb:.4f} -> {ea:.4f}")
 
-    fb, fa = _finite(row.get("forgetting_loss_before")), _finite(row.get("forgetting_loss_after"))
-    forgetting = fa - fb if fa is not None and fb is not None else None
+    forgetting = _finite(row.get("forgetting"))
     within: Optional[bool] = None
     if forgetting is not None:
         limit = FORGETTING_THRESHOLDS.get(tol or "")
@@ -192,6 +186,7 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
         verdict="broken" if broken else "held", reasons=reasons, notes=notes,
         forgetting_tolerance=tol, non_finite=non_finite, steps=row.get("steps"),
         started_at=None if row.get("started_at") is None else str(row.get("started_at")),
+        memory_under_predicted=None if cerr is None else bool(row.get("memory_under_predicted")),
     )
 
 
@@ -199,12 +194,13 @@ _RUN_SQL = """
 SELECT r.run_id, r.method, r.status, r.error, r.forgetting_tolerance, r.domain_distance,
        r.eval_loss_before, r.eval_loss_after, r.forgetting_loss_before, r.forgetting_loss_after,
        r.steps, r.started_at, r.plan_hash,
-       m.predicted_fits, m.predicted_peak_bytes, m.measured_peak_bytes,
-       m.predicted_overhead_bytes, m.runtime_bytes, m.predicted_comparable_bytes,
-       m.measured_comparable_bytes, m.memory_error, m.memory_error_comparable, m.out_of_memory,
+       r.predicted_fits, r.predicted_peak_bytes, r.measured_peak_bytes,
+       r.predicted_overhead_bytes, r.runtime_bytes, m.predicted_comparable_bytes,
+       m.measured_comparable_bytes, m.memory_error, m.memory_error_comparable,
+       m.memory_under_predicted, m.out_of_memory, l.learning, l.forgetting,
        (SELECT count(*) FROM metrics x WHERE x.run_id = r.run_id
           AND (NOT isfinite(x.loss) OR NOT isfinite(x.grad_norm))) AS non_finite_metrics
-FROM runs r JOIN run_memory_checks m USING (run_id)
+FROM runs r JOIN run_memory_checks m USING (run_id) JOIN run_learning l USING (run_id)
 WHERE {where}
 ORDER BY r.started_at NULLS LAST, r.run_id
 """
@@ -225,14 +221,14 @@ def _filters(run_ids: Optional[list[str]], plan_hashes: Optional[list[str]],
     return " AND ".join(where), params
 
 
-def check_runs(db: store.DBPath = None, *, con=None, run_ids: Optional[list[str]] = None,
+def check_runs(db: DBPath = None, *, con=None, run_ids: Optional[list[str]] = None,
                plan_hashes: Optional[list[str]] = None, since: Optional[str] = None
                ) -> dict[str, Any]:
     """{"runs": [RunCheck as dict, ...], "summary": {...}} for every run in the database, or
     those whose run_id starts with one of ``run_ids``, whose plan_hash is in ``plan_hashes``,
     started at or after ``since`` (ISO date or timestamp, UTC)."""
     own = con is None
-    con = con or open_current(db)
+    con = con or open_read(db)
     where, params = _filters(run_ids, plan_hashes, since)
     try:
         rows = _rows(con, _RUN_SQL.format(where=where), params)
@@ -277,9 +273,7 @@ def summarise(checks: list[RunCheck]) -> dict[str, Any]:
         "interrupted": sum(c.status == "interrupted" for c in checks),
         "running": sum(c.status == "running" for c in checks),
         "out_of_memory": sum(c.out_of_memory for c in checks),
-        "memory_under_predicted": sum(
-            c.memory_error_comparable is not None
-            and c.memory_error_comparable < -MEMORY_UNDER_PREDICTION_LIMIT for c in checks),
+        "memory_under_predicted": sum(bool(c.memory_under_predicted) for c in checks),
         "did_not_learn": sum(c.learned is False for c in checks),
         "non_finite": sum(bool(c.non_finite) for c in checks),
         "forgot_beyond_tolerance": sum(c.forgetting_within_tolerance is False for c in checks),
@@ -326,22 +320,23 @@ def _pair(steps: dict[str, Any], a: str, b: str, diff: Optional[float], holds: A
     return bool(holds), "held" if holds else "broken"
 
 
-def audit_rules(db: store.DBPath = None, *, con=None, noise_band: float = NOISE_BAND_NATS,
+def audit_rules(db: DBPath = None, *, con=None, noise_band: float = NOISE_BAND_NATS,
                 min_steps: int = MIN_AUDIT_STEPS) -> list[dict[str, Any]]:
     """Which rules' promises held across runs, from the audit_* views (one entry per rule). A
     comparison pair counts only when both runs trained at least ``min_steps`` steps and (TP020,
     TP021) their difference is outside ``noise_band`` nats; otherwise it is inconclusive."""
     own = con is None
-    con = con or open_current(db)
+    con = con or open_read(db)
     try:
         qv = _rows(con, "SELECT * FROM audit_qlora_vs_lora_memory ORDER BY compare_id")
         fv = _rows(con, "SELECT * FROM audit_lora_vs_full_forgetting ORDER BY compare_id, adapter_method")
         lv = _rows(con, "SELECT * FROM audit_lora_vs_full_learning ORDER BY compare_id, adapter_method")
-        mv = _rows(con, "SELECT * FROM run_memory_checks WHERE predicted_fits "
-                        "AND (measured_peak_bytes > 0 OR out_of_memory) ORDER BY run_id")
-        has_lr = bool(_rows(con, "SELECT 1 FROM duckdb_views() WHERE view_name = 'audit_learning_rate'"))
+        mv = _rows(con, "SELECT r.run_id, r.method, m.memory_error_comparable, "
+                        "m.memory_under_predicted, m.out_of_memory "
+                        "FROM runs r JOIN run_memory_checks m USING (run_id) WHERE r.predicted_fits "
+                        "AND (r.measured_peak_bytes > 0 OR m.out_of_memory) ORDER BY run_id")
         lr = _rows(con, "SELECT * FROM audit_learning_rate WHERE advised_learning_rate > 0 "
-                        "ORDER BY compare_id") if has_lr else []
+                        "ORDER BY compare_id")
         steps = dict(con.execute("SELECT run_id, steps FROM runs").fetchall())
     finally:
         if own:
@@ -378,8 +373,7 @@ def audit_rules(db: store.DBPath = None, *, con=None, noise_band: float = NOISE_
     out.append(_rule("TP020", cases, note, noise_band=noise_band, min_steps=min_steps))
     cases = []
     for r in mv:
-        ok = not r["out_of_memory"] and (r["memory_error_comparable"] is None
-                                         or r["memory_error_comparable"] >= -MEMORY_UNDER_PREDICTION_LIMIT)
+        ok = not r["out_of_memory"] and not r["memory_under_predicted"]
         if not ok:
             cases.append((False, f"{r['run_id']} ({r['method']}): " + (
                 "out of memory" if r["out_of_memory"] else

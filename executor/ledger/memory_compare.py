@@ -1,23 +1,23 @@
-"""The like-for-like memory comparison: the one definition every judge of prediction vs
-measurement uses (``tuneplan run`` / ``runs``, compare, check, calibrate, report).
+"""The like-for-like memory comparison in Python, for runs that are not (yet) rows of the
+ledger: the run summary ``tuneplan run`` prints, ``tuneplan compare``'s outcomes, calibrate's
+re-estimates.
 
-A plan's per-device prediction includes a framework overhead term (runtime / CUDA context and
-allocator fragmentation, itemised in plan.memory.terms); a measured peak may include the process
-runtime (CPU: the RSS before the model was loaded, ``MeasuredMemory.runtime_bytes``; 0 on CUDA,
-whose max_memory_allocated has no CUDA context). Like-for-like compares tensor bytes with tensor
-bytes:
+The definition is the run_memory_checks view (views.sql): every number read from the database
+comes from it, and this mirror is held to it on real recorded rows (tests/test_check.py
+``test_like_for_like_on_tensor_bytes_python_and_sql_agree``, tests/test_ledger.py). Like-for-like
+compares tensor bytes with tensor bytes:
 
     predicted_comparable = plan.memory.per_device_bytes - plan.memory.breakdown.framework_overhead
                          = plan.memory.allocated_peak_bytes (the estimator's tensor-bytes figure)
     measured_comparable  = measured.peak_bytes - measured.runtime_bytes
     error                = (predicted_comparable - measured_comparable) / measured_comparable
 
-signed (negative: under-predicted), None when nothing positive was measured. The raw error
-``(per_device_bytes - peak_bytes) / peak_bytes`` is kept alongside as ``raw_error``.
-
-The run store's ``run_memory_checks`` view (executor/store.py, migration 4) computes the same
-columns in SQL (``predicted_comparable_bytes``, ``measured_comparable_bytes``,
-``memory_error_comparable``); tests/test_check.py holds the two to the same number.
+A plan's per-device prediction includes a framework overhead term (runtime / CUDA context and
+allocator fragmentation, itemised in plan.memory.terms); a measured peak may include the process
+runtime (CPU: the RSS before the model was loaded, ``MeasuredMemory.runtime_bytes``; 0 on CUDA,
+whose max_memory_allocated has no CUDA context). Signed (negative: under-predicted), None when
+nothing positive was measured. The raw error ``(per_device_bytes - peak_bytes) / peak_bytes`` is
+kept alongside as ``raw_error`` (the view's ``memory_error``).
 
 Pure Python: never imports torch or DuckDB.
 """

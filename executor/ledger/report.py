@@ -22,9 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import store
-from .check import FORGETTING_THRESHOLDS, audit_rules, check_runs, open_current
-from .memory_compare import like_for_like
+from .check import FORGETTING_THRESHOLDS, audit_rules, check_runs
+from .connect import DBPath, StoreError, default_db_path, open_read
+from .rows import read_metrics_jsonl
 
 FIGURES = ("memory.png", "learning_forgetting.png", "loss_curves.png", "sweeps.png", "eval_curves.png")
 COLORS = {"full": "tab:red", "lora": "tab:blue", "qlora": "tab:green"}
@@ -41,18 +41,11 @@ def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
-def _like_for_like(row: dict):
-    """The run's like-for-like comparison (executor/memory_compare.py) from its view row."""
-    return like_for_like(row["predicted_peak_bytes"], row.get("predicted_overhead_bytes"),
-                         row["measured_peak_bytes"], row.get("runtime_bytes"))
-
-
 def _memory_figure(plt, runs: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 5))
     pts = []
     for r in runs:
-        lfl = _like_for_like(r)
-        pred, meas = lfl.predicted_comparable_bytes, lfl.measured_comparable_bytes
+        pred, meas = r["predicted_comparable_bytes"], r["measured_comparable_bytes"]
         if pred is not None and meas is not None and pred > 0 and meas > 0:
             pts.append((r["method"], pred, meas))
     if pts:
@@ -169,8 +162,8 @@ def _curves(con) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for row in _rows(con, "SELECT run_id, run_dir FROM runs WHERE run_dir IS NOT NULL"):
         try:
-            rows = store.read_metrics_jsonl(Path(row["run_dir"]) / "metrics.jsonl")
-        except store.StoreError:
+            rows = read_metrics_jsonl(Path(row["run_dir"]) / "metrics.jsonl")
+        except StoreError:
             continue
         evals = [r for r in rows if r.get("eval_loss") is not None or r.get("probe_loss") is not None]
         if evals:
@@ -230,8 +223,7 @@ def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict])
     ]
     for r in runs:
         c = by_id.get(r["run_id"], {})
-        lfl = _like_for_like(r)
-        pred, meas = lfl.predicted_comparable_bytes, lfl.measured_comparable_bytes
+        pred, meas = r["predicted_comparable_bytes"], r["measured_comparable_bytes"]
         verdict = c.get("verdict", "-")
         if c.get("reasons"):
             verdict += ": " + "; ".join(c["reasons"]).replace("|", "/")
@@ -239,7 +231,7 @@ def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict])
             f"| `{r['run_id']}` | {r['method']} | {r['status']} | "
             f"{_fmt(pred / MIB if pred is not None else None, '.2f')} | "
             f"{_fmt(meas / MIB if meas else None, '.2f')} | "
-            f"{_fmt(lfl.error, '+.1%')} | {_fmt(c.get('learning'), '+.4f')} | "
+            f"{_fmt(r['memory_error_comparable'], '+.1%')} | {_fmt(c.get('learning'), '+.4f')} | "
             f"{_fmt(c.get('forgetting'), '+.4f')} | {_fmt(r['tokens_per_second'], ',.0f')} | {verdict} |")
     lines += [
         "",
@@ -282,9 +274,9 @@ def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict])
     return "\n".join(lines)
 
 
-def write_report(db: store.DBPath, out_dir: str | Path) -> list[Path]:
-    """Write the figures and report.md into out_dir; returns the written paths.
-    Raises store.NoDatabase when the database does not exist."""
+def write_report(db: DBPath, out_dir: str | Path) -> list[Path]:
+    """Write the figures and report.md into out_dir; returns the written paths. Reads only:
+    raises NoDatabase when the database does not exist, SchemaOutdated when it is older."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -292,16 +284,16 @@ def write_report(db: store.DBPath, out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    con = open_current(db)
+    con = open_read(db)
     try:
-        runs = _rows(con, "SELECT m.*, r.tokens_per_second, r.started_at FROM run_memory_checks m "
-                          "JOIN runs r USING (run_id) ORDER BY r.started_at NULLS LAST, run_id")
+        runs = _rows(con, "SELECT r.run_id, r.method, r.status, r.tokens_per_second, r.started_at, "
+                          "m.* EXCLUDE (run_id) FROM runs r JOIN run_memory_checks m USING (run_id) "
+                          "ORDER BY r.started_at NULLS LAST, run_id")
         metrics = _rows(con, "SELECT run_id, step, loss FROM metrics ORDER BY run_id, step")
         curves = _curves(con)
         checked = check_runs(con=con)
         rules = audit_rules(con=con)
-        has_sweeps = bool(_rows(con, "SELECT 1 FROM duckdb_views() WHERE view_name = 'sweep_trials'"))
-        trials = _rows(con, "SELECT * FROM sweep_trials WHERE axis <> 'method'") if has_sweeps else []
+        trials = _rows(con, "SELECT * FROM sweep_trials WHERE axis <> 'method'")
     finally:
         con.close()
     _memory_figure(plt, runs, out / FIGURES[0])
@@ -309,7 +301,7 @@ def write_report(db: store.DBPath, out_dir: str | Path) -> list[Path]:
     _loss_figure(plt, metrics, {r["run_id"]: r["method"] for r in runs}, out / FIGURES[2])
     _sweep_figure(plt, trials, out / FIGURES[3])
     _eval_curves_figure(plt, curves, {r["run_id"]: r["method"] for r in runs}, out / FIGURES[4])
-    label = str(store.default_db_path() if db is None else Path(db).expanduser())
+    label = str(default_db_path() if db is None else Path(db).expanduser())
     md = out / "report.md"
     md.write_text(_markdown(label, runs, checked, rules), encoding="utf-8")
     return [out / f for f in FIGURES] + [md]

@@ -29,9 +29,9 @@ result in memory.
 
 API: :func:`check_statement`, :func:`sealed_connection`, :func:`stream` (a context manager) and
 :func:`fetch` (everything in one list, for the TUI and tests). Errors are the store's:
-:class:`~tuneplan.executor.store.QueryRefused` (not a read, or a path/URL outside what the
-connection may read), :class:`~tuneplan.executor.store.QueryError` (does not parse, unknown
-table...), :class:`~tuneplan.executor.store.NoDatabase`.
+:class:`~tuneplan.executor.ledger.connect.QueryRefused` (not a read, or a path/URL outside what the
+connection may read), :class:`~tuneplan.executor.ledger.connect.QueryError` (does not parse, unknown
+table...), :class:`~tuneplan.executor.ledger.connect.NoDatabase`.
 
 This module imports DuckDB, never torch.
 """
@@ -47,10 +47,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, U
 
 import duckdb
 
-from tuneplan.executor.store import (
+from .connect import (
+    UPGRADE_COMMAND,
     NoDatabase,
     QueryError,
     QueryRefused,
+    SchemaOutdated,
     _open_error,
     _resolve,
 )
@@ -275,6 +277,15 @@ def sealed_connection(db: DBPath = None, read_paths: Sequence[Union[str, Path]] 
             con.execute("SET allowed_directories = ?", [dirs])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
+        if db is None or str(db) != ":memory:":
+            from .migrate import outdated
+
+            why = outdated(con)
+            if why:
+                raise SchemaOutdated(
+                    f"the run database {_resolve(db)} {why}; `tuneplan sql` never changes it. "
+                    f"Upgrade it in place with `{UPGRADE_COMMAND} --db {_resolve(db)}` (every row "
+                    f"is kept), then run the query again.")
     except BaseException:
         con.close()
         raise

@@ -1,0 +1,3 @@
+-- Migration 2 created the run_predictions, run_learning and method_summary views. Views are no
+-- longer part of any migration: every view is defined once in views.sql and re-created whenever a
+-- writable connection opens (migrate.create_views), so this step changes no table.

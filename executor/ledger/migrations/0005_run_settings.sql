@@ -1,0 +1,2 @@
+-- Migration 5 created the run_settings view. Views live in views.sql (re-created on every
+-- writable connect); the settings themselves became the plan_settings table in migration 7.

@@ -1,0 +1,182 @@
+-- Every view of the run ledger, defined once. Re-created (CREATE OR REPLACE) by every writable
+-- connection after the migrations (migrate.create_views); read-only connections refuse a database
+-- whose views are older than this file (connect.py: the message names `tuneplan runs upgrade`).
+-- $${NAME} placeholders are Python constants (migrate.VIEW_CONSTANTS), so a threshold is written
+-- once for both languages.
+--
+-- Per-run views (run_memory_checks, run_predictions, run_learning, run_settings) have run_id and
+-- only their own columns, none repeating a column of `runs` or of another per-run view, so
+-- `runs JOIN run_memory_checks USING (run_id) JOIN run_learning USING (run_id)` is never ambiguous.
+
+-- The memory comparison: the one definition of the raw and the like-for-like memory error.
+--   memory_error             (predicted - measured) / measured, the whole figures
+--   memory_error_comparable  like-for-like, tensor bytes on both sides: the prediction less its
+--                            framework overhead against the measured peak less runtime_bytes
+--                            (ledger/memory_compare.py mirrors it for runs not yet recorded,
+--                            tested equal on recorded rows)
+-- Signed: negative = under-predicted. NULL when nothing positive was measured.
+CREATE OR REPLACE VIEW run_memory_checks AS
+WITH b AS (
+    SELECT run_id, status, error, predicted_peak_bytes, measured_peak_bytes,
+           predicted_peak_bytes - coalesce(predicted_overhead_bytes, 0) AS predicted_comparable_bytes,
+           CASE WHEN measured_peak_bytes > 0
+                THEN measured_peak_bytes - coalesce(runtime_bytes, 0) END AS measured_comparable_bytes
+    FROM runs
+), e AS (
+    SELECT *,
+           CASE WHEN measured_peak_bytes > 0
+                THEN (predicted_peak_bytes - measured_peak_bytes)::DOUBLE / measured_peak_bytes
+           END AS memory_error,
+           CASE WHEN measured_comparable_bytes > 0
+                THEN (predicted_comparable_bytes - measured_comparable_bytes)::DOUBLE
+                     / measured_comparable_bytes
+           END AS memory_error_comparable
+    FROM b
+)
+SELECT
+    run_id, predicted_comparable_bytes, measured_comparable_bytes, memory_error,
+    memory_error_comparable,
+    memory_error_comparable < -${MEMORY_UNDER_PREDICTION_LIMIT} AS memory_under_predicted,
+    coalesce(status = 'failed' AND regexp_matches(coalesce(error, ''), '${OOM_PATTERN}'), false)
+        AS out_of_memory
+FROM e;
+
+-- Raw prediction error per run. relative_error is the same number as memory_error, kept as a
+-- documented alias because queries written against schema 2-6 select it from this view.
+CREATE OR REPLACE VIEW run_predictions AS
+SELECT
+    r.run_id,
+    r.predicted_peak_bytes - r.measured_peak_bytes AS error_bytes,
+    m.memory_error AS relative_error
+FROM runs r JOIN run_memory_checks m USING (run_id);
+
+-- The one definition of learning (in-domain eval loss drop, nats; positive = learned) and
+-- forgetting (probe loss rise, nats; positive = forgot).
+CREATE OR REPLACE VIEW run_learning AS
+SELECT
+    run_id,
+    eval_loss_before - eval_loss_after AS learning,
+    forgetting_loss_after - forgetting_loss_before AS forgetting
+FROM runs;
+
+-- Each run's planned training settings (recorded into plan_settings at record time), one row
+-- per run (NULLs where no plan was recorded).
+CREATE OR REPLACE VIEW run_settings AS
+SELECT
+    r.run_id, s.* EXCLUDE (run_id),
+    s.per_device_batch_size::BIGINT * s.gradient_accumulation_steps
+        * coalesce(s.planned_processes, 1) AS effective_batch
+FROM runs r LEFT JOIN plan_settings s USING (run_id);
+
+CREATE OR REPLACE VIEW method_summary AS
+SELECT
+    r.method, r.model,
+    count(*) AS runs,
+    count(*) FILTER (WHERE r.status = 'succeeded') AS succeeded,
+    avg(m.memory_error) FILTER (WHERE r.status = 'succeeded') AS mean_memory_error,
+    avg(abs(m.memory_error)) FILTER (WHERE r.status = 'succeeded') AS mean_abs_memory_error,
+    avg(l.learning) FILTER (WHERE r.status = 'succeeded') AS mean_learning,
+    avg(l.forgetting) FILTER (WHERE r.status = 'succeeded') AS mean_forgetting,
+    avg(r.tokens_per_second) FILTER (WHERE r.status = 'succeeded') AS mean_tokens_per_second
+FROM runs r
+JOIN run_memory_checks m USING (run_id)
+JOIN run_learning l USING (run_id)
+GROUP BY r.method, r.model;
+
+-- One row per trial of a comparison (tuneplan compare); keyed by (compare_id, run_id).
+CREATE OR REPLACE VIEW comparison_runs AS
+SELECT
+    c.compare_id, c.method, c.chosen_method, c.forgetting_tolerance, c.created_at,
+    r.run_id, r.status, r.domain_distance, r.device_kind,
+    r.predicted_peak_bytes, r.measured_peak_bytes,
+    l.learning, l.forgetting
+FROM comparisons c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id);
+
+-- TP023: QLoRA uses less memory than LoRA and learns at least LEARNING_MATCH_SHARE of what it did.
+CREATE OR REPLACE VIEW audit_qlora_vs_lora_memory AS
+WITH p AS (
+    SELECT
+        q.compare_id, q.domain_distance, l.run_id AS lora_run_id, q.run_id AS qlora_run_id,
+        l.measured_peak_bytes AS lora_measured_bytes, q.measured_peak_bytes AS qlora_measured_bytes,
+        l.learning AS lora_learning, q.learning AS qlora_learning,
+        q.measured_peak_bytes < l.measured_peak_bytes AS qlora_less_memory,
+        CASE WHEN l.learning > 0 THEN q.learning >= ${LEARNING_MATCH_SHARE} * l.learning
+             ELSE q.learning >= l.learning END AS qlora_learning_matches
+    FROM comparison_runs q
+    JOIN comparison_runs l ON l.compare_id = q.compare_id AND l.method = 'lora'
+    WHERE q.method = 'qlora' AND q.status = 'succeeded' AND l.status = 'succeeded'
+      AND q.measured_peak_bytes > 0 AND l.measured_peak_bytes > 0
+)
+SELECT *, qlora_less_memory AND qlora_learning_matches AS holds FROM p;
+
+-- TP021: the adapter forgets no more than full fine-tuning.
+CREATE OR REPLACE VIEW audit_lora_vs_full_forgetting AS
+SELECT
+    a.compare_id, a.domain_distance, a.forgetting_tolerance, a.method AS adapter_method,
+    a.run_id AS adapter_run_id, f.run_id AS full_run_id,
+    a.forgetting AS adapter_forgetting, f.forgetting AS full_forgetting,
+    a.forgetting <= f.forgetting AS lora_forgets_less
+FROM comparison_runs a
+JOIN comparison_runs f ON f.compare_id = a.compare_id AND f.method = 'full'
+WHERE a.method IN ('lora', 'qlora') AND a.status = 'succeeded' AND f.status = 'succeeded'
+  AND a.forgetting IS NOT NULL AND f.forgetting IS NOT NULL;
+
+-- TP020: full fine-tuning learns more than the adapter (a promise on far domains).
+CREATE OR REPLACE VIEW audit_lora_vs_full_learning AS
+SELECT
+    a.compare_id, a.domain_distance, a.domain_distance = 'far' AS far_domain,
+    a.method AS adapter_method, a.run_id AS adapter_run_id, f.run_id AS full_run_id,
+    a.learning AS adapter_learning, f.learning AS full_learning,
+    f.learning > a.learning AS full_learns_more
+FROM comparison_runs a
+JOIN comparison_runs f ON f.compare_id = a.compare_id AND f.method = 'full'
+WHERE a.method IN ('lora', 'qlora') AND a.status = 'succeeded' AND f.status = 'succeeded'
+  AND a.learning IS NOT NULL AND f.learning IS NOT NULL;
+
+-- TP030 per method and device kind: how often the like-for-like memory promise held.
+CREATE OR REPLACE VIEW audit_memory_predictions AS
+SELECT
+    r.method, r.device_kind,
+    count(*) AS runs,
+    count(m.memory_error_comparable) AS measured_runs,
+    count(*) FILTER (WHERE NOT m.memory_under_predicted) AS within_threshold,
+    count(*) FILTER (WHERE NOT m.memory_under_predicted)::DOUBLE
+        / nullif(count(m.memory_error_comparable), 0) AS share_within_threshold,
+    avg(m.memory_error_comparable) AS mean_memory_error_comparable,
+    avg(abs(m.memory_error_comparable)) AS mean_abs_memory_error_comparable,
+    count(*) FILTER (WHERE m.out_of_memory AND r.predicted_fits) AS oom_when_predicted_to_fit
+FROM runs r JOIN run_memory_checks m USING (run_id)
+GROUP BY r.method, r.device_kind;
+
+-- Every trial of a sweep or comparison joined to its run (one row per trial).
+CREATE OR REPLACE VIEW sweep_trials AS
+SELECT
+    c.compare_id, c.axis, c.value, c.advised_value, c.method, c.chosen_method,
+    c.forgetting_tolerance, c.created_at,
+    r.run_id, r.status, r.model, r.domain_distance, r.device_kind,
+    s.learning_rate, s.lora_rank,
+    r.eval_loss_before, r.eval_loss_after, l.learning, l.forgetting,
+    r.measured_peak_bytes, r.tokens_per_second, r.wall_seconds
+FROM comparisons c
+JOIN runs r USING (run_id)
+JOIN run_learning l USING (run_id)
+LEFT JOIN plan_settings s USING (run_id);
+
+-- TP040: per learning-rate sweep, the best trial's rate (lowest eval loss) against the advised one.
+CREATE OR REPLACE VIEW audit_learning_rate AS
+WITH ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY compare_id ORDER BY eval_loss_after) AS k
+    FROM sweep_trials
+    WHERE axis = 'learning_rate' AND status = 'succeeded' AND eval_loss_after IS NOT NULL
+)
+SELECT
+    compare_id, model, count(*) AS trials,
+    TRY_CAST(any_value(advised_value) AS DOUBLE) AS advised_learning_rate,
+    max(learning_rate) FILTER (WHERE k = 1) AS best_learning_rate,
+    min(eval_loss_after) AS best_eval_loss,
+    max(learning_rate) FILTER (WHERE k = 1) / TRY_CAST(any_value(advised_value) AS DOUBLE) AS ratio,
+    max(learning_rate) FILTER (WHERE k = 1) / TRY_CAST(any_value(advised_value) AS DOUBLE)
+        BETWEEN 0.5 AND 2.0 AS within_2x
+FROM ranked
+GROUP BY compare_id, model
+HAVING count(*) >= 2;
