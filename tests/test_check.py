@@ -242,13 +242,23 @@ def test_check_rules_summary(cmp_db, capsys):
     assert "TP023 mixed" in capsys.readouterr().out
 
 
-def test_older_database_gains_current_schema_on_check(tmp_path):
+def test_older_database_is_refused_by_check_unchanged_until_upgraded(tmp_path):
+    """A read never writes (issue 10): check on a schema-2 database raises SchemaOutdated naming
+    the upgrade command and leaves the file byte for byte as it was; a writable connection (what
+    `tuneplan runs upgrade` / `runs ingest` / `run` open) upgrades it, and check then reads it."""
     import duckdb
 
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
     old_ledger_schema(con, 2)
     con.close()
+    before = db.read_bytes()
+    with pytest.raises(store.SchemaOutdated, match="schema version 2.*tuneplan runs upgrade"):
+        check.check_runs(db)
+    with pytest.raises(store.SchemaOutdated):
+        check.audit_rules(db)
+    assert db.read_bytes() == before
+    store.connect(db).close()
     assert check.check_runs(db)["summary"]["runs"] == 0
     con = store.connect(db, read_only=True)
     try:
@@ -277,7 +287,7 @@ def test_like_for_like_on_tensor_bytes_python_and_sql_agree(tmp_path):
 
     cols, rows = store.query(db, "SELECT runtime_bytes, predicted_comparable_bytes, "
                                  "measured_comparable_bytes, memory_error_comparable "
-                                 "FROM run_memory_checks")
+                                 "FROM runs JOIN run_memory_checks USING (run_id)")
     assert rows == [(400 * mib, 580 * mib, 600 * mib, pytest.approx(expected))]
     assert rows[0][3] == lfl.error  # the same number, not just close
     (run,) = check.check_runs(db)["runs"]

@@ -172,7 +172,8 @@ def test_runs_ingest(tmp_path, capsys):
 
 
 def test_sql_formats(db, capsys):
-    query = "SELECT run_id, status, relative_error FROM run_predictions ORDER BY run_id"
+    query = ("SELECT run_id, status, relative_error FROM runs JOIN run_predictions USING (run_id) "
+             "ORDER BY run_id")
     assert cli("sql", query, "--db", str(db), "--format", "csv") == 0
     assert capsys.readouterr().out.splitlines() == [
         "run_id,status,relative_error", "r1,succeeded,0.5", "r2,failed,"]

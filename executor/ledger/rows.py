@@ -220,7 +220,7 @@ _UPSERT_SQL = (
 
 _PLAN_SETTINGS_SQL = (
     "INSERT OR REPLACE INTO plan_settings "
-    "SELECT run_id, unnest(plan_settings_of(plan_json)) FROM runs "
+    "SELECT run_id, plan_settings_of(plan_json) FROM runs "
     "WHERE run_id = ? AND plan_json IS NOT NULL"
 )
 """The run's plan_settings row, from the plan JSON just recorded (macros.sql's plan_settings_of)."""

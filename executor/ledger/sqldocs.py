@@ -13,6 +13,8 @@ TABLE_DOCS = {
     "metrics": "one row per optimizer step of each run (loss, LR, grad norm, tokens, time)",
     "comparisons": "which runs `tuneplan compare` ran side by side (one row per run of a comparison)",
     "schema_migrations": "which schema migrations this database has applied, and when",
+    "schema_views": "the hash of the views and macros last created (read-only commands refuse another)",
+    "plan_settings": "each run's planned training settings, recorded from its plan at record time (run_settings unnests them)",
     "run_settings": "each run's planned training settings as typed columns (joins USING (run_id))",
     "run_predictions": "predicted vs measured peak memory per run (raw, framework overhead included)",
     "run_learning": "learning (eval loss drop) and forgetting (probe loss rise) per run",
@@ -34,7 +36,8 @@ COLUMN_DOCS = {
     "plan_json": "the plan.json the run executed (JSON)",
     "method": "fine-tuning method that ran: full, lora or qlora",
     "model": "model name as the plan states it (Hub id or local path)",
-    "hardware": "the device the run used, as the executor described it",
+    "hardware": "the device the run used, as the executor described it (e.g. cuda: NVIDIA H200)",
+    "planned_hardware": "the device the plan was made for (plan inputs.hardware.name, e.g. the catalog GPU name)",
     "device_kind": "cpu or cuda",
     "status": "succeeded, failed, interrupted or running",
     "error": "error message of a failed or interrupted run",
@@ -62,12 +65,13 @@ COLUMN_DOCS = {
     "cuda_max_reserved_bytes": "torch.cuda.max_memory_reserved, bytes (CUDA only)",
     "rss_peak_bytes": "peak resident set size of the process, bytes",
     "runtime_bytes": "part of the measured peak that is the process runtime (CPU RSS before the model loaded; 0 on CUDA)",
-    "predicted_overhead_bytes": "the plan's framework-overhead term, bytes",
+    "predicted_overhead_bytes": "the plan's framework-overhead term, bytes (recorded from the plan at record time)",
     "predicted_comparable_bytes": "predicted peak less the framework-overhead term, bytes",
     "measured_comparable_bytes": "measured peak less runtime_bytes, bytes",
     "error_bytes": "predicted_peak_bytes - measured_peak_bytes",
-    "relative_error": "memory error: (predicted - measured) / measured, raw (negative = under-predicted)",
+    "relative_error": "alias of memory_error kept for queries written before schema 7 (the same number)",
     "memory_error": "memory error: (predicted - measured) / measured, raw (negative = under-predicted)",
+    "memory_under_predicted": "memory_error_comparable below -25%: the memory promise broke (TP030)",
     "memory_error_comparable": "memory error like-for-like: (predicted less overhead - measured less runtime) / measured less runtime",
     "out_of_memory": "whether the run failed by running out of memory",
     # learning and forgetting
@@ -144,6 +148,9 @@ COLUMN_DOCS = {
     # schema_migrations
     "version": "migration number",
     "applied_at": "when it was applied (UTC)",
+    # schema_views, plan_settings
+    "hash": "hash of macros.sql and views.sql as created",
+    "settings": "the planned settings as one STRUCT (the columns of run_settings)",
     # run_settings
     "planned_method": "method in the plan (full, lora, qlora)",
     "planned_model": "model name in the plan",
@@ -182,6 +189,7 @@ TABLE_COLUMN_DOCS: dict[tuple[str, str], str] = {
     ("method_summary", "method"): "fine-tuning method (one row per method and model)",
     ("audit_memory_predictions", "runs"): "runs of this method on this device kind",
     ("comparisons", "method"): "method of this run within the comparison",
+    ("schema_views", "created_at"): "when a writable connection last created the views (UTC)",
 }
 
 

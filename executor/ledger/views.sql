@@ -59,13 +59,13 @@ SELECT
     forgetting_loss_after - forgetting_loss_before AS forgetting
 FROM runs;
 
--- Each run's planned training settings (recorded into plan_settings at record time), one row
--- per run (NULLs where no plan was recorded).
+-- Each run's planned training settings (recorded into plan_settings.settings at record time by
+-- macros.sql's plan_settings_of), one row per run (NULLs where no plan was recorded).
 CREATE OR REPLACE VIEW run_settings AS
 SELECT
-    r.run_id, s.* EXCLUDE (run_id),
-    s.per_device_batch_size::BIGINT * s.gradient_accumulation_steps
-        * coalesce(s.planned_processes, 1) AS effective_batch
+    r.run_id, unnest(s.settings),
+    s.settings.per_device_batch_size::BIGINT * s.settings.gradient_accumulation_steps
+        * coalesce(s.settings.planned_processes, 1) AS effective_batch
 FROM runs r LEFT JOIN plan_settings s USING (run_id);
 
 CREATE OR REPLACE VIEW method_summary AS
@@ -154,7 +154,7 @@ SELECT
     c.compare_id, c.axis, c.value, c.advised_value, c.method, c.chosen_method,
     c.forgetting_tolerance, c.created_at,
     r.run_id, r.status, r.model, r.domain_distance, r.device_kind,
-    s.learning_rate, s.lora_rank,
+    s.settings.learning_rate AS learning_rate, s.settings.lora_rank AS lora_rank,
     r.eval_loss_before, r.eval_loss_after, l.learning, l.forgetting,
     r.measured_peak_bytes, r.tokens_per_second, r.wall_seconds
 FROM comparisons c
