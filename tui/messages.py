@@ -71,7 +71,7 @@ def run_outcome(app: App, status: str, cancelled: bool) -> None:
 
 def store_error_words(e: Exception) -> str:
     """A run-database error in words: no database yet, a store error, anything else by type."""
-    from tuneplan.executor import store
+    from tuneplan.executor import ledger as store
 
     if isinstance(e, store.NoDatabase):
         return "No run database yet: nothing to query until a run is recorded (ctrl+r on the Plan tab)."

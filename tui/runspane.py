@@ -37,7 +37,7 @@ def sql_query(db: Optional[str], sql: str) -> tuple[list[str], list[tuple], bool
     """The one call the SQL box makes: `tuneplan sql`'s sealed connection (executor/sqlsafe.py:
     read-only, the statement checked by DuckDB's parser, external access limited to the same
     default read paths, the same row limit). Returns (columns, rows, truncated)."""
-    from tuneplan.executor import sqlsafe
+    from tuneplan.executor.ledger import sqlsafe
 
     return sqlsafe.fetch(sql, db, read_paths=sqlsafe.default_read_paths(), limit=sqlsafe.DEFAULT_ROW_LIMIT)
 
@@ -77,7 +77,7 @@ class RunsPane(Vertical):
     def reload(self) -> None:
         """Read the runs table from the run database again."""
         from tuneplan.advisor.render import METHOD_LABEL
-        from tuneplan.executor import store
+        from tuneplan.executor import ledger as store
 
         table = self.query_one("#runs-table", DataTable)
         status = self.query_one("#runs-status", Static)
