@@ -7,7 +7,7 @@ Run directory `<output_dir or ./runs>/<run_id>/`:
   checkpoints/   resumable checkpoints (executor/checkpoint.py): step-<N>/, the last K kept
   result.json    the RunResult, rewritten atomically at start, and at the end whatever happens
   adapter/       PEFT adapter (lora, qlora) or model/ full weights (full), with the tokenizer
-The run is also recorded in DuckDB through tuneplan.executor.store; when that fails, result.json
+The run is also recorded in DuckDB through tuneplan.executor.ledger; when that fails, result.json
 still holds everything and `tuneplan runs ingest` recovers the row.
 """
 
