@@ -33,7 +33,8 @@ from tuneplan.base.fileio import write_text_atomic
 from . import messages
 from .help import HelpScreen
 from .planview import PlanView
-from .questions import FIELD_FOR_FLAG, Questions
+from .fields import FIELD_FOR_FLAG
+from .questions import Questions
 from .runpane import RunPane
 from .runspane import RunsPane, SQLBox
 

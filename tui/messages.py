@@ -14,7 +14,7 @@ from textual.message import Message
 
 from tuneplan.base.errors import Problem
 
-from .questions import FIELD_FOR_FLAG, FIELD_LABEL
+from .fields import FIELD_FOR_FLAG, FIELD_LABEL
 from .words import tui_words
 
 

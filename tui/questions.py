@@ -1,16 +1,15 @@
-"""The questionnaire: one table of questions, the form built from it, and its answers read back.
+"""The questionnaire: the form built from the table of questions (tui/fields.py), its answers
+read back as the advisor's Answers, and each problem shown under its question.
 
-Each question names the `tuneplan advise` flag it answers and, for a choice, the schema field
-whose Literal type lists the values (tuneplan.schemas): a value the schema gains appears in the
-list without touching this file; only the words shown for a value live here. The hardware and
-model questions are painted at once; the rest are mounted when the advisor has loaded (after
-the first paint, see tui/advising.py), since their choices come from the schema.
+A choice's values come from the schema field the table names (its Literal type): a value the
+schema gains appears in the list without touching the TUI. The hardware and model questions are
+painted at once; the rest are mounted when the advisor has loaded (after the first paint, see
+tui/advising.py), since their choices come from the schema.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
@@ -26,123 +25,12 @@ from textual.widgets import Collapsible, Input, OptionList, Select, Static
 
 from tuneplan.base.errors import Problem
 
+from .fields import (BY_ID, CHOICES_OF, FIELD_FOR_FLAG, FIELD_LABEL, HW_CPU, HW_CUSTOM, PIN_IDS, QUESTIONS,
+                     Question)
 from .search import rank
 from .words import tui_words
 
-HW_CUSTOM = "custom"
-HW_CPU = "cpu"
-
-DOMAIN_HELP = ("near: chat, style, formats, classification · moderate: a specialist vocabulary "
-               "(medical, legal, finance) · far: code, math and a new language are far")
-FORGETTING_HELP = ("low: the model must keep its general abilities (LoRA forgets less) · medium: "
-                   "some loss is acceptable · high: only the new task matters")
-REGIME_HELP = ("instruction: prompt/response pairs · continued pretraining: raw text, often "
-               "billions of tokens (LoRA trails full fine-tuning there)")
-
 _PARAMS = re.compile(r"\s*\d+(\.\d*)?([eE][+-]?\d+)?\s*[kKmMbBtT]?\s*")
-
-
-@dataclass(frozen=True)
-class Question:
-    """One question of the form.
-
-    id: the widget id; name: what problem lists call it; flag: the `tuneplan advise` flag it
-    answers (problems name flags; this maps them back); label: the question as asked;
-    schema: "task.<field>" / "pins.<field>" whose Literal type gives a choice's values (and
-    whose docstring becomes the tooltip); shown: words for values that differ from the value
-    (when it covers every value, the list follows its order);
-    number: int or float for a number field; group: where it sits on the form."""
-
-    id: str
-    name: str
-    flag: str
-    label: str
-    group: str
-    schema: Optional[str] = None
-    shown: dict[str, str] = field(default_factory=dict)
-    number: Optional[type] = None
-    placeholder: str = ""
-    help: str = ""
-    value: Optional[str] = None
-    """A choice's starting value (None: blank, the prompt shows)."""
-    prompt: str = "choose…"
-    """A choice's words when nothing is chosen (blank allowed only when it has no value)."""
-
-
-def _pin(id: str, name: str, flag: str, label: str, **kw) -> Question:
-    kw.setdefault("prompt", "advisor decides")
-    return Question(id, name, flag, label, "pins", **kw)
-
-
-QUESTIONS: tuple[Question, ...] = (
-    Question("hw", "hardware", "--gpu", "Where will it train?", "hardware"),
-    Question("gpu-mem", "card memory", "--gpu-memory", "Memory of one card (GiB)", "hardware",
-             number=float, placeholder="e.g. 24"),
-    Question("gpus", "GPU count", "--gpus", "How many GPUs (per machine)?", "hardware",
-             number=int, placeholder="1"),
-    Question("nodes", "machines", "--nodes", "How many machines (nodes)?", "hardware",
-             number=int, placeholder="1"),
-    Question("model", "model", "--model",
-             "Which model? (catalog name, local folder, or a size like 7B)", "model",
-             placeholder="type to search, e.g. llama-3.1-8b"),
-    Question("domain", "domain distance", "--domain",
-             "How far is your data from what the model already does?", "task",
-             schema="task.domain_distance", help=DOMAIN_HELP),
-    Question("domain-label", "kind of data", "--domain-label", "Kind of data (optional)", "task",
-             schema="task.domain_label", prompt="not said"),
-    Question("forgetting", "forgetting tolerance", "--forgetting",
-             "How much general ability may it lose?", "task",
-             schema="task.forgetting_tolerance", help=FORGETTING_HELP),
-    Question("regime", "regime", "--regime", "Training regime", "task", schema="task.regime",
-             shown={"continued-pretraining": "continued pretraining"}, value="instruction",
-             help=REGIME_HELP),
-    Question("data", "training data", "--data",
-             "Training data file (JSONL/JSON/CSV/Parquet; needed to run)", "task",
-             placeholder="path/to/train.jsonl",
-             help="read as you type: sequence length, dataset size and steps come from it"),
-    Question("eval-data", "eval file", "--eval-data",
-             "Eval file (optional; else 10% of the training rows)", "task",
-             placeholder="path/to/eval.jsonl"),
-    Question("probe-data", "probe file", "--probe-data",
-             "Forgetting probe text (optional; else the built-in probe)", "task",
-             placeholder="path/to/general.txt"),
-    Question("seq-len", "sequence length", "--seq-len", "Sequence length (tokens)", "task",
-             number=int, placeholder="from the data, else 2048"),
-    Question("batch", "batch size", "--batch-size", "Batch size (sequences per step)", "task",
-             number=int, placeholder="8"),
-    Question("dataset-tokens", "dataset size", "--dataset-tokens",
-             "Dataset size in tokens (optional)", "task", number=float,
-             placeholder="from the data, e.g. 5e7"),
-    Question("fresh-facts", "fresh facts", "--needs-fresh-facts",
-             "Must it learn facts that change or must be cited?", "task",
-             schema="task.needs_fresh_facts", shown={"yes": "yes: retrieval comes first"}, value="no"),
-    Question("calibrated", "calibration", "--calibrated",
-             "Apply calibration from measured runs?", "task",
-             shown={"yes": "yes (tuneplan calibrate)"}, value="no"),
-    _pin("method", "method pin", "--method", "Method", schema="pins.method",
-         shown={"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}),
-    _pin("rank", "rank pin", "--lora-rank", "LoRA rank", number=int, placeholder="advisor decides"),
-    _pin("lr", "learning-rate pin", "--learning-rate", "Learning rate", number=float,
-         placeholder="advisor decides"),
-    _pin("max-steps", "max-steps pin", "--max-steps", "Max steps", number=int, placeholder="epochs"),
-    _pin("targets", "target-modules pin", "--target-modules",
-         "Target modules (comma-separated or all-linear)", placeholder="advisor decides"),
-    _pin("precision", "precision pin", "--precision", "Precision", schema="pins.precision"),
-    _pin("optimizer", "optimizer pin", "--optimizer", "Optimizer", schema="pins.optimizer"),
-    _pin("checkpointing", "checkpointing pin", "--gradient-checkpointing", "Gradient checkpointing",
-         schema="pins.gradient_checkpointing", shown={"yes": "on", "no": "off"}),
-    _pin("attention", "attention pin", "--attention", "Attention", schema="pins.attention"),
-)
-BY_ID = {q.id: q for q in QUESTIONS}
-CHOICES_OF = {"calibrated": ["no", "yes"]}
-"""Choices that are a CLI switch rather than a schema field (--calibrated is an Inputs flag)."""
-
-# Which widget answers for each flag named in a Problem (advisor/inputs.py, catalog.py).
-FIELD_FOR_FLAG = {q.flag: q.id for q in QUESTIONS} | {
-    "--params": "model", "--cpu": "hw", "hardware": "hw", "--no-gradient-checkpointing": "checkpointing"}
-FIELD_LABEL = {q.id: q.name for q in QUESTIONS}
-"""Field ids -> the words shown to people in problem lists."""
-PIN_IDS = frozenset(q.id for q in QUESTIONS if q.group == "pins")
 
 
 def field_box(label: str, widget: Widget, help: str = "", tooltip: str = "") -> Vertical:
