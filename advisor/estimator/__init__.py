@@ -7,8 +7,10 @@ each term counts, the known limits — is written up in docs/memory-model.md.
 
 One module per group of terms, assembled by peak.estimate:
 
-  states.py       weights, quantisation constants, adapters, gradients, optimizer states, sharding,
-                  strategy buffers (DDP buckets, FSDP all-gather), an untied lm_head
+  weights.py      base weights by method and precision, NF4 + quantisation constants, adapters,
+                  an untied lm_head
+  optimizer.py    gradients and optimizer states (AdamW 32-bit, 8-bit, paged; ZeRO's fp32 master)
+  sharding.py     states over devices (ZeRO-2, FSDP/ZeRO-3) or offloaded; DDP buckets, FSDP gather
   activations.py  saved tensors per block (Korthikanti et al. re-derived), checkpointing, the backward
                   working set, activation offload
   loss.py         logits and loss buffers (unchunked, chunked, compiled)

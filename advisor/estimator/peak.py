@@ -14,7 +14,9 @@ from .citations import cite
 from .common import DEFAULT_HEADROOM, num, regime_for, Terms
 from .loss import logits_terms
 from .overhead import overhead_terms
-from .states import sharding, state_terms, strategy_buffer_terms, untied_head_terms
+from .optimizer import gradient_and_optimizer_terms
+from .sharding import sharding, strategy_buffer_terms
+from .weights import untied_head_terms, weight_terms
 
 
 def grads_persist(st: MemorySettings) -> tuple[bool, str]:
@@ -122,7 +124,8 @@ def estimate(
     rg = regime_for(st.method, st.precision, device, st.kbit_upcast if kbit_upcast is None else kbit_upcast)
     shard = sharding(st)
     t = Terms()
-    state_terms(t, model, st, rg, trainable, targets, shard)
+    weight_terms(t, model, st, rg, trainable, targets, shard)
+    gradient_and_optimizer_terms(t, model, st, trainable, shard)
     untied_head_terms(t, model, st, rg, shard)
     # Parameter gradients (not the DDP buckets below, which are allocated once and persist).
     grad_idx = [i for i, x in enumerate(t.items) if x.component == "gradients" and x.bytes > 0]
