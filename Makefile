@@ -33,7 +33,7 @@ test: lint
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -c 'from importlinter.cli import lint_imports_command as run; run()' --no-cache
-	@mkdir -p build/typecheck/tuneplan && for p in base schemas advisor executor tui; do ln -sfn ../../../$$p build/typecheck/tuneplan/$$p; done
+	@mkdir -p build/typecheck/tuneplan && for p in base schemas advisor executor tui cli; do ln -sfn ../../../$$p build/typecheck/tuneplan/$$p; done
 	cd build/typecheck && ../../$(PY) -m mypy --config-file ../../pyproject.toml -p tuneplan.schemas -p tuneplan.base -p tuneplan.advisor
 
 test-fast: $(STAMP)

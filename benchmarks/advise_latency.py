@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-ADVISE = [sys.executable, "-m", "tuneplan.advisor.cli", "advise", "--model", "Llama-3.1-8B",
+ADVISE = [sys.executable, "-m", "tuneplan.cli", "advise", "--model", "Llama-3.1-8B",
           "--gpu", "A100-80GB", "--domain", "near", "--forgetting", "medium", "--json"]
 ADVISE_HUMAN = ADVISE[:-1]
 PYTHON = [sys.executable, "-c", "pass"]

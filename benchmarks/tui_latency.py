@@ -23,9 +23,9 @@ import tempfile
 import time
 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-ADVISE = [sys.executable, "-m", "tuneplan.advisor.cli", "advise", "--model", "Llama-3.1-8B",
+ADVISE = [sys.executable, "-m", "tuneplan.cli", "advise", "--model", "Llama-3.1-8B",
           "--gpu", "A100-80GB", "--domain", "near", "--forgetting", "medium", "--json"]
-TUI = [sys.executable, "-m", "tuneplan.advisor.cli", "tui", "--out"]
+TUI = [sys.executable, "-m", "tuneplan.cli", "tui", "--out"]
 FIRST_SCREEN = b"Where will it train?"
 
 

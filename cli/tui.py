@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["register"]
+from .options import DB_HELP
 
 
-def register(subparsers: "argparse._SubParsersAction") -> None:
+def add_tui(subparsers: "argparse._SubParsersAction") -> None:
     """Add the `tui` subcommand to the root command's subparsers (func returns the exit code)."""
     p = subparsers.add_parser(
         "tui",
@@ -17,14 +17,13 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     )
     p.add_argument("--out", default="plan.json", metavar="PLAN_JSON",
                    help="where ctrl+s writes the plan (default: plan.json)")
-    p.add_argument("--db", metavar="PATH",
-                   help="run database (default: $TUNEPLAN_DB or ./.tuneplan/runs.duckdb)")
-    p.set_defaults(func=_cmd_tui)
+    p.add_argument("--db", metavar="PATH", help=DB_HELP)
+    p.set_defaults(func=cmd_tui)
 
 
-def _cmd_tui(args: argparse.Namespace) -> int:
+def cmd_tui(args: argparse.Namespace) -> int:
     """Run the app until the user quits; 0 on a normal exit."""
-    from .app import TunePlanApp
+    from tuneplan.tui.app import TunePlanApp
 
     app = TunePlanApp(out=args.out, db=args.db)
     app.run()

@@ -287,7 +287,7 @@ def run_comparison(plan_path: str | Path, methods: list[str], *, max_steps: Opti
                      domain_distance=task.domain_distance, output_dir=str(out.resolve()))
     if runner is None:
         from .runner import run_plan as runner  # type: ignore[no-redef]
-    from tuneplan.advisor.cli import plan_to_json
+    from tuneplan.base.planio import plan_to_json
 
     input_errors: list[InputError] = []
     for m in methods:

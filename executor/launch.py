@@ -440,7 +440,7 @@ def dry_run_in_process(args) -> int:
 
 
 def launch(plan_path: str, args) -> int:
-    """Entry point from `tuneplan run` (executor/cli.py): dry run or launch; returns the exit code."""
+    """Entry point from `tuneplan run` (cli/run.py): dry run or launch; returns the exit code."""
     L = Launch(plan_path, args)
     if L.dry_run:
         print(L.render())

@@ -288,7 +288,7 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
               runner: Optional[Callable[..., RunResult]] = None) -> Sweep:
     """Run every variant of the grid; a failed trial does not stop the others. Raises InputError
     for bad input; on Ctrl-C the sweep so far is returned with ``interrupted`` set."""
-    from tuneplan.advisor.cli import plan_to_json
+    from tuneplan.base.planio import plan_to_json
 
     from .runner import load_plan
 

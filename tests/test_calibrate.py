@@ -3,7 +3,6 @@ calibration.json in the advisor's format, and `tuneplan advise --calibrated` use
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -11,21 +10,15 @@ import pytest
 from exec_fixtures import make_plan
 from test_check import record_run
 from tuneplan.advisor.calibration import load_factors
-from tuneplan.advisor.cli import main as tuneplan_main
+from tuneplan.cli.main import main as tuneplan_main
 from tuneplan.executor import ledger as store
 from tuneplan.executor.ledger import calibrate
-from tuneplan.executor.cli import dispatch, register
 from tuneplan.executor.compare import build_variants
 from tuneplan.schemas import load_plan_dict
+from helpers import cli
 
 ADVISE = ["advise", "--model", "meta-llama/Llama-3.2-1B", "--gpu", "A100-80GB", "--domain", "near",
           "--forgetting", "low", "--seq-len", "512", "--json"]
-
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    register(parser.add_subparsers(dest="command"))
-    return dispatch(parser.parse_args(list(argv)))
 
 
 def advise_json(capsys, *extra: str) -> dict:

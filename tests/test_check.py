@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,15 +12,9 @@ from exec_fixtures import make_plan
 from ledger_fixtures import old_ledger_schema
 from tuneplan.executor import ledger as store
 from tuneplan.executor.ledger import check
-from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas import MemoryBreakdown
 from tuneplan.schemas.run import MeasuredMemory, RunResult
-
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    register(parser.add_subparsers(dest="command"))
-    return dispatch(parser.parse_args(list(argv)))
+from helpers import cli
 
 
 def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=None,

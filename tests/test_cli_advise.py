@@ -10,7 +10,7 @@ import pytest
 
 
 def tp(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuneplan.advisor.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tuneplan.cli", *args], capture_output=True,
                           text=True, cwd=cwd)
 
 

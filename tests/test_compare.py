@@ -3,7 +3,6 @@ comparison; a failing or interrupted method; bad input; the judging sentence."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,16 +12,10 @@ from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.base.errors import InputError
 from tuneplan.executor import compare
 from tuneplan.executor import ledger as store
-from tuneplan.executor.cli import dispatch, register
 from tuneplan.executor.compare import Outcome, judge
 from tuneplan.schemas import Plan, Task
 from tuneplan.schemas.run import MeasuredMemory, RunResult
-
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    register(parser.add_subparsers(dest="command"))
-    return dispatch(parser.parse_args(list(argv)))
+from helpers import cli
 
 
 def write_plan(root: Path, model: str, tolerance: str = "low") -> Path:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tuneplan.advisor import advise, catalog
-from tuneplan.advisor.cli import main
+from tuneplan.cli.main import main
 from tuneplan.advisor.datastats import find_tokenizer, propose_seq_len, read_data_stats
 from tuneplan.advisor.inputs import Answers, build_inputs
 
@@ -67,7 +67,7 @@ def test_bad_row_is_reported_with_file_line(tmp_path, capsys) -> None:
 def test_advise_with_data_loads_no_heavy_module(tmp_path) -> None:
     code = (
         "import sys, json\n"
-        "from tuneplan.advisor.cli import main\n"
+        "from tuneplan.cli.main import main\n"
         f"rc = main(['advise', '--model', {SMOL!r}, '--cpu', '--domain', 'near', '--forgetting', 'medium', "
         f"'--data', {str(TRAIN)!r}, '--json', '-o', {str(tmp_path / 'p.json')!r}])\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & "

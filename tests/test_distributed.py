@@ -8,7 +8,6 @@ each; most of their time is process start-up and imports), so they are not marke
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 from pathlib import Path
@@ -22,17 +21,10 @@ from tuneplan.advisor import advise
 from tuneplan.advisor.estimator import estimate
 from tuneplan.advisor.inputs import Answers, build_inputs
 from tuneplan.executor import distributed as D
-from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas import Distributed, GPUHardware
+from helpers import cli
 
 GIB = 1024**3
-
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    return dispatch(parser.parse_args(list(argv)))
 
 
 @pytest.fixture(scope="module")

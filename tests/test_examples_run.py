@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def tp(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuneplan.advisor.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tuneplan.cli", *args], capture_output=True,
                           text=True, cwd=ROOT)
 
 

@@ -1,4 +1,4 @@
-"""The executor's subcommands (run, runs, runs ingest, sql, merge) through register() + dispatch()."""
+"""The executor's subcommands (run, runs, runs ingest, sql, merge) through the root parser + dispatch()."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 import tuneplan.executor
 from tuneplan.base.errors import InputError
 from tuneplan.executor import ledger as store
-from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas.run import MeasuredMemory, RunResult
+from helpers import cli
+from tuneplan.cli.main import build_parser, dispatch
 
 LIST_KEYS = {
     "run_id", "status", "method", "model", "num_processes", "predicted_peak_bytes",
@@ -42,13 +43,6 @@ def make_result(run_dir: Path, run_id: str = "r1", status: str = "succeeded",
     return RunResult(**fields)
 
 
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    return dispatch(parser.parse_args(list(argv)))
-
-
 @pytest.fixture
 def db(tmp_path) -> Path:
     path = tmp_path / "runs.duckdb"
@@ -61,7 +55,7 @@ def db(tmp_path) -> Path:
 
 
 def test_module_import_stays_light():
-    code = ("import sys, tuneplan.executor.cli; "
+    code = ("import sys, tuneplan.cli.main; "
             "print(sorted(m for m in ('duckdb', 'torch', 'rich', 'transformers') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -70,9 +64,7 @@ def test_module_import_stays_light():
 
 
 def test_register_sets_func_on_every_subcommand():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
+    parser = build_parser()
     for argv in (["run", "p.json"], ["runs"], ["runs", "ingest", "x"], ["sql", "SELECT 1"],
                  ["merge", "d"]):
         assert callable(parser.parse_args(argv).func)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tuneplan.advisor.cli import main
+from tuneplan.cli.main import main
 from tuneplan.schemas import Plan, load_plan_dict
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -8,7 +8,7 @@ import json
 import random
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
-from tuneplan.advisor import cli
+import tuneplan.cli.main as cli
 
 SEED, CASES = 9, 120
 VALUES = [None, -1, 0, 1e308, "x", "", [], {}, True, 2**70, float("nan"), "99.0", ["q_proj", "nope"]]

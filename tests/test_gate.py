@@ -5,7 +5,6 @@ minimum steps and outside the noise band (inconclusive otherwise); --run/--plan/
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -13,13 +12,7 @@ import pytest
 from test_check import record_run
 from tuneplan.executor import ledger as store
 from tuneplan.executor.ledger import check
-from tuneplan.executor.cli import dispatch, register
-
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    register(parser.add_subparsers(dest="command"))
-    return dispatch(parser.parse_args(list(argv)))
+from helpers import cli
 
 
 def strict(db, *extra) -> tuple[int, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tuneplan.advisor import catalog, hub
-from tuneplan.advisor.cli import main
+from tuneplan.cli.main import main
 
 QWEN3_8B = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "num_hidden_layers": 36,
             "hidden_size": 4096, "intermediate_size": 12288, "num_attention_heads": 32,
@@ -122,7 +122,7 @@ def test_paths_and_catalog_typos_are_not_sent_to_the_hub() -> None:
 
 
 def test_a_catalog_id_never_imports_huggingface_hub() -> None:
-    code = ("import sys; from tuneplan.advisor.cli import main; "
+    code = ("import sys; from tuneplan.cli.main import main; "
             "main(['advise','--model','Qwen/Qwen3-8B','--gpu','L4','--domain','near','--forgetting','medium',"
             "'--json']); print('LOADED', [m for m in ('huggingface_hub','torch','transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout

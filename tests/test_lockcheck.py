@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tuneplan.advisor.cli import main
+from tuneplan.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -11,7 +11,7 @@ import pytest
 
 from exec_fixtures import overfit_rows, tiny_tokenizer, write_jsonl
 from tuneplan.advisor import catalog
-from tuneplan.advisor.cli import main
+from tuneplan.cli.main import main
 from tuneplan.advisor.estimator import estimate
 from tuneplan.advisor.moe import active_ffn_width
 from tuneplan.schemas import load_plan_dict

@@ -3,16 +3,10 @@ a non-empty target (or a file) is refused with exit 2, the flag named and nothin
 
 from __future__ import annotations
 
-import argparse
 
 from tuneplan.executor import ledger as store
-from tuneplan.executor.cli import dispatch, register
 
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    register(parser.add_subparsers(dest="command"))
-    return dispatch(parser.parse_args(list(argv)))
+from helpers import cli
 
 
 def _user_dir(path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
-from tuneplan.advisor import cli
+import tuneplan.cli.main as cli
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ that write a marker file when they are executed."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -15,18 +14,11 @@ import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.advisor.estimator import estimate
-from tuneplan.advisor.cli import main as tuneplan_main
-from tuneplan.executor.cli import dispatch, register
+from tuneplan.cli.main import main as tuneplan_main
 from tuneplan.schemas import Distributed, GPUHardware
+from helpers import cli
 
 GIB = 1024**3
-
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    return dispatch(parser.parse_args(list(argv)))
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 
 from test_check import record_run
 from tuneplan.executor import ledger as store
-from tuneplan.executor.cli import dispatch, register
 from tuneplan.executor.ledger.report import FIGURES
+from helpers import cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    register(parser.add_subparsers(dest="command"))
-    return dispatch(parser.parse_args(list(argv)))
 
 
 def test_report_writes_figures_and_markdown(tmp_path, capsys):

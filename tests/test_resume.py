@@ -27,7 +27,7 @@ from tuneplan.executor.runner import run_plan
 from tuneplan.executor.signals import RunInterrupted
 from tuneplan.schemas import RunResult
 
-CLI = [sys.executable, "-m", "tuneplan.advisor.cli"]
+CLI = [sys.executable, "-m", "tuneplan.cli"]
 
 
 @pytest.fixture(scope="module")

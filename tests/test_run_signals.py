@@ -48,7 +48,7 @@ def _rows(db: Path) -> list[dict]:
 def _start(plan_file: Path, out: Path, db: Path, phase: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNEPLAN_TEST_PAUSE_AT": phase}
     return subprocess.Popen(
-        [sys.executable, "-m", "tuneplan.advisor.cli", "run", str(plan_file), "--output", str(out),
+        [sys.executable, "-m", "tuneplan.cli", "run", str(plan_file), "--output", str(out),
          "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         start_new_session=True)
 
@@ -134,7 +134,7 @@ def test_sigkill_then_ingest_records_the_lost_run(plan_file, tmp_path):
     (run_dir,) = _run_dirs(out)
     assert json.loads((run_dir / "result.json").read_text())["status"] == "running"
     assert [r["status"] for r in _rows(db)] == ["running"]
-    ing = subprocess.run([sys.executable, "-m", "tuneplan.advisor.cli", "runs", "ingest", str(out),
+    ing = subprocess.run([sys.executable, "-m", "tuneplan.cli", "runs", "ingest", str(out),
                           "--db", str(db)], capture_output=True, text=True, timeout=60)
     assert ing.returncode == 0, ing.stderr
     assert "recorded as interrupted (lost:" in ing.stdout
@@ -206,7 +206,7 @@ def _fill(directory: Path) -> Path:
 
 
 def _run_cli_filling(monkeypatch, capsys, argv, fill_dir: Path, at: str = "started") -> tuple[int, str]:
-    from tuneplan.advisor import cli
+    import tuneplan.cli.main as cli
     from tuneplan.executor import runner
 
     real = runner.pause

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from test_store import make_result, metrics_rows
-from tuneplan.advisor.cli import main
+from tuneplan.cli.main import main
 from tuneplan.executor import ledger as store
 from tuneplan.executor.ledger.sqldocs import TABLE_DOCS, describe
 

@@ -5,7 +5,6 @@ the whole filesystem tree around it are byte-identical afterwards."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -19,15 +18,8 @@ from hypothesis import strategies as st
 
 from tuneplan.executor import ledger as store
 from tuneplan.executor.ledger import sqlsafe
-from tuneplan.executor.cli import dispatch, register
 from tuneplan.schemas.run import RunResult
-
-
-def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    return dispatch(parser.parse_args(list(argv)))
+from helpers import cli
 
 
 def _result(run_dir: Path, run_id: str) -> RunResult:

@@ -4,7 +4,6 @@ the run ids, the figure drawn, the LR audit; the comparisons table upgraded in p
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -19,19 +18,16 @@ from tuneplan.base.errors import InputError
 from tuneplan.executor import ledger as store
 from tuneplan.executor import sweep
 from tuneplan.executor.ledger import check
-from tuneplan.executor.cli import dispatch, register
+from helpers import cli_captured
 from tuneplan.schemas import Plan, Task
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*argv: str) -> tuple[int, str]:
-    parser = argparse.ArgumentParser(prog="tuneplan")
-    register(parser.add_subparsers(dest="command"))
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = dispatch(parser.parse_args(list(argv)))
-    return code, buf.getvalue()
+    """The exit code and stdout of `tuneplan ARGV...` (stderr captured apart)."""
+    code, out, _ = cli_captured(*argv)
+    return code, out
 
 
 def tiny_plan(root: Path) -> Path:
@@ -137,7 +133,7 @@ def test_sweep_three_learning_rates_on_the_embedded_model(tmp_path, monkeypatch)
     """The embedded SmolLM2-135M: a real advised plan, three rates, 2 steps of one short row each
     (the first step is warmup at rate 0), evaluations of one batch: cheap on a shared CPU."""
     monkeypatch.setenv("TUNEPLAN_EVAL_BATCHES", "1")
-    from tuneplan.advisor.cli import main as advise_main
+    from tuneplan.cli.main import main as advise_main
     from tuneplan.executor.data import probe_text
 
     rows = [json.loads(line) for line in (ROOT / "examples/data/train.jsonl").read_text().splitlines()[:4]]

@@ -225,8 +225,8 @@ def test_no_torch_after_mounting(tmp_path):
 
 
 def test_cli_module_imports_only_argparse():
-    code = ("import sys, argparse; import tuneplan.tui.cli as c; "
-            "p = argparse.ArgumentParser(); s = p.add_subparsers(); c.register(s); "
+    code = ("import sys, argparse; import tuneplan.cli.tui as c; "
+            "p = argparse.ArgumentParser(); s = p.add_subparsers(); c.add_tui(s); "
             "a = p.parse_args(['tui', '--db', 'x.duckdb']); "
             "print(a.out, a.db, 'textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
@@ -482,7 +482,7 @@ def test_real_terminal_with_tmux(tmp_path):
     session = f"tuneplan-test-{int(time.time() * 1000) % 10**8}"
     out = tmp_path / "p.json"
     cmd = (f"cd {tmp_path} && TUNEPLAN_DB={tmp_path / 'r.duckdb'} "
-           f"{sys.executable} -m tuneplan.advisor.cli tui --out {out}")
+           f"{sys.executable} -m tuneplan.cli tui --out {out}")
 
     def tmux(*args: str) -> str:
         return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout

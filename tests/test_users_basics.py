@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneplan.advisor.cli import main
+from tuneplan.cli.main import main
 from tuneplan.executor.portable import make_portable
 
 ADVISE = ["advise", "--domain", "near", "--forgetting", "medium", "--json"]
@@ -39,7 +39,7 @@ def test_version_prints_the_installed_version(capsys) -> None:
 @pytest.mark.parametrize("argv", [["models"], ["gpus", "--json"], ["rules"]])
 def test_broken_pipe_ends_quietly(argv) -> None:
     # the reader closes after one line; the rest of the output hits a closed pipe
-    proc = subprocess.Popen([sys.executable, "-m", "tuneplan.advisor.cli", *argv], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "tuneplan.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
@@ -52,7 +52,7 @@ def test_broken_pipe_ends_quietly(argv) -> None:
 
 
 def test_broken_pipe_in_a_shell_pipeline(tmp_path) -> None:
-    r = subprocess.run(f"{sys.executable} -m tuneplan.advisor.cli models --json | head -n 2",
+    r = subprocess.run(f"{sys.executable} -m tuneplan.cli models --json | head -n 2",
                        shell=True, capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert r.stdout.splitlines()[0] == "["
     assert r.stderr == "", r.stderr

@@ -23,4 +23,4 @@ def test_wheel_has_only_tuneplan_top_level(tmp_path) -> None:
     assert "tuneplan/executor/probe.txt" in names
     assert not any(n.startswith("tuneplan/tests") for n in names)
     meta = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "tuneplan = tuneplan.advisor.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
+    assert "tuneplan = tuneplan.cli.main:main" in zipfile.ZipFile(wheel).read(meta).decode()

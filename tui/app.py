@@ -44,7 +44,7 @@ DEBOUNCE_S = 0.08
 
 def run_prefix() -> list[str]:
     """The command that runs a plan file, before its arguments: ``tuneplan run``."""
-    return [sys.executable, "-m", "tuneplan.advisor.cli", "run"]
+    return [sys.executable, "-m", "tuneplan.cli", "run"]
 
 
 class TunePlanApp(App[int]):

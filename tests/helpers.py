@@ -1,0 +1,46 @@
+"""Helpers shared by the test files: the `tuneplan` command in this process and as a user runs it.
+
+Import them from a test file (``from helpers import cli``); tests/ is on sys.path under pytest,
+as for exec_fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from typing import Optional
+
+TUNEPLAN = [sys.executable, "-m", "tuneplan.cli"]
+"""The command line of `tuneplan` for a subprocess (the installed script's own entry point)."""
+
+
+def cli(*argv: str) -> int:
+    """`tuneplan ARGV...` in this process, through the root parser; returns the exit code.
+
+    Output goes to sys.stdout / sys.stderr (read it with capsys). A usage error raises
+    SystemExit(2) as argparse does; exceptions a handler does not turn into an exit code propagate.
+    """
+    from tuneplan.cli.main import build_parser, dispatch
+
+    return dispatch(build_parser().parse_args(list(argv)))
+
+
+def cli_captured(*argv: str) -> tuple[int, str, str]:
+    """`cli(*argv)` with its stdout and stderr captured: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli(*argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def tuneplan(*argv: str, cwd=None, env: Optional[dict] = None, timeout: Optional[float] = None,
+             ) -> subprocess.CompletedProcess:
+    """`tuneplan ARGV...` in a fresh process as a user runs it; text stdout/stderr captured.
+
+    ``env`` adds to (never replaces) this process's environment.
+    """
+    return subprocess.run(TUNEPLAN + list(argv), capture_output=True, text=True, cwd=cwd,
+                          env=None if env is None else {**os.environ, **env}, timeout=timeout)
