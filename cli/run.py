@@ -102,7 +102,7 @@ def _launch(args: argparse.Namespace) -> int:
     code = preflight_or_exit(args, resolve_model=not args.dry_run)
     if code is not None:
         return code
-    return guarded(lambda: int(launch(args.plan, args) or 0))
+    return guarded(lambda: int(launch(args.plan, args, print_summary=_print_summary) or 0))
 
 
 def preflight_or_exit(args: argparse.Namespace, *, resolve_model: bool) -> Optional[int]:

@@ -30,12 +30,15 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from tuneplan.base.errors import InputError
 from tuneplan.base.planio import new_run_id
 
 from . import distributed as D
+
+if TYPE_CHECKING:
+    from tuneplan.schemas import RunResult
 
 WORKER_MODULE = "tuneplan.executor.worker"
 CONFIG_NAME = "accelerate_config.yaml"
@@ -439,15 +442,16 @@ def dry_run_in_process(args) -> int:
     return 0
 
 
-def launch(plan_path: str, args) -> int:
-    """Entry point from `tuneplan run` (cli/run.py): dry run or launch; returns the exit code."""
+def launch(plan_path: str, args, print_summary: Optional[Callable[[RunResult], None]] = None) -> int:
+    """Entry point from `tuneplan run` (cli/run.py): dry run or launch; returns the exit code.
+
+    ``print_summary`` prints a succeeded run's result (the command line passes its own, so the
+    executor never imports the layer above it)."""
     L = Launch(plan_path, args)
     if L.dry_run:
         print(L.render())
         return 0
     code, result = run_launch(L)
-    from .cli import _print_summary
-
     if code == 130:
         print(f"interrupted: the run was recorded as interrupted; run directory {L.run_dir}", file=sys.stderr)
         return 130
@@ -455,7 +459,8 @@ def launch(plan_path: str, args) -> int:
         print(f"error: run failed: {result.error}", file=sys.stderr)
         print(f"  run directory: {L.run_dir} (result.json, metrics.jsonl, error-rank*.txt)", file=sys.stderr)
         return 1
-    _print_summary(result)
+    if print_summary is not None:
+        print_summary(result)
     return 0
 
 

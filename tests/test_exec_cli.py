@@ -315,7 +315,7 @@ def test_run_failure_exits_1_and_names_run_dir(tmp_path, plan, monkeypatch, caps
 def test_run_multi_process_calls_launcher(plan, monkeypatch):
     seen = []
     module = types.ModuleType("tuneplan.executor.launch")
-    module.launch = lambda plan_path, args: seen.append((plan_path, args.num_processes)) or 0
+    module.launch = lambda plan_path, args, **_: seen.append((plan_path, args.num_processes)) or 0
     monkeypatch.setitem(sys.modules, "tuneplan.executor.launch", module)
     monkeypatch.setattr(tuneplan.executor, "launch", module, raising=False)
     from tuneplan.executor import preflight
