@@ -91,8 +91,8 @@ def add_report(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from tuneplan.executor import check
-    from tuneplan.executor.store import NoDatabase, StoreError
+    from tuneplan.executor.ledger import check
+    from tuneplan.executor.ledger import NoDatabase, StoreError
 
     filters = _check_filters(args)
     if isinstance(filters, int):
@@ -109,7 +109,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     gate = check.gate(result) if args.strict else []
     if getattr(args, "format", None) == "markdown":
-        from tuneplan.executor.markdown import check_markdown
+        from tuneplan.executor.ledger.markdown import check_markdown
 
         sys.stdout.write(check_markdown(result, db_label(args.db)))
     elif args.json or getattr(args, "format", None) == "json":
@@ -205,8 +205,8 @@ def _print_check(result: dict, db: str | None) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from tuneplan.executor import calibrate
-    from tuneplan.executor.store import NoDatabase, StoreError
+    from tuneplan.executor.ledger import calibrate
+    from tuneplan.executor.ledger import NoDatabase, StoreError
 
     try:
         fitted = calibrate.fit(args.db)
@@ -234,14 +234,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tuneplan.executor.store import NoDatabase, StoreError
+    from tuneplan.executor.ledger import NoDatabase, StoreError
 
     refused = check_out_dir(args.out, "--out", args.force)
     if refused is not None:
         return refused
 
     try:
-        from tuneplan.executor.report import write_report
+        from tuneplan.executor.ledger.report import write_report
         paths = write_report(args.db, args.out)
     except ModuleNotFoundError as exc:
         err(f"error: `tuneplan report` needs {exc.name!r} (fix: pip install matplotlib)")

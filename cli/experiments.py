@@ -85,7 +85,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return code
     cmp = holder["cmp"]
     if getattr(args, "format", None) == "markdown":
-        from tuneplan.executor.markdown import compare_markdown
+        from tuneplan.executor.ledger.markdown import compare_markdown
 
         sys.stdout.write(compare_markdown(cmp))
     elif args.json or getattr(args, "format", None) == "json":

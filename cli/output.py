@@ -84,7 +84,7 @@ def jsonable(value: Any) -> Any:
 
 def db_label(db: str | None) -> str:
     """The run database a command uses, as shown to the user (--db or the default path)."""
-    from tuneplan.executor.store import default_db_path
+    from tuneplan.executor.ledger import default_db_path
 
     return str(Path(db).expanduser() if db else default_db_path())
 

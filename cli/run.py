@@ -124,7 +124,7 @@ def preflight_or_exit(args: argparse.Namespace, *, resolve_model: bool) -> Optio
 
 
 def _print_summary(result: Any) -> None:
-    from tuneplan.executor.memory_compare import from_result
+    from tuneplan.executor.ledger.memory_compare import from_result
 
     lfl = from_result(result)  # the framework overhead comes from <run_dir>/plan.json
     measured = lfl.measured_bytes

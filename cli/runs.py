@@ -90,7 +90,7 @@ def add_sql(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from tuneplan.executor.store import LIST_KEYS, NoDatabase, StoreError, list_runs
+    from tuneplan.executor.ledger import LIST_KEYS, NoDatabase, StoreError, list_runs
 
     try:
         rows = list_runs(args.db, limit=args.limit)
@@ -166,7 +166,7 @@ def _print_runs_table(rows: list[dict], db: str | None) -> None:
 
 def _like_for_like_error(row: dict) -> Any:
     """A `tuneplan runs` row's like-for-like memory error (executor/memory_compare.py)."""
-    from tuneplan.executor.memory_compare import like_for_like
+    from tuneplan.executor.ledger.memory_compare import like_for_like
 
     return like_for_like(row.get("predicted_peak_bytes"), row.get("predicted_overhead_bytes"),
                          row.get("measured_peak_bytes"), row.get("runtime_bytes")).error
@@ -174,7 +174,7 @@ def _like_for_like_error(row: dict) -> Any:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from tuneplan.base.errors import InputError
-    from tuneplan.executor.store import StoreError, ingest
+    from tuneplan.executor.ledger import StoreError, ingest
 
     notes: list[str] = []
     try:
@@ -201,8 +201,8 @@ def _cmd_sql_schema(args: argparse.Namespace) -> int:
     """--schema: the tables and views as this tuneplan creates them (fresh in-memory database)."""
     import duckdb
 
-    from tuneplan.executor import store
-    from tuneplan.executor.sqldocs import render_schema
+    from tuneplan.executor import ledger as store
+    from tuneplan.executor.ledger.sqldocs import render_schema
 
     con = duckdb.connect(":memory:")
     try:
@@ -232,8 +232,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if args.format == "markdown":
         input_error("--format", "markdown is for --schema", "use table, csv or json")
         return EXIT_BAD_INPUT
-    from tuneplan.executor import sqlsafe
-    from tuneplan.executor.store import NoDatabase, QueryError, StoreError
+    from tuneplan.executor.ledger import sqlsafe
+    from tuneplan.executor.ledger import NoDatabase, QueryError, StoreError
 
     if args.no_limit:
         limit = None
