@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import GB, GiB, METHODS, Strict
+from .distance import DistanceEvidence, FitSignal, LayerRank, RankSignal
 from .inputs import (
     CPUHardware,
     DataStats,
@@ -86,7 +87,7 @@ def load_plan_dict(data: dict[str, Any]) -> Plan:
 
 
 __all__ = [
-    "DataStats",
+    "DataStats", "DistanceEvidence", "FitSignal", "LayerRank", "RankSignal",
     "GB", "GiB", "METHODS", "SCHEMA_VERSION", "SCHEMA_FILE", "Strict",
     "CPUHardware", "GPUHardware", "Hardware", "Inputs", "LinearModule", "ModelSpec",
     "ParamCounts", "Pins", "Task",

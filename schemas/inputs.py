@@ -16,6 +16,7 @@ from .common import (
     Regime,
     Strict,
 )
+from .distance import DistanceEvidence
 
 # --------------------------------------------------------------------------- hardware
 
@@ -344,3 +345,7 @@ class Inputs(Strict):
     """What was read from the training file (`advise --data`): token lengths, rows, tokens.
     Null when no data file was given; seq_len, dataset_tokens and planned steps then rest on the
     user's answers or the defaults."""
+    distance: Optional[DistanceEvidence] = None
+    """Where task.domain_distance came from and, with `advise --measure-distance`, what the
+    measurement on the data and the base model found (docs/domain-distance.md). Null when the
+    distance was declared with --domain and nothing was measured."""

@@ -1,0 +1,74 @@
+"""The documented thresholds (docs/domain-distance.md) and the near | moderate | far verdict.
+
+Torch-free: the signals come in as plain numbers. Two signals, each with a moderate and a far
+threshold:
+  rank  mean over the sampled layers of rank_90 / min(out, in): the share of a layer's
+        directions its accumulated gradient needs to hold 90% of its energy. The seed's sense of
+        distance ("how much must the weights move, and in how many directions"; code and math need
+        updates of 10-100x the rank a typical LoRA holds, Biderman et al. 2024 §4.6).
+  fit   share of target tokens the base model gives under ~10% probability. A new vocabulary,
+        language or notation shows here even where the gradient is low-rank.
+The verdict is the rank signal's, raised one step when the fit signal alone says far (surprise
+on most targets is distance the rank signal can miss early on); the score is the mean of the two
+signals, each divided by its far threshold, and orders tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+THRESHOLDS_VERSION = "v1"
+ORDER = ("near", "moderate", "far")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where each signal turns moderate and far."""
+
+    rank_moderate: float = 0.03
+    """mean rank_90 share at or above which the update-rank signal says moderate."""
+    rank_far: float = 0.06
+    """... and far."""
+    fit_moderate: float = 0.30
+    """high-loss share at or above which the fit signal says moderate."""
+    fit_far: float = 0.50
+    """... and far."""
+    label: str = f"docs/domain-distance.md defaults {THRESHOLDS_VERSION}"
+    """Where these thresholds come from (shown in the plan's evidence)."""
+
+
+DEFAULT = Thresholds()
+
+
+def _band(value: float, moderate: float, far: float) -> str:
+    return "far" if value >= far else "moderate" if value >= moderate else "near"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    distance: str
+    rank_verdict: str
+    fit_verdict: str
+    score: float
+
+
+def judge(mean_rank_90_share: float, high_loss_share: float, thresholds: Thresholds = DEFAULT) -> Verdict:
+    """near | moderate | far from the two signals (see the module docstring)."""
+    rank_v = _band(mean_rank_90_share, thresholds.rank_moderate, thresholds.rank_far)
+    fit_v = _band(high_loss_share, thresholds.fit_moderate, thresholds.fit_far)
+    distance = rank_v
+    if fit_v == "far" and rank_v != "far":
+        distance = ORDER[ORDER.index(rank_v) + 1]
+    score = 0.5 * (mean_rank_90_share / thresholds.rank_far + high_loss_share / thresholds.fit_far)
+    return Verdict(distance, rank_v, fit_v, round(score, 4))
+
+
+def disagreement(declared: str, measured: str, score: float) -> str:
+    """The plan's warning when the user's --domain and the measurement differ ("" when they agree)."""
+    if declared == measured:
+        return ""
+    return (f"--domain {declared} was declared but the measurement says {measured} (distance score "
+            f"{score:.2f}; docs/domain-distance.md): the plan keeps {declared} as pinned. "
+            + ("If LoRA falls short, try full fine-tuning or a higher rank."
+               if ORDER.index(measured) > ORDER.index(declared)
+               else "LoRA or QLoRA may match full fine-tuning here for less memory."))
