@@ -33,7 +33,7 @@ from . import spectrum
 HIGH_LOSS_NATS = 2.3
 """A target token is "high loss" when the base model gave it under ~10% probability (-ln 0.1 =
 2.30 nats)."""
-DEFAULT_TOKENS_PER_BATCH = 256
+DEFAULT_TOKENS_PER_BATCH = 128
 DEFAULT_MICRO_BATCHES = 4
 DEFAULT_DEPTHS = 4
 DEFAULT_SEQ_LEN = 256
@@ -104,15 +104,18 @@ class Measurement:
         return self.target_loss / self.probe_loss if self.probe_loss > 0 else float("inf")
 
     @property
-    def median_rank_90_share(self) -> float:
-        return statistics.median(layer.rank_90_share for layer in self.layers)
+    def mean_rank_90_share(self) -> float:
+        """Mean over the sampled layers of rank_90 / min(out, in): the verdict's rank signal."""
+        return statistics.fmean(layer.rank_90_share for layer in self.layers)
+
+    def mean_energy_at(self, rank: int) -> float:
+        """Mean over the sampled layers of the energy share the best rank-`rank` approximation keeps."""
+        return statistics.fmean(layer.energy_at(rank) for layer in self.layers)
 
     @property
     def median_rank_90(self) -> float:
         return statistics.median(layer.rank_90 for layer in self.layers)
 
-    def median_energy_at(self, rank: int) -> float:
-        return statistics.median(layer.energy_at(rank) for layer in self.layers)
 
 
 # ------------------------------------------------------------------------------------ loading

@@ -6,8 +6,8 @@
 - ``code``: continue real Python source, the standard library's own files on this machine
   (``sysconfig.get_paths()["stdlib"]``): no one here wrote them. Code is the domain where LoRA
   trails full fine-tuning (Biderman et al. 2024).
-- ``arithmetic``: worked multi-digit multiplication and addition, every step written out, generated
-  from a seeded RNG. Math is the other far domain of Biderman et al. 2024.
+- ``arithmetic``: worked arithmetic of six kinds (products, sums, differences, division with
+  remainder, percentages, linear equations), every step written out, generated from a seeded RNG. Math is the other far domain of Biderman et al. 2024.
 
 Every task is a list of chat ``messages`` rows (a user turn, an assistant answer), so the loss is
 taken on the assistant tokens only, exactly as the executor trains on such rows.
@@ -103,32 +103,58 @@ def code_records(n: int, seed: int = DEFAULT_SEED, *, context_lines: int = 8,
     return out
 
 
-def _multiply_steps(a: int, b: int) -> str:
+def _multiply(rng: random.Random) -> tuple[str, str]:
+    a, b = rng.randrange(100, 1000), rng.randrange(11, 1000)
     parts = [int(d) * 10 ** i for i, d in enumerate(reversed(str(b))) if d != "0"]
-    products = [a * p for p in parts]
-    text = f"{a} × {b} = " + " + ".join(f"{a} × {p}" for p in parts)
-    if len(parts) > 1:
-        text += " = " + " + ".join(str(x) for x in products)
-    return text + f" = {a * b}"
+    steps = "; ".join(f"{a} × {p} = {a * p}" for p in parts)
+    total = " + ".join(str(a * p) for p in parts)
+    return f"What is {a} × {b}?", f"{steps}; {total} = {a * b}. So {a} × {b} = {a * b}."
 
 
-def _add_steps(a: int, b: int, c: int) -> str:
-    return f"{a} + {b} + {c} = {a + b} + {c} = {a + b + c}"
+def _add(rng: random.Random) -> tuple[str, str]:
+    a, b, c = (rng.randrange(100, 10000) for _ in range(3))
+    return f"What is {a} + {b} + {c}?", f"{a} + {b} = {a + b}; {a + b} + {c} = {a + b + c}. So the sum is {a + b + c}."
+
+
+def _subtract(rng: random.Random) -> tuple[str, str]:
+    a, b = rng.randrange(5000, 100000), rng.randrange(100, 5000)
+    return f"What is {a} - {b}?", f"{a} - {b} = {a - b}. Check: {a - b} + {b} = {a}."
+
+
+def _divide(rng: random.Random) -> tuple[str, str]:
+    d, q, r = rng.randrange(3, 60), rng.randrange(10, 500), 0
+    r = rng.randrange(0, d)
+    n = d * q + r
+    return (f"Divide {n} by {d}, giving the quotient and remainder.",
+            f"{d} × {q} = {d * q}; {n} - {d * q} = {r}. So {n} = {d} × {q} + {r}: quotient {q}, remainder {r}.")
+
+
+def _percent(rng: random.Random) -> tuple[str, str]:
+    p, n = rng.choice([5, 10, 15, 20, 25, 30, 40, 45, 75]), rng.randrange(2, 400) * 20
+    return f"What is {p}% of {n}?", f"{p}% of {n} = {n} × {p} / 100 = {n * p} / 100 = {n * p // 100}."
+
+
+def _equation(rng: random.Random) -> tuple[str, str]:
+    a, x, b = rng.randrange(2, 20), rng.randrange(-50, 50), rng.randrange(-200, 200)
+    c = a * x + b
+    sign = "+" if b >= 0 else "-"
+    return (f"Solve {a}x {sign} {abs(b)} = {c}.",
+            f"{a}x = {c} {'-' if b >= 0 else '+'} {abs(b)} = {c - b}; x = {c - b} / {a} = {x}.")
+
+
+_PROBLEMS = (_multiply, _add, _subtract, _divide, _percent, _equation)
 
 
 def arithmetic_records(n: int, seed: int = DEFAULT_SEED) -> list[dict]:
-    """n worked-arithmetic rows: 3-digit × 2-3-digit products by partial products, or three-term
-    sums, each step written out, from a seeded RNG."""
+    """n worked-arithmetic rows of six kinds (products by partial products, sums, differences,
+    division with remainder, percentages, linear equations), every step written out, from a
+    seeded RNG."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        if rng.random() < 0.7:
-            a, b = rng.randrange(100, 1000), rng.randrange(11, 1000)
-            q, ans = f"What is {a} × {b}? Work it out step by step.", _multiply_steps(a, b)
-        else:
-            a, b, c = (rng.randrange(100, 10000) for _ in range(3))
-            q, ans = f"What is {a} + {b} + {c}? Work it out step by step.", _add_steps(a, b, c)
-        out.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ans}]})
+        q, ans = rng.choice(_PROBLEMS)(rng)
+        out.append({"messages": [{"role": "user", "content": q + " Work it out step by step."},
+                                 {"role": "assistant", "content": ans}]})
     return out
 
 

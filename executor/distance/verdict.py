@@ -25,13 +25,13 @@ ORDER = ("near", "moderate", "far")
 class Thresholds:
     """Where each signal turns moderate and far."""
 
-    rank_moderate: float = 0.03
+    rank_moderate: float = 0.025
     """mean rank_90 share at or above which the update-rank signal says moderate."""
-    rank_far: float = 0.06
+    rank_far: float = 0.05
     """... and far."""
     fit_moderate: float = 0.30
     """high-loss share at or above which the fit signal says moderate."""
-    fit_far: float = 0.50
+    fit_far: float = 0.45
     """... and far."""
     label: str = f"docs/domain-distance.md defaults {THRESHOLDS_VERSION}"
     """Where these thresholds come from (shown in the plan's evidence)."""

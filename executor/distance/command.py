@@ -1,0 +1,221 @@
+"""`tuneplan measure` and the `advise --measure-distance` step, as functions the root command
+(cli/) calls. This module imports only argparse-level code at load; torch loads in `measure`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional
+
+from tuneplan.base.errors import EXIT_BAD_INPUT, EXIT_OK, InputError
+
+from . import measure as _m
+
+
+def add_measure_options(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
+    """The options `measure` and `advise --measure-distance` share."""
+    g = p.add_argument_group("domain-distance measurement (docs/domain-distance.md)")
+    if with_model:
+        g.add_argument("--model", default=None,
+                       help="model to measure (default: the embedded HuggingFaceTB/SmolLM2-135M-Instruct)")
+    g.add_argument("--model-path", metavar="DIR", help="local directory of the model's weights")
+    g.add_argument("--proxy-model", metavar="NAME_OR_DIR",
+                   help="measure on this smaller model of the same family (the plan says a proxy was used)")
+    g.add_argument("--measure-rows", type=int, default=256, metavar="N",
+                   help="rows sampled from the data (seeded; default 256)")
+    g.add_argument("--tokens-per-batch", type=int, default=_m.DEFAULT_TOKENS_PER_BATCH, metavar="N",
+                   help=f"target tokens per micro-batch (default {_m.DEFAULT_TOKENS_PER_BATCH})")
+    g.add_argument("--micro-batches", type=int, default=_m.DEFAULT_MICRO_BATCHES, metavar="N",
+                   help=f"micro-batches the gradient is accumulated over (default {_m.DEFAULT_MICRO_BATCHES})")
+    g.add_argument("--depths", type=int, default=_m.DEFAULT_DEPTHS, metavar="N",
+                   help=f"transformer blocks sampled over depth (default {_m.DEFAULT_DEPTHS})")
+    g.add_argument("--measure-seq-len", type=int, default=_m.DEFAULT_SEQ_LEN, metavar="TOKENS",
+                   help=f"rows truncated to this many tokens (default {_m.DEFAULT_SEQ_LEN})")
+    g.add_argument("--measure-seed", type=int, default=0, metavar="N", help="sampling seed (default 0)")
+
+
+def register_measure(sub) -> None:
+    """Add the `measure` subcommand."""
+    p = sub.add_parser("measure", help="measure how far your data is from the base model (near/moderate/far)",
+                       description="Measure the domain distance of a dataset on a base model: the model's fit "
+                                   "to the targets and the rank of the gradient update (docs/domain-distance.md).")
+    src = p.add_argument_group("data (one of)")
+    src.add_argument("--data", help="training file (JSONL, JSON, CSV or Parquet), rows as `tuneplan run` reads them")
+    src.add_argument("--reference", metavar="TASK[,TASK]",
+                     help="shipped reference tasks: date (near), code (stdlib Python), arithmetic")
+    add_measure_options(p)
+    p.add_argument("--domain", dest="declared", metavar="{near,moderate,far}",
+                   help="the distance you would declare; the output says whether the measurement agrees")
+    p.add_argument("--lora-rank", type=int, default=None,
+                   help="read the captured gradient energy at this LoRA rank (default 16)")
+    p.add_argument("--probe-data", help="general-text probe (default: the built-in one)")
+    p.add_argument("--db", help="DuckDB file to record the measurement in (default: the run ledger's)")
+    p.add_argument("--no-record", action="store_true", help="do not write the measurement to DuckDB")
+    p.add_argument("--json", action="store_true", help="print the evidence as JSON (a list with --reference A,B)")
+    p.set_defaults(func=cmd_measure)
+
+
+def _check_options(args) -> None:
+    from tuneplan.base.errors import Problem
+
+    problems = []
+    for flag, value, low in (("--measure-rows", args.measure_rows, 1), ("--tokens-per-batch", args.tokens_per_batch, 1),
+                             ("--micro-batches", args.micro_batches, 1), ("--depths", args.depths, 1),
+                             ("--measure-seq-len", args.measure_seq_len, 8)):
+        if value < low:
+            problems.append(Problem(flag, f"must be at least {low}, got {value}", f"use {flag} {max(low, 1)} or more"))
+    declared = getattr(args, "declared", None)
+    if declared is not None and declared not in ("near", "moderate", "far"):
+        problems.append(Problem("--domain", f"{declared!r} is not near, moderate or far", "use --domain near|moderate|far"))
+    if problems:
+        raise InputError(problems)
+
+
+def _options(args) -> dict:
+    return dict(tokens_per_batch=args.tokens_per_batch, micro_batches=args.micro_batches, depths=args.depths,
+                seq_len=args.measure_seq_len, seed=args.measure_seed,
+                probe_path=getattr(args, "probe_data", None))
+
+
+def _record(db, ev, *, plan_model: str, plan_hash: Optional[str]) -> Optional[str]:
+    """Record; a failure is a warning line, never lost work."""
+    from .record import record_measurement
+
+    try:
+        record_measurement(db, ev, plan_model=plan_model, plan_hash=plan_hash)
+    except Exception as exc:  # StoreError, DatabaseLocked
+        return f"warning: the measurement was not recorded in DuckDB: {exc}"
+    return None
+
+
+def cmd_measure(args) -> int:
+    """`tuneplan measure`: print (and record) the distance of a data file or reference task(s)."""
+    from tuneplan.executor.models import EMBEDDED_MODEL
+
+    from .evidence import load_rows, resolve_target, summary_lines, to_evidence
+
+    model_name = args.model or EMBEDDED_MODEL
+    try:
+        _check_options(args)
+        if bool(args.data) == bool(args.reference):
+            raise InputError.one("--data", "give --data FILE or --reference TASK (one of them)",
+                                 "e.g. --data train.jsonl, or --reference date,code,arithmetic")
+        tasks = [t.strip() for t in args.reference.split(",") if t.strip()] if args.reference else [None]
+        target = resolve_target(model_name, model_path=args.model_path, proxy_model=args.proxy_model)
+        sources = [load_rows(args.data, task, rows=args.measure_rows, seed=args.measure_seed) for task in tasks]
+    except InputError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from .measure import choose_load, load_base, measure_loaded, _weight_bytes
+    from tuneplan.executor.models import load_tokenizer, pick_device
+    import time
+
+    started = time.perf_counter()
+    device = pick_device()
+    load = choose_load(device, _weight_bytes(target.model_dir))
+    tokenizer = load_tokenizer(target.model_dir)
+    model = load_base(target.model_dir, device, load)
+    load_seconds = time.perf_counter() - started
+    out = []
+    probe_loss = None
+    try:
+        for (rows, label) in sources:
+            sample = rows
+            if len(rows) > args.measure_rows:
+                import random
+
+                sample = random.Random(args.measure_seed).sample(list(rows), args.measure_rows)
+            m = measure_loaded(model, tokenizer, sample, model_name=target.model_name, model_dir=str(target.model_dir),
+                               load=load, device=device, known_probe_loss=probe_loss, **_options(args))
+            probe_loss = m.probe_loss
+            m.seconds += load_seconds if not out else 0.0
+            ev = to_evidence(m, data_label=label, declared=args.declared, proxy=target.proxy, lora_rank=args.lora_rank)
+            out.append(ev)
+            if not args.no_record:
+                note = _record(args.db, ev, plan_model=model_name, plan_hash=None)
+                if note:
+                    print(note, file=sys.stderr)
+            if not args.json:
+                print("\n".join(summary_lines(ev)))
+                from .evidence import warning_for
+
+                if warning_for(ev):
+                    print(f"  warning: {warning_for(ev)}")
+    except InputError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        docs = [json.loads(ev.model_dump_json()) for ev in out]
+        print(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))
+    elif len(out) > 1:
+        print("ordering (nearest first): " + " < ".join(f"{ev.data} {ev.score:.2f} {ev.measured}"
+                                                      for ev in sorted(out, key=lambda e: e.score)))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------ advise
+
+
+def add_advise_flag(p: argparse.ArgumentParser) -> None:
+    """`advise --measure-distance` and the measurement options (model: advise's own --model)."""
+    p.add_argument("--measure-distance", action="store_true",
+                   help="measure the domain distance on --data with the base model (loads torch; "
+                        "docs/domain-distance.md); a declared --domain is kept and checked against it")
+    add_measure_options(p, with_model=False)
+
+
+def measure_before_advise(args, family: Optional[str]):
+    """Measure --data on the plan's model (or --proxy-model) before advising. Returns the
+    Measurement and the Target; sets args.domain_distance to the verdict when none was declared.
+    Raises InputError (no --data, a model that is not on this machine, a proxy of another family)."""
+    from tuneplan.executor.models import EMBEDDED_MODEL
+
+    from .evidence import load_rows, resolve_target
+    from .measure import measure
+    from .verdict import judge
+
+    _check_options(args)
+    if not args.data:
+        raise InputError.one("--measure-distance", "measuring the domain distance needs the training data",
+                             "pass --data FILE (or drop --measure-distance and declare --domain)")
+    name = args.model or EMBEDDED_MODEL
+    target = resolve_target(name, family=family, model_path=getattr(args, "model_path", None),
+                            proxy_model=args.proxy_model)
+    rows, _label = load_rows(args.data, None, rows=args.measure_rows, seed=args.measure_seed)
+    if len(rows) > args.measure_rows:
+        import random
+
+        rows = random.Random(args.measure_seed).sample(list(rows), args.measure_rows)
+    m = measure(rows, target.model_dir, model_name=target.model_name, **_options(args))
+    if not args.domain_distance:
+        args.domain_distance = judge(m.mean_rank_90_share, m.high_loss_share).distance
+        args._distance_declared = None
+    else:
+        args._distance_declared = args.domain_distance
+    return m, target
+
+
+def attach_to_plan(plan, m, target, args, *, db=None):
+    """The plan with `inputs.distance` (the energy read at the plan's own LoRA rank) and, when a
+    declared --domain disagrees with the measurement, a warning; the measurement recorded in
+    DuckDB with the plan's hash. Returns (plan, notes for stderr)."""
+    from tuneplan.base.planio import plan_hash
+
+    from .evidence import to_evidence, warning_for
+
+    ev = to_evidence(m, data_label=str(args.data), declared=args._distance_declared, proxy=target.proxy,
+                     lora_rank=plan.lora.rank if plan.lora else None)
+    warnings = list(plan.warnings)
+    if warning_for(ev):
+        warnings.append(warning_for(ev))
+    if target.proxy:
+        warnings.append(f"domain distance measured on the proxy {target.model_name}, not on "
+                        f"{plan.inputs.model.name}: an estimate for the larger model")
+    plan = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={"distance": ev}), "warnings": warnings})
+    notes = []
+    if not getattr(args, "no_record", False):
+        note = _record(db, ev, plan_model=plan.inputs.model.name, plan_hash=plan_hash(plan))
+        if note:
+            notes.append(note)
+    return plan, notes
