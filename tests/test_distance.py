@@ -218,3 +218,39 @@ def test_embedded_model_orders_the_date_task_nearer_than_code_and_arithmetic():
     assert date.fit.high_loss_share < code.fit.high_loss_share
     assert date.measured == "near" and code.measured != "near"
     assert all(e.fit.target_tokens >= 96 and e.rank.micro_batches == 2 for e in found.values())
+
+
+def test_a_measurement_lands_in_duckdb_with_its_evidence(tiny, tmp_path):
+    import json
+
+    import duckdb
+    import torch
+
+    from tuneplan.executor.distance.evidence import to_evidence, warning_for
+    from tuneplan.executor.distance.measure import measure_loaded
+    from tuneplan.executor.distance.record import record_measurement
+    from tuneplan.schemas import DistanceEvidence
+
+    model, tok, d = tiny
+    m = measure_loaded(model, tok, _rows(8), model_name="tiny", model_dir=str(d), load="fp32",
+                       device=torch.device("cpu"), tokens_per_batch=8, micro_batches=2, depths=1, seq_len=64)
+    ev = to_evidence(m, data_label="reference:date", declared="far", proxy=True, lora_rank=4)
+    assert ev.source == "declared" and ev.declared == "far" and ev.rank.lora_rank == 4
+    assert (warning_for(ev) != "") == (ev.measured != "far")
+    assert DistanceEvidence.model_validate_json(ev.model_dump_json()) == ev
+    db = tmp_path / "runs.duckdb"
+    record_measurement(db, ev, plan_model="big-llama", plan_hash="abc123")
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute("SELECT measure_id, plan_model, model, proxy, verdict, score, lora_rank, "
+                          "high_loss_share, mean_rank_90_share, plan_hash, evidence_json "
+                          "FROM distance_measurements").fetchall()
+    finally:
+        con.close()
+    assert len(row) == 1
+    mid, plan_model, model_name, proxy, v, score, rank, hi, r90, ph, blob = row[0]
+    assert (mid, plan_model, model_name, proxy, v, rank, ph) == (ev.measure_id, "big-llama", "tiny", True,
+                                                                 ev.measured, 4, "abc123")
+    assert score == pytest.approx(ev.score) and hi == pytest.approx(ev.fit.high_loss_share)
+    assert r90 == pytest.approx(ev.rank.mean_rank_90_share)
+    assert len(json.loads(blob)["rank"]["layers"]) == 7

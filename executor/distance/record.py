@@ -58,7 +58,7 @@ def record_measurement(db, ev: DistanceEvidence, *, plan_model: str, plan_hash: 
     """Insert (or replace) one measurement's row. Raises the ledger's StoreError when it cannot."""
     import duckdb
 
-    from ..store import StoreError, connect
+    from ..ledger import StoreError, connect
 
     con = connect(db)
     try:

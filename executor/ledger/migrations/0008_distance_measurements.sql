@@ -1,4 +1,4 @@
--- Migration: distance_measurements (tuneplan measure, advise --measure-distance). One row per
+-- Migration 8: distance_measurements (tuneplan measure, advise --measure-distance). One row per
 -- measurement; a plan carries its id in inputs.distance.measure_id, so runs join it through
 -- json_extract_string(runs.plan_json, '$.inputs.distance.measure_id'). docs/domain-distance.md.
 CREATE TABLE IF NOT EXISTS distance_measurements (
