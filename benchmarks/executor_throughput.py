@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     from transformers import set_seed
 
     from tuneplan.executor import data as D
-    from tuneplan.executor.models import load_model, resolve_model_dir
+    from tuneplan.executor.loading import load_model
+    from tuneplan.executor.models import resolve_model_dir
     from tuneplan.executor.runner import load_plan
 
     plan, path, _ = load_plan(a.plan)

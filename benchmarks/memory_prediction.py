@@ -5,7 +5,7 @@ Run: .venv/bin/python benchmarks/memory_prediction.py [--steps 3] [--methods ful
 
 For each method's example plan (examples/plans/{method}.json) a fresh Python process measures the
 runtime baseline (RSS with torch/transformers/peft imported, before the model), loads the model as
-`tuneplan run` does (executor.models.load_model) and trains N steps with the executor's own loop
+`tuneplan run` does (executor.loading.load_model) and trains N steps with the executor's own loop
 and MemoryMeter (executor.train.train): the same measurement as run_plan, without the eval passes.
 
 By default every sequence fills the plan's seq_len (a long completion truncated at seq_len), so
@@ -39,7 +39,8 @@ def _worker(method: str, steps: int, example_data: bool) -> dict:
 
     from tuneplan.executor import data as D
     from tuneplan.executor import measure as M
-    from tuneplan.executor.models import load_model, resolve_model_dir
+    from tuneplan.executor.loading import load_model
+    from tuneplan.executor.models import resolve_model_dir
     from tuneplan.executor.runner import load_plan
     from tuneplan.executor.train import TrainState, train
 

@@ -45,7 +45,8 @@ def main() -> int:
     from tuneplan.executor import measure as M
     from tuneplan.executor import train as T
     from tuneplan.executor.data import Example
-    from tuneplan.executor.models import ensure_embedded_model, load_model
+    from tuneplan.executor.loading import load_model
+    from tuneplan.executor.models import ensure_embedded_model
 
     torch.manual_seed(0)
     d = ensure_embedded_model()

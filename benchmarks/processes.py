@@ -45,7 +45,7 @@ def _tiny_plan(tmp: Path) -> Path:
 
 
 LAUNCH_ONE = (
-    "import sys, argparse; from tuneplan.executor.launch import launch; "
+    "import sys, argparse; from tuneplan.executor.distributed.launch import launch; "
     "sys.exit(launch(sys.argv[1], argparse.Namespace(num_processes=1, dry_run=False, num_machines=None, "
     "machine_rank=0, main_process_ip=None, main_process_port=None, data=None, model_path=None, "
     "max_steps=int(sys.argv[2]), output=sys.argv[3], db=sys.argv[4])))"

@@ -22,7 +22,8 @@ def merge_run(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,
     """
     import torch
 
-    from .models import load_tokenizer, resolve_model_dir
+    from .loading import load_tokenizer
+    from .models import resolve_model_dir
     from .runner import load_plan
 
     run = Path(run_dir).expanduser()

@@ -27,7 +27,7 @@ from typing import Optional
 
 from tuneplan.base.errors import InputError, Problem
 from tuneplan.base.fileio import read_json_file
-from tuneplan.base.planio import KNOWN_SCHEMA_VERSIONS, read_plan  # noqa: F401 - re-exported
+from tuneplan.base.planio import KNOWN_SCHEMA_VERSIONS, LoadedPlan, read_plan  # noqa: F401 - re-exported
 
 MEMORY_TOLERANCE = 0.01
 """A plan's per_device_bytes may differ from the re-estimate by this fraction (1%) before it is
@@ -53,8 +53,9 @@ class Checked:
 
 
 def load_plan_file(plan) -> tuple[object, Optional[Path], Optional[str]]:
-    """(plan, file, text) from a Plan or a path (base/planio.py's one reader)."""
-    loaded = read_plan(plan)
+    """(plan, file, text) from a Plan, a path (base/planio.py's one reader) or a LoadedPlan
+    already read (not read again)."""
+    loaded = plan if isinstance(plan, LoadedPlan) else read_plan(plan)
     return loaded.plan, loaded.path, loaded.text
 
 
@@ -138,13 +139,13 @@ def data_problems(plan, plan_dir: Optional[Path], data: Optional[str], checked: 
                                "pass --data PATH or set data.train_path in the plan"))
     else:
         try:
-            checked.train_path = _data_file(train_value, where, plan_dir)
+            checked.train_path = data_file(train_value, where, plan_dir)
             checked.train_read = D.read_rows(checked.train_path, skip_bad_rows=skip_bad, field_name=where)
         except InputError as exc:
             out.extend(exc.problems)
     if spec and spec.eval_path:
         try:
-            path = _data_file(spec.eval_path, "data.eval_path", plan_dir)
+            path = data_file(spec.eval_path, "data.eval_path", plan_dir)
             checked.eval_read = D.read_rows(path, skip_bad_rows=skip_bad, field_name="data.eval_path")
         except InputError as exc:
             out.extend(exc.problems)
@@ -153,7 +154,8 @@ def data_problems(plan, plan_dir: Optional[Path], data: Optional[str], checked: 
     return out
 
 
-def _data_file(value: str, where: str, plan_dir: Optional[Path]) -> Path:
+def data_file(value: str, where: str, plan_dir: Optional[Path]) -> Path:
+    """A data path as given, or relative to the plan's directory when only that exists."""
     from . import data as D
 
     p = Path(value).expanduser()

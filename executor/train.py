@@ -187,7 +187,7 @@ def train(
     """Run `steps` optimizer steps, appending one metrics dict per step to state.metrics.
 
     Returns the substitutions made (optimizer fallbacks). KeyboardInterrupt and errors propagate
-    with state holding the completed steps. `dist` (executor/distributed.py DistContext, several
+    with state holding the completed steps. `dist` (executor/distributed/context.py DistContext, several
     processes): model and optimizer are wrapped by it, and each step's loss (mean) and tokens
     (sum) are reduced over ranks before they are recorded.
 

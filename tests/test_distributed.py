@@ -75,7 +75,7 @@ def test_dry_run_ddp_on_cpu(tmp_path, tiny, train_file, capsys):
     command, cfg, out = _dry(capsys, str(plan), "--num-processes", "2", "--output", str(tmp_path / "runs"))
     assert command[1:4] == ["-m", "torch.distributed.run", "--nnodes"]
     assert command[command.index("--nproc_per_node") + 1] == "2"
-    assert command[command.index("-m", 3) + 1] == "tuneplan.executor.worker"
+    assert command[command.index("-m", 3) + 1] == "tuneplan.executor.distributed.worker"
     assert cfg["distributed_type"] == "MULTI_CPU" and cfg["use_cpu"] is True and cfg["num_processes"] == 2
     assert "effective batch = 2 x 2 x 2 = 8" in out
     assert "TUNEPLAN_STRATEGY=ddp" in out

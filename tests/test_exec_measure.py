@@ -12,7 +12,7 @@ from tuneplan.executor import measure as M
 from tuneplan.executor import ledger as store
 from tuneplan.executor import train as T
 from tuneplan.executor.data import Example
-from tuneplan.executor.models import load_model
+from tuneplan.executor.loading import load_model
 from tuneplan.executor.runner import run_plan
 from tuneplan.schemas import MemorySettings
 

@@ -7,7 +7,9 @@ import torch
 
 from exec_fixtures import make_plan, tiny_llama_dir
 from tuneplan.base.errors import InputError
+from tuneplan.executor import loading as L
 from tuneplan.executor import models as M
+from tuneplan.executor.loading.lora import lora_config
 
 
 @pytest.fixture(scope="module")
@@ -44,22 +46,22 @@ def test_cache_root_env(monkeypatch, tmp_path):
 
 def test_cpu_substitutions_are_recorded(tiny):
     cpu = torch.device("cpu")
-    prec = M.resolve_precision(make_plan("full", str(tiny), training={"precision": "bf16-mixed"}), cpu)
+    prec = L.resolve_precision(make_plan("full", str(tiny), training={"precision": "bf16-mixed"}), cpu)
     assert prec.param_dtype == torch.float32 and prec.autocast_dtype is None
     assert prec.substitutions == ["training.precision: bf16-mixed -> fp32 (CPU: fp32 weights and compute, no autocast)"]
-    assert M.resolve_attention("flash", cpu) == ("sdpa", ["training.attention: flash -> sdpa (no CUDA device)"])
-    assert M.resolve_attention("eager", cpu) == ("eager", [])
+    assert L.resolve_attention("flash", cpu) == ("sdpa", ["training.attention: flash -> sdpa (no CUDA device)"])
+    assert L.resolve_attention("eager", cpu) == ("eager", [])
 
 
 def test_load_full_lora_qlora(tiny):
-    full = M.load_model(make_plan("full", str(tiny)), tiny, torch.device("cpu"))
+    full = L.load_model(make_plan("full", str(tiny)), tiny, torch.device("cpu"))
     assert all(p.requires_grad for p in full.model.parameters())
-    lora = M.load_model(make_plan("lora", str(tiny), lora={"target_modules": ["q_proj", "v_proj"]}), tiny,
+    lora = L.load_model(make_plan("lora", str(tiny), lora={"target_modules": ["q_proj", "v_proj"]}), tiny,
                         torch.device("cpu"))
     names = [n for n, p in lora.model.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
     assert {n.split(".")[-4] for n in names} == {"q_proj", "v_proj"}
-    q = M.load_model(make_plan("qlora", str(tiny), quantization={"compute_dtype": "bfloat16"},
+    q = L.load_model(make_plan("qlora", str(tiny), quantization={"compute_dtype": "bfloat16"},
                                training={"gradient_checkpointing": True}), tiny, torch.device("cpu"))
     import bitsandbytes as bnb
 
@@ -73,7 +75,7 @@ def test_load_full_lora_qlora(tiny):
 
 def test_bad_lora_targets_are_input_errors(tiny):
     with pytest.raises(InputError) as err:
-        M.load_model(make_plan("lora", str(tiny), lora={"target_modules": ["c_attn"]}), tiny, torch.device("cpu"))
+        L.load_model(make_plan("lora", str(tiny), lora={"target_modules": ["c_attn"]}), tiny, torch.device("cpu"))
     assert err.value.problems[0].where == "lora.target_modules"
 
 
@@ -85,7 +87,7 @@ def test_qlora_gradients_match_dequantised_reference(tiny):
     from transformers import AutoModelForCausalLM
 
     plan = make_plan("qlora", str(tiny))
-    q = M.load_model(plan, tiny, torch.device("cpu")).model
+    q = L.load_model(plan, tiny, torch.device("cpu")).model
     ref = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
     qmods = dict(q.base_model.model.named_modules())
     replaced = 0
@@ -95,7 +97,7 @@ def test_qlora_gradients_match_dequantised_reference(tiny):
             mod.weight.data = F.dequantize_4bit(w.data, w.quant_state).float().reshape(mod.weight.shape)
             replaced += 1
     assert replaced == 14  # 7 linear layers x 2 blocks
-    ref = get_peft_model(ref, M._lora_config(plan.lora))
+    ref = get_peft_model(ref, lora_config(plan.lora))
     gen = torch.Generator().manual_seed(0)
     qparams = dict(q.named_parameters())
     for name, p in ref.named_parameters():

@@ -20,7 +20,8 @@ from tuneplan.executor import measure as M
 from tuneplan.executor import memsave as S
 from tuneplan.executor import train as T
 from tuneplan.executor.data import Example
-from tuneplan.executor.models import ensure_embedded_model, load_model
+from tuneplan.executor.loading import load_model
+from tuneplan.executor.models import ensure_embedded_model
 
 CPU = torch.device("cpu")
 SEQ = 128

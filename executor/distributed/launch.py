@@ -3,11 +3,11 @@
 
 What it does, in order:
   1. checks the plan, the data file and the model location (bad input: exit 2, nothing started);
-  2. lays the run out (executor/distributed.py layout_for): the plan's `distributed` block, the
+  2. lays the run out (executor/distributed/layout.py layout_for): the plan's `distributed` block, the
      command line overriding the process count and machines;
   3. writes ``accelerate_config.yaml`` (distributed_type MULTI_CPU / MULTI_GPU for DDP, FSDP with
      fsdp_config, DEEPSPEED with deepspeed_config) and ``launch.json`` into the run directory;
-  4. starts the workers (``python -m tuneplan.executor.worker``): on GPUs with
+  4. starts the workers (``python -m tuneplan.executor.distributed.worker``): on GPUs with
      ``accelerate launch --config_file accelerate_config.yaml``; on CPU with torchrun (accelerate
      launch starts a single process for MULTI_CPU unless mpirun is set up), gloo backend;
   5. waits. Rank 0 writes the run directory and the database row; when the job exits non-zero
@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from tuneplan.base.errors import InputError
 from tuneplan.base.planio import new_run_id
 
-from . import distributed as D
+from . import layout as D
+from .context import read_errors
 
 if TYPE_CHECKING:
     from tuneplan.schemas import RunResult
 
-WORKER_MODULE = "tuneplan.executor.worker"
+WORKER_MODULE = "tuneplan.executor.distributed.worker"
 CONFIG_NAME = "accelerate_config.yaml"
 STOP_GRACE_S = 30.0
 
@@ -63,7 +64,7 @@ def _opt(args, name: str, default=None):
 def _model_dir_if_cheap(plan, model_path: Optional[str]) -> Optional[Path]:
     """The model directory when finding it loads nothing (dry runs): --model-path, a local
     directory, or the embedded model's cache once converted."""
-    from .models import embedded_cache_dir, is_embedded
+    from ..models import embedded_cache_dir, is_embedded
 
     if model_path:
         return Path(model_path).expanduser()
@@ -78,12 +79,17 @@ def _model_dir_if_cheap(plan, model_path: Optional[str]) -> Optional[Path]:
 class Launch:
     """Everything about one launch: the layout, the config, the command and its environment."""
 
-    def __init__(self, plan_path: str, args) -> None:
-        from .runner import _data_file, load_plan, plan_hash
+    def __init__(self, plan_path, args) -> None:
+        from tuneplan.base.planio import plan_hash
+
+        from ..preflight import data_file
+        from ..run.prepare import load_plan
 
         self.prior = None
+        self.recorded = None
+        """What the launcher recorded after the job (executor/signals.py Recorded), once it ended."""
         if getattr(args, "resume", None):
-            from .resume import resolve_resume
+            from ..resume import resolve_resume
 
             self.prior = resolve_resume(args.resume, plan_path, getattr(args, "output", None))
             plan_path = plan_path or str(self.prior.run_dir / "plan.json")
@@ -96,8 +102,10 @@ class Launch:
         # a dry run: the plan is loaded with it off there, so reading an FSDP plan's model config
         # for the wrap classes cannot run the model's Python.
         self.trust_remote_code = bool(getattr(args, "trust_remote_code", False))
+        loaded = getattr(args, "loaded_plan", None)  # the command already read the file: not again
         self.plan, plan_file, _ = load_plan(
-            self.plan_path, trust_remote_code=self.trust_remote_code and not self.dry_run)
+            loaded if loaded is not None else self.plan_path,
+            trust_remote_code=self.trust_remote_code and not self.dry_run)
         if self.prior is not None:
             self.prior.check_plan(plan_hash(self.plan))
         n = getattr(args, "num_processes", None)
@@ -139,12 +147,12 @@ class Launch:
         if not train_value:
             raise InputError.one("data.train_path", "no training data given",
                                  "pass --data PATH or set data.train_path in the plan")
-        self.data_path = _data_file(train_value, "--data" if getattr(args, "data", None) else "data.train_path",
+        self.data_path = data_file(train_value, "--data" if getattr(args, "data", None) else "data.train_path",
                                     plan_file.parent if plan_file else None).resolve()
         if self.dry_run:
             self.model_dir = _model_dir_if_cheap(self.plan, getattr(args, "model_path", None))
         else:
-            from .models import resolve_model_dir
+            from ..models import resolve_model_dir
 
             # Converting the embedded model (once) here keeps the ranks from racing to do it.
             self.model_dir = resolve_model_dir(self.plan.inputs.model.name, getattr(args, "model_path", None))
@@ -155,7 +163,7 @@ class Launch:
 
         phash = plan_hash(self.plan)
         self.run_id = new_run_id(seed=phash)
-        from .runner import DEFAULT_OUTPUT_DIR
+        from ..run.prepare import DEFAULT_OUTPUT_DIR
 
         self.output = Path(getattr(args, "output", None) or DEFAULT_OUTPUT_DIR).expanduser().resolve()
         self.run_dir = self.output / self.run_id
@@ -278,7 +286,9 @@ def _load_result(L: Launch):
     """rank 0's result.json, or a fresh RunResult when rank 0 never wrote one."""
     from tuneplan.schemas import RunResult
 
-    from .runner import _utc_now, _versions, plan_hash
+    from tuneplan.base.planio import plan_hash
+
+    from ..run.prepare import utc_now, versions
 
     path = L.run_dir / "result.json"
     if path.is_file():
@@ -290,9 +300,9 @@ def _load_result(L: Launch):
     return RunResult(
         run_id=L.run_id, status="running", plan_hash=plan_hash(p), method=p.method,
         model=p.inputs.model.name, hardware=f"{L.layout.num_processes} x {'cpu' if L.layout.use_cpu else 'cuda'}",
-        num_processes=L.layout.num_processes, strategy=L.layout.strategy, started_at=_utc_now(),
+        num_processes=L.layout.num_processes, strategy=L.layout.strategy, started_at=utc_now(),
         run_dir=str(L.run_dir), predicted_peak_bytes=p.memory.per_device_bytes,
-        predicted_fits=p.memory.fits, versions=_versions(), data_path=str(L.data_path),
+        predicted_fits=p.memory.fits, versions=versions(), data_path=str(L.data_path),
     )
 
 
@@ -300,9 +310,14 @@ def _finish(L: Launch, rc: int, interrupted: bool, tail: list[str]):
     """Record the outcome rank 0 could not (failure elsewhere, a kill, Ctrl-C); add the launch notes."""
     from tuneplan.base.fileio import write_text_atomic
 
-    from .runner import _record, _utc_now
+    from ..run.finish import os_reason, record
+    from ..run.prepare import utc_now
+    from ..signals import Recorded
 
     result = _load_result(L)
+    recorded = Recorded(run_dir=str(L.run_dir) if L.run_dir.is_dir() else None)
+    if recorded.run_dir is not None:  # what rank 0 left, until this launcher writes
+        recorded.result_status = result.status if (L.run_dir / "result.json").is_file() else None
     changed = False
     notes = [f"launch: {n}" for n in L.layout.notes if f"launch: {n}" not in result.substitutions]
     if notes:
@@ -313,7 +328,7 @@ def _finish(L: Launch, rc: int, interrupted: bool, tail: list[str]):
         changed = True
     ok = rc == 0 and result.status == "succeeded" and not interrupted
     if not ok:
-        errors = D.read_errors(L.run_dir)
+        errors = read_errors(L.run_dir)
         first = {r: e.splitlines()[0] if e else "" for r, e in errors.items()}
         if interrupted:
             status, error = "interrupted", "KeyboardInterrupt: launcher stopped the process group"
@@ -329,12 +344,20 @@ def _finish(L: Launch, rc: int, interrupted: bool, tail: list[str]):
                 lines = [ln for ln in tail if ln.strip()][-8:]
                 error = f"worker job exited with code {rc}" + (": " + " | ".join(lines) if lines else "")
         result.status, result.error = status, error[:4000]
-        result.finished_at = result.finished_at or _utc_now()
+        result.finished_at = result.finished_at or utc_now()
         changed = True
     if changed:
-        L.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(L.run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
-        _record(getattr(L.args, "db", None), result, _read_metrics(L.run_dir))
+        try:
+            L.run_dir.mkdir(parents=True, exist_ok=True)
+            recorded.run_dir = str(L.run_dir)
+            write_text_atomic(L.run_dir / "result.json", result.model_dump_json(indent=2), fsync=True)
+            recorded.result_status, recorded.result_error = result.status, None
+        except OSError as exc:
+            recorded.result_error = os_reason(exc)
+            print(f"warning: could not write {L.run_dir}/result.json: {recorded.result_error}", file=sys.stderr)
+        if record(getattr(L.args, "db", None), result, _read_metrics(L.run_dir), recorded) is None:
+            recorded.db_status, recorded.db_error = result.status, None
+    L.recorded = recorded
     return result
 
 
@@ -419,15 +442,16 @@ def in_process_command(args) -> list[str]:
 def dry_run_in_process(args) -> int:
     """--dry-run of a 1-process plan: the run goes in-process (strategy none, no accelerate launch),
     so that is what is printed, after the same input checks the real run makes first."""
-    from .runner import _data_file, load_plan
+    from ..preflight import data_file
+    from ..run.prepare import load_plan
 
-    plan, plan_file, _ = load_plan(args.plan)
+    plan, plan_file, _ = load_plan(getattr(args, "loaded_plan", None) or args.plan)
     spec = plan.data
     train_value = getattr(args, "data", None) or (spec.train_path if spec else None)
     if not train_value:
         raise InputError.one("data.train_path", "no training data given",
                              "pass --data PATH or set data.train_path in the plan")
-    data_path = _data_file(train_value, "--data" if getattr(args, "data", None) else "data.train_path",
+    data_path = data_file(train_value, "--data" if getattr(args, "data", None) else "data.train_path",
                            plan_file.parent if plan_file else None)
     t = plan.training
     device = "cuda:0" if D._cuda_available() else "cpu"
@@ -453,7 +477,7 @@ def launch(plan_path: str, args, print_summary: Optional[Callable[[RunResult], N
         return 0
     code, result = run_launch(L)
     if code == 130:
-        print(f"interrupted: the run was recorded as interrupted; run directory {L.run_dir}", file=sys.stderr)
+        print(f"interrupted: {interrupted_message(L.recorded)}", file=sys.stderr)
         return 130
     if result.status != "succeeded":
         print(f"error: run failed: {result.error}", file=sys.stderr)
@@ -462,6 +486,14 @@ def launch(plan_path: str, args, print_summary: Optional[Callable[[RunResult], N
     if print_summary is not None:
         print_summary(result)
     return 0
+
+
+def interrupted_message(recorded) -> str:
+    """What an interrupted launch recorded, as it is on disk: "the run was recorded as interrupted"
+    only when result.json and the database row both say so."""
+    if recorded.result_status == "interrupted" and recorded.db_status == "interrupted":
+        return f"the run was recorded as interrupted; run directory {recorded.run_dir}"
+    return f"the run could not be fully recorded as interrupted: {recorded.describe()}"
 
 
 def _is_consequence(error: str) -> bool:

@@ -1,11 +1,11 @@
-"""One rank of a multi-process run: ``python -m tuneplan.executor.worker PLAN [options]``.
+"""One rank of a multi-process run: ``python -m tuneplan.executor.distributed.worker PLAN [options]``.
 
 Started by `tuneplan run --num-processes N` through torchrun (CPU, gloo) or ``accelerate launch``
-(GPUs), never by hand: the launcher (executor/launch.py) sets TUNEPLAN_RUN_ID / TUNEPLAN_RUN_DIR /
+(GPUs), never by hand: the launcher (executor/distributed/launch.py) sets TUNEPLAN_RUN_ID / TUNEPLAN_RUN_DIR /
 TUNEPLAN_STRATEGY / TUNEPLAN_CPU_OFFLOAD, and torchrun sets RANK / WORLD_SIZE / LOCAL_RANK /
-MASTER_ADDR / MASTER_PORT. Each rank joins the process group (executor/distributed.py) and runs
-the same run_plan as one process does; only rank 0 writes the run directory and the database
-row. A rank that fails leaves ``error-rank<R>.txt`` in the run directory for the launcher.
+MASTER_ADDR / MASTER_PORT. Each rank reads the plan once, joins the process group
+(executor/distributed/context.py) and runs the same run_plan as one process does, its DistContext
+passed explicitly; only rank 0 writes the run directory and the database row. A rank that fails leaves ``error-rank<R>.txt`` in the run directory for the launcher.
 
 Exit codes: 0 succeeded, 1 failed, 2 bad input, 130 interrupted.
 """
@@ -18,11 +18,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import distributed as dist_mod
+from . import context as dist_mod
+from . import layout
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tuneplan.executor.worker")
+    p = argparse.ArgumentParser(prog="python -m tuneplan.executor.distributed.worker")
     p.add_argument("plan")
     p.add_argument("--data")
     p.add_argument("--db")
@@ -39,19 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from tuneplan.base.errors import InputError
 
-    from .runner import load_plan, run_plan
+    from ..run.prepare import load_plan, read_once
+    from ..runner import run_plan
 
-    rank = dist_mod.env_rank()
-    run_dir = os.environ.get(dist_mod.ENV_RUN_DIR)
+    rank = layout.env_rank()
+    run_dir = os.environ.get(layout.ENV_RUN_DIR)
     ctx = None
     try:
-        plan, _, _ = load_plan(args.plan, trust_remote_code=args.trust_remote_code)
-        strategy = os.environ.get(dist_mod.ENV_STRATEGY) or (
+        loaded = read_once(args.plan)
+        plan, _, _ = load_plan(loaded, trust_remote_code=args.trust_remote_code)
+        strategy = os.environ.get(layout.ENV_STRATEGY) or (
             "ddp" if plan.distributed.strategy == "none" else plan.distributed.strategy)
-        offload = os.environ.get(dist_mod.ENV_OFFLOAD, "0") == "1"
+        offload = os.environ.get(layout.ENV_OFFLOAD, "0") == "1"
         ctx = dist_mod.init_worker(plan, strategy=strategy, cpu_offload=offload,
                                    model_dir=Path(args.model_path) if args.model_path else None)
-        run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
+        run_plan(loaded, ctx=ctx, data=args.data, db=args.db, output_dir=args.output,
                  max_steps=args.max_steps, model_path=args.model_path,
                  progress=False, trust_remote_code=args.trust_remote_code, resume=args.resume,
                  report_to=args.report_to)
