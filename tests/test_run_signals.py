@@ -243,3 +243,5 @@ def test_full_disk_under_the_run_directory_says_so_and_exits_1(plan_file, tmpfs,
     assert "no space left on device" in err.lower() and "Traceback" not in err
     (row,) = _rows(db)
     assert row["status"] == "failed" and "No space left on device" in row["error"]
+    (run_dir,) = _run_dirs(tmpfs)  # result.json tells the same, not "running" (rewritten in place)
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "failed"

@@ -51,11 +51,12 @@ def execute(p: Prepared, ex: Execution, ctx, signals: RunSignals, progress: Opti
     """Load, evaluate before, train, measure, evaluate after, save; sets p.result as it goes and
     its status to "succeeded" at the end (exceptions propagate to the caller, which records them)."""
     from ..loading import import_runtime, load_model
-    from ..measure import MemoryMeter, count_params, runtime_baseline_bytes
+    from ..measure import MemoryMeter, count_params, runtime_baseline_bytes, runtime_imports
     from ..train import total_steps
 
     result, t = p.result, p.plan.training
-    import_runtime(p.plan.method)  # first: transformers.trainer_utils (set_seed) imports peft
+    with runtime_imports():  # first: transformers.trainer_utils (set_seed) imports peft
+        import_runtime(p.plan.method)
     from transformers import set_seed
 
     set_seed(t.seed)
