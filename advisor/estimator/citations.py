@@ -26,7 +26,7 @@ SOURCES: dict[str, str] = {
         'QLoRA §3 double quantisation 8/64 + 32/(64*256) = 0.127 bits/param (0.5 without); facts 2a/2c [P]/[D]'
     ),
     'kbit-upcast': (
-        "peft utils/other.py prepare_model_for_kbit_training: 'cast all non INT8 parameters to fp32' (every fp16/bf16 param that is not Params4bit: embeddings, lm_head, norms, biases); executor/models.py calls it on the QLoRA path"
+        "peft utils/other.py prepare_model_for_kbit_training: 'cast all non INT8 parameters to fp32' (every fp16/bf16 param that is not Params4bit: embeddings, lm_head, norms, biases); executor/loading/qlora.py calls it on the QLoRA path"
     ),
     'chunked-ce': (
         'torchtune modules/loss/ce_chunked_output_loss.py CEWithChunkedOutputLoss: the model returns the 16-bit logits in num_output_chunks pieces, each upcast with .float() only inside cross_entropy of its chunk; facts 6c (chunked CE) [P]/[D]'
