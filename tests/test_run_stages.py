@@ -84,10 +84,11 @@ def test_full_disk_under_the_run_directory_leaves_result_json_honest(tmp_path, m
     assert recorded.result_status == "failed" and "no space left" in recorded.result_error
     assert recorded.db_status == "failed"
     assert "rewritten in place" in capsys.readouterr().err
-    # When the final text would need more room than the old file holds, nothing is overwritten.
+    # When the final text would need more room than the old file's blocks hold, nothing is overwritten.
     path.write_text("{}")
+    big = _result(tmp_path, "failed", error="x" * (1 << 16))
     recorded = Recorded(run_dir=running.run_dir, result_status="running")
-    F.final_write(str(tmp_path / "db.duckdb"), Path(running.run_dir), final, [], recorded)
+    F.final_write(str(tmp_path / "db.duckdb"), Path(running.run_dir), big, [], recorded)
     assert path.read_text() == "{}" and recorded.result_status == "running"
     assert "could not write" in capsys.readouterr().err
 

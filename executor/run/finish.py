@@ -87,7 +87,7 @@ def final_write(db, run_dir: Path, result: RunResult, metrics: list[dict], recor
 
     On a full disk the atomic write (a temporary file, then a rename) needs space the disk does
     not have; result.json is then rewritten in place, compact, when that fits in the blocks the
-    "running" one already holds, so it does not stay "running" (see :func:`rewrite_in_place`)."""
+    "running" one already holds (a 4 KiB page or block: it usually does), so it does not stay "running" (see :func:`rewrite_in_place`)."""
     path = run_dir / "result.json"
     try:
         write_text_atomic(path, result.model_dump_json(indent=2), fsync=True)
@@ -109,12 +109,13 @@ def final_write(db, run_dir: Path, result: RunResult, metrics: list[dict], recor
 
 
 def rewrite_in_place(path: Path, text: str) -> bool:
-    """Overwrite an existing file with ``text`` without allocating: only when ``text`` is no longer
-    than the file (written from offset 0, then truncated, then fsynced). Not atomic — used only
+    """Overwrite an existing file with ``text`` without allocating: only when ``text`` fits in the
+    blocks the file already holds (written from offset 0, then truncated, then fsynced). Not atomic — used only
     where the atomic write already failed for want of space. True when it was written."""
     data = text.encode("utf-8")
     try:
-        if path.stat().st_size < len(data):
+        st = path.stat()
+        if max(st.st_size, getattr(st, "st_blocks", 0) * 512) < len(data):  # the blocks it holds
             return False
         fd = os.open(path, os.O_WRONLY)
     except OSError:
