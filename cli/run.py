@@ -9,7 +9,6 @@ torch and the executor are imported inside the handlers.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -96,8 +95,8 @@ def add_merge(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    """Hand --num-processes > 1, several machines and --dry-run to tuneplan.executor.launch."""
-    from tuneplan.executor.launch import launch
+    """Hand --num-processes > 1, several machines and --dry-run to tuneplan.executor.distributed.launch."""
+    from tuneplan.executor.distributed.launch import launch
 
     code = preflight_or_exit(args, resolve_model=not args.dry_run)
     if code is not None:
@@ -112,7 +111,7 @@ def preflight_or_exit(args: argparse.Namespace, *, resolve_model: bool) -> Optio
     from tuneplan.executor.preflight import Infeasible, preflight
 
     try:
-        preflight(args.plan, data=getattr(args, "data", None), model_path=getattr(args, "model_path", None),
+        preflight(_plan(args), data=getattr(args, "data", None), model_path=getattr(args, "model_path", None),
                   resolve_model=resolve_model)
     except InputError as exc:
         err(exc.render())
@@ -123,10 +122,10 @@ def preflight_or_exit(args: argparse.Namespace, *, resolve_model: bool) -> Optio
     return None
 
 
-def _print_summary(result: Any) -> None:
+def _print_summary(result: Any, plan: Any = None) -> None:
     from tuneplan.executor.ledger.memory_compare import from_result
 
-    lfl = from_result(result)  # the framework overhead comes from <run_dir>/plan.json
+    lfl = from_result(result, plan)  # the framework overhead: the plan's, else <run_dir>/plan.json's
     measured = lfl.measured_bytes
     print(f"run {result.run_id} {result.status}")
     print(f"  dir        {result.run_dir}")
@@ -153,13 +152,25 @@ def _print_summary(result: Any) -> None:
         print(f"  substituted: {sub}")
 
 
-def _planned_processes(plan: str) -> int:
-    """distributed.num_processes of a plan file (1 when it cannot be read: the runner reports)."""
+def _planned_processes(args: argparse.Namespace) -> int:
+    """distributed.num_processes of the plan file, read here once (base/planio.py) and kept as
+    ``args.loaded_plan`` for the pre-flight, the run and the launcher (1 when it cannot be read:
+    those report why, as before)."""
+    from tuneplan.base.errors import InputError
+    from tuneplan.base.planio import read_plan
+
     try:
-        value = json.loads(Path(plan).read_text(encoding="utf-8"))["distributed"]["num_processes"]
-        return max(1, int(value))
-    except Exception:  # noqa: BLE001 - the runner validates the plan properly
+        args.loaded_plan = read_plan(args.plan)
+    except InputError:
+        args.loaded_plan = None
         return 1
+    return max(1, int(args.loaded_plan.plan.distributed.num_processes))
+
+
+def _plan(args: argparse.Namespace) -> Any:
+    """The plan as read once by :func:`_planned_processes`, else its path (read where it is used)."""
+    loaded = getattr(args, "loaded_plan", None)
+    return loaded if loaded is not None else args.plan
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -184,10 +195,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     missing = no_file(args.plan, "PLAN", _PLAN_FIX)
     if missing is not None:
         return missing
+    planned = _planned_processes(args)
     if args.num_processes is None:
-        args.num_processes = _planned_processes(args.plan)
+        args.num_processes = planned
     if args.dry_run and args.num_processes == 1 and (args.num_machines or 1) == 1:
-        from tuneplan.executor.launch import dry_run_in_process
+        from tuneplan.executor.distributed.launch import dry_run_in_process
 
         code = preflight_or_exit(args, resolve_model=False)
         if code is not None:
@@ -202,7 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tuneplan.executor.signals import RecordingFailed, RunInterrupted, pause
 
     try:
-        result = run_plan(args.plan, data=args.data, db=args.db, output_dir=args.output,
+        result = run_plan(_plan(args), data=args.data, db=args.db, output_dir=args.output,
                           max_steps=args.max_steps, model_path=args.model_path, resume=args.resume,
                           report_to=args.report_to,
                           **trust_kwargs(args))
@@ -229,7 +241,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     try:
         pause("returned")
-        _print_summary(result)
+        loaded = getattr(args, "loaded_plan", None)
+        _print_summary(result, loaded.plan if loaded is not None else None)
     except KeyboardInterrupt:
         err(f"interrupted after the run ended: run {result.run_id} is recorded as {result.status} "
             f"in {result.run_dir}/result.json and the database")

@@ -56,10 +56,7 @@ def main(argv: list[str]) -> int:
     runs = []
     try:
         if cli:
-            try:
-                from tuneplan.cli.main import main as tuneplan
-            except ImportError:  # before the command line moved to cli/
-                from tuneplan.advisor.cli import main as tuneplan
+            from tuneplan.cli.main import main as tuneplan
 
             rc = tuneplan(["run", str(plan_file), "--db", str(root / "runs.duckdb"), "--output", str(root / "runs")])
             results = [json.loads(real[0](d / "result.json")) for d in sorted((root / "runs").iterdir())]

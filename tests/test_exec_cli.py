@@ -314,9 +314,9 @@ def test_run_failure_exits_1_and_names_run_dir(tmp_path, plan, monkeypatch, caps
 
 def test_run_multi_process_calls_launcher(plan, monkeypatch):
     seen = []
-    module = types.ModuleType("tuneplan.executor.launch")
+    module = types.ModuleType("tuneplan.executor.distributed.launch")
     module.launch = lambda plan_path, args, **_: seen.append((plan_path, args.num_processes)) or 0
-    monkeypatch.setitem(sys.modules, "tuneplan.executor.launch", module)
+    monkeypatch.setitem(sys.modules, "tuneplan.executor.distributed.launch", module)
     monkeypatch.setattr(tuneplan.executor, "launch", module, raising=False)
     from tuneplan.executor import preflight
 

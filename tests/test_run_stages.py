@@ -34,11 +34,11 @@ def _probe(root: Path, method: str, n: int, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def alone(tmp_path_factory) -> dict:
-    """One LoRA run (run_plan, as `tuneplan run` calls it), in a process of its own."""
-    return _probe(tmp_path_factory.mktemp("alone"), "lora", 1)
+    """One LoRA run through `tuneplan run`, in a process of its own."""
+    return _probe(tmp_path_factory.mktemp("alone"), "lora", 1, "--cli")
 
 
-def test_a_run_reads_the_plan_file_once_and_lora_never_imports_bitsandbytes(alone):
+def test_tuneplan_run_reads_the_plan_file_once_and_lora_never_imports_bitsandbytes(alone):
     assert alone["rc"] == 0 and [r["status"] for r in alone["runs"]] == ["succeeded"]
     assert alone["reads"]["plan"] == 1
     assert alone["bitsandbytes"] is False
