@@ -108,7 +108,8 @@ def cmd_measure(args) -> int:
         print(e.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
     from .measure import choose_load, load_base, measure_loaded, _weight_bytes
-    from tuneplan.executor.models import load_tokenizer, pick_device
+    from tuneplan.executor.loading import load_tokenizer
+    from tuneplan.executor.models import pick_device
     import time
 
     started = time.perf_counter()
