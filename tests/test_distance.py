@@ -47,7 +47,7 @@ def tiny(tmp_path_factory):
 
     from tests.exec_fixtures import tiny_llama_dir
     from tuneplan.executor.distance.measure import load_base
-    from tuneplan.executor.models import load_tokenizer
+    from tuneplan.executor.loading import load_tokenizer
 
     d = tiny_llama_dir(tmp_path_factory.mktemp("tiny"))
     return load_base(d, torch.device("cpu"), "fp32"), load_tokenizer(d), d
@@ -200,7 +200,8 @@ def test_embedded_model_orders_the_date_task_nearer_than_code_and_arithmetic():
     from tuneplan.executor.distance.evidence import to_evidence
     from tuneplan.executor.distance.measure import load_base, measure_loaded
     from tuneplan.executor.distance.reference import reference_rows
-    from tuneplan.executor.models import ensure_embedded_model, load_tokenizer
+    from tuneplan.executor.loading import load_tokenizer
+    from tuneplan.executor.models import ensure_embedded_model
 
     d = ensure_embedded_model()
     model, tok = load_base(d, torch.device("cpu"), "fp32"), load_tokenizer(d)

@@ -354,7 +354,8 @@ def measure_loaded(model, tokenizer, rows: list[Row], *, model_name: str, model_
 def measure(rows: list[Row], model_dir: Path, *, model_name: str, device=None, load: Optional[str] = None,
             trust_remote_code: bool = False, **options) -> Measurement:
     """Load the model (see choose_load) and measure `rows` on it (options: measure_loaded's)."""
-    from ..models import load_tokenizer, pick_device
+    from ..loading import load_tokenizer
+    from ..models import pick_device
 
     started = time.perf_counter()
     device = device or pick_device()
