@@ -32,7 +32,7 @@ def guessed_architecture(d: Draft) -> Optional[Outcome]:
     """Why: a parameter count alone does not fix layer count, width, vocabulary or GQA, which set
     activation and logits memory; the estimate rests on a standard Llama-style guess.
     When not: the model came from the catalog or a config.json (exact counts).
-    Source: tuneplan's own guess table (advisor/catalog.py)."""
+    Source: tuneplan's own guess table (advisor/catalog/guesses.py)."""
     if d.model.origin != "guess":
         return None
     m = d.model
