@@ -10,11 +10,13 @@ Exit codes: 0 a feasible plan (or a valid / current one); 1 a stale plan under `
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional
 
 from tuneplan.base.errors import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK
 
+from .measure import add_measure_options
 from .output import input_error
 
 
@@ -85,6 +87,11 @@ def add_advise(sub: "argparse._SubParsersAction") -> None:
     c.add_argument("--tolerance", type=float, default=0.05, metavar="FRACTION",
                    help="with --check: allowed relative change of the memory estimate (default 0.05)")
     c.add_argument("--update", action="store_true", help="with --check: rewrite a stale plan")
+    m = p.add_argument_group("measured domain distance")
+    m.add_argument("--measure-distance", action="store_true",
+                   help="measure the domain distance of --data on the base model first (loads torch; "
+                        "docs/domain-distance.md); a declared --domain is kept and checked against it")
+    add_measure_options(p, with_model=False)
     p.set_defaults(func=cmd_advise)
 
 
@@ -122,6 +129,13 @@ def cmd_advise(args) -> int:
     if args.check:
         return _cmd_check_plan(args)
     calibration = None
+    measured = None
+    if args.measure_distance:
+        try:
+            measured = _measure_distance(args)
+        except InputError as e:
+            print(e.render(), file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         inputs = build_inputs(_answers(args))
         if args.calibrated:
@@ -136,6 +150,12 @@ def cmd_advise(args) -> int:
 
         plan = plan.model_copy(update={"data": DataSpec(
             train_path=args.data, eval_path=args.eval_data, probe_path=args.probe_data)})
+    if measured is not None:
+        from tuneplan.executor.distance.command import attach_to_plan
+
+        plan, notes = attach_to_plan(plan, *measured, args, db=args.db)
+        for note in notes:
+            print(note, file=sys.stderr)
     text = plan_to_json(plan, SCHEMA_ID)
     if args.output:
         from tuneplan.base.fileio import write_text_atomic
@@ -153,6 +173,18 @@ def cmd_advise(args) -> int:
 
         print_plan(plan, written_to=args.output)
     return EXIT_OK if plan.feasible else EXIT_INFEASIBLE
+
+
+def _measure_distance(args):
+    """`--measure-distance`: measure --data on the plan's model (or --proxy-model) before
+    advising; sets --domain from the verdict when none was declared. (Measurement, Target)."""
+    from tuneplan.advisor.inputs import resolve_model
+    from tuneplan.executor.distance.command import measure_before_advise
+
+    spec = resolve_model(_answers(args))
+    local = bool(args.model) and (os.path.isdir(args.model) or args.model.startswith((".", "/", "~")))
+    name = args.model if local else spec.name
+    return measure_before_advise(args, name, spec.family)
 
 
 def _cmd_check_plan(args) -> int:

@@ -1,7 +1,7 @@
 """The `tuneplan` root command: the parser of every subcommand, dispatch, and exit-code handling.
 
-Each command group lives in its own module (advise, reference, run, runs, experiments, checks,
-tui); those modules import only argparse and the standard library at load time and load the
+Each command group lives in its own module (advise, reference, run, runs, experiments, measure,
+checks, tui); those modules import only argparse and the standard library at load time and load the
 advisor, the executor or the TUI inside their handlers, so `tuneplan advise` never imports torch,
 DuckDB, rich or Textual it does not use. The order below is the order of `tuneplan --help`.
 
@@ -17,7 +17,7 @@ from typing import Optional
 
 from tuneplan.base.errors import EXIT_BAD_INPUT, EXIT_FAILED
 
-from . import advise, checks, experiments, reference, run, runs, tui
+from . import advise, checks, experiments, measure, reference, run, runs, tui
 from .output import EXIT_INTERRUPTED
 
 # The subcommands in `tuneplan --help` order, each added by its group's module.
@@ -26,7 +26,7 @@ COMMANDS = (
     reference.add_schema, reference.add_explain, reference.add_rules, reference.add_models,
     reference.add_gpus,
     run.add_run, run.add_export, runs.add_runs, runs.add_sql, run.add_merge,
-    experiments.add_compare, experiments.add_sweep,
+    experiments.add_compare, experiments.add_sweep, measure.add_measure,
     checks.add_check, checks.add_calibrate, checks.add_report,
     tui.add_tui,
 )

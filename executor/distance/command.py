@@ -1,9 +1,9 @@
-"""`tuneplan measure` and the `advise --measure-distance` step, as functions the root command
-(cli/) calls. This module imports only argparse-level code at load; torch loads in `measure`."""
+"""`tuneplan measure` and the `advise --measure-distance` step, as the functions the root command
+(cli/measure.py, cli/advise.py) calls; the flags themselves are defined in cli/. Torch loads only
+when a model is loaded."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Optional
@@ -13,47 +13,19 @@ from tuneplan.base.errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 from . import measure as _m
 
 
-def add_measure_options(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
-    """The options `measure` and `advise --measure-distance` share."""
-    g = p.add_argument_group("domain-distance measurement (docs/domain-distance.md)")
-    if with_model:
-        g.add_argument("--model", default=None,
-                       help="model to measure (default: the embedded HuggingFaceTB/SmolLM2-135M-Instruct)")
-    g.add_argument("--model-path", metavar="DIR", help="local directory of the model's weights")
-    g.add_argument("--proxy-model", metavar="NAME_OR_DIR",
-                   help="measure on this smaller model of the same family (the plan says a proxy was used)")
-    g.add_argument("--measure-rows", type=int, default=256, metavar="N",
-                   help="rows sampled from the data (seeded; default 256)")
-    g.add_argument("--tokens-per-batch", type=int, default=_m.DEFAULT_TOKENS_PER_BATCH, metavar="N",
-                   help=f"target tokens per micro-batch (default {_m.DEFAULT_TOKENS_PER_BATCH})")
-    g.add_argument("--micro-batches", type=int, default=_m.DEFAULT_MICRO_BATCHES, metavar="N",
-                   help=f"micro-batches the gradient is accumulated over (default {_m.DEFAULT_MICRO_BATCHES})")
-    g.add_argument("--depths", type=int, default=_m.DEFAULT_DEPTHS, metavar="N",
-                   help=f"transformer blocks sampled over depth (default {_m.DEFAULT_DEPTHS})")
-    g.add_argument("--measure-seq-len", type=int, default=_m.DEFAULT_SEQ_LEN, metavar="TOKENS",
-                   help=f"rows truncated to this many tokens (default {_m.DEFAULT_SEQ_LEN})")
-    g.add_argument("--measure-seed", type=int, default=0, metavar="N", help="sampling seed (default 0)")
+DEFAULTS = {
+    "measure_rows": 256, "tokens_per_batch": _m.DEFAULT_TOKENS_PER_BATCH, "micro_batches": _m.DEFAULT_MICRO_BATCHES,
+    "depths": _m.DEFAULT_DEPTHS, "measure_seq_len": _m.DEFAULT_SEQ_LEN, "measure_seed": 0,
+}
+"""The measurement options' values when a flag is not given (cli/measure.py leaves them None, so
+the command line imports nothing of this package to build its parser)."""
 
 
-def register_measure(sub) -> None:
-    """Add the `measure` subcommand."""
-    p = sub.add_parser("measure", help="measure how far your data is from the base model (near/moderate/far)",
-                       description="Measure the domain distance of a dataset on a base model: the model's fit "
-                                   "to the targets and the rank of the gradient update (docs/domain-distance.md).")
-    src = p.add_argument_group("data (one of)")
-    src.add_argument("--data", help="training file (JSONL, JSON, CSV or Parquet), rows as `tuneplan run` reads them")
-    src.add_argument("--reference", metavar="TASK[,TASK]",
-                     help="shipped reference tasks: date (near), code (stdlib Python), arithmetic")
-    add_measure_options(p)
-    p.add_argument("--domain", dest="declared", metavar="{near,moderate,far}",
-                   help="the distance you would declare; the output says whether the measurement agrees")
-    p.add_argument("--lora-rank", type=int, default=None,
-                   help="read the captured gradient energy at this LoRA rank (default 16)")
-    p.add_argument("--probe-data", help="general-text probe (default: the built-in one)")
-    p.add_argument("--db", help="DuckDB file to record the measurement in (default: the run ledger's)")
-    p.add_argument("--no-record", action="store_true", help="do not write the measurement to DuckDB")
-    p.add_argument("--json", action="store_true", help="print the evidence as JSON (a list with --reference A,B)")
-    p.set_defaults(func=cmd_measure)
+def fill_defaults(args) -> None:
+    """Set every measurement option that was not given to its default (DEFAULTS)."""
+    for key, value in DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
 
 
 def _check_options(args) -> None:
@@ -96,6 +68,7 @@ def cmd_measure(args) -> int:
     from .evidence import load_rows, resolve_target, summary_lines, to_evidence
 
     model_name = args.model or EMBEDDED_MODEL
+    fill_defaults(args)
     try:
         _check_options(args)
         if bool(args.data) == bool(args.reference):
@@ -158,15 +131,7 @@ def cmd_measure(args) -> int:
 # ------------------------------------------------------------------------------------ advise
 
 
-def add_advise_flag(p: argparse.ArgumentParser) -> None:
-    """`advise --measure-distance` and the measurement options (model: advise's own --model)."""
-    p.add_argument("--measure-distance", action="store_true",
-                   help="measure the domain distance on --data with the base model (loads torch; "
-                        "docs/domain-distance.md); a declared --domain is kept and checked against it")
-    add_measure_options(p, with_model=False)
-
-
-def measure_before_advise(args, family: Optional[str]):
+def measure_before_advise(args, model_name: Optional[str], family: Optional[str]):
     """Measure --data on the plan's model (or --proxy-model) before advising. Returns the
     Measurement and the Target; sets args.domain_distance to the verdict when none was declared.
     Raises InputError (no --data, a model that is not on this machine, a proxy of another family)."""
@@ -176,11 +141,12 @@ def measure_before_advise(args, family: Optional[str]):
     from .measure import measure
     from .verdict import judge
 
+    fill_defaults(args)
     _check_options(args)
     if not args.data:
         raise InputError.one("--measure-distance", "measuring the domain distance needs the training data",
                              "pass --data FILE (or drop --measure-distance and declare --domain)")
-    name = args.model or EMBEDDED_MODEL
+    name = model_name or args.model or EMBEDDED_MODEL
     target = resolve_target(name, family=family, model_path=getattr(args, "model_path", None),
                             proxy_model=args.proxy_model)
     rows, _label = load_rows(args.data, None, rows=args.measure_rows, seed=args.measure_seed)
