@@ -92,7 +92,7 @@ def add_report(subparsers: "argparse._SubParsersAction") -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from tuneplan.executor.ledger import check
-    from tuneplan.executor.ledger import NoDatabase, StoreError
+    from tuneplan.executor.ledger import NoDatabase, SchemaOutdated, StoreError
 
     filters = _check_filters(args)
     if isinstance(filters, int):
@@ -101,7 +101,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         result = check.check_runs(args.db, **filters)
         if args.rules:
             result["rules"] = check.audit_rules(args.db)
-    except NoDatabase as exc:
+    except (NoDatabase, SchemaOutdated) as exc:
         err(f"error: {exc}")
         return EXIT_BAD_INPUT
     except StoreError as exc:
@@ -206,11 +206,11 @@ def _print_check(result: dict, db: str | None) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from tuneplan.executor.ledger import calibrate
-    from tuneplan.executor.ledger import NoDatabase, StoreError
+    from tuneplan.executor.ledger import NoDatabase, SchemaOutdated, StoreError
 
     try:
         fitted = calibrate.fit(args.db)
-    except NoDatabase as exc:
+    except (NoDatabase, SchemaOutdated) as exc:
         err(f"error: {exc}")
         return EXIT_BAD_INPUT
     except StoreError as exc:
@@ -234,7 +234,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tuneplan.executor.ledger import NoDatabase, StoreError
+    from tuneplan.executor.ledger import NoDatabase, SchemaOutdated, StoreError
 
     refused = check_out_dir(args.out, "--out", args.force)
     if refused is not None:
@@ -246,7 +246,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         err(f"error: `tuneplan report` needs {exc.name!r} (fix: pip install matplotlib)")
         return EXIT_FAILED
-    except NoDatabase as exc:
+    except (NoDatabase, SchemaOutdated) as exc:
         err(f"error: {exc}")
         return EXIT_BAD_INPUT
     except (StoreError, OSError) as exc:

@@ -43,6 +43,45 @@ def console(stderr: bool = False):
                    highlight=False)
 
 
+COLUMN_CAP = 40
+"""Widest a table column gets (longer cells end in an ellipsis; vertical shows them)."""
+
+
+def fits(console: Any, columns: list[str], rows: list[list[str]], cap: int = COLUMN_CAP) -> bool:
+    """Whether a table of these plain-text cells fits the console's width with every column at
+    its natural width (at most ``cap``) plus the box borders. When it does not, a table would
+    crush columns to a few characters each and print_vertical is the readable form."""
+    width = 1
+    for i, name in enumerate(columns):
+        natural = max([len(name)] + [len(r[i]) for r in rows if i < len(r)])
+        width += min(natural, cap) + 3
+    return width <= console.width
+
+
+VERTICAL_CELL_LIMIT = 500
+"""Characters of one value print_vertical shows (the rest is counted; csv/json give it all)."""
+
+
+def print_vertical(console: Any, columns: list[str], rows: list[list[str]]) -> None:
+    """Rows as records, one "column | value" line per field (psql's expanded display), long
+    values cut at VERTICAL_CELL_LIMIT characters. Plain text: values are never markup."""
+    from rich.text import Text
+
+    width = max((len(c) for c in columns), default=0)
+    cut = False
+    for n, row in enumerate(rows, 1):
+        console.print(Text(f"-[ {n} ]" + "-" * max(3, width - 4)), soft_wrap=True)
+        for name, value in zip(columns, row):
+            value = value.replace("\n", " ")
+            if len(value) > VERTICAL_CELL_LIMIT:
+                value = f"{value[:VERTICAL_CELL_LIMIT]}… (+{len(value) - VERTICAL_CELL_LIMIT} chars)"
+                cut = True
+            console.print(Text(f"{name:<{width}} | {value}"), soft_wrap=True)
+    if cut:
+        console.print(Text(f"(values longer than {VERTICAL_CELL_LIMIT} characters are cut; "
+                           "--format csv or json prints them whole)"), soft_wrap=True)
+
+
 def gib(value: Any) -> str:
     """Bytes as GiB: two decimals, three for small runs (under 0.1 GiB)."""
     if value is None:

@@ -2,7 +2,8 @@
 and ``tuneplan sql`` (read-only, sealed; docs/sql.md).
 
 Exit codes: 0 success; 1 the store failed (a locked database); 2 bad input (a refused or invalid
-SQL statement, a missing database for ``sql``). Only argparse and the standard library load with
+SQL statement, a missing database for ``sql``, a database older than this tuneplan: these commands
+only read, and ``tuneplan runs upgrade`` is the one that upgrades it in place). Only argparse and the standard library load with
 this module: DuckDB and rich are imported inside the handlers.
 """
 
@@ -19,7 +20,19 @@ from typing import Any
 from tuneplan.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 from .options import DB_HELP, non_negative_int
-from .output import before_after, console, db_label, err, gib, input_error, jsonable, signed_pct
+from .output import (
+    COLUMN_CAP,
+    before_after,
+    console,
+    db_label,
+    err,
+    fits,
+    gib,
+    input_error,
+    jsonable,
+    print_vertical,
+    signed_pct,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -35,9 +48,12 @@ def add_runs(subparsers: "argparse._SubParsersAction") -> None:
     )
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--vertical", action="store_true",
+                   help="one field per line for each run (also used when the table is wider "
+                        "than the terminal)")
     p.add_argument("--limit", type=non_negative_int, metavar="N", help="show the N newest runs")
     p.set_defaults(func=cmd_runs)
-    runs_sub = p.add_subparsers(dest="runs_command", metavar="{ingest}")
+    runs_sub = p.add_subparsers(dest="runs_command", metavar="{ingest,upgrade}")
     ing = runs_sub.add_parser(
         "ingest",
         help="rebuild database rows from run directories",
@@ -48,6 +64,16 @@ def add_runs(subparsers: "argparse._SubParsersAction") -> None:
     ing.add_argument("paths", metavar="PATH", nargs="+", help="run directory or parent directory")
     ing.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=DB_HELP)
     ing.set_defaults(func=cmd_ingest)
+    up = runs_sub.add_parser(
+        "upgrade",
+        help="upgrade an older run database in place (read-only commands never do)",
+        description="Apply the missing schema migrations and re-create the views of the run "
+        "database, keeping every row. `tuneplan check`, `runs`, `sql`, `report` and `calibrate` "
+        "only read and refuse an older database (exit 2) until this has run; `tuneplan run`, "
+        "`compare`, `sweep` and `runs ingest` upgrade it as they write.",
+    )
+    up.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=DB_HELP)
+    up.set_defaults(func=cmd_upgrade)
 
 
 def add_sql(subparsers: "argparse._SubParsersAction") -> None:
@@ -69,9 +95,11 @@ def add_sql(subparsers: "argparse._SubParsersAction") -> None:
                    help="list every table and view with a one-line description of each column "
                    "(with --format json: as JSON; markdown also accepted)")
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
-    p.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table",
-                   help="output format (default: table; markdown only with --schema); csv and "
-                   "json stream row batches")
+    p.add_argument("--format", choices=("table", "vertical", "csv", "json", "markdown"),
+                   default="table",
+                   help="output format (default: table, one field per line when it is wider "
+                   "than the terminal; vertical: always one field per line; markdown only with "
+                   "--schema); csv and json stream row batches")
     p.add_argument("--read", metavar="DIR", action="append", default=None,
                    help="a directory queries may read files from, e.g. for "
                    "read_parquet('runs/*/run.parquet') pooling; repeatable (default: ./runs "
@@ -90,20 +118,23 @@ def add_sql(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from tuneplan.executor.ledger import LIST_KEYS, NoDatabase, StoreError, list_runs
+    from tuneplan.executor.ledger import LIST_KEYS, NoDatabase, SchemaOutdated, StoreError, list_runs
 
     try:
         rows = list_runs(args.db, limit=args.limit)
     except NoDatabase as exc:
         err(str(exc))
         rows = []
+    except SchemaOutdated as exc:
+        err(f"error: {exc}")
+        return EXIT_BAD_INPUT
     except StoreError as exc:
         err(f"error: {exc}")
         return EXIT_FAILED
     if args.json:
         print(json.dumps([{k: jsonable(r.get(k)) for k in LIST_KEYS} for r in rows], indent=2))
         return EXIT_OK
-    _print_runs_table(rows, args.db)
+    _print_runs_table(rows, args.db, vertical=getattr(args, "vertical", False))
     return EXIT_OK
 
 
@@ -120,37 +151,47 @@ def _resumable(rows: list[dict]) -> list[tuple[dict, int]]:
     return out
 
 
-def _print_runs_table(rows: list[dict], db: str | None) -> None:
+_RUNS_COLUMNS = [("id", "left"), ("status", "left"), ("method", "left"), ("model", "left"),
+                 ("device planned / used", "left"), ("procs", "right"),
+                 ("peak GiB pred/meas", "right"), ("err", "right"), ("err like-for-like", "right"),
+                 ("eval before→after", "right"), ("probe before→after", "right"),
+                 ("tok/s", "right"), ("wall s", "right")]
+
+
+def _runs_cells(r: dict) -> list[str]:
+    """One run's cells, plain text, in _RUNS_COLUMNS order (errors read from the views)."""
+    return [
+        r["run_id"], r["status"] or "-", r["method"] or "-", r["model"] or "-",
+        f"{r.get('planned_hardware') or '-'} / {r['hardware'] or '-'}",
+        str(r["num_processes"] or 1),
+        f"{gib(r['predicted_peak_bytes'])} / {gib(r['measured_peak_bytes'])}",
+        signed_pct(r["memory_error"]) or "-",
+        signed_pct(r["memory_error_comparable"]) or "-",
+        before_after(r["eval_loss_before"], r["eval_loss_after"]),
+        before_after(r["forgetting_loss_before"], r["forgetting_loss_after"]),
+        "-" if r["tokens_per_second"] is None else f"{r['tokens_per_second']:,.0f}",
+        "-" if r["wall_seconds"] is None else f"{r['wall_seconds']:.1f}",
+    ]
+
+
+def _print_runs_table(rows: list[dict], db: str | None, *, vertical: bool = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=escape(f"runs in {db_label(db)}"), title_justify="left")
-    for name, justify in [("id", "left"), ("status", "left"), ("method", "left"),
-                          ("model", "left"), ("procs", "right"),
-                          ("peak GiB pred/meas", "right"), ("err", "right"),
-                          ("err like-for-like", "right"),
-                          ("eval before→after", "right"), ("probe before→after", "right"),
-                          ("tok/s", "right"), ("wall s", "right")]:
-        table.add_column(name, justify=justify, no_wrap=name != "model")
+    for name, justify in _RUNS_COLUMNS:
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", max_width=COLUMN_CAP)
     styles = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
-    for r in rows:
-        status = r["status"] or "-"
-        table.add_row(
-            escape(r["run_id"]),
-            f"[{styles[status]}]{status}[/]" if status in styles else escape(status),
-            escape(r["method"] or "-"),
-            escape(r["model"] or "-"),
-            str(r["num_processes"] or 1),
-            f"{gib(r['predicted_peak_bytes'])} / {gib(r['measured_peak_bytes'])}",
-            signed_pct(r["memory_error"]) or "-",
-            signed_pct(_like_for_like_error(r)) or "-",
-            before_after(r["eval_loss_before"], r["eval_loss_after"]),
-            before_after(r["forgetting_loss_before"], r["forgetting_loss_after"]),
-            "-" if r["tokens_per_second"] is None else f"{r['tokens_per_second']:,.0f}",
-            "-" if r["wall_seconds"] is None else f"{r['wall_seconds']:.1f}",
-        )
+    cells = [_runs_cells(r) for r in rows]
+    for c in cells:
+        table.add_row(*(f"[{styles[v]}]{v}[/]" if i == 1 and v in styles else escape(v)
+                        for i, v in enumerate(c)))
     out = console()
-    out.print(table)
+    if vertical or not fits(out, [name for name, _ in _RUNS_COLUMNS], cells):
+        out.print(escape(f"runs in {db_label(db)}"))
+        print_vertical(out, [name for name, _ in _RUNS_COLUMNS], cells)
+    else:
+        out.print(table)
     resumable = _resumable(rows)
     if resumable:
         out.print("resumable (interrupted or failed, with a checkpoint):")
@@ -162,14 +203,6 @@ def _print_runs_table(rows: list[dict], db: str | None) -> None:
                   "the same on tensor bytes (prediction less framework overhead, measurement "
                   "less runtime); eval = in-domain loss (lower is learning); probe = "
                   "general-text loss (higher is forgetting)")
-
-
-def _like_for_like_error(row: dict) -> Any:
-    """A `tuneplan runs` row's like-for-like memory error (executor/memory_compare.py)."""
-    from tuneplan.executor.ledger.memory_compare import like_for_like
-
-    return like_for_like(row.get("predicted_peak_bytes"), row.get("predicted_overhead_bytes"),
-                         row.get("measured_peak_bytes"), row.get("runtime_bytes")).error
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -190,6 +223,36 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"  {run_id}")
     for note in notes:
         print(f"  note: {note}")
+    return EXIT_OK
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """`tuneplan runs upgrade`: the one command whose job is to upgrade the database in place."""
+    from tuneplan.executor import ledger
+
+    try:
+        con = ledger.connect(args.db, read_only=True)
+        try:
+            before = ledger.schema_version(con)
+            why = ledger.outdated(con)
+        finally:
+            con.close()
+        if why is None and before >= ledger.SCHEMA_VERSION:
+            print(f"{db_label(args.db)} is up to date (schema version {before}); nothing changed")
+            return EXIT_OK
+        con = ledger.connect(args.db)  # applies the migrations, re-creates the views
+        try:
+            after = ledger.schema_version(con)
+        finally:
+            con.close()
+    except ledger.NoDatabase as exc:
+        err(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    except ledger.StoreError as exc:
+        err(f"error: {exc}")
+        return EXIT_FAILED
+    print(f"upgraded {db_label(args.db)}: schema version {before} -> {after}, views re-created; "
+          f"every row kept")
     return EXIT_OK
 
 
@@ -233,7 +296,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         input_error("--format", "markdown is for --schema", "use table, csv or json")
         return EXIT_BAD_INPUT
     from tuneplan.executor.ledger import sqlsafe
-    from tuneplan.executor.ledger import NoDatabase, QueryError, StoreError
+    from tuneplan.executor.ledger import NoDatabase, QueryError, SchemaOutdated, StoreError
 
     if args.no_limit:
         limit = None
@@ -243,7 +306,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     try:
         with sqlsafe.stream(args.query, args.db, read_paths=read_paths, limit=limit) as result:
             shown = _print_sql_result(result, args.format)
-    except (QueryError, NoDatabase) as exc:
+    except (QueryError, NoDatabase, SchemaOutdated) as exc:
         err(f"error: {exc}")
         return EXIT_BAD_INPUT
     except StoreError as exc:
@@ -306,17 +369,26 @@ def _print_sql_result(result: Any, fmt: str) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    cells = [["" if v is None else _text_cell(v) for v in row]
+             for batch in result.batches for row in batch]
+    shown = console()
     table = Table()
     for c in columns:
-        table.add_column(escape(c), overflow="fold")
-    for batch in result.batches:
-        for row in batch:
-            table.add_row(*("" if v is None else escape(str(jsonable(v))) for v in row))
-    shown = console()
-    shown.print(table)
+        table.add_column(escape(c), no_wrap=True, overflow="ellipsis", max_width=COLUMN_CAP)
+    for row in cells:
+        table.add_row(*(escape(v) for v in row))
+    if fmt == "vertical" or not fits(shown, columns, cells):
+        print_vertical(shown, columns, cells)
+    else:
+        shown.print(table)
     n = result.rows_returned
     shown.print(f"{n} row{'s' if n != 1 else ''}")
     return n
+
+
+def _text_cell(value: Any) -> str:
+    value = jsonable(value)
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def _csv_cell(value: Any) -> Any:

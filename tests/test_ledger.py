@@ -342,3 +342,96 @@ def test_ingest_reads_comparison_json_of_compare_outputs_without_trial_files(tmp
                                "axis FROM comparisons ORDER BY run_id")
     assert rows == [("c-old", "f", "full", "lora", "low", "method"),
                     ("c-old", "l", "lora", "lora", "low", "method")]
+
+
+# ------------------------------------------------------------------------------- the commands
+
+
+def _old_db(tmp_path: Path) -> Path:
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    old_ledger_schema(con, 6)
+    con.execute("INSERT INTO runs (run_id, status, method, predicted_peak_bytes, measured_peak_bytes, "
+                "plan_json) VALUES ('old', 'succeeded', 'lora', 1500, 1000, ?)", [json.dumps(_plan(300))])
+    con.close()
+    return db
+
+
+@pytest.mark.parametrize("argv", [
+    ["check"], ["check", "--rules"], ["runs"], ["runs", "--json"], ["sql", "SELECT 1"],
+    ["calibrate"], ["report", "--out", "REPORT"]])
+def test_read_only_commands_exit_2_on_an_old_database_and_name_the_upgrade(tmp_path, capsys, argv):
+    from helpers import cli
+
+    db = _old_db(tmp_path)
+    before = db.read_bytes()
+    argv = [str(tmp_path / "report") if a == "REPORT" else a for a in argv]
+    assert cli(*argv, "--db", str(db)) == 2
+    text = capsys.readouterr().err
+    assert "schema version 6" in text and f"tuneplan runs upgrade --db {db}" in text
+    assert db.read_bytes() == before
+
+
+def test_runs_upgrade_upgrades_in_place_and_then_reads_work(tmp_path, capsys):
+    from helpers import cli
+
+    db = _old_db(tmp_path)
+    assert cli("runs", "upgrade", "--db", str(db)) == 0
+    assert "schema version 6 -> 7" in capsys.readouterr().out
+    assert cli("runs", "upgrade", "--db", str(db)) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert cli("runs", "--json", "--db", str(db)) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["predicted_overhead_bytes"] == 300 and row["memory_error_comparable"] == pytest.approx(0.2)
+    assert cli("check", "--db", str(db)) == 0
+    assert cli("runs", "upgrade", "--db", str(tmp_path / "none.duckdb")) == 2
+    assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_runs_ingest_upgrades_an_old_database(tmp_path, capsys):
+    from helpers import cli
+
+    db = _old_db(tmp_path)
+    run_dir = tmp_path / "runs" / "new"
+    result = _result(run_dir, "new")
+    (run_dir / "result.json").write_text(result.model_dump_json())
+    assert cli("runs", "ingest", str(run_dir), "--db", str(db)) == 0
+    assert "ingested 1 run" in capsys.readouterr().out
+    assert cli("runs", "--json", "--db", str(db)) == 0
+    assert {r["run_id"] for r in json.loads(capsys.readouterr().out)} == {"old", "new"}
+
+
+def test_wide_results_print_one_field_per_line(tmp_path, capsys, monkeypatch):
+    """SELECT * FROM runs is 49 columns: instead of a table crushed to slivers, one "column |
+    value" line per field (long values cut, with a note); narrow results stay a table."""
+    from helpers import cli
+
+    db = tmp_path / "runs.duckdb"
+    _record(db, tmp_path / "runs", "r1", _plan(10, gpu="A100 80GB"))
+    capsys.readouterr()
+    assert cli("sql", "SELECT * FROM runs", "--db", str(db)) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("-[ 1 ]")
+    fields = dict(line.split(" | ", 1) for line in lines[1:] if " | " in line)
+    assert fields["run_id".ljust(len(max(fields, key=len)))].strip() == "r1"
+    assert any(k.strip() == "planned_hardware" and v == "A100 80GB" for k, v in fields.items())
+    assert "… (+" in out and "--format csv or json prints them whole" in out  # result_json is long
+    assert max(len(line) for line in lines if not line.startswith(("result_json", "plan_json"))) < 600
+    assert cli("sql", "SELECT run_id, learning FROM run_learning", "--db", str(db)) == 0
+    assert "┃ run_id ┃ learning ┃" in capsys.readouterr().out
+    assert cli("sql", "SELECT run_id, learning FROM run_learning", "--db", str(db), "--format",
+               "vertical") == 0
+    assert capsys.readouterr().out.splitlines()[1:3] == ["run_id   | r1", "learning | 0.5"]
+
+    import tuneplan.cli.output as output
+    from rich.console import Console
+
+    monkeypatch.setattr(output, "console", lambda stderr=False: Console(width=80, highlight=False))
+    import tuneplan.cli.runs as runs_cmd
+
+    monkeypatch.setattr(runs_cmd, "console", lambda stderr=False: Console(width=80, highlight=False))
+    assert cli("runs", "--db", str(db)) == 0  # 13 columns do not fit 80: one per line
+    out = capsys.readouterr().out
+    assert "device planned / used | A100 80GB / cuda: NVIDIA H200" in out
+    assert "err like-for-like     | " in out and max(len(line) for line in out.splitlines()) <= 80 + 100

@@ -1,9 +1,0 @@
-"""Moved: `tuneplan.executor.memory_compare` is now `tuneplan.executor.ledger.memory_compare` (issue 10). This alias
-keeps command code importing the old path working until it moves to the new one; it is the same
-module object, not a copy."""
-
-import sys
-
-from tuneplan.executor.ledger import memory_compare as _target
-
-sys.modules[__name__] = _target

@@ -1,9 +1,0 @@
-"""Moved: `tuneplan.executor.report` is now `tuneplan.executor.ledger.report` (issue 10). This alias
-keeps command code importing the old path working until it moves to the new one; it is the same
-module object, not a copy."""
-
-import sys
-
-from tuneplan.executor.ledger import report as _target
-
-sys.modules[__name__] = _target
