@@ -50,7 +50,9 @@ def run_prefix() -> list[str]:
 class TunePlanApp(App[int]):
     """Interactive planner: answer, watch the plan change, save it, run it, compare runs."""
 
-    CSS_PATH = "tuneplan.tcss"
+    CSS_PATH = ["questions.tcss", "app.tcss", "planview.tcss", "runpane.tcss", "runspane.tcss", "help.tcss"]
+    """Each component's styles beside its module; the questions' before the shared focus style
+    (an equal-specificity rule later in the list wins: focus over a field marked bad)."""
     TITLE = "tuneplan"
     BINDINGS = [
         Binding("f1", "help", "Help", priority=True),
