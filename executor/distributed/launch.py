@@ -80,14 +80,33 @@ class Launch:
     """Everything about one launch: the layout, the config, the command and its environment."""
 
     def __init__(self, plan_path, args) -> None:
-        from tuneplan.base.planio import plan_hash
-
-        from ..preflight import data_file
-        from ..run.prepare import load_plan
-
         self.prior = None
         self.recorded = None
         """What the launcher recorded after the job (executor/signals.py Recorded), once it ended."""
+        self.args = args
+        self.dry_run = bool(getattr(args, "dry_run", False))
+        # Remote code: only by the command line's flag (passed on to the workers), and never in
+        # a dry run: the plan is loaded with it off there, so reading an FSDP plan's model config
+        # for the wrap classes cannot run the model's Python.
+        self.trust_remote_code = bool(getattr(args, "trust_remote_code", False))
+        plan_file = self._load(plan_path, args)
+        self.layout = self._lay_out(args)
+        self._check_strategy()
+        self._check_inputs(args, plan_file)
+        self.layer_classes = (D.transformer_layer_classes(self.model_dir, family=self.plan.inputs.model.family,
+                                                          trust_remote_code=self.plan.trust_remote_code)
+                              if self.layout.strategy == "fsdp" else None)
+        self.config = D.accelerate_config(self.plan, self.layout, self.layer_classes)
+        self._place(args)
+        self.command = self._command()
+        self.env = self._env()
+
+    def _load(self, plan_path, args) -> Optional[Path]:
+        """The run to resume (if any) and the plan, read once; returns the plan's file."""
+        from tuneplan.base.planio import plan_hash
+
+        from ..run.prepare import load_plan
+
         if getattr(args, "resume", None):
             from ..resume import resolve_resume
 
@@ -96,30 +115,28 @@ class Launch:
             if not getattr(args, "data", None):
                 args.data = self.prior.result.data_path
         self.plan_path = Path(plan_path).expanduser().resolve()
-        self.args = args
-        self.dry_run = bool(getattr(args, "dry_run", False))
-        # Remote code: only by the command line's flag (passed on to the workers), and never in
-        # a dry run: the plan is loaded with it off there, so reading an FSDP plan's model config
-        # for the wrap classes cannot run the model's Python.
-        self.trust_remote_code = bool(getattr(args, "trust_remote_code", False))
         loaded = getattr(args, "loaded_plan", None)  # the command already read the file: not again
         self.plan, plan_file, _ = load_plan(
             loaded if loaded is not None else self.plan_path,
             trust_remote_code=self.trust_remote_code and not self.dry_run)
         if self.prior is not None:
             self.prior.check_plan(plan_hash(self.plan))
+        return plan_file
+
+    def _lay_out(self, args) -> D.Layout:
+        """The plan's `distributed` block with the command line's overrides (InputError if impossible)."""
+        from tuneplan.schemas import CPUHardware
+
         n = getattr(args, "num_processes", None)
         plan_n = self.plan.distributed.num_processes
         if n is None or (n == 1 and self.dry_run and plan_n > 1):
             n = plan_n  # not given: as planned
-        from tuneplan.schemas import CPUHardware
-
         cuda = D._cuda_available()
         self.gpu_plan_here_on_cpu = not cuda and not isinstance(self.plan.inputs.hardware, CPUHardware)
         # A dry run of a GPU plan shows the GPU launch even on a machine without GPUs.
         use_cpu = not cuda and not (self.dry_run and self.gpu_plan_here_on_cpu)
         try:
-            self.layout = D.layout_for(
+            return D.layout_for(
                 self.plan, num_processes=n, num_machines=getattr(args, "num_machines", None),
                 machine_rank=_opt(args, "machine_rank", 0),
                 main_process_ip=getattr(args, "main_process_ip", None),
@@ -128,6 +145,9 @@ class Launch:
             raise InputError.one("--num-processes", str(exc),
                                  "give a process count that divides evenly over the machines, a "
                                  "machine rank below --num-machines and --main-process-ip") from None
+
+    def _check_strategy(self) -> None:
+        """DeepSpeed needs GPUs and the deepspeed package (a dry run shows its config without it)."""
         lay = self.layout
         if lay.strategy.startswith("deepspeed"):
             if lay.use_cpu:
@@ -138,7 +158,11 @@ class Launch:
                                      f"{lay.strategy} needs the deepspeed package, which is not "
                                      "installed", "pip install deepspeed, or set distributed.strategy "
                                      "to \"fsdp\" in the plan; --dry-run shows the config without it")
-        # Inputs are checked here, before any process starts (bad input exits 2).
+
+    def _check_inputs(self, args, plan_file: Optional[Path]) -> None:
+        """--max-steps, the data file and the model directory, before any process starts (exit 2)."""
+        from ..preflight import data_file
+
         spec = self.plan.data
         max_steps = getattr(args, "max_steps", None)
         if max_steps is not None and max_steps < 1:
@@ -148,7 +172,7 @@ class Launch:
             raise InputError.one("data.train_path", "no training data given",
                                  "pass --data PATH or set data.train_path in the plan")
         self.data_path = data_file(train_value, "--data" if getattr(args, "data", None) else "data.train_path",
-                                    plan_file.parent if plan_file else None).resolve()
+                                   plan_file.parent if plan_file else None).resolve()
         if self.dry_run:
             self.model_dir = _model_dir_if_cheap(self.plan, getattr(args, "model_path", None))
         else:
@@ -156,24 +180,21 @@ class Launch:
 
             # Converting the embedded model (once) here keeps the ranks from racing to do it.
             self.model_dir = resolve_model_dir(self.plan.inputs.model.name, getattr(args, "model_path", None))
-        self.layer_classes = (D.transformer_layer_classes(self.model_dir, family=self.plan.inputs.model.family,
-                                                          trust_remote_code=self.plan.trust_remote_code)
-                              if lay.strategy == "fsdp" else None)
-        self.config = D.accelerate_config(self.plan, lay, self.layer_classes)
 
-        phash = plan_hash(self.plan)
-        self.run_id = new_run_id(seed=phash)
+    def _place(self, args) -> None:
+        """The run's id and directory (the resumed run's own), the config's path, a free port."""
+        from tuneplan.base.planio import plan_hash
+
         from ..run.prepare import DEFAULT_OUTPUT_DIR
 
+        self.run_id = new_run_id(seed=plan_hash(self.plan))
         self.output = Path(getattr(args, "output", None) or DEFAULT_OUTPUT_DIR).expanduser().resolve()
         self.run_dir = self.output / self.run_id
         if self.prior is not None:
             self.run_id, self.run_dir = self.prior.result.run_id, self.prior.run_dir
         self.config_path = self.run_dir / CONFIG_NAME
-        if lay.num_machines == 1 and getattr(args, "main_process_port", None) is None:
-            lay.main_process_port = _free_port()  # several runs (or test suites) on one host
-        self.command = self._command()
-        self.env = self._env()
+        if self.layout.num_machines == 1 and getattr(args, "main_process_port", None) is None:
+            self.layout.main_process_port = _free_port()  # several runs (or test suites) on one host
 
     # ------------------------------------------------------------------------------------------
     def _worker_args(self) -> list[str]:
