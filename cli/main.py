@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 from tuneplan.base.errors import EXIT_BAD_INPUT, EXIT_FAILED
 
@@ -21,15 +21,16 @@ from . import advise, checks, experiments, measure, reference, run, runs, tui
 from .output import EXIT_INTERRUPTED
 
 # The subcommands in `tuneplan --help` order, each added by its group's module.
-COMMANDS = (
-    advise.add_advise, advise.add_validate,
-    reference.add_schema, reference.add_explain, reference.add_rules, reference.add_models,
-    reference.add_gpus,
-    run.add_run, run.add_export, runs.add_runs, runs.add_sql, run.add_merge,
-    experiments.add_compare, experiments.add_sweep, measure.add_measure,
-    checks.add_check, checks.add_calibrate, checks.add_report,
-    tui.add_tui,
-)
+COMMANDS: dict[str, Callable[["argparse._SubParsersAction"], None]] = {
+    "advise": advise.add_advise, "validate": advise.add_validate,
+    "schema": reference.add_schema, "explain": reference.add_explain, "rules": reference.add_rules,
+    "models": reference.add_models, "gpus": reference.add_gpus,
+    "run": run.add_run, "export": run.add_export, "runs": runs.add_runs, "sql": runs.add_sql,
+    "merge": run.add_merge,
+    "compare": experiments.add_compare, "sweep": experiments.add_sweep, "measure": measure.add_measure,
+    "check": checks.add_check, "calibrate": checks.add_calibrate, "report": checks.add_report,
+    "tui": tui.add_tui,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,13 +49,25 @@ class _Version(argparse._VersionAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The root parser with every subcommand, or with the one named ``only``.
+
+    A command line that starts with a command name is parsed by that command's parser alone
+    (what it prints, errors included, is its own), so building the other seventeen is skipped;
+    help, --version, no command or an unknown one get the full parser.
+    """
     p = _Parser(prog="tuneplan", description="Plan, run and check LLM fine-tuning: full, LoRA or QLoRA.")
     p.add_argument("--version", action=_Version, help="print tuneplan's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in COMMANDS:
-        add(sub)
+    for name, add in COMMANDS.items():
+        if only is None or name == only:
+            add(sub)
     return p
+
+
+def _named_command(argv: list[str]) -> Optional[str]:
+    """The command a command line starts with, when it starts with one."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
 
 
 def package_version() -> str:
@@ -95,7 +108,8 @@ def _quiet_broken_pipe() -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     try:
-        parser = build_parser()
+        argv = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(only=_named_command(argv))
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()

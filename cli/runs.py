@@ -10,7 +10,6 @@ this module: DuckDB and rich are imported inside the handlers.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -360,6 +359,8 @@ def _print_sql_result(result: Any, fmt: str) -> int:
         out.write("]\n" if first else "\n]\n")
         return result.rows_returned
     if fmt == "csv":
+        import csv
+
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for batch in result.batches:

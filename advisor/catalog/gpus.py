@@ -8,7 +8,6 @@ nvidia-smi total is known the marketed size is taken as GiB (N * 1024 MiB); each
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -134,6 +133,8 @@ def get_gpu(name: str) -> GPURow:
         choices = _AMBIGUOUS[key]
         raise InputError.one("--gpu", f"{name!r} names {len(choices)} cards",
                              f"say which: {', '.join(choices)}")
+    import difflib  # only for a name not found: the suggestions
+
     close = difflib.get_close_matches(key, list(_GPUS_BY_KEY), n=10, cutoff=0.5)
     suggestions = list(dict.fromkeys(_GPUS_BY_KEY[k].name for k in close))[:5]
     fix = "run `tuneplan gpus` for the catalog, or give the memory with --gpu-memory GIB"

@@ -6,7 +6,6 @@ Rows hold the config.json values (Hugging Face key names) and go through
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -192,6 +191,8 @@ def get_model(name: str) -> ModelSpec:
     row = _MODELS_BY_KEY.get(key)
     if row is not None:
         return _row_spec(row)
+    import difflib  # only for a name not found: the suggestions
+
     close = difflib.get_close_matches(key, list(_MODELS_BY_KEY), n=10, cutoff=0.5)
     suggestions = list(dict.fromkeys(_MODELS_BY_KEY[k].name for k in close))[:5]
     fix = "run `tuneplan models` for the catalog, pass a local model directory, or use --params N"
