@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
+from helpers import tuneplan
+
 
 def tp(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuneplan.cli", *args], capture_output=True,
-                          text=True, cwd=cwd)
+    return tuneplan(*args, cwd=cwd)
 
 
 BASE = ["advise", "--model", "Llama-3.1-8B", "--gpu", "A100-80GB", "--domain", "near",

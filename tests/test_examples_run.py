@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import tuneplan
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = "2"
@@ -22,8 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 def tp(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuneplan.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT)
+    return tuneplan(*args, cwd=ROOT)
 
 
 def _comparable(plan: dict) -> dict:

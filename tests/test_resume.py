@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,12 +21,13 @@ import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.executor import ledger as store
+from helpers import TUNEPLAN, tuneplan
 from tuneplan.executor.checkpoint import MANIFEST, complete_checkpoints
 from tuneplan.executor.runner import run_plan
 from tuneplan.executor.signals import RunInterrupted
 from tuneplan.schemas import RunResult
 
-CLI = [sys.executable, "-m", "tuneplan.cli"]
+CLI = TUNEPLAN
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +127,7 @@ def test_checkpoint_keeps_last_k_and_records_bytes(tiny, tmp_path):
 
 
 def _cli(*args, env=None, timeout=180):
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return tuneplan(*args, env=env or {}, timeout=timeout)
 
 
 def test_bad_resume_inputs_exit_2_and_touch_nothing(tiny, tmp_path):

@@ -12,12 +12,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
+from helpers import TUNEPLAN
 from tuneplan.executor import ledger as store
 from tuneplan.executor import owner
 from tuneplan.schemas import RunResult
@@ -48,7 +48,7 @@ def _rows(db: Path) -> list[dict]:
 def _start(plan_file: Path, out: Path, db: Path, phase: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNEPLAN_TEST_PAUSE_AT": phase}
     return subprocess.Popen(
-        [sys.executable, "-m", "tuneplan.cli", "run", str(plan_file), "--output", str(out),
+        [*TUNEPLAN, "run", str(plan_file), "--output", str(out),
          "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         start_new_session=True)
 
@@ -134,7 +134,7 @@ def test_sigkill_then_ingest_records_the_lost_run(plan_file, tmp_path):
     (run_dir,) = _run_dirs(out)
     assert json.loads((run_dir / "result.json").read_text())["status"] == "running"
     assert [r["status"] for r in _rows(db)] == ["running"]
-    ing = subprocess.run([sys.executable, "-m", "tuneplan.cli", "runs", "ingest", str(out),
+    ing = subprocess.run([*TUNEPLAN, "runs", "ingest", str(out),
                           "--db", str(db)], capture_output=True, text=True, timeout=60)
     assert ing.returncode == 0, ing.stderr
     assert "recorded as interrupted (lost:" in ing.stdout

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TUNEPLAN
 from tuneplan.cli.main import main
 from tuneplan.executor.portable import make_portable
 
@@ -39,7 +40,7 @@ def test_version_prints_the_installed_version(capsys) -> None:
 @pytest.mark.parametrize("argv", [["models"], ["gpus", "--json"], ["rules"]])
 def test_broken_pipe_ends_quietly(argv) -> None:
     # the reader closes after one line; the rest of the output hits a closed pipe
-    proc = subprocess.Popen([sys.executable, "-m", "tuneplan.cli", *argv], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*TUNEPLAN, *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
