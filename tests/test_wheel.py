@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,7 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_has_only_tuneplan_top_level(tmp_path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    # built from a copy without build/: setuptools reuses build/lib, whose stale files (a module
+    # since moved into a package) would hide a package missing from pyproject's list
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "runs", ".tuneplan"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("tuneplan-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -19,6 +25,11 @@ def test_wheel_has_only_tuneplan_top_level(tmp_path) -> None:
     assert top == {"tuneplan"}
     for sub in ("schemas", "advisor", "executor", "tui"):
         assert f"tuneplan/{sub}/__init__.py" in names
+    # every package of the source tree, sub-packages included (pyproject lists them one by one)
+    source = {f"tuneplan/{init.relative_to(ROOT).as_posix()}"
+              for top in ("base", "schemas", "advisor", "executor", "tui", "cli")
+              for init in (ROOT / top).rglob("__init__.py") if "__pycache__" not in init.parts}
+    assert source - set(names) == set()
     assert "tuneplan/schemas/plan.schema.json" in names
     assert "tuneplan/executor/probe.txt" in names
     assert not any(n.startswith("tuneplan/tests") for n in names)
