@@ -25,10 +25,10 @@ def test_wheel_has_only_tuneplan_top_level(tmp_path) -> None:
     assert top == {"tuneplan"}
     for sub in ("schemas", "advisor", "executor", "tui"):
         assert f"tuneplan/{sub}/__init__.py" in names
-    # every package of the source tree, sub-packages included (pyproject lists them one by one)
-    source = {f"tuneplan/{init.relative_to(ROOT).as_posix()}"
+    # every module of the source tree, sub-packages included (pyproject lists them one by one)
+    source = {f"tuneplan/{path.relative_to(src).as_posix()}"
               for top in ("base", "schemas", "advisor", "executor", "tui", "cli")
-              for init in (ROOT / top).rglob("__init__.py") if "__pycache__" not in init.parts}
+              for path in (src / top).rglob("*.py")}
     assert source - set(names) == set()
     assert "tuneplan/schemas/plan.schema.json" in names
     assert "tuneplan/executor/probe.txt" in names
