@@ -101,6 +101,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         result = check.check_runs(args.db, **filters)
         if args.rules:
             result["rules"] = check.audit_rules(args.db)
+            result["distance"] = check.audit_distance(args.db)
     except (NoDatabase, SchemaOutdated) as exc:
         err(f"error: {exc}")
         return EXIT_BAD_INPUT
@@ -193,7 +194,7 @@ def _print_check(result: dict, db: str | None) -> None:
               f"(out of memory {s['out_of_memory']}, under-predicted {s['memory_under_predicted']}, "
               f"did not learn {s['did_not_learn']}, forgot beyond tolerance "
               f"{s['forgot_beyond_tolerance']})")
-    for rule in result.get("rules", []):
+    for rule in result.get("rules", []) + ([result["distance"]] if result.get("distance") else []):
         out.print(escape(f"{rule['rule']} {rule['status']:<8} {rule['held']}/{rule['tested']} held "
                          f"- {rule['promise']}" + (f" ({rule['note']})" if rule["note"] else "")))
         for line in rule["evidence"]:

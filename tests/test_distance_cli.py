@@ -119,3 +119,46 @@ def test_a_proxy_of_the_same_family_is_used_and_said(setup, tmp_path):
     plan = json.loads(out.read_text())
     assert plan["inputs"]["distance"]["proxy"] is True
     assert any("measured on the proxy" in w for w in plan["warnings"])
+
+
+def _evidence(verdict_rank_share: float, hi: float, measure_id: str):
+    from tuneplan.executor.distance.evidence import to_evidence
+    from tuneplan.executor.distance.measure import LayerSpectrum, Measurement
+
+    layer = LayerSpectrum("model.layers.0.mlp.down_proj", "mlp", 0, 100, 100,
+                          [1.0] * round(verdict_rank_share * 100 / 0.9 + 0.5) + [0.0] * 10)
+    m = Measurement(model="tiny", model_dir="/x", device="cpu", load="fp32", rows=8, target_tokens=64,
+                    micro_batches=2, tokens_per_batch=32, seq_len=64, target_loss=1.0, probe_loss=2.0,
+                    high_loss_share=hi, layers=[layer])
+    return to_evidence(m, data_label="train.jsonl", declared=None, proxy=False, lora_rank=8, measure_id=measure_id)
+
+
+def test_check_rules_audits_the_measured_distance_against_comparisons(tmp_path):
+    """A measured-far pair where LoRA fell short holds; a measured-near pair where it fell short breaks."""
+    from test_check import record_run
+
+    from exec_fixtures import make_plan
+    from tuneplan.executor import ledger
+    from tuneplan.executor.distance.record import record_measurement
+    from tuneplan.executor.ledger import check
+
+    db = tmp_path / "runs.duckdb"
+    far, near = _evidence(0.2, 0.6, "dm-far"), _evidence(0.01, 0.1, "dm-near")
+    assert (far.measured, near.measured) == ("far", "near")
+    for cid, ev in (("c-far", far), ("c-near", near)):
+        record_measurement(db, ev, plan_model="tiny")
+        for method, losses in (("full", (2.0, 1.5)), ("lora", (2.0, 1.9))):
+            plan = make_plan(method, "tiny")
+            plan = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={"distance": ev})})
+            rid = f"{cid}-{method}"
+            record_run(db, tmp_path, rid, method=method, plan=plan, eval_losses=losses, measured=None)
+            ledger.record_comparison(db, cid, rid, method, "lora", "medium")
+    d = check.audit_distance(db)
+    assert (d["tested"], d["held"], d["broken"], d["status"]) == (2, 1, 1, "mixed")
+    assert any("c-far: measured far" in e and e.endswith("held") for e in d["evidence"])
+    assert any("c-near: measured near" in e and e.endswith("broken") for e in d["evidence"])
+    code, out, err = cli_captured("check", "--db", str(db), "--rules")
+    assert code == 0, err
+    assert "distance mixed" in out and "1/2 held" in out
+    code, out, _ = cli_captured("check", "--db", str(db), "--rules", "--json")
+    assert json.loads(out)["distance"]["status"] == "mixed"

@@ -34,7 +34,8 @@ from .migrate import LEARNING_MATCH_SHARE, MEMORY_UNDER_PREDICTION_LIMIT
 
 __all__ = ["MEMORY_UNDER_PREDICTION_LIMIT", "MEMORY_OVER_PREDICTION_NOTE", "FORGETTING_THRESHOLDS",
            "LEARNING_MATCH_SHARE", "NOISE_BAND_NATS", "MIN_AUDIT_STEPS", "RULE_PROMISES",
-           "RunCheck", "judge_run", "check_runs", "gate", "summarise", "audit_rules", "to_json"]
+           "RunCheck", "judge_run", "check_runs", "gate", "summarise", "audit_rules", "audit_distance",
+           "to_json"]
 
 MEMORY_OVER_PREDICTION_NOTE = 0.50
 """A note (not a break) when the like-for-like prediction is more than 50 % above the measurement:
@@ -61,6 +62,8 @@ RULE_PROMISES: dict[str, str] = {
              f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%} of the prediction",
     "TP040": "the advised learning rate is within 2x of the best rate of each recorded "
              "learning-rate sweep (lowest eval loss)",
+    "distance": "a measured far domain distance precedes LoRA falling short of full fine-tuning's "
+                "learning, a measured near one LoRA matching it (docs/domain-distance.md thresholds)",
 }
 
 
@@ -389,6 +392,61 @@ def audit_rules(db: DBPath = None, *, con=None, noise_band: float = NOISE_BAND_N
               f"{'held' if r['within_2x'] else 'broken'}") for r in lr]
     out.append(_rule("TP040", cases))
     return out
+
+
+def audit_distance(db: DBPath = None, *, con=None, noise_band: float = NOISE_BAND_NATS,
+                   min_steps: int = MIN_AUDIT_STEPS) -> dict[str, Any]:
+    """The measured-distance thresholds (docs/domain-distance.md) against the recorded
+    LoRA/QLoRA-vs-full comparisons whose plans carry a measurement (`check --rules`, reported
+    apart from the rules and not part of the gate: the thresholds are not yet fitted)."""
+    own = con is None
+    con = con or open_read(db)
+    try:
+        rows = _rows(con, DISTANCE_AUDIT_SQL)
+        steps = dict(con.execute("SELECT run_id, steps FROM runs").fetchall())
+    finally:
+        if own:
+            con.close()
+    return _distance_rule(rows, steps, noise_band, min_steps)
+
+
+DISTANCE_AUDIT_SQL = """
+SELECT l.compare_id, l.adapter_method, l.adapter_run_id, l.full_run_id, l.adapter_learning,
+       l.full_learning, d.measure_id, d.verdict, d.score
+FROM audit_lora_vs_full_learning l
+JOIN runs r ON r.run_id = l.adapter_run_id
+JOIN distance_measurements d
+  ON d.measure_id = json_extract_string(r.plan_json, '$.inputs.distance.measure_id')
+ORDER BY l.compare_id, l.adapter_method
+"""
+"""Each LoRA/QLoRA-vs-full comparison pair whose adapter plan carries a measured distance
+(advise --measure-distance), with that measurement's verdict."""
+
+
+def _distance_rule(rows: list[dict[str, Any]], steps: dict[str, Any], band: float, min_steps: int) -> dict[str, Any]:
+    """The measured-distance thresholds against outcomes: far should precede LoRA falling short
+    of full fine-tuning (full learned more by more than the noise band), near LoRA matching it
+    (full not ahead by more than the band). Moderate promises neither and is not counted."""
+    cases: list[tuple[Optional[bool], str]] = []
+    skipped = 0
+    for r in rows:
+        if r["verdict"] not in ("near", "far"):
+            skipped += 1
+            continue
+        short = [rid for rid in (r["adapter_run_id"], r["full_run_id"]) if (steps.get(rid) or 0) < min_steps]
+        gap = r["full_learning"] - r["adapter_learning"]
+        head = (f"{r['compare_id']}: measured {r['verdict']} (score {r['score']:.2f}, {r['measure_id']}); full "
+                f"learned {r['full_learning']:+.4f} vs {r['adapter_method']} {r['adapter_learning']:+.4f}")
+        if short:
+            cases.append((None, f"{head} -> inconclusive: {', '.join(short)} below {min_steps} steps"))
+        elif r["verdict"] == "far" and abs(gap) < band:
+            cases.append((None, f"{head} -> inconclusive: gap {gap:+.4f} nats inside the noise band ±{band}"))
+        else:
+            fell_short = gap >= band
+            held = fell_short if r["verdict"] == "far" else not fell_short
+            cases.append((held, f"{head} -> {'held' if held else 'broken'}"))
+    note = f"{skipped} pair(s) measured moderate not counted (no promise there)" if skipped else ""
+    return _rule("distance", cases, note, noise_band=band, min_steps=min_steps)
 
 
 def to_json(result: dict[str, Any]) -> str:
