@@ -156,6 +156,10 @@ def cmd_advise(args) -> int:
         plan, notes = attach_to_plan(plan, *measured, args, db=args.db)
         for note in notes:
             print(note, file=sys.stderr)
+        if not args.json:
+            from tuneplan.executor.distance.evidence import summary_lines
+
+            print("\n".join(summary_lines(plan.inputs.distance)[:3]))
     text = plan_to_json(plan, SCHEMA_ID)
     if args.output:
         from tuneplan.base.fileio import write_text_atomic

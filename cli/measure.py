@@ -25,6 +25,8 @@ def add_measure_options(p: argparse.ArgumentParser, *, with_model: bool = True) 
     g.add_argument("--depths", type=int, metavar="N", help="transformer blocks sampled over depth (default 4)")
     g.add_argument("--measure-seq-len", type=int, metavar="TOKENS", help="rows truncated to this length (default 256)")
     g.add_argument("--measure-seed", type=int, metavar="N", help="sampling seed (default 0)")
+    g.add_argument("--no-record", action="store_true",
+                   help="do not write the measurement to DuckDB (default: recorded in --db or the run ledger)")
 
 
 def add_measure(sub: "argparse._SubParsersAction") -> None:
@@ -42,7 +44,6 @@ def add_measure(sub: "argparse._SubParsersAction") -> None:
                    help="read the captured gradient energy at this LoRA rank (default 16)")
     p.add_argument("--probe-data", help="general-text probe (default: the built-in one)")
     p.add_argument("--db", help="DuckDB file to record the measurement in (default: the run ledger's)")
-    p.add_argument("--no-record", action="store_true", help="do not write the measurement to DuckDB")
     p.add_argument("--json", action="store_true", help="print the evidence as JSON (a list with --reference A,B)")
     p.set_defaults(func=cmd_measure)
 

@@ -71,6 +71,10 @@ def test_a_declared_domain_is_kept_and_a_disagreement_warned(setup, tmp_path):
     assert ev["source"] == "declared" and ev["declared"] == "far"
     warned = [w for w in plan["warnings"] if w.startswith("--domain far was declared")]
     assert bool(warned) == (ev["measured"] != "far")
+    code, text, err = cli_captured("advise", "--model", str(model), "--cpu", "--forgetting", "medium",
+                                   "--data", str(data), "--measure-distance", *FAST, "--no-record")
+    assert code == 0, err
+    assert "domain distance:" in text and "update rank:" in text
 
 
 def test_measure_prints_and_records_and_the_json_validates(setup, tmp_path):
