@@ -1,7 +1,8 @@
 """Memory savers the plan can ask for: chunked cross-entropy and activation offloading.
 
-Both are priced by advisor/estimator.py (_chunked_loss_parts, _offload_activation_terms) and
-measured against that price in tests/test_memsave.py.
+Both are priced by the advisor's estimator (advisor/estimator/loss.py chunked_loss_parts,
+advisor/estimator/activations.py offload_activation_terms) and measured against that price in
+tests/test_memsave.py.
 
 * chunked_token_loss_sum (training.loss_chunk_size): the model returns its final hidden states;
   lm_head, the fp32 upcast and cross_entropy run per chunk of c tokens under

@@ -9,7 +9,7 @@ and a fix; an infeasible plan raises :class:`Infeasible` (exit 3). Checks, in or
 - ``training.seed`` >= 0 (torch and numpy seeds are unsigned);
 - the memory block agrees with the plan (method, precision, optimizer, checkpointing, attention,
   micro-batch, sequence length, LoRA rank) and with a re-estimate of its own settings
-  (advisor/estimator.py) within :data:`MEMORY_TOLERANCE`; ``fits`` agrees with the bytes;
+  (advisor/estimator/) within :data:`MEMORY_TOLERANCE`; ``fits`` agrees with the bytes;
   unknown LoRA target modules are found there (the estimator resolves them on the architecture);
 - feasibility (``feasible`` false: exit 3);
 - data files (when given or named by the plan): every row well-formed (executor/data.py: shapes,

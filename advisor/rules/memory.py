@@ -109,7 +109,7 @@ def shorten_sequences(d: Draft) -> Optional[Outcome]:
     return None
 
 
-@rule("TP032", "infeasible-ways-out", "tuneplan estimator (advisor/estimator.py)")
+@rule("TP032", "infeasible-ways-out", "tuneplan estimator (advisor/estimator/, docs/memory-model.md)")
 def infeasible_ways_out(d: Draft) -> Optional[Outcome]:
     """Why: when nothing fits even at 128 tokens and micro-batch 1, say so, and say what would fit:
     more GPUs (sharded), a larger card, a smaller model.
