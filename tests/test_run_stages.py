@@ -41,6 +41,7 @@ def alone(tmp_path_factory) -> dict:
 def test_tuneplan_run_reads_the_plan_file_once_and_lora_never_imports_bitsandbytes(alone):
     assert alone["rc"] == 0 and [r["status"] for r in alone["runs"]] == ["succeeded"]
     assert alone["reads"]["plan"] == 1
+    assert alone["reads"]["copy"] == 0  # the ledger records the run directory's copy from memory
     assert alone["bitsandbytes"] is False
 
 

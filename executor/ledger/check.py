@@ -416,7 +416,7 @@ SELECT l.compare_id, l.adapter_method, l.adapter_run_id, l.full_run_id, l.adapte
 FROM audit_lora_vs_full_learning l
 JOIN runs r ON r.run_id = l.adapter_run_id
 JOIN distance_measurements d
-  ON d.measure_id = json_extract_string(r.plan_json, '$.inputs.distance.measure_id')
+  ON d.measure_id = plan_measure_id(r.plan_json)
 ORDER BY l.compare_id, l.adapter_method
 """
 """Each LoRA/QLoRA-vs-full comparison pair whose adapter plan carries a measured distance

@@ -13,6 +13,11 @@ CREATE OR REPLACE MACRO plan_overhead_bytes(plan) AS
 CREATE OR REPLACE MACRO plan_hardware(plan) AS
     json_extract_string(plan, '$.inputs.hardware.name');
 
+-- plan.inputs.distance.measure_id: the distance_measurements row (migration 8) a plan written by
+-- `advise --measure-distance` was advised from; NULL for a declared distance.
+CREATE OR REPLACE MACRO plan_measure_id(plan) AS
+    json_extract_string(plan, '$.inputs.distance.measure_id');
+
 -- The plan's training settings, in the column order of the plan_settings table (migration 7).
 CREATE OR REPLACE MACRO plan_settings_of(plan) AS struct_pack(
     planned_method := json_extract_string(plan, '$.method'),

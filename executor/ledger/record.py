@@ -27,7 +27,7 @@ import duckdb
 from tuneplan.schemas.run import RunResult
 
 from .connect import DBPath, StoreError, _reason, _resolve, connect
-from .rows import _read_plan_json, _replace_metrics, _row, _upsert_run, _utcnow, read_metrics_jsonl
+from .rows import _read_plan_json, compact_plan_json, _replace_metrics, _row, _upsert_run, _utcnow, read_metrics_jsonl
 
 if TYPE_CHECKING:  # pragma: no cover
     from duckdb import DuckDBPyConnection
@@ -82,12 +82,15 @@ def _write_parquet_standalone(row: dict[str, Any], metrics: list[dict] | None,
 
 
 
-def record(db: DBPath, result: RunResult, metrics: list[dict] | None = None) -> None:
+def record(db: DBPath, result: RunResult, metrics: list[dict] | None = None, *,
+           plan_text: str | None = None) -> None:
     """Insert or update the ``runs`` row of ``result`` (keyed by run_id).
 
     Called at run start (status "running") and at the end. When ``metrics`` is given (dicts with
     step, loss, lr, grad_norm, tokens, elapsed_s) the run's ``metrics`` rows are replaced by
-    them. The plan JSON is read from ``<run_dir>/plan.json`` when present. Once the run has
+    them. The plan JSON is ``plan_text`` (the run directory's plan.json as the caller wrote it, so a
+    run never reads its plan file again) or else read from ``<run_dir>/plan.json`` when present
+    (`runs ingest`, the launcher of a multi-process run). Once the run has
     ended (status other than "running") and its directory exists, ``run.parquet`` and
     ``metrics.parquet`` are written into it.
 
@@ -96,7 +99,7 @@ def record(db: DBPath, result: RunResult, metrics: list[dict] | None = None) -> 
     written in that case, and ``tuneplan runs ingest RUN_DIR`` rebuilds the row later.
     """
     run_dir = Path(result.run_dir)
-    row = _row(result, _read_plan_json(run_dir))
+    row = _row(result, compact_plan_json(plan_text) if plan_text is not None else _read_plan_json(run_dir))
     final = result.status != "running" and run_dir.is_dir()
     try:
         con = connect(db)

@@ -122,12 +122,19 @@ def _timestamp(text: str | None) -> datetime | None:
     return value
 
 
+def compact_plan_json(text: str) -> str | None:
+    """Plan JSON text as the compact text the ``runs.plan_json`` column holds; None if not JSON."""
+    try:
+        return json.dumps(json.loads(text), separators=(",", ":"))
+    except ValueError:
+        return None
+
+
 def _read_plan_json(run_dir: Path) -> str | None:
     """The run directory's plan.json as compact JSON text, or None if missing or unreadable."""
-    path = run_dir / "plan.json"
     try:
-        return json.dumps(json.loads(path.read_text(encoding="utf-8")), separators=(",", ":"))
-    except (OSError, ValueError):
+        return compact_plan_json((run_dir / "plan.json").read_text(encoding="utf-8"))
+    except OSError:
         return None
 
 

@@ -39,7 +39,7 @@ def finish(p: Prepared, ex: Execution, ctx, db: Optional[str], signals: RunSigna
             ex.substitutions += ex.trackers.notes
             result.substitutions = ex.substitutions
         if ctx.is_main and recorded.run_dir is not None and p.run_dir.is_dir():
-            final_write(db, p.run_dir, result, state.metrics, recorded, signals)
+            final_write(db, p.run_dir, result, state.metrics, recorded, signals, p.copy_text)
 
 
 def check_recorded(p: Prepared, ctx, recorded: Recorded) -> None:
@@ -82,7 +82,7 @@ def training_outcome(result: RunResult, state) -> None:
 
 
 def final_write(db, run_dir: Path, result: RunResult, metrics: list[dict], recorded: Recorded,
-                signals: Optional[RunSignals] = None) -> None:
+                signals: Optional[RunSignals] = None, plan_text: Optional[str] = None) -> None:
     """Write the final result.json, then the database row; note in ``recorded`` what landed.
 
     On a full disk the atomic write (a temporary file, then a rename) needs space the disk does
@@ -102,7 +102,7 @@ def final_write(db, run_dir: Path, result: RunResult, metrics: list[dict], recor
         else:
             print(f"warning: could not write {path}: {recorded.result_error}", file=sys.stderr)
     pause("final", signals)
-    error = record(db, result, metrics, recorded)
+    error = record(db, result, metrics, recorded, plan_text)
     if error is None:
         recorded.db_status, recorded.db_error = result.status, None
     pause("recorded", signals)
@@ -134,7 +134,7 @@ def rewrite_in_place(path: Path, text: str) -> bool:
 
 
 def record(db: Optional[str], result: RunResult, metrics: list[dict],
-           recorded: Optional[Recorded] = None) -> Optional[str]:
+           recorded: Optional[Recorded] = None, plan_text: Optional[str] = None) -> Optional[str]:
     """Land the run in DuckDB; never lose it when the store is missing or fails.
     Returns None when the row was written, else why not (also noted in ``recorded``)."""
     try:
@@ -143,7 +143,7 @@ def record(db: Optional[str], result: RunResult, metrics: list[dict],
         error = f"run database unavailable ({exc})"
     else:
         try:
-            store.record(db, result, metrics=metrics)
+            store.record(db, result, metrics=metrics, plan_text=plan_text)
             return None
         except Exception as exc:  # the run itself is safe in result.json
             error = os_reason(exc) if no_space(exc) else f"{type(exc).__name__}: {exc}"

@@ -82,6 +82,9 @@ class Prepared:
     tracker_names: list[str]
     prior: Any = None
     """The run being resumed (executor/resume.py Prior), or None."""
+    copy_text: Optional[str] = None
+    """The text of the run directory's plan.json as this run wrote it (None when resuming: the
+    directory's copy is then the one recorded); the ledger records it without reading the file."""
     substitutions: list[str] = field(default_factory=list)
 
     @property
@@ -188,10 +191,10 @@ def create_run_dir(p: Prepared, ctx, db: Optional[str], signals: RunSignals, rec
             return
         owner.write(p.run_dir)
         if p.prior is None:
-            (p.run_dir / "plan.json").write_text(
-                p.plan_text if p.plan_text is not None else p.plan.model_dump_json(indent=2))
+            p.copy_text = p.plan_text if p.plan_text is not None else p.plan.model_dump_json(indent=2)
+            (p.run_dir / "plan.json").write_text(p.copy_text)
         p.metrics_file.touch()
         write_text_atomic(p.run_dir / "result.json", p.result.model_dump_json(indent=2), fsync=True)
         recorded.result_status = "running"
-        if record(db, p.result, [], recorded) is None:
+        if record(db, p.result, [], recorded, p.copy_text) is None:
             recorded.db_status = "running"
