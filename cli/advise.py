@@ -20,7 +20,17 @@ from .measure import add_measure_options
 from .output import input_error
 
 
+def _one_of(literal: object) -> str:
+    """argparse metavar ``{a,b,c}`` from a schema Literal: the choices are written once, in
+    schemas/common.py (pydantic validates the value and names the field when it is not one)."""
+    from typing import get_args
+
+    return "{" + ",".join(get_args(literal)) + "}"
+
+
 def add_advise(sub: "argparse._SubParsersAction") -> None:
+    from tuneplan.schemas import common as C  # built only when `advise` (or --help) is parsed
+
     p = sub.add_parser("advise", help="recommend full / LoRA / QLoRA and write plan.json",
                        description="Recommend a fine-tuning method and its settings.")
     g = p.add_argument_group("model (one of)")
@@ -39,27 +49,27 @@ def add_advise(sub: "argparse._SubParsersAction") -> None:
     h.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs per node (or CPU processes)")
     h.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes (machines)")
     t = p.add_argument_group("task")
-    t.add_argument("--domain", dest="domain_distance", metavar="{near,moderate,far}",
+    t.add_argument("--domain", dest="domain_distance", metavar=_one_of(C.DomainDistance),
                    help="distance from what the base model knows (code, math, new language: far)")
-    t.add_argument("--forgetting", dest="forgetting_tolerance", metavar="{low,medium,high}",
+    t.add_argument("--forgetting", dest="forgetting_tolerance", metavar=_one_of(C.ForgettingTolerance),
                    help="how much general ability may be lost")
     t.add_argument("--domain-label", help="code, math, chat, classification, new-language, …")
-    t.add_argument("--regime", metavar="{instruction,continued-pretraining}")
+    t.add_argument("--regime", metavar=_one_of(C.Regime))
     t.add_argument("--seq-len", type=int, help="tokens per sequence (default 2048)")
     t.add_argument("--batch-size", type=int, help="effective batch in sequences (default 8)")
     t.add_argument("--dataset-tokens", type=float, help="training-set size in tokens (e.g. 5e7)")
     t.add_argument("--needs-fresh-facts", action="store_true",
                    help="the goal is facts that change or must be cited (retrieval comes first)")
     q = p.add_argument_group("pins (the advisor fills the rest and warns where it disagrees)")
-    q.add_argument("--method", metavar="{full,lora,qlora}")
+    q.add_argument("--method", metavar=_one_of(C.Method))
     q.add_argument("--lora-rank", type=int)
     q.add_argument("--lora-alpha", type=float,
                    help="LoRA alpha (default fixed 32; the advised LoRA rate scales by 32/alpha)")
     q.add_argument("--target-modules", help="comma-separated module names, or all-linear")
-    q.add_argument("--precision", metavar="{bf16-mixed,bf16,fp16-mixed,fp32}")
+    q.add_argument("--precision", metavar=_one_of(C.Precision))
     q.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
-    q.add_argument("--optimizer", metavar="{adamw,adamw-8bit,paged-adamw-8bit,paged-adamw-32bit}")
-    q.add_argument("--attention", metavar="{eager,sdpa,flash}")
+    q.add_argument("--optimizer", metavar=_one_of(C.Optimizer))
+    q.add_argument("--attention", metavar=_one_of(C.Attention))
     q.add_argument("--learning-rate", type=float)
     q.add_argument("--max-steps", type=int)
     q.add_argument("--lora-dropout", type=float, help="adapter dropout, 0 <= p < 1 (0: no mask, no input copies)")
