@@ -28,9 +28,10 @@ test: lint
 	$(PY) -m pytest -q -ra --durations=10
 
 # The tools that keep the layering and the code honest (part of `make test`):
-# ruff (lint), mypy (strict on schemas, base and the advisor), import-linter contracts (pyproject.toml [tool.importlinter]).
+# ruff (format and lint), mypy (strict on schemas, base and the advisor), import-linter contracts (pyproject.toml [tool.importlinter]).
 # mypy needs the installed package layout (tuneplan.<pkg> -> <pkg>/), mirrored by symlinks in build/.
 lint: $(STAMP)
+	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -c 'from importlinter.cli import lint_imports_command as run; run()' --no-cache
 	@mkdir -p build/typecheck/tuneplan && for p in base schemas advisor executor tui cli; do ln -sfn ../../../$$p build/typecheck/tuneplan/$$p; done

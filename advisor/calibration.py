@@ -32,8 +32,11 @@ def load_factors(db: Optional[str], inputs: Inputs) -> Optional[dict[str, float]
     """Factors for these inputs' device kind and family; InputError if none were calibrated."""
     path = calibration_path(db)
     if not path.exists():
-        raise InputError.one("--calibrated", f"no calibration at {path}",
-                             "run `tuneplan calibrate` after some runs, or drop --calibrated")
+        raise InputError.one(
+            "--calibrated",
+            f"no calibration at {path}",
+            "run `tuneplan calibrate` after some runs, or drop --calibrated",
+        )
     from tuneplan.schemas import MemoryBreakdown
 
     from tuneplan.base.fileio import read_json_file
@@ -48,8 +51,11 @@ def load_factors(db: Optional[str], inputs: Inputs) -> Optional[dict[str, float]
     factors = table.get(key)
     if not factors:
         known = ", ".join(sorted(map(str, table))) or "none"
-        raise InputError.one("--calibrated", f"no calibration for {key} (calibrated: {known})",
-                             "run plans on this device kind and family, then `tuneplan calibrate`")
+        raise InputError.one(
+            "--calibrated",
+            f"no calibration for {key} (calibrated: {known})",
+            "run plans on this device kind and family, then `tuneplan calibrate`",
+        )
     if not isinstance(factors, dict):
         raise InputError.one(f"{path}: factors.{key}", "must be an object of component -> multiplier", fix)
     components = set(MemoryBreakdown.model_fields)
@@ -58,8 +64,12 @@ def load_factors(db: Optional[str], inputs: Inputs) -> Optional[dict[str, float]
     for name, value in factors.items():
         if name not in components:
             problems.append(f"unknown component {name!r} (known: {', '.join(sorted(components))})")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not 0 < value < 100:
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not 0 < value < 100
+        ):
             problems.append(f"{name}: {value!r} is not a multiplier (a number above 0 and below 100)")
         else:
             out[name] = float(value)

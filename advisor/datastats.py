@@ -53,8 +53,17 @@ CHATML_TEMPLATE = (
 class _Tok:
     """The slice of a transformers tokenizer that executor/data.py's encoder uses."""
 
-    def __init__(self, encode: Callable[[str, bool], list[int]], *, eos_token_id: Optional[int], chat_template: Optional[str],
-                 bos_token: str = "", eos_token: str = "", source: str, exact: bool) -> None:
+    def __init__(
+        self,
+        encode: Callable[[str, bool], list[int]],
+        *,
+        eos_token_id: Optional[int],
+        chat_template: Optional[str],
+        bos_token: str = "",
+        eos_token: str = "",
+        source: str,
+        exact: bool,
+    ) -> None:
         self._encode = encode
         self.eos_token_id = eos_token_id
         self.chat_template = chat_template
@@ -65,14 +74,16 @@ class _Tok:
     def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
         return {"input_ids": self._encode(text, add_special_tokens)}
 
-    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False,
-                            add_generation_prompt: bool = False) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], tokenize: bool = False, add_generation_prompt: bool = False
+    ) -> str:
         if self._template is None:
             try:
                 from jinja2.sandbox import ImmutableSandboxedEnvironment  # as transformers renders them
             except ImportError:  # the approximation without jinja2: ChatML by hand
                 return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + (
-                    "<|im_start|>assistant\n" if add_generation_prompt else "")
+                    "<|im_start|>assistant\n" if add_generation_prompt else ""
+                )
 
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
@@ -81,16 +92,26 @@ class _Tok:
 
             env.globals["raise_exception"] = raise_exception
             self._template = env.from_string(self.chat_template or CHATML_TEMPLATE)
-        return str(self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         bos_token=self.bos_token, eos_token=self.eos_token))
+        return str(
+            self._template.render(
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        )
 
 
 def approximate_tokenizer() -> _Tok:
     """ceil(UTF-8 bytes / 4) tokens per text; chat rows rendered as ChatML."""
-    return _Tok(lambda text, _special: [0] * math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN),
-                eos_token_id=0, chat_template=CHATML_TEMPLATE,
-                source=f"approximation: ceil(UTF-8 bytes / {BYTES_PER_TOKEN:g}) per text, chat rows as "
-                       "ChatML (no tokenizer for this model on this machine)", exact=False)
+    return _Tok(
+        lambda text, _special: [0] * math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN),
+        eos_token_id=0,
+        chat_template=CHATML_TEMPLATE,
+        source=f"approximation: ceil(UTF-8 bytes / {BYTES_PER_TOKEN:g}) per text, chat rows as "
+        "ChatML (no tokenizer for this model on this machine)",
+        exact=False,
+    )
 
 
 def _special_text(cfg: dict[str, Any], key: str) -> str:
@@ -106,10 +127,15 @@ def _from_tokenizer_json(path: Path, config: dict[str, Any], source: str) -> _To
     tk = Tokenizer.from_file(str(path))
     eos = _special_text(config, "eos_token")
     eos_id = tk.token_to_id(eos) if eos else None
-    return _Tok(lambda text, special: tk.encode(text, add_special_tokens=special).ids,
-                eos_token_id=eos_id, chat_template=config.get("chat_template"),
-                bos_token=_special_text(config, "bos_token"), eos_token=eos,
-                source=source, exact=True)
+    return _Tok(
+        lambda text, special: tk.encode(text, add_special_tokens=special).ids,
+        eos_token_id=eos_id,
+        chat_template=config.get("chat_template"),
+        bos_token=_special_text(config, "bos_token"),
+        eos_token=eos,
+        source=source,
+        exact=True,
+    )
 
 
 def _from_dir(d: Path, source: str) -> Optional[_Tok]:
@@ -149,14 +175,17 @@ def build_tokenizer_from_gguf(gguf_path: Path, out_dir: Path) -> Path:
     tk = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, fuse_unk=False))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    tk.add_special_tokens([AddedToken(t, normalized=False, special=True)
-                           for t, k in zip(tokens, kinds) if k == 3])
+    tk.add_special_tokens(
+        [AddedToken(t, normalized=False, special=True) for t, k in zip(tokens, kinds) if k == 3]
+    )
     eos_id = get("tokenizer.ggml.eos_token_id")
     bos_id = get("tokenizer.ggml.bos_token_id")
-    config = {"eos_token": tokens[eos_id] if eos_id is not None else None,
-              "bos_token": tokens[bos_id] if bos_id is not None else None,
-              "chat_template": get("tokenizer.chat_template"),
-              "built_from": str(gguf_path)}
+    config = {
+        "eos_token": tokens[eos_id] if eos_id is not None else None,
+        "bos_token": tokens[bos_id] if bos_id is not None else None,
+        "chat_template": get("tokenizer.chat_template"),
+        "built_from": str(gguf_path),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "tokenizer.json.tmp"
     tk.save(str(tmp))
@@ -167,7 +196,8 @@ def build_tokenizer_from_gguf(gguf_path: Path, out_dir: Path) -> Path:
 
 def _hf_cache_dirs(repo_id: str) -> list[Path]:
     hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub"
+    )
     snaps = Path(hub) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
     return sorted(snaps.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True) if snaps.is_dir() else []
 
@@ -189,7 +219,11 @@ def find_tokenizer(model: ModelSpec) -> _Tok:
 
     if em.is_embedded(name) or em.is_embedded(name.split("/")[-1]):
         conv = em.embedded_cache_dir()
-        tok = _from_dir(conv, "the embedded SmolLM2 tokenizer") if (conv / em._COMPLETE_MARKER).is_file() else None
+        tok = (
+            _from_dir(conv, "the embedded SmolLM2 tokenizer")
+            if (conv / em._COMPLETE_MARKER).is_file()
+            else None
+        )
         if tok:
             return tok
         built = em.cache_root() / "tokenizers" / "SmolLM2-135M-Instruct"
@@ -261,16 +295,31 @@ def _measure(path: str, model: ModelSpec, skip_bad_rows: bool, tokenizer: Option
         ex = encode_row(row, tok, 1 << 30)
         lengths.append(len(ex.input_ids))
         trained += sum(1 for label in ex.labels if label != -100)
-    m = _Measured(tuple(sorted(lengths)), trained, len(rows), read.skipped, len(sample),
-                  tuple(sorted({r.shape for r in rows})), tok.source, tok.exact)
+    m = _Measured(
+        tuple(sorted(lengths)),
+        trained,
+        len(rows),
+        read.skipped,
+        len(sample),
+        tuple(sorted({r.shape for r in rows})),
+        tok.source,
+        tok.exact,
+    )
     if tokenizer is None:
         _CACHE[key] = m
     return m
 
 
-def read_data_stats(path: str, model: ModelSpec, *, seq_len: Optional[int] = None,
-                    eval_path: Optional[str] = None, eval_fraction: float = 0.1,
-                    skip_bad_rows: bool = False, tokenizer: Optional[_Tok] = None) -> DataStats:
+def read_data_stats(
+    path: str,
+    model: ModelSpec,
+    *,
+    seq_len: Optional[int] = None,
+    eval_path: Optional[str] = None,
+    eval_fraction: float = 0.1,
+    skip_bad_rows: bool = False,
+    tokenizer: Optional[_Tok] = None,
+) -> DataStats:
     """Measure a training file for `model`. Raises InputError (file:line) for unreadable data.
 
     seq_len: the length the user pinned, if any; the truncation share is then measured there.
@@ -284,11 +333,21 @@ def read_data_stats(path: str, model: ModelSpec, *, seq_len: Optional[int] = Non
     held = 0 if eval_path else eval_rows_held(m.rows, eval_fraction)
     train_share = (m.rows - held) / m.rows
     return DataStats(
-        path=str(path), rows=m.rows, train_rows=m.rows - held, skipped_rows=m.skipped,
-        sampled_rows=m.sampled, shapes=list(m.shapes),
-        tokens=round(sum(lengths) * scale), trained_tokens=max(1, round(m.trained * scale * train_share)),
-        mean_tokens=round(sum(lengths) / len(lengths), 1), max_tokens=lengths[-1],
-        percentile=SEQ_PERCENTILE, percentile_tokens=pct, proposed_seq_len=proposed,
-        seq_len=at, truncated_share=truncated / len(lengths),
-        tokenizer=m.source, exact=m.exact,
+        path=str(path),
+        rows=m.rows,
+        train_rows=m.rows - held,
+        skipped_rows=m.skipped,
+        sampled_rows=m.sampled,
+        shapes=list(m.shapes),
+        tokens=round(sum(lengths) * scale),
+        trained_tokens=max(1, round(m.trained * scale * train_share)),
+        mean_tokens=round(sum(lengths) / len(lengths), 1),
+        max_tokens=lengths[-1],
+        percentile=SEQ_PERCENTILE,
+        percentile_tokens=pct,
+        proposed_seq_len=proposed,
+        seq_len=at,
+        truncated_share=truncated / len(lengths),
+        tokenizer=m.source,
+        exact=m.exact,
     )

@@ -15,7 +15,16 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional, Union
 
-from tuneplan.schemas import CPUHardware, GPUHardware, Inputs, MemoryEstimate, ModelSpec, Pins, Quantization, Task
+from tuneplan.schemas import (
+    CPUHardware,
+    GPUHardware,
+    Inputs,
+    MemoryEstimate,
+    ModelSpec,
+    Pins,
+    Quantization,
+    Task,
+)
 from tuneplan.schemas.common import Attention, LRScheduler, Method, Optimizer, Precision, Strategy
 
 from .estimator import DEFAULT_HEADROOM

@@ -26,8 +26,9 @@ from .rules import RULES, Rule
 GIB = 1024**3
 
 
-def run_rules(inputs: Inputs, rules: list[Rule] = RULES,
-              calibration: Optional[dict[str, float]] = None) -> tuple[Draft, list[Decision]]:
+def run_rules(
+    inputs: Inputs, rules: list[Rule] = RULES, calibration: Optional[dict[str, float]] = None
+) -> tuple[Draft, list[Decision]]:
     """Apply every rule in order; return the final draft and the decisions of those that fired."""
     d = initial_draft(inputs, calibration)
     decisions: list[Decision] = []
@@ -79,15 +80,25 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
             save_every_minutes=save_minutes,
             checkpoint_bytes=checkpoint_bytes(method, memory.breakdown),
         ),
-        lora=None if method == "full" else LoraSettings(
-            rank=d.lora_rank, alpha=d.lora_alpha, dropout=d.lora_dropout,
-            target_modules=list(d.target_modules), use_rslora=d.use_rslora,
-            alpha_convention=d.alpha_convention),
+        lora=None
+        if method == "full"
+        else LoraSettings(
+            rank=d.lora_rank,
+            alpha=d.lora_alpha,
+            dropout=d.lora_dropout,
+            target_modules=list(d.target_modules),
+            use_rslora=d.use_rslora,
+            alpha_convention=d.alpha_convention,
+        ),
         quantization=d.quantization if method == "qlora" else None,
         memory=memory,
         alternatives=[_alternative(d, m, memory) for m in METHODS if m != method],
-        distributed=Distributed(num_processes=d.num_processes, strategy=d.strategy,
-                                num_nodes=d.hardware.nodes, cpu_offload=d.cpu_offload),
+        distributed=Distributed(
+            num_processes=d.num_processes,
+            strategy=d.strategy,
+            num_nodes=d.hardware.nodes,
+            cpu_offload=d.cpu_offload,
+        ),
         decisions=decisions,
         warnings=list(d.warnings),
         ways_out=list(d.ways_out),
@@ -107,8 +118,13 @@ def _alternative(d: Draft, method: Method, chosen: MemoryEstimate) -> Alternativ
     """Price another method under its own cheapest fitting settings, and say why it lost."""
     f = best_fit(d, method) or lowest(d, method)
     est = f.estimate
-    return Alternative(method=method, per_device_bytes=est.per_device_bytes, fits=est.fits,
-                       reason=_reason(d, method, est, chosen), estimate=est)
+    return Alternative(
+        method=method,
+        per_device_bytes=est.per_device_bytes,
+        fits=est.fits,
+        reason=_reason(d, method, est, chosen),
+        estimate=est,
+    )
 
 
 def _reason(d: Draft, method: Method, est: MemoryEstimate, chosen: MemoryEstimate) -> str:
@@ -121,14 +137,19 @@ def _reason(d: Draft, method: Method, est: MemoryEstimate, chosen: MemoryEstimat
     far, tol = d.is_far, d.task.forgetting_tolerance
     if method == "full":
         if far and tol == "low":
-            return (f"Fits ({need}), but forgets more than LoRA (Biderman et al. §4.2) and the "
-                    f"forgetting tolerance is low.")
-        return (f"Fits ({need}, {ratio:.1f}x the chosen plan), but on a {d.task.domain_distance} "
-                f"domain LoRA matches full fine-tuning (Biderman et al. App. C).")
+            return (
+                f"Fits ({need}), but forgets more than LoRA (Biderman et al. §4.2) and the "
+                f"forgetting tolerance is low."
+            )
+        return (
+            f"Fits ({need}, {ratio:.1f}x the chosen plan), but on a {d.task.domain_distance} "
+            f"domain LoRA matches full fine-tuning (Biderman et al. App. C)."
+        )
     if d.method == "full":
-        return (f"Fits ({need}), but learns less than full fine-tuning on a far domain "
-                f"(Biderman et al. §4.1).")
+        return f"Fits ({need}), but learns less than full fine-tuning on a far domain (Biderman et al. §4.1)."
     if method == "qlora":
-        return (f"Fits ({need}); QLoRA matches 16-bit LoRA (QLoRA Table 4), so with LoRA fitting the "
-                f"choice is only memory — LoRA avoids 4-bit dequantisation cost.")
+        return (
+            f"Fits ({need}); QLoRA matches 16-bit LoRA (QLoRA Table 4), so with LoRA fitting the "
+            f"choice is only memory — LoRA avoids 4-bit dequantisation cost."
+        )
     return f"Fits ({need}); the chosen method was preferred by the rules above."

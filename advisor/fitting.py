@@ -30,7 +30,16 @@ from tuneplan.schemas.common import Method, Optimizer, Strategy
 from .draft import Draft, Fit
 from .estimator import estimate
 
-__all__ = ["Fit", "best_fit", "default_optimizer", "estimate_for", "fits", "host_offload_bytes", "ladder", "lowest"]
+__all__ = [
+    "Fit",
+    "best_fit",
+    "default_optimizer",
+    "estimate_for",
+    "fits",
+    "host_offload_bytes",
+    "ladder",
+    "lowest",
+]
 
 
 def default_optimizer(d: Draft, method: Method) -> Optimizer:
@@ -71,7 +80,9 @@ def settings_for(
         method=method,
         precision=d.precision,
         optimizer=(optimizer or default_optimizer(d, method)),
-        gradient_checkpointing=d.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
+        gradient_checkpointing=d.gradient_checkpointing
+        if gradient_checkpointing is None
+        else gradient_checkpointing,
         attention=d.attention,
         micro_batch=micro,
         seq_len=seq_len or d.seq_len,
@@ -101,17 +112,34 @@ def estimate_for(d: Draft, method: Method, **overrides: Any) -> MemoryEstimate:
 
 def _cached_estimate(d: Draft, settings: MemorySettings) -> MemoryEstimate:
     cal = tuple(sorted((d.calibration or {}).items()))
-    return _estimate(d.inputs.model.model_dump_json(), settings.model_dump_json(),
-                     d.inputs.hardware.memory_bytes, "cpu" if d.on_cpu else "cuda",
-                     d.headroom_fraction, cal)
+    return _estimate(
+        d.inputs.model.model_dump_json(),
+        settings.model_dump_json(),
+        d.inputs.hardware.memory_bytes,
+        "cpu" if d.on_cpu else "cuda",
+        d.headroom_fraction,
+        cal,
+    )
 
 
 @lru_cache(maxsize=4096)
-def _estimate(model_json: str, settings_json: str, capacity: int, device: Literal["cuda", "cpu"],
-              headroom: float, cal: tuple[tuple[str, float], ...]) -> MemoryEstimate:
+def _estimate(
+    model_json: str,
+    settings_json: str,
+    capacity: int,
+    device: Literal["cuda", "cpu"],
+    headroom: float,
+    cal: tuple[tuple[str, float], ...],
+) -> MemoryEstimate:
     model = _model_from_json(model_json)
-    return estimate(model, MemorySettings.model_validate_json(settings_json), capacity_bytes=capacity,
-                    device=device, headroom_fraction=headroom, calibration=dict(cal) or None)
+    return estimate(
+        model,
+        MemorySettings.model_validate_json(settings_json),
+        capacity_bytes=capacity,
+        device=device,
+        headroom_fraction=headroom,
+        calibration=dict(cal) or None,
+    )
 
 
 @lru_cache(maxsize=64)
@@ -128,8 +156,9 @@ def strategies(d: Draft) -> list[Strategy]:
     return ["ddp", "deepspeed-zero2", "fsdp"]
 
 
-def ladder(d: Draft, method: Method, *, seq_len: Optional[int] = None,
-           lora_rank: Optional[int] = None) -> list[Fit]:
+def ladder(
+    d: Draft, method: Method, *, seq_len: Optional[int] = None, lora_rank: Optional[int] = None
+) -> list[Fit]:
     """Every rung of the fitting ladder for `method`, cheapest first (see module docstring)."""
     base_opt = default_optimizer(d, method)
     opt_steps: list[Optimizer] = [base_opt]
@@ -147,19 +176,37 @@ def ladder(d: Draft, method: Method, *, seq_len: Optional[int] = None,
         for opt in opt_steps:
             for gc, chunk, off in saver_steps(d, micro, seq_len or d.seq_len):
                 for strat in strategies(d):
-                    est = estimate_for(d, method, gradient_checkpointing=gc, micro_batch=micro,
-                                       strategy=strat, optimizer=opt, seq_len=seq_len,
-                                       lora_rank=lora_rank, loss_chunk_size=chunk, activation_offload=off)
+                    est = estimate_for(
+                        d,
+                        method,
+                        gradient_checkpointing=gc,
+                        micro_batch=micro,
+                        strategy=strat,
+                        optimizer=opt,
+                        seq_len=seq_len,
+                        lora_rank=lora_rank,
+                        loss_chunk_size=chunk,
+                        activation_offload=off,
+                    )
                     rungs.append(Fit(est, gc, micro, strat, opt, False, chunk, off))
     if offload_possible(d):
         unpaged: dict[Optimizer, Optimizer] = {"paged-adamw-32bit": "adamw", "paged-adamw-8bit": "adamw-8bit"}
         for micro in micro_steps:
             for opt in dict.fromkeys(unpaged.get(o, o) for o in opt_steps):
                 for gc, chunk, off in saver_steps(d, micro, seq_len or d.seq_len):
-                    est = estimate_for(d, method, gradient_checkpointing=gc, micro_batch=micro,
-                                       strategy="fsdp", optimizer=opt, seq_len=seq_len,
-                                       lora_rank=lora_rank, cpu_offload=True, loss_chunk_size=chunk,
-                                       activation_offload=off)
+                    est = estimate_for(
+                        d,
+                        method,
+                        gradient_checkpointing=gc,
+                        micro_batch=micro,
+                        strategy="fsdp",
+                        optimizer=opt,
+                        seq_len=seq_len,
+                        lora_rank=lora_rank,
+                        cpu_offload=True,
+                        loss_chunk_size=chunk,
+                        activation_offload=off,
+                    )
                     rungs.append(Fit(est, gc, micro, "fsdp", opt, True, chunk, off))
     return rungs
 
@@ -230,17 +277,26 @@ def host_offload_bytes(d: Draft, fit: Fit) -> int:
     states its GPUs would hold under FSDP without offload (per device x GPUs per node)."""
     # Accumulation >= 2 so the estimate counts the gradients in full (stored, not just their excess
     # over the activations at the peak): host RAM holds them whatever the phase.
-    est = estimate_for(d, d.chosen_method, gradient_checkpointing=fit.gradient_checkpointing,
-                       micro_batch=fit.micro_batch, strategy="fsdp", optimizer=fit.optimizer,
-                       cpu_offload=False, gradient_accumulation_steps=2,
-                       loss_chunk_size=fit.loss_chunk_size, activation_offload=fit.activation_offload)
+    est = estimate_for(
+        d,
+        d.chosen_method,
+        gradient_checkpointing=fit.gradient_checkpointing,
+        micro_batch=fit.micro_batch,
+        strategy="fsdp",
+        optimizer=fit.optimizer,
+        cpu_offload=False,
+        gradient_accumulation_steps=2,
+        loss_chunk_size=fit.loss_chunk_size,
+        activation_offload=fit.activation_offload,
+    )
     b = est.breakdown
     per_device = b.weights + b.quantization_constants + b.adapter_weights + b.gradients + b.optimizer_states
     return int(per_device * getattr(d.hardware, "count", 1))
 
 
-def best_fit(d: Draft, method: Method, *, seq_len: Optional[int] = None,
-             lora_rank: Optional[int] = None) -> Optional[Fit]:
+def best_fit(
+    d: Draft, method: Method, *, seq_len: Optional[int] = None, lora_rank: Optional[int] = None
+) -> Optional[Fit]:
     """The cheapest rung of the ladder that fits, or None."""
     for rung in ladder(d, method, seq_len=seq_len, lora_rank=lora_rank):
         if rung.fits:
@@ -253,7 +309,6 @@ def lowest(d: Draft, method: Method, *, seq_len: Optional[int] = None) -> Fit:
     return min(ladder(d, method, seq_len=seq_len), key=lambda f: f.estimate.per_device_bytes)
 
 
-def fits(d: Draft, method: Method, *, seq_len: Optional[int] = None,
-         lora_rank: Optional[int] = None) -> bool:
+def fits(d: Draft, method: Method, *, seq_len: Optional[int] = None, lora_rank: Optional[int] = None) -> bool:
     """Whether `method` fits at some rung of the ladder."""
     return best_fit(d, method, seq_len=seq_len, lora_rank=lora_rank) is not None

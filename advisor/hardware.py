@@ -57,8 +57,9 @@ def _ram_bytes() -> Optional[int]:
     return total if total and total > 0 else None
 
 
-def cpu_hardware(name: Optional[str] = None, memory_gib: Optional[float] = None,
-                 cores: Optional[int] = None) -> CPUHardware:
+def cpu_hardware(
+    name: Optional[str] = None, memory_gib: Optional[float] = None, cores: Optional[int] = None
+) -> CPUHardware:
     """This machine as CPUHardware, with any of name / RAM (GiB) / cores pinned instead.
 
     RAM is MemTotal (not MemAvailable, which swings with whatever else runs: the plan states
@@ -69,8 +70,13 @@ def cpu_hardware(name: Optional[str] = None, memory_gib: Optional[float] = None,
     """
     problems = []
     if memory_gib is not None and not (memory_gib > 0 and math.isfinite(memory_gib)):
-        problems.append(Problem("--cpu-memory", f"{memory_gib!r} GiB is not a positive size",
-                                "give the RAM training may use in GiB, e.g. --cpu-memory 64"))
+        problems.append(
+            Problem(
+                "--cpu-memory",
+                f"{memory_gib!r} GiB is not a positive size",
+                "give the RAM training may use in GiB, e.g. --cpu-memory 64",
+            )
+        )
     if cores is not None and cores < 1:
         problems.append(Problem("--cpu-cores", f"must be at least 1, got {cores}", "e.g. --cpu-cores 8"))
     if name is not None and not name.strip():
@@ -82,8 +88,11 @@ def cpu_hardware(name: Optional[str] = None, memory_gib: Optional[float] = None,
     else:
         ram = _ram_bytes()
     if ram is None:
-        raise InputError.one("hardware", "cannot read this machine's RAM size",
-                             "give it with --cpu-memory GIB, or name the hardware with --gpu")
+        raise InputError.one(
+            "hardware",
+            "cannot read this machine's RAM size",
+            "give it with --cpu-memory GIB, or name the hardware with --gpu",
+        )
     if cores is None:
         try:
             cores = len(os.sched_getaffinity(0))
@@ -107,7 +116,10 @@ def _nvidia_gpus() -> Optional[GPUHardware]:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=2, check=True,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=True,
         ).stdout
         cards = [line.rsplit(",", 1) for line in out.splitlines() if line.strip()]
         name = cards[0][0].strip()

@@ -44,14 +44,17 @@ def hub_cache_dir() -> str:
     if os.environ.get("HUGGINGFACE_HUB_CACHE"):
         return os.path.expanduser(os.environ["HUGGINGFACE_HUB_CACHE"])
     home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"
+    )
     return os.path.join(os.path.expanduser(home), "hub")
 
 
 def _local_fix(repo_id: str) -> str:
-    return (f"pass a local directory that holds its config.json (--model ./{repo_id.split('/')[-1]}), "
-            f"or fetch that one file first where there is internet: "
-            f"`hf download {repo_id} config.json` (or unset HF_HUB_OFFLINE)")
+    return (
+        f"pass a local directory that holds its config.json (--model ./{repo_id.split('/')[-1]}), "
+        f"or fetch that one file first where there is internet: "
+        f"`hf download {repo_id} config.json` (or unset HF_HUB_OFFLINE)"
+    )
 
 
 def config_path(repo_id: str, revision: Optional[str] = None) -> tuple[Path, str]:
@@ -59,37 +62,60 @@ def config_path(repo_id: str, revision: Optional[str] = None) -> tuple[Path, str
     try:
         import huggingface_hub as hh
     except ImportError:  # pragma: no cover - a dependency of transformers, installed with tuneplan
-        raise InputError.one("--model", f"{repo_id!r} is not in the catalog and huggingface_hub is "
-                             "not installed to find its config.json", _local_fix(repo_id)) from None
+        raise InputError.one(
+            "--model",
+            f"{repo_id!r} is not in the catalog and huggingface_hub is not installed to find its config.json",
+            _local_fix(repo_id),
+        ) from None
     cache = hub_cache_dir()
     cached = hh.try_to_load_from_cache(repo_id, "config.json", cache_dir=cache, revision=revision)
     if isinstance(cached, str):
         return Path(cached), "Hugging Face cache"
     if offline():
-        raise InputError.one("--model", f"{repo_id!r} is not in the catalog, and its config.json is not "
-                             f"in the Hugging Face cache ({cache}) while HF_HUB_OFFLINE is set",
-                             _local_fix(repo_id))
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
-                                        LocalEntryNotFoundError, RepositoryNotFoundError)
+        raise InputError.one(
+            "--model",
+            f"{repo_id!r} is not in the catalog, and its config.json is not "
+            f"in the Hugging Face cache ({cache}) while HF_HUB_OFFLINE is set",
+            _local_fix(repo_id),
+        )
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:  # exactly one small file; the token is huggingface_hub's default (HF_TOKEN / saved login)
         path = hh.hf_hub_download(repo_id, "config.json", cache_dir=cache, revision=revision)
     except GatedRepoError:
-        raise InputError.one("--model", f"{repo_id} is a gated repository and this machine's token "
-                             "may not read it", "accept its licence on huggingface.co, then "
-                             "`hf auth login` or set HF_TOKEN; or pass a local directory") from None
+        raise InputError.one(
+            "--model",
+            f"{repo_id} is a gated repository and this machine's token may not read it",
+            "accept its licence on huggingface.co, then "
+            "`hf auth login` or set HF_TOKEN; or pass a local directory",
+        ) from None
     except RepositoryNotFoundError:
-        raise InputError.one("--model", f"unknown model {repo_id!r}: not in the catalog and not a "
-                             "repository on the Hugging Face Hub (or private without a token)",
-                             "check the id on huggingface.co, run `tuneplan models` for the catalog, "
-                             "or pass a local directory") from None
+        raise InputError.one(
+            "--model",
+            f"unknown model {repo_id!r}: not in the catalog and not a "
+            "repository on the Hugging Face Hub (or private without a token)",
+            "check the id on huggingface.co, run `tuneplan models` for the catalog, "
+            "or pass a local directory",
+        ) from None
     except EntryNotFoundError:
-        raise InputError.one("--model", f"{repo_id} has no config.json (not a transformers model?)",
-                             "pass a local directory with the model's config.json") from None
+        raise InputError.one(
+            "--model",
+            f"{repo_id} has no config.json (not a transformers model?)",
+            "pass a local directory with the model's config.json",
+        ) from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise InputError.one("--model", f"{repo_id!r} is not in the catalog, not cached, and its "
-                             f"config.json could not be fetched ({type(exc).__name__})",
-                             _local_fix(repo_id)) from None
+        raise InputError.one(
+            "--model",
+            f"{repo_id!r} is not in the catalog, not cached, and its "
+            f"config.json could not be fetched ({type(exc).__name__})",
+            _local_fix(repo_id),
+        ) from None
     return Path(path), "fetched from the Hugging Face Hub (config.json only)"
 
 
@@ -102,11 +128,15 @@ def model_from_hub(repo_id: str, revision: Optional[str] = None) -> ModelSpec:
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError.one("--model", f"{repo_id}: its cached config.json cannot be read ({exc})",
-                             f"delete {path} and fetch it again") from None
+        raise InputError.one(
+            "--model",
+            f"{repo_id}: its cached config.json cannot be read ({exc})",
+            f"delete {path} and fetch it again",
+        ) from None
     if not isinstance(cfg, dict):
-        raise InputError.one("--model", f"{repo_id}: config.json is not a JSON object",
-                             f"delete {path} and fetch it again")
+        raise InputError.one(
+            "--model", f"{repo_id}: config.json is not a JSON object", f"delete {path} and fetch it again"
+        )
     commit = path.parent.name if path.parent.parent.name == "snapshots" else None
     source = f"huggingface.co/{repo_id} config.json" + (f" at {commit[:12]}" if commit else "") + f" ({how})"
     return model_from_config_dict(cfg, repo_id, origin="config", source=source)

@@ -19,15 +19,25 @@ from .hardware import cpu_hardware, detect_hardware
 from tuneplan.base.errors import InputError, Problem, pydantic_problems
 
 TASK_FLAGS = {
-    "domain_distance": "--domain", "forgetting_tolerance": "--forgetting", "seq_len": "--seq-len",
-    "batch_size": "--batch-size", "regime": "--regime", "domain_label": "--domain-label",
-    "dataset_tokens": "--dataset-tokens", "needs_fresh_facts": "--needs-fresh-facts",
+    "domain_distance": "--domain",
+    "forgetting_tolerance": "--forgetting",
+    "seq_len": "--seq-len",
+    "batch_size": "--batch-size",
+    "regime": "--regime",
+    "domain_label": "--domain-label",
+    "dataset_tokens": "--dataset-tokens",
+    "needs_fresh_facts": "--needs-fresh-facts",
 }
 PIN_FLAGS = {
-    "method": "--method", "lora_rank": "--lora-rank", "lora_alpha": "--lora-alpha",
+    "method": "--method",
+    "lora_rank": "--lora-rank",
+    "lora_alpha": "--lora-alpha",
     "target_modules": "--target-modules",
-    "precision": "--precision", "gradient_checkpointing": "--gradient-checkpointing",
-    "optimizer": "--optimizer", "attention": "--attention", "learning_rate": "--learning-rate",
+    "precision": "--precision",
+    "gradient_checkpointing": "--gradient-checkpointing",
+    "optimizer": "--optimizer",
+    "attention": "--attention",
+    "learning_rate": "--learning-rate",
     "max_steps": "--max-steps",
 }
 
@@ -57,14 +67,15 @@ class Answers:
 def resolve_model(answers: Answers) -> ModelSpec:
     """--model (catalog id or local directory) or --params; raises InputError."""
     if answers.model and answers.params:
-        raise InputError.one("--params", "give --model or --params, not both",
-                             "drop one of them")
+        raise InputError.one("--params", "give --model or --params, not both", "drop one of them")
     if answers.params:
         return catalog.guess_model(answers.params)
     if not answers.model:
-        raise InputError.one("--model", "no model given",
-                             "pass a catalog id (see `tuneplan models`), a local model directory, "
-                             "or --params 7B")
+        raise InputError.one(
+            "--model",
+            "no model given",
+            "pass a catalog id (see `tuneplan models`), a local model directory, or --params 7B",
+        )
     if os.path.isdir(answers.model) or answers.model.startswith((".", "/", "~")):
         return catalog.model_from_dir(answers.model)
     try:
@@ -79,23 +90,27 @@ def resolve_model(answers: Answers) -> ModelSpec:
 
 def resolve_hardware(answers: Answers) -> Union[GPUHardware, CPUHardware]:
     """--gpu / --gpu-memory / --cpu (at most one), else detection; raises InputError."""
-    given = [f for f, v in (("--gpu", answers.gpu), ("--gpu-memory", answers.gpu_memory),
-                            ("--cpu", answers.cpu)) if v]
+    given = [
+        f
+        for f, v in (("--gpu", answers.gpu), ("--gpu-memory", answers.gpu_memory), ("--cpu", answers.cpu))
+        if v
+    ]
     if len(given) > 1:
-        raise InputError.one(given[1], f"{' and '.join(given)} are exclusive",
-                             "give one way to describe the hardware")
+        raise InputError.one(
+            given[1], f"{' and '.join(given)} are exclusive", "give one way to describe the hardware"
+        )
     if answers.gpus < 1:
         raise InputError.one("--gpus", f"must be at least 1, got {answers.gpus}", "use --gpus 1 or more")
     if answers.gpu:
         return catalog.gpu_hardware(answers.gpu, count=answers.gpus, nodes=answers.nodes)
     if answers.gpu_memory is not None:
         if answers.gpu_memory <= 0:
-            raise InputError.one("--gpu-memory", f"must be positive GiB, got {answers.gpu_memory}",
-                                 "e.g. --gpu-memory 24")
+            raise InputError.one(
+                "--gpu-memory", f"must be positive GiB, got {answers.gpu_memory}", "e.g. --gpu-memory 24"
+            )
         return catalog.custom_gpu(answers.gpu_memory, count=answers.gpus, nodes=answers.nodes)
     if answers.cpu:
-        hw = cpu_hardware(name=answers.cpu_name, memory_gib=answers.cpu_memory,
-                                  cores=answers.cpu_cores)
+        hw = cpu_hardware(name=answers.cpu_name, memory_gib=answers.cpu_memory, cores=answers.cpu_cores)
         return hw.model_copy(update={"count": answers.gpus}) if answers.gpus > 1 else hw
     return detect_hardware()
 
@@ -122,8 +137,12 @@ def build_inputs(answers: Answers) -> Inputs:
 
         try:
             pinned = task_answers.get("seq_len")
-            data_stats = read_data_stats(answers.data, model, seq_len=pinned if isinstance(pinned, int) else None,
-                                         eval_path=answers.eval_data)
+            data_stats = read_data_stats(
+                answers.data,
+                model,
+                seq_len=pinned if isinstance(pinned, int) else None,
+                eval_path=answers.eval_data,
+            )
         except InputError as e:
             problems += e.problems
         else:
@@ -145,15 +164,29 @@ def build_inputs(answers: Answers) -> Inputs:
         except ValueError as e:
             problems.append(Problem("--target-modules", str(e), "use all-linear or the names listed"))
     if model is not None and pins is not None and pins.lora_rank and pins.method == "full":
-        problems.append(Problem("--lora-rank", "a LoRA rank was given with --method full",
-                                "drop --lora-rank or choose --method lora/qlora"))
+        problems.append(
+            Problem(
+                "--lora-rank",
+                "a LoRA rank was given with --method full",
+                "drop --lora-rank or choose --method lora/qlora",
+            )
+        )
     if model is not None and pins is not None and pins.lora_alpha and pins.method == "full":
-        problems.append(Problem("--lora-alpha", "a LoRA alpha was given with --method full",
-                                "drop --lora-alpha or choose --method lora/qlora"))
+        problems.append(
+            Problem(
+                "--lora-alpha",
+                "a LoRA alpha was given with --method full",
+                "drop --lora-alpha or choose --method lora/qlora",
+            )
+        )
     if model is not None and task is not None and task.seq_len > model.max_position_embeddings:
-        problems.append(Problem(
-            "--seq-len", f"{task.seq_len} exceeds {model.name}'s context of "
-            f"{model.max_position_embeddings} tokens", f"use --seq-len {model.max_position_embeddings} or less"))
+        problems.append(
+            Problem(
+                "--seq-len",
+                f"{task.seq_len} exceeds {model.name}'s context of {model.max_position_embeddings} tokens",
+                f"use --seq-len {model.max_position_embeddings} or less",
+            )
+        )
     if problems:
         raise InputError(problems)
     assert model is not None and hardware is not None and task is not None and pins is not None

@@ -19,14 +19,34 @@ GIB = 1024**3
 
 # The settings a run depends on, as dotted paths into plan.json.
 CHECKED = (
-    "method", "feasible",
-    "training.learning_rate", "training.lr_scheduler", "training.warmup_ratio", "training.num_epochs",
-    "training.max_steps", "training.per_device_batch_size", "training.gradient_accumulation_steps",
-    "training.max_grad_norm", "training.weight_decay", "training.optimizer", "training.precision",
-    "training.gradient_checkpointing", "training.attention", "training.seq_len",
-    "lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules", "lora.use_rslora",
-    "quantization.quant_type", "quantization.double_quant", "quantization.compute_dtype",
-    "distributed.num_processes", "distributed.strategy", "distributed.num_nodes", "distributed.cpu_offload",
+    "method",
+    "feasible",
+    "training.learning_rate",
+    "training.lr_scheduler",
+    "training.warmup_ratio",
+    "training.num_epochs",
+    "training.max_steps",
+    "training.per_device_batch_size",
+    "training.gradient_accumulation_steps",
+    "training.max_grad_norm",
+    "training.weight_decay",
+    "training.optimizer",
+    "training.precision",
+    "training.gradient_checkpointing",
+    "training.attention",
+    "training.seq_len",
+    "lora.rank",
+    "lora.alpha",
+    "lora.dropout",
+    "lora.target_modules",
+    "lora.use_rslora",
+    "quantization.quant_type",
+    "quantization.double_quant",
+    "quantization.compute_dtype",
+    "distributed.num_processes",
+    "distributed.strategy",
+    "distributed.num_nodes",
+    "distributed.cpu_offload",
 )
 MEMORY = "memory.per_device_bytes"
 
@@ -57,13 +77,16 @@ def diff_plans(old: dict[str, Any], new: dict[str, Any], tolerance: float) -> li
     if isinstance(a, int) and isinstance(b, int) and a > 0:
         change = (b - a) / a
         if abs(change) > tolerance:
-            lines.append(f"  {MEMORY:<{width}}  {a / GIB:.2f} GiB  ->  {b / GIB:.2f} GiB "
-                         f"({change:+.1%}, tolerance {tolerance:.0%})")
+            lines.append(
+                f"  {MEMORY:<{width}}  {a / GIB:.2f} GiB  ->  {b / GIB:.2f} GiB "
+                f"({change:+.1%}, tolerance {tolerance:.0%})"
+            )
     return lines
 
 
-def check_plan(path: str, *, tolerance: float = 0.05, db: Optional[str] = None,
-               update: bool = False) -> tuple[int, str]:
+def check_plan(
+    path: str, *, tolerance: float = 0.05, db: Optional[str] = None, update: bool = False
+) -> tuple[int, str]:
     """(exit code, report) for a committed plan against the current advisor."""
     from tuneplan.schemas import SCHEMA_ID, load_plan_dict, tuneplan_version
 
@@ -75,7 +98,9 @@ def check_plan(path: str, *, tolerance: float = 0.05, db: Optional[str] = None,
     except FileNotFoundError:
         raise InputError.one("--check", f"{p}: no such file", "give the committed plan.json") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError.one("--check", f"{p}: not a readable JSON plan ({exc})", "restore the file") from None
+        raise InputError.one(
+            "--check", f"{p}: not a readable JSON plan ({exc})", "restore the file"
+        ) from None
     if not isinstance(raw, dict):
         raise InputError.one("--check", f"{p}: a plan is a JSON object", "restore the file")
     from pydantic import ValidationError
@@ -96,11 +121,15 @@ def check_plan(path: str, *, tolerance: float = 0.05, db: Optional[str] = None,
     old, new = plan.model_dump(mode="json"), fresh.model_dump(mode="json")
     lines = diff_plans(old, new, tolerance)
     if not lines:
-        return 0, (f"{p}: current (re-advised from its own inputs with tuneplan {tuneplan_version()}; "
-                   f"memory within {tolerance:.0%})")
-    head = (f"{p}: STALE against tuneplan {tuneplan_version()} (the plan says {plan.tuneplan_version}); "
-            f"re-advised from its own inputs, {len(lines)} setting{'s' * (len(lines) > 1)} differ "
-            "(committed -> current):")
+        return 0, (
+            f"{p}: current (re-advised from its own inputs with tuneplan {tuneplan_version()}; "
+            f"memory within {tolerance:.0%})"
+        )
+    head = (
+        f"{p}: STALE against tuneplan {tuneplan_version()} (the plan says {plan.tuneplan_version}); "
+        f"re-advised from its own inputs, {len(lines)} setting{'s' * (len(lines) > 1)} differ "
+        "(committed -> current):"
+    )
     if update:
         from tuneplan.base.planio import plan_to_json
         from tuneplan.base.fileio import write_text_atomic

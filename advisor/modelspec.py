@@ -64,10 +64,22 @@ def build_spec(
             LinearModule(name="k_proj", in_features=h, out_features=kv_out, kind="attention", bias=bias),
             LinearModule(name="v_proj", in_features=h, out_features=kv_out, kind="attention", bias=bias),
             LinearModule(name="o_proj", in_features=q_out, out_features=h, kind="attention"),
-            LinearModule(name="experts.gate_up_proj", in_features=h, out_features=2 * f, kind="mlp",
-                         experts=E, active_experts=k),
-            LinearModule(name="experts.down_proj", in_features=f, out_features=h, kind="mlp",
-                         experts=E, active_experts=k),
+            LinearModule(
+                name="experts.gate_up_proj",
+                in_features=h,
+                out_features=2 * f,
+                kind="mlp",
+                experts=E,
+                active_experts=k,
+            ),
+            LinearModule(
+                name="experts.down_proj",
+                in_features=f,
+                out_features=h,
+                kind="mlp",
+                experts=E,
+                active_experts=k,
+            ),
         ]
         router = E * h  # mlp.gate: h -> E logits, frozen (never a LoRA target)
         if shared_intermediate_size:
@@ -119,9 +131,7 @@ def build_spec(
 
     def _count(kind: str) -> int:
         per_block = sum(
-            m.weight_params + (m.out_features * m.experts if m.bias else 0)
-            for m in modules
-            if m.kind == kind
+            m.weight_params + (m.out_features * m.experts if m.bias else 0) for m in modules if m.kind == kind
         )
         return (per_block + (router if kind == "mlp" else 0)) * num_layers
 

@@ -23,6 +23,9 @@ def active_ffn_width(model: ModelSpec) -> int:
     down = next((m for m in routed if m.name.endswith("down_proj")), routed[0])
     expert_width = down.in_features
     k = down.active_experts or down.experts
-    shared = sum(m.in_features for m in model.linear_modules
-                 if m.kind == "mlp" and m.experts == 1 and m.name.endswith("down_proj"))
+    shared = sum(
+        m.in_features
+        for m in model.linear_modules
+        if m.kind == "mlp" and m.experts == 1 and m.name.endswith("down_proj")
+    )
     return k * expert_width + shared

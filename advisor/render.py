@@ -17,11 +17,25 @@ METHOD_LABEL = {"full": "Full FT", "lora": "LoRA", "qlora": "QLoRA"}
 
 def method_rows(plan: Plan) -> list[dict[str, Any]]:
     """One row per method (chosen first): bytes, fits, capacity, whether chosen."""
-    rows = [{"method": plan.method, "bytes": plan.memory.per_device_bytes, "fits": plan.memory.fits,
-             "chosen": True, "breakdown": plan.memory.breakdown}]
+    rows = [
+        {
+            "method": plan.method,
+            "bytes": plan.memory.per_device_bytes,
+            "fits": plan.memory.fits,
+            "chosen": True,
+            "breakdown": plan.memory.breakdown,
+        }
+    ]
     for a in plan.alternatives:
-        rows.append({"method": a.method, "bytes": a.per_device_bytes, "fits": a.fits, "chosen": False,
-                     "breakdown": a.estimate.breakdown})
+        rows.append(
+            {
+                "method": a.method,
+                "bytes": a.per_device_bytes,
+                "fits": a.fits,
+                "chosen": False,
+                "breakdown": a.estimate.breakdown,
+            }
+        )
     order = {"full": 0, "lora": 1, "qlora": 2}
     return sorted(rows, key=lambda r: order[r["method"]])
 
@@ -47,27 +61,38 @@ def print_plan(plan: Plan, written_to: Optional[str] = None, console: Any = None
     hw = inp.hardware
     devices = f"{hw.count}x " if hw.count > 1 else ""
     status = "[green]fits[/]" if plan.feasible else "[red]does not fit[/]"
-    console.print(f"[bold]tuneplan[/] — {inp.model.name} ({inp.model.total_params / 1e9:.2f}B) on "
-                  f"{devices}{hw.name} ({hw.memory_bytes / GIB:.1f} GiB), {inp.task.domain_distance} "
-                  f"domain, {inp.task.forgetting_tolerance} forgetting tolerance")
+    console.print(
+        f"[bold]tuneplan[/] — {inp.model.name} ({inp.model.total_params / 1e9:.2f}B) on "
+        f"{devices}{hw.name} ({hw.memory_bytes / GIB:.1f} GiB), {inp.task.domain_distance} "
+        f"domain, {inp.task.forgetting_tolerance} forgetting tolerance"
+    )
     t = plan.training
     lora = plan.lora
     head = f"[bold]Method: {METHOD_LABEL[plan.method]}[/] ({status}: {plan.memory.per_device_bytes / GIB:.2f} GiB per device)"
     console.print(head)
-    band = (f"; sweep band {', '.join(f'{x:.3g}' for x in t.learning_rate_band)}"
-            if t.learning_rate_band else "")
-    details = [f"learning rate {t.learning_rate:.3g} ({t.lr_scheduler}, warmup {t.warmup_ratio:g}{band})",
-               f"micro-batch {t.per_device_batch_size} x accumulation {t.gradient_accumulation_steps}",
-               f"seq {t.seq_len}", f"{t.precision}", f"optimizer {t.optimizer}",
-               f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}",
-               f"attention {t.attention}"]
+    band = (
+        f"; sweep band {', '.join(f'{x:.3g}' for x in t.learning_rate_band)}" if t.learning_rate_band else ""
+    )
+    details = [
+        f"learning rate {t.learning_rate:.3g} ({t.lr_scheduler}, warmup {t.warmup_ratio:g}{band})",
+        f"micro-batch {t.per_device_batch_size} x accumulation {t.gradient_accumulation_steps}",
+        f"seq {t.seq_len}",
+        f"{t.precision}",
+        f"optimizer {t.optimizer}",
+        f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}",
+        f"attention {t.attention}",
+    ]
     if lora:
-        details.insert(1, f"rank {lora.rank}, alpha {lora.alpha:g} ({lora.alpha_convention}), "
-                          f"targets {','.join(lora.target_modules)}")
+        details.insert(
+            1,
+            f"rank {lora.rank}, alpha {lora.alpha:g} ({lora.alpha_convention}), "
+            f"targets {','.join(lora.target_modules)}",
+        )
     if plan.quantization:
         q = plan.quantization
-        details.append(f"{q.quant_type.upper()} {q.bits}-bit, double quant {q.double_quant}, "
-                       f"compute {q.compute_dtype}")
+        details.append(
+            f"{q.quant_type.upper()} {q.bits}-bit, double quant {q.double_quant}, compute {q.compute_dtype}"
+        )
     if plan.distributed.num_processes > 1:
         details.append(f"{plan.distributed.num_processes} processes, {plan.distributed.strategy}")
     for line in details:
@@ -81,10 +106,14 @@ def print_plan(plan: Plan, written_to: Optional[str] = None, console: Any = None
         b = r["breakdown"]
         name = METHOD_LABEL[r["method"]] + (" ◀" if r["chosen"] else "")
         table.add_row(
-            name, f"{r['bytes'] / GIB:.2f}", bar(r["bytes"], cap),
+            name,
+            f"{r['bytes'] / GIB:.2f}",
+            bar(r["bytes"], cap),
             f"{(b.weights + b.quantization_constants + b.adapter_weights) / GIB:.2f}",
-            f"{b.gradients / GIB:.2f}", f"{b.optimizer_states / GIB:.2f}",
-            f"{b.activations / GIB:.2f}", f"{b.logits_and_loss / GIB:.2f}",
+            f"{b.gradients / GIB:.2f}",
+            f"{b.optimizer_states / GIB:.2f}",
+            f"{b.activations / GIB:.2f}",
+            f"{b.logits_and_loss / GIB:.2f}",
             "[green]yes[/]" if r["fits"] else "[red]no[/]",
         )
     console.print(table)

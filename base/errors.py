@@ -51,8 +51,11 @@ class InputError(Exception):
         return cls([Problem(where, message, fix)])
 
 
-def pydantic_problems(exc: "ValidationError", prefix: str = "", flags: dict[str, str] | None = None,
-                      ) -> list[Problem]:
+def pydantic_problems(
+    exc: "ValidationError",
+    prefix: str = "",
+    flags: dict[str, str] | None = None,
+) -> list[Problem]:
     """Turn a pydantic ValidationError into Problems with dotted JSON paths (or CLI flags)."""
     flags = flags or {}
     out: list[Problem] = []

@@ -76,15 +76,17 @@ def read_json_file(path: Path, what: str, fix: str) -> tuple[object, str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise InputError.one(f"{path}:{line}", f"not UTF-8 text (byte {exc.start}: {exc.reason})",
-                             "save the file as UTF-8") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError.one(
+            f"{path}:{line}", f"not UTF-8 text (byte {exc.start}: {exc.reason})", "save the file as UTF-8"
+        ) from None
     if _depth(text) > MAX_JSON_DEPTH:
         raise InputError.one(str(path), f"JSON nested deeper than {MAX_JSON_DEPTH} levels", fix)
     try:
         return json.loads(text), text
     except json.JSONDecodeError as exc:
-        raise InputError.one(f"{path}:{exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})",
-                             "fix the JSON syntax") from None
+        raise InputError.one(
+            f"{path}:{exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})", "fix the JSON syntax"
+        ) from None
     except (RecursionError, ValueError) as exc:
         raise InputError.one(str(path), f"invalid JSON: {exc}", fix) from None

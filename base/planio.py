@@ -55,9 +55,11 @@ def read_plan(source: "Union[Plan, str, Path]") -> LoadedPlan:
         raise InputError.one(str(path), "a plan must be a JSON object", READ_FIX)
     version = raw.get("schema_version")
     if version is not None and version not in KNOWN_SCHEMA_VERSIONS:
-        raise InputError.one("schema_version", f"{version!r} is not a schema this tuneplan knows "
-                             f"({', '.join(KNOWN_SCHEMA_VERSIONS)})",
-                             "write the plan again with this tuneplan's `tuneplan advise`")
+        raise InputError.one(
+            "schema_version",
+            f"{version!r} is not a schema this tuneplan knows ({', '.join(KNOWN_SCHEMA_VERSIONS)})",
+            "write the plan again with this tuneplan's `tuneplan advise`",
+        )
     try:
         return LoadedPlan(load_plan_dict(raw), path, text)
     except ValidationError as exc:

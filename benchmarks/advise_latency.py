@@ -20,8 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
-ARGS = ["advise", "--model", "Llama-3.1-8B", "--gpu", "A100-80GB", "--domain", "near",
-        "--forgetting", "medium", "--json"]
+ARGS = [
+    "advise",
+    "--model",
+    "Llama-3.1-8B",
+    "--gpu",
+    "A100-80GB",
+    "--domain",
+    "near",
+    "--forgetting",
+    "medium",
+    "--json",
+]
 ADVISE = [sys.executable, "-m", "tuneplan.cli", *ARGS]
 ADVISE_HUMAN = ADVISE[:-1]
 PYTHON = [sys.executable, "-c", "pass"]
@@ -67,8 +77,12 @@ def interleaved(a: tuple[list[str], dict], b: tuple[list[str], dict], runs: int)
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=11)
-    ap.add_argument("--before", metavar="DIR", type=Path,
-                    help="also time advise --json from this source tree, interleaved with this one")
+    ap.add_argument(
+        "--before",
+        metavar="DIR",
+        type=Path,
+        help="also time advise --json from this source tree, interleaved with this one",
+    )
     args = ap.parse_args()
     if args.before:
         with tempfile.TemporaryDirectory() as tmp:
@@ -81,17 +95,21 @@ def main() -> None:
             print(f"{name:40s} {statistics.median(xs):9.3f} {min(xs):7.3f} {max(xs):7.3f}")
         print(f"this tree / before: {statistics.median(new) / statistics.median(old):.3f} (median)\n")
     timed(ADVISE, 1)  # warm the page cache and write the .pyc files
-    rows = [("python -c pass (interpreter floor)", timed(PYTHON, args.runs)),
-            ("tuneplan advise --json", timed(ADVISE, args.runs)),
-            ("tuneplan advise (rich table)", timed(ADVISE_HUMAN, args.runs)),
-            ("python -c 'import torch' (baseline)", timed(TORCH, max(3, args.runs // 3)))]
+    rows = [
+        ("python -c pass (interpreter floor)", timed(PYTHON, args.runs)),
+        ("tuneplan advise --json", timed(ADVISE, args.runs)),
+        ("tuneplan advise (rich table)", timed(ADVISE_HUMAN, args.runs)),
+        ("python -c 'import torch' (baseline)", timed(TORCH, max(3, args.runs // 3))),
+    ]
     print(f"{'command':40s} {'median s':>9s} {'min s':>7s} {'max s':>7s}")
     for name, xs in rows:
         print(f"{name:40s} {statistics.median(xs):9.3f} {min(xs):7.3f} {max(xs):7.3f}")
     adv = statistics.median(rows[1][1])
     torch_s = statistics.median(rows[3][1])
-    print(f"\nadvise median {adv:.3f} s — goal < 0.300 s: {'PASS' if adv < 0.3 else 'FAIL'}; "
-          f"import torch alone takes {torch_s:.3f} s ({torch_s / adv:.1f}x advise)")
+    print(
+        f"\nadvise median {adv:.3f} s — goal < 0.300 s: {'PASS' if adv < 0.3 else 'FAIL'}; "
+        f"import torch alone takes {torch_s:.3f} s ({torch_s / adv:.1f}x advise)"
+    )
 
 
 if __name__ == "__main__":

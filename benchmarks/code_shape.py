@@ -19,8 +19,11 @@ PACKAGES = ("schemas", "advisor", "executor", "tui", "cli", "base")
 def function_lengths(path: Path) -> list[int]:
     """Line counts of every function and method in one file."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    return [node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno]
+    return [
+        node.end_lineno - node.lineno + 1
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno
+    ]
 
 
 def p90(xs: list[int]) -> float:
@@ -29,10 +32,15 @@ def p90(xs: list[int]) -> float:
 
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    files = {p: len(p.read_text(encoding="utf-8").splitlines())
-             for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
-    print(f"{'package':10s} {'files':>5s} {'lines':>6s} {'median file':>11s} {'funcs':>5s} "
-          f"{'median fn':>9s} {'p90 fn':>6s} {'max fn':>6s}")
+    files = {
+        p: len(p.read_text(encoding="utf-8").splitlines())
+        for pkg in PACKAGES
+        for p in sorted((root / pkg).rglob("*.py"))
+    }
+    print(
+        f"{'package':10s} {'files':>5s} {'lines':>6s} {'median file':>11s} {'funcs':>5s} "
+        f"{'median fn':>9s} {'p90 fn':>6s} {'max fn':>6s}"
+    )
     every: list[int] = []
     for pkg in PACKAGES:
         mine = {p: n for p, n in files.items() if p.relative_to(root).parts[0] == pkg}
@@ -40,10 +48,14 @@ def main() -> None:
             continue
         fns = [n for p in mine for n in function_lengths(p)]
         every += fns
-        print(f"{pkg:10s} {len(mine):5d} {sum(mine.values()):6d} {statistics.median(mine.values()):11.0f} "
-              f"{len(fns):5d} {statistics.median(fns):9.0f} {p90(fns):6.0f} {max(fns):6d}")
-    print(f"{'all':10s} {len(files):5d} {sum(files.values()):6d} {statistics.median(files.values()):11.0f} "
-          f"{len(every):5d} {statistics.median(every):9.0f} {p90(every):6.0f} {max(every):6d}")
+        print(
+            f"{pkg:10s} {len(mine):5d} {sum(mine.values()):6d} {statistics.median(mine.values()):11.0f} "
+            f"{len(fns):5d} {statistics.median(fns):9.0f} {p90(fns):6.0f} {max(fns):6d}"
+        )
+    print(
+        f"{'all':10s} {len(files):5d} {sum(files.values()):6d} {statistics.median(files.values()):11.0f} "
+        f"{len(every):5d} {statistics.median(every):9.0f} {p90(every):6.0f} {max(every):6d}"
+    )
     print("\nlargest files (lines):")
     for p, n in sorted(files.items(), key=lambda kv: -kv[1])[:8]:
         print(f"  {n:5d}  {p.relative_to(root)}")

@@ -60,8 +60,15 @@ def get_spec(name: str) -> ModelSpec:
 
 def settings(**kw) -> MemorySettings:
     """MemorySettings with single-device bf16-mixed AdamW sdpa defaults, overridden by kw."""
-    base = dict(method="full", precision="bf16-mixed", optimizer="adamw", gradient_checkpointing=False,
-                attention="sdpa", micro_batch=1, seq_len=2048)
+    base = dict(
+        method="full",
+        precision="bf16-mixed",
+        optimizer="adamw",
+        gradient_checkpointing=False,
+        attention="sdpa",
+        micro_batch=1,
+        seq_len=2048,
+    )
     base.update(kw)
     return MemorySettings(**base)
 
@@ -87,11 +94,15 @@ def torch_counters(e: MemoryEstimate) -> int:
 
 def torch_counters_optimizer_in_bwd(model: ModelSpec) -> Callable[[MemoryEstimate], int]:
     """torch_counters, with the counted gradients replaced by the largest parameter's gradient."""
+
     def scope(e: MemoryEstimate) -> int:
         p = model.params
-        largest = max(p.embedding, p.lm_head, max(m.in_features * m.out_features for m in model.linear_modules))
+        largest = max(
+            p.embedding, p.lm_head, max(m.in_features * m.out_features for m in model.linear_modules)
+        )
         grad_bytes = 2 if e.settings.precision == "bf16" else 4
         return torch_counters(e) - e.breakdown.gradients + largest * grad_bytes
+
     return scope
 
 
@@ -138,101 +149,235 @@ def rows() -> list[Row]:
     tt_lora_targets = ["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     tt_qlora_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     # torchtune CEWithChunkedOutputLoss(num_output_chunks=8): b*s/8 tokens per chunk.
-    tt = dict(precision="bf16", micro_batch=2, seq_len=2048, gradient_checkpointing=True, attention="flash",
-              loss_chunk_size=2 * 2048 // 8)
-    tt3 = dict(precision="bf16", micro_batch=2, seq_len=4096, gradient_checkpointing=True, attention="flash",
-               loss_chunk_size=2 * 4096 // 8)
+    tt = dict(
+        precision="bf16",
+        micro_batch=2,
+        seq_len=2048,
+        gradient_checkpointing=True,
+        attention="flash",
+        loss_chunk_size=2 * 2048 // 8,
+    )
+    tt3 = dict(
+        precision="bf16",
+        micro_batch=2,
+        seq_len=4096,
+        gradient_checkpointing=True,
+        attention="flash",
+        loss_chunk_size=2 * 4096 // 8,
+    )
     no_upcast = dict(kbit_upcast=False)
     comp = dict(compiled_loss=True)
     comp_no_upcast = dict(compiled_loss=True, kbit_upcast=False)
     stored = dict(gradient_accumulation_steps=2)  # App. H counts the gradients as stored
     return [
-        Row("M1 Llama-3.1-8B full, torchtune 4090", "facts §7 M1 [P] torchtune README", int(18.9 * GiB),
+        Row(
+            "M1 Llama-3.1-8B full, torchtune 4090",
+            "facts §7 M1 [P] torchtune README",
+            int(18.9 * GiB),
             "meta-llama/Llama-3.1-8B",
             settings(method="full", optimizer="paged-adamw-8bit", **tt),
-            torch_counters_optimizer_in_bwd(l31), "torch counters, optimizer_in_bwd",
+            torch_counters_optimizer_in_bwd(l31),
+            "torch counters, optimizer_in_bwd",
             "bf16 pure, PagedAdamW8bit, AC, bs 2, packed 2048; optimizer_in_bwd ≈ one largest-parameter "
             "gradient (embedding) instead of all; chunked CE 8 chunks (512 tokens), compiled loss",
-            24 * GiB, comp),
-        Row("M3 Llama-3.1-8B LoRA, torchtune 4090", "facts §7 M3 [P] torchtune README", int(16.2 * GiB),
+            24 * GiB,
+            comp,
+        ),
+        Row(
+            "M3 Llama-3.1-8B LoRA, torchtune 4090",
+            "facts §7 M3 [P] torchtune README",
+            int(16.2 * GiB),
             "meta-llama/Llama-3.1-8B",
-            settings(method="lora", optimizer="adamw", lora_rank=8, target_modules=tt_lora_targets,
-                     lora_dropout=0.0, **tt),
-            torch_counters, "torch counters",
+            settings(
+                method="lora",
+                optimizer="adamw",
+                lora_rank=8,
+                target_modules=tt_lora_targets,
+                lora_dropout=0.0,
+                **tt,
+            ),
+            torch_counters,
+            "torch counters",
             "r=8 q,v,o+MLP, dropout 0, AdamW, bf16, AC, bs 2, packed 2048; chunked CE 8 chunks, "
-            "compiled loss", 24 * GiB, comp),
-        Row("M4 Llama-3.1-8B QLoRA, torchtune 4090", "facts §7 M4 [P] torchtune README", int(7.4 * GiB),
+            "compiled loss",
+            24 * GiB,
+            comp,
+        ),
+        Row(
+            "M4 Llama-3.1-8B QLoRA, torchtune 4090",
+            "facts §7 M4 [P] torchtune README",
+            int(7.4 * GiB),
             "meta-llama/Llama-3.1-8B",
-            settings(method="qlora", optimizer="adamw", lora_rank=8, target_modules=tt_qlora_targets,
-                     lora_dropout=0.0, **tt),
-            torch_counters, "torch counters",
+            settings(
+                method="qlora",
+                optimizer="adamw",
+                lora_rank=8,
+                target_modules=tt_qlora_targets,
+                lora_dropout=0.0,
+                **tt,
+            ),
+            torch_counters,
+            "torch counters",
             "as M3 with an NF4 base (torchao NF4 ≈ NF4+DQ), targets q,k,v,o+MLP (8B_qlora_single_device), "
-            "no peft upcast; chunked CE 8 chunks, compiled loss", 24 * GiB, comp_no_upcast),
-        Row("M5 Llama-3.2-3B full +AC (cumulative row)", "facts §7 M5 [P] torchtune README", int(24.9 * GiB),
+            "no peft upcast; chunked CE 8 chunks, compiled loss",
+            24 * GiB,
+            comp_no_upcast,
+        ),
+        Row(
+            "M5 Llama-3.2-3B full +AC (cumulative row)",
+            "facts §7 M5 [P] torchtune README",
+            int(24.9 * GiB),
             "meta-llama/Llama-3.2-3B",
             settings(method="full", optimizer="adamw", **tt3),
-            torch_counters, "torch counters",
+            torch_counters,
+            "torch counters",
             "bf16 pure AdamW, bs 2, packed 4096, AC; chunked CE 8 chunks (1024 tokens), compiled loss",
-            80 * GiB, comp),
-        Row("M5 Llama-3.2-3B LoRA (cumulative row)", "facts §7 M5 [P] torchtune README", int(8.5 * GiB),
+            80 * GiB,
+            comp,
+        ),
+        Row(
+            "M5 Llama-3.2-3B LoRA (cumulative row)",
+            "facts §7 M5 [P] torchtune README",
+            int(8.5 * GiB),
             "meta-llama/Llama-3.2-3B",
-            settings(method="lora", optimizer="adamw", lora_rank=64, target_modules=tt_lora_targets,
-                     lora_dropout=0.0, **tt3),
-            torch_counters, "torch counters",
+            settings(
+                method="lora",
+                optimizer="adamw",
+                lora_rank=64,
+                target_modules=tt_lora_targets,
+                lora_dropout=0.0,
+                **tt3,
+            ),
+            torch_counters,
+            "torch counters",
             "assumed r=64 q,v,o+MLP, dropout 0 (3B_lora_single_device), bs 2, packed 4096, AC, chunked CE "
             "8 chunks, compiled loss (rows after '+chunked CE' keep both); torchtune's offload on top of AC not "
             "modelled (tuneplan's offload moves nothing under checkpointing)",
-            80 * GiB, comp),
-        Row("M5 Llama-3.2-3B QLoRA (cumulative row)", "facts §7 M5 [P] torchtune README", int(4.6 * GiB),
+            80 * GiB,
+            comp,
+        ),
+        Row(
+            "M5 Llama-3.2-3B QLoRA (cumulative row)",
+            "facts §7 M5 [P] torchtune README",
+            int(4.6 * GiB),
             "meta-llama/Llama-3.2-3B",
-            settings(method="qlora", optimizer="adamw", lora_rank=64, target_modules=tt_lora_targets,
-                     lora_dropout=0.0, **tt3),
-            torch_counters, "torch counters",
-            "as the LoRA row with an NF4 base, no peft upcast", 80 * GiB, comp_no_upcast),
-        Row("M8 LLaMA-7B 4-bit base (QLoRA §2)", "facts §7 M8 [P] QLoRA §2", 5048 * MB,
+            settings(
+                method="qlora",
+                optimizer="adamw",
+                lora_rank=64,
+                target_modules=tt_lora_targets,
+                lora_dropout=0.0,
+                **tt3,
+            ),
+            torch_counters,
+            "torch counters",
+            "as the LoRA row with an NF4 base, no peft upcast",
+            80 * GiB,
+            comp_no_upcast,
+        ),
+        Row(
+            "M8 LLaMA-7B 4-bit base (QLoRA §2)",
+            "facts §7 M8 [P] QLoRA §2",
+            5048 * MB,
             "huggyllama/llama-7b",
-            settings(method="qlora", lora_rank=64, target_modules=["all-linear"], gradient_checkpointing=True),
-            base_weights, "base weights + constants",
+            settings(
+                method="qlora", lora_rank=64, target_modules=["all-linear"], gradient_checkpointing=True
+            ),
+            base_weights,
+            "base weights + constants",
             "NF4+DQ, embeddings and lm_head 16-bit (qlora.py re-casts them to bf16: no upcast); "
-            "'MB' read as 10^6 B", 80 * GiB, no_upcast),
-        Row("App.H 7B full Adam fp32 model states", "facts §3 Biderman App. H [P]", 112 * GB,
+            "'MB' read as 10^6 B",
+            80 * GiB,
+            no_upcast,
+        ),
+        Row(
+            "App.H 7B full Adam fp32 model states",
+            "facts §3 Biderman App. H [P]",
+            112 * GB,
             "meta-llama/Llama-2-7b-hf",
             settings(method="full", precision="fp32", **stored),
-            model_states, "model states", "Llama-2-7B (6.74B params; App. H rounds Ψ = 7B)"),
-        Row("App.H 7B LoRA (1% trainable) model states", "facts §3 Biderman App. H [P]", int(15.12 * GB),
+            model_states,
+            "model states",
+            "Llama-2-7B (6.74B params; App. H rounds Ψ = 7B)",
+        ),
+        Row(
+            "App.H 7B LoRA (1% trainable) model states",
+            "facts §3 Biderman App. H [P]",
+            int(15.12 * GB),
             "meta-llama/Llama-2-7b-hf",
-            settings(method="lora", precision="bf16-mixed", lora_rank=28, target_modules=["all-linear"], **stored),
-            model_states, "model states", "r=28 all-linear = 1.04% trainable; frozen base bf16"),
-        Row("App.H 7B full Adam, FSDP 8 GPUs (per GPU)", "facts §3/§6b Biderman App. H.2 [P]", 14 * GB,
+            settings(
+                method="lora", precision="bf16-mixed", lora_rank=28, target_modules=["all-linear"], **stored
+            ),
+            model_states,
+            "model states",
+            "r=28 all-linear = 1.04% trainable; frozen base bf16",
+        ),
+        Row(
+            "App.H 7B full Adam, FSDP 8 GPUs (per GPU)",
+            "facts §3/§6b Biderman App. H.2 [P]",
+            14 * GB,
             "meta-llama/Llama-2-7b-hf",
             settings(method="full", precision="fp32", strategy="fsdp", num_devices=8, **stored),
-            model_state_shards, "model-state shards", "fp32 Adam, shards only"),
-        Row("App.H 70B full Adam fp32 model states", "facts §3 Biderman App. H [P]", int(1.12e12),
+            model_state_shards,
+            "model-state shards",
+            "fp32 Adam, shards only",
+        ),
+        Row(
+            "App.H 70B full Adam fp32 model states",
+            "facts §3 Biderman App. H [P]",
+            int(1.12e12),
             "meta-llama/Llama-2-70b-hf",
             settings(method="full", precision="fp32", **stored),
-            model_states, "model states", "Llama-2-70B (68.98B params; App. H rounds Ψ = 70B)",
-            capacity=2000 * GB),
-        Row("App.H 70B LoRA (1% trainable) model states", "facts §3 Biderman App. H [P]", int(151.2 * GB),
+            model_states,
+            "model states",
+            "Llama-2-70B (68.98B params; App. H rounds Ψ = 70B)",
+            capacity=2000 * GB,
+        ),
+        Row(
+            "App.H 70B LoRA (1% trainable) model states",
+            "facts §3 Biderman App. H [P]",
+            int(151.2 * GB),
             "meta-llama/Llama-2-70b-hf",
-            settings(method="lora", precision="bf16-mixed", lora_rank=36, target_modules=["all-linear"], **stored),
-            model_states, "model states", "r=36 all-linear ≈ 1% trainable; frozen base bf16",
-            capacity=2000 * GB),
-        Row("LoRA §4.2 GPT-3 175B LoRA total VRAM", "facts §1 LoRA §4.2 [P]", 350 * GB,
+            settings(
+                method="lora", precision="bf16-mixed", lora_rank=36, target_modules=["all-linear"], **stored
+            ),
+            model_states,
+            "model states",
+            "r=36 all-linear ≈ 1% trainable; frozen base bf16",
+            capacity=2000 * GB,
+        ),
+        Row(
+            "LoRA §4.2 GPT-3 175B LoRA total VRAM",
+            "facts §1 LoRA §4.2 [P]",
+            350 * GB,
             "gpt3-175b",
-            settings(method="lora", precision="fp16-mixed", lora_rank=4, target_modules=["c_attn"],
-                     gradient_checkpointing=True, seq_len=2048),
-            whole, "whole estimate",
+            settings(
+                method="lora",
+                precision="fp16-mixed",
+                lora_rank=4,
+                target_modules=["c_attn"],
+                gradient_checkpointing=True,
+                seq_len=2048,
+            ),
+            whole,
+            "whole estimate",
             "r=4 on c_attn (fused q,k,v: GPT-3 naming), micro-batch 1, seq 2048, GC assumed; one logical "
-            "device", capacity=2000 * GB),
+            "device",
+            capacity=2000 * GB,
+        ),
     ]
 
 
 def main() -> int:
     """Print the table and the verdict; exit 0 on PASS, 1 on FAIL."""
-    print("Estimator accuracy vs published peaks (measured figures: ../shared/research/facts.md, "
-          "source tags as listed)\n")
-    hdr = (f"{'case':46s} {'measured':>12s} {'predicted':>12s} {'error':>8s} {'w/o loss':>9s}  "
-           f"scope / source / assumptions")
+    print(
+        "Estimator accuracy vs published peaks (measured figures: ../shared/research/facts.md, "
+        "source tags as listed)\n"
+    )
+    hdr = (
+        f"{'case':46s} {'measured':>12s} {'predicted':>12s} {'error':>8s} {'w/o loss':>9s}  "
+        f"scope / source / assumptions"
+    )
     print(hdr)
     print("-" * len(hdr))
     errors: list[float] = []
@@ -245,44 +390,67 @@ def main() -> int:
         # Diagnostic only (not scored): the error if the loss buffers were left out.
         loss = e.breakdown.logits_and_loss if r.scope_name.startswith(("torch", "whole")) else 0
         no_loss = 100.0 * (pred - loss - r.measured) / r.measured
-        print(f"{r.case:46s} {r.measured / GiB:9.2f} GiB {pred / GiB:9.2f} GiB {err:+7.1f}% {no_loss:+8.1f}%  "
-              f"{r.scope_name} / {r.source} / {r.assumptions}")
+        print(
+            f"{r.case:46s} {r.measured / GiB:9.2f} GiB {pred / GiB:9.2f} GiB {err:+7.1f}% {no_loss:+8.1f}%  "
+            f"{r.scope_name} / {r.source} / {r.assumptions}"
+        )
     med = statistics.median(abs(x) for x in errors)
     print()
-    print(f"rows: {len(errors)}; median |error| = {med:.1f}% (goal <= {GOAL:.0f}%): "
-          f"{'PASS' if med <= GOAL else 'FAIL'}")
+    print(
+        f"rows: {len(errors)}; median |error| = {med:.1f}% (goal <= {GOAL:.0f}%): "
+        f"{'PASS' if med <= GOAL else 'FAIL'}"
+    )
     over = sum(x > 0 for x in errors)
     under = sum(x < 0 for x in errors)
-    print(f"signed: median error = {statistics.median(errors):+.1f}%, mean {statistics.mean(errors):+.1f}%; "
-          f"over-predicted {over}/{len(errors)} ({over / len(errors):.0%}), under-predicted {under}/{len(errors)} "
-          f"({under / len(errors):.0%})")
+    print(
+        f"signed: median error = {statistics.median(errors):+.1f}%, mean {statistics.mean(errors):+.1f}%; "
+        f"over-predicted {over}/{len(errors)} ({over / len(errors):.0%}), under-predicted {under}/{len(errors)} "
+        f"({under / len(errors):.0%})"
+    )
     by_method: dict[str, list[float]] = {}
     for r, x in zip(rows(), errors):
         by_method.setdefault(r.settings.method, []).append(x)
     for m, xs in by_method.items():
-        print(f"  {m:6s}: {len(xs)} rows, median signed {statistics.median(xs):+.1f}%, median |error| "
-              f"{statistics.median(abs(x) for x in xs):.1f}%, over/under {sum(x > 0 for x in xs)}/{sum(x < 0 for x in xs)}")
-    print("Which figure: 'torch counters' rows compare memory.allocated_peak_bytes (tensor bytes, as "
-          "torch.cuda.max_memory_allocated; paged optimizer states also left out), 'whole estimate' rows "
-          "memory.per_device_bytes (CUDA context and fragmentation included), the model-state rows only "
-          "those terms.")
+        print(
+            f"  {m:6s}: {len(xs)} rows, median signed {statistics.median(xs):+.1f}%, median |error| "
+            f"{statistics.median(abs(x) for x in xs):.1f}%, over/under {sum(x > 0 for x in xs)}/{sum(x < 0 for x in xs)}"
+        )
+    print(
+        "Which figure: 'torch counters' rows compare memory.allocated_peak_bytes (tensor bytes, as "
+        "torch.cuda.max_memory_allocated; paged optimizer states also left out), 'whole estimate' rows "
+        "memory.per_device_bytes (CUDA context and fragmentation included), the model-state rows only "
+        "those terms."
+    )
     tt = [abs(x) for r, x in zip(rows(), errors) if "torchtune" in r.source]
     if tt:
-        print(f"torchtune rows only: median |error| = "
-              f"{statistics.median(tt):.1f}%")
-    print("'w/o loss' is a diagnostic, not a score: the error with the logits_and_loss terms removed, "
-          "i.e. how far the rest of the model is from the figure.")
+        print(f"torchtune rows only: median |error| = {statistics.median(tt):.1f}%")
+    print(
+        "'w/o loss' is a diagnostic, not a score: the error with the logits_and_loss terms removed, "
+        "i.e. how far the rest of the model is from the figure."
+    )
 
     # Fit checks with no number to compare (facts §7 M9, QLoRA abstract): 65B QLoRA on one 48 GB GPU.
     l65 = get_spec("huggyllama/llama-65b")
     print()
     for rank in (16, 64):
-        e = estimate(l65, settings(method="qlora", lora_rank=rank, target_modules=["all-linear"],
-                                   gradient_checkpointing=True, optimizer="paged-adamw-32bit", seq_len=512),
-                     capacity_bytes=48 * GB, kbit_upcast=False)
-        print(f"M9 LLaMA-65B QLoRA r={rank} all-linear on one 48 GB GPU (bs 1, seq 512, GC, paged AdamW "
-              f"32-bit counted resident, fp32 adapters, qlora.py: no upcast): {e.per_device_bytes / GB:.1f} GB predicted, "
-              f"usable {e.usable_bytes / GB:.1f} GB, fits={e.fits} (paper: fits with paging)")
+        e = estimate(
+            l65,
+            settings(
+                method="qlora",
+                lora_rank=rank,
+                target_modules=["all-linear"],
+                gradient_checkpointing=True,
+                optimizer="paged-adamw-32bit",
+                seq_len=512,
+            ),
+            capacity_bytes=48 * GB,
+            kbit_upcast=False,
+        )
+        print(
+            f"M9 LLaMA-65B QLoRA r={rank} all-linear on one 48 GB GPU (bs 1, seq 512, GC, paged AdamW "
+            f"32-bit counted resident, fp32 adapters, qlora.py: no upcast): {e.per_device_bytes / GB:.1f} GB predicted, "
+            f"usable {e.usable_bytes / GB:.1f} GB, fits={e.fits} (paper: fits with paging)"
+        )
     return 0 if med <= GOAL else 1
 
 

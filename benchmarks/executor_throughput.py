@@ -33,22 +33,34 @@ def _batches(plan, tok, rows, steps: int):
     t = plan.training
     examples, _ = D.encode_rows(rows, tok, t.seq_len)
     stream = D.micro_batches(examples, t.per_device_batch_size, t.seed)
-    return [[D.collate(next(stream), tok.pad_token_id) for _ in range(t.gradient_accumulation_steps)]
-            for _ in range(steps)]
+    return [
+        [D.collate(next(stream), tok.pad_token_id) for _ in range(t.gradient_accumulation_steps)]
+        for _ in range(steps)
+    ]
 
 
 def _minimal_model(plan, model_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch.float32, attn_implementation="sdpa"
+    )
     model.config.use_cache = False
     if plan.method == "lora":
         from peft import LoraConfig, get_peft_model
 
         lo = plan.lora
-        model = get_peft_model(model, LoraConfig(r=lo.rank, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
-                                                 target_modules=list(lo.target_modules), task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lo.rank,
+                lora_alpha=lo.alpha,
+                lora_dropout=lo.dropout,
+                target_modules=list(lo.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
     model.train()
     return model
 
@@ -122,9 +134,11 @@ def main(argv=None) -> int:
     minimal = _minimal_model(plan, model_dir)
     rows = D.read_rows(D.check_data_path(path.parent / plan.data.train_path, "data.train_path")).rows
     steps_batches = _batches(plan, loaded.tokenizer, rows, a.steps)
-    print(f"{plan.method} on {plan.inputs.model.name}: {a.steps} steps x {a.rounds} rounds, micro-batch "
-          f"{plan.training.per_device_batch_size} x GA {plan.training.gradient_accumulation_steps}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{plan.method} on {plan.inputs.model.name}: {a.steps} steps x {a.rounds} rounds, micro-batch "
+        f"{plan.training.per_device_batch_size} x GA {plan.training.gradient_accumulation_steps}, "
+        f"{torch.get_num_threads()} threads"
+    )
     tot = {"A": [0, 0.0], "B": [0, 0.0]}
     pairs: list[float] = []  # time B / time A of the same step in the same round (not measured)
     steady = {"A": 0.0, "B": 0.0}
@@ -134,8 +148,10 @@ def main(argv=None) -> int:
         tot["A"][1] += sec
         keep = [i for i in range(len(times)) if i + 1 not in measured]
         steady["A"] += sum(times[i] for i in keep)
-        print(f"round {r + 1} A executor: {tok / sec:8.1f} tok/s  steps {[round(x, 2) for x in times]} "
-              f"(measured steps {measured})")
+        print(
+            f"round {r + 1} A executor: {tok / sec:8.1f} tok/s  steps {[round(x, 2) for x in times]} "
+            f"(measured steps {measured})"
+        )
         tok, sec, times_b = _run_minimal(minimal, plan, steps_batches)
         tot["B"][0] += tok
         tot["B"][1] += sec
@@ -143,13 +159,19 @@ def main(argv=None) -> int:
         pairs += [times_b[i] / times[i] for i in keep]
         print(f"round {r + 1} B minimal : {tok / sec:8.1f} tok/s  steps {[round(x, 2) for x in times_b]}")
     a_tps, b_tps = tot["A"][0] / tot["A"][1], tot["B"][0] / tot["B"][1]
-    print(f"\nexecutor {a_tps:.1f} tok/s, minimal loop {b_tps:.1f} tok/s, ratio {a_tps / b_tps:.3f} (all steps)")
-    print(f"ratio on steps the meter left alone (time B / time A): {steady['B'] / steady['A']:.3f}  "
-          f"(goal >= 0.95)")
+    print(
+        f"\nexecutor {a_tps:.1f} tok/s, minimal loop {b_tps:.1f} tok/s, ratio {a_tps / b_tps:.3f} (all steps)"
+    )
+    print(
+        f"ratio on steps the meter left alone (time B / time A): {steady['B'] / steady['A']:.3f}  "
+        f"(goal >= 0.95)"
+    )
     if pairs:
         import statistics
 
-        print(f"median per-step ratio (B/A, same step, unmeasured): {statistics.median(pairs):.3f} over {len(pairs)}")
+        print(
+            f"median per-step ratio (B/A, same step, unmeasured): {statistics.median(pairs):.3f} over {len(pairs)}"
+        )
     return 0
 
 

@@ -38,17 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     plan, _, _ = load_plan(args.plan)
     advised = plan.training.learning_rate
     half = args.points // 2
-    grid = [float(f"{advised * 3.0 ** k:.3g}") for k in range(-half, args.points - half)]
+    grid = [float(f"{advised * 3.0**k:.3g}") for k in range(-half, args.points - half)]
     tmp = Path(tempfile.mkdtemp(prefix="lr-regret-"))
     db = args.db or str(tmp / "runs.duckdb")
     out = args.output or str(tmp / "sweep")
     t0 = time.perf_counter()
-    sw = sweep.run_sweep(args.plan, {"learning_rate": grid}, max_steps=args.max_steps, db=db,
-                         output_dir=out, progress=False)
+    sw = sweep.run_sweep(
+        args.plan, {"learning_rate": grid}, max_steps=args.max_steps, db=db, output_dir=out, progress=False
+    )
     wall = time.perf_counter() - t0
-    print(f"lr_regret: {plan.inputs.model.name}, {plan.method}, {args.max_steps} steps per trial, "
-          f"batch {plan.training.per_device_batch_size * plan.training.gradient_accumulation_steps}, "
-          f"seq {plan.training.seq_len}; sweep {sw.sweep_id} in {wall:.0f} s")
+    print(
+        f"lr_regret: {plan.inputs.model.name}, {plan.method}, {args.max_steps} steps per trial, "
+        f"batch {plan.training.per_device_batch_size * plan.training.gradient_accumulation_steps}, "
+        f"seq {plan.training.seq_len}; sweep {sw.sweep_id} in {wall:.0f} s"
+    )
     losses: dict[float, float] = {}
     for t in sw.trials:
         lr = t.values["learning_rate"]
@@ -62,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     best = min(losses, key=losses.__getitem__)
     regret = losses[advised] - losses[best]
-    print(f"advised {advised:.3g}: eval loss {losses[advised]:.4f}; best {best:.3g}: {losses[best]:.4f}; "
-          f"regret {regret:.4f} nats (best/advised = {best / advised:.3g}x)")
+    print(
+        f"advised {advised:.3g}: eval loss {losses[advised]:.4f}; best {best:.3g}: {losses[best]:.4f}; "
+        f"regret {regret:.4f} nats (best/advised = {best / advised:.3g}x)"
+    )
     return 0
 
 

@@ -30,8 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
-FILL_TEXT = ("The quick brown fox jumps over the lazy dog while the date 2021-05-05 is written in ISO "
-             "format and every month from January to December is listed twice. ")
+FILL_TEXT = (
+    "The quick brown fox jumps over the lazy dog while the date 2021-05-05 is written in ISO "
+    "format and every month from January to December is listed twice. "
+)
 
 
 def _worker(method: str, steps: int, example_data: bool) -> dict:
@@ -52,8 +54,10 @@ def _worker(method: str, steps: int, example_data: bool) -> dict:
     if example_data:
         rows = D.read_rows(D.check_data_path(path.parent / plan.data.train_path, "data.train_path")).rows
     else:
-        rows = [D.Row(f"fill[{i}]", "text", {"text": f"Row {i}. " + FILL_TEXT * 8})
-                for i in range(t.per_device_batch_size * t.gradient_accumulation_steps * steps)]
+        rows = [
+            D.Row(f"fill[{i}]", "text", {"text": f"Row {i}. " + FILL_TEXT * 8})
+            for i in range(t.per_device_batch_size * t.gradient_accumulation_steps * steps)
+        ]
     examples, _ = D.encode_rows(rows, loaded.tokenizer, t.seq_len)
 
     saved_by_dim: Counter = Counter()
@@ -64,16 +68,24 @@ def _worker(method: str, steps: int, example_data: bool) -> dict:
             super().add(tensor)
             if len(self._live) > before:
                 dim = tuple(tensor.shape[-1:])
-                saved_by_dim[f"{dim[0] if dim else 'scalar'} {str(tensor.dtype).replace('torch.', '')}"] += \
+                saved_by_dim[f"{dim[0] if dim else 'scalar'} {str(tensor.dtype).replace('torch.', '')}"] += (
                     tensor.untyped_storage().nbytes()
+                )
 
     meter = Meter(loaded.model, cpu, runtime_bytes=runtime)
     train(loaded, examples, t, steps=steps, meter=meter, state=TrainState())
     meter.close()
     m = meter.result()
-    return {"method": method, "measured": m.model_dump(), "last": meter.last, "measured_steps": meter.measured_steps,
-            "measured_len": meter.measured_len, "runtime": runtime, "live_peak": meter.live_peak_bytes,
-            "saved_by_dim": dict(saved_by_dim.most_common())}
+    return {
+        "method": method,
+        "measured": m.model_dump(),
+        "last": meter.last,
+        "measured_steps": meter.measured_steps,
+        "measured_len": meter.measured_len,
+        "runtime": runtime,
+        "live_peak": meter.live_peak_bytes,
+        "saved_by_dim": dict(saved_by_dim.most_common()),
+    }
 
 
 def _report(r: dict) -> float:
@@ -86,14 +98,18 @@ def _report(r: dict) -> float:
     pred = mem.per_device_bytes
     err = m["peak_bytes"] / pred - 1
     L = r["measured_len"]
-    print(f"\n== {r['method']}: predicted {pred / MIB:,.0f} MiB, measured {m['peak_bytes'] / MIB:,.0f} MiB, "
-          f"error {err:+.1%}  (measured steps {r['measured_steps']}, micro-batch {plan.training.per_device_batch_size}"
-          f" x {L} tokens; plan seq_len {plan.training.seq_len})")
+    print(
+        f"\n== {r['method']}: predicted {pred / MIB:,.0f} MiB, measured {m['peak_bytes'] / MIB:,.0f} MiB, "
+        f"error {err:+.1%}  (measured steps {r['measured_steps']}, micro-batch {plan.training.per_device_batch_size}"
+        f" x {L} tokens; plan seq_len {plan.training.seq_len})"
+    )
     if L != plan.training.seq_len:
         st = mem.settings.model_copy(update={"seq_len": L})
         re = estimate(plan.inputs.model, st, capacity_bytes=mem.device_capacity_bytes, device="cpu")
-        print(f"   re-estimated at the measured length {L}: {re.per_device_bytes / MIB:,.0f} MiB, "
-              f"error {m['peak_bytes'] / re.per_device_bytes - 1:+.1%}")
+        print(
+            f"   re-estimated at the measured length {L}: {re.per_device_bytes / MIB:,.0f} MiB, "
+            f"error {m['peak_bytes'] / re.per_device_bytes - 1:+.1%}"
+        )
         mem = re
     b = mem.breakdown
     last = r["last"]
@@ -101,17 +117,31 @@ def _report(r: dict) -> float:
     saved = m["saved_tensors_peak_bytes"]
     rows = [
         ("runtime (Python+torch+...)", b.framework_overhead, r["runtime"], "predicted incl. fragmentation"),
-        ("weights + adapters + quant", b.weights + b.adapter_weights + b.quantization_constants, m["params_bytes"], ""),
+        (
+            "weights + adapters + quant",
+            b.weights + b.adapter_weights + b.quantization_constants,
+            m["params_bytes"],
+            "",
+        ),
         ("gradients", b.gradients, m["grads_bytes"], "measured: held after backward"),
         ("optimizer states", b.optimizer_states, m["optimizer_bytes"], ""),
         ("activations (saved, excl. loss)", b.activations, None, ""),
-        ("activations + logits/loss", b.activations + b.logits_and_loss, last.get("window_peak"),
-         "measured: profiled step peak above the state at step start"),
+        (
+            "activations + logits/loss",
+            b.activations + b.logits_and_loss,
+            last.get("window_peak"),
+            "measured: profiled step peak above the state at step start",
+        ),
         ("  saved for backward (+logits)", None, saved, "saved_tensors_hooks, one micro-batch"),
         ("  step peak in forward+loss", None, ph.get("forward"), ""),
         ("  step peak in backward", None, ph.get("backward"), "includes gradients as they appear"),
         ("  step peak in optimizer", None, ph.get("optimizer"), ""),
-        ("TOTAL peak_bytes", pred if L == plan.training.seq_len else mem.per_device_bytes, m["peak_bytes"], ""),
+        (
+            "TOTAL peak_bytes",
+            pred if L == plan.training.seq_len else mem.per_device_bytes,
+            m["peak_bytes"],
+            "",
+        ),
     ]
     print(f"   {'component':34s} {'predicted':>10s} {'measured':>10s} {'diff':>8s}")
     for name, p, q, note in rows:
@@ -119,8 +149,10 @@ def _report(r: dict) -> float:
         qs = f"{q / MIB:10,.1f}" if q is not None else f"{'':>10s}"
         ds = f"{q / p - 1:+8.1%}" if (p and q is not None) else f"{'':>8s}"
         print(f"   {name:34s} {ps} {qs} {ds}  {note}")
-    print("   saved for backward by trailing dim (MiB): " +
-          ", ".join(f"{k}: {v / MIB:.1f}" for k, v in r["saved_by_dim"].items() if v >= MIB // 10))
+    print(
+        "   saved for backward by trailing dim (MiB): "
+        + ", ".join(f"{k}: {v / MIB:.1f}" for k, v in r["saved_by_dim"].items() if v >= MIB // 10)
+    )
     return err
 
 
@@ -136,16 +168,20 @@ def main(argv=None) -> int:
         return 0
     errors = {}
     for method in a.methods.split(","):
-        cmd = [sys.executable, __file__, "--worker", method, "--steps", str(a.steps)] + \
-              (["--example-data"] if a.example_data else [])
+        cmd = [sys.executable, __file__, "--worker", method, "--steps", str(a.steps)] + (
+            ["--example-data"] if a.example_data else []
+        )
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode or not line:
             print(f"{method}: worker failed ({out.returncode})\n{out.stderr[-3000:]}")
             continue
         errors[method] = _report(json.loads(line[0][7:]))
-    print("\nsummary: " + ", ".join(f"{k} {v:+.1%}" for k, v in errors.items()) +
-          f"  (target |error| <= 15%: {'met' if errors and all(abs(v) <= 0.15 for v in errors.values()) else 'NOT met'})")
+    print(
+        "\nsummary: "
+        + ", ".join(f"{k} {v:+.1%}" for k, v in errors.items())
+        + f"  (target |error| <= 15%: {'met' if errors and all(abs(v) <= 0.15 for v in errors.values()) else 'NOT met'})"
+    )
     return 0
 
 

@@ -55,26 +55,45 @@ def main() -> int:
     times: dict[str, list[float]] = {k: [] for k in SETTINGS}
     for _ in range(a.rounds):
         for name, extra in SETTINGS.items():
-            plan = make_plan("lora", str(d), training={"per_device_batch_size": a.batch, "seq_len": a.seq_len,
-                                                       "max_steps": a.steps + 1, **extra},
-                             lora={"dropout": 0.0})
+            plan = make_plan(
+                "lora",
+                str(d),
+                training={
+                    "per_device_batch_size": a.batch,
+                    "seq_len": a.seq_len,
+                    "max_steps": a.steps + 1,
+                    **extra,
+                },
+                lora={"dropout": 0.0},
+            )
             loaded = load_model(plan, d, cpu)
             tok = loaded.tokenizer
             n = (a.steps + 1) * a.batch
             ids = [(7 * i + 3) % (len(tok) - 3) + 3 for i in range(n * a.seq_len)]
-            rows = [Example(ids[i * a.seq_len:(i + 1) * a.seq_len], ids[i * a.seq_len:(i + 1) * a.seq_len])
-                    for i in range(n)]
+            rows = [
+                Example(ids[i * a.seq_len : (i + 1) * a.seq_len], ids[i * a.seq_len : (i + 1) * a.seq_len])
+                for i in range(n)
+            ]
             meter = M.MemoryMeter(loaded.model, cpu, runtime_bytes=0)
             meter.measure_step = lambda *args: False  # plain steps: no profiler, no hooks
             state = T.TrainState()
             stamps: list[float] = []
-            T.train(loaded, rows, plan.training, steps=a.steps + 1, meter=meter, state=state,
-                    on_step=lambda r, s=stamps: s.append(time.perf_counter()))
+            T.train(
+                loaded,
+                rows,
+                plan.training,
+                steps=a.steps + 1,
+                meter=meter,
+                state=state,
+                on_step=lambda r, s=stamps: s.append(time.perf_counter()),
+            )
             meter.close()
             times[name] += [b - c for b, c in zip(stamps[1:], stamps[:-1])]  # first step is warm-up
     base = statistics.median(times["plain"])
-    print(f"embedded SmolLM2-135M, LoRA r=8 all-linear, fp32 CPU, micro-batch {a.batch} x {a.seq_len} tokens, "
-          f"{a.rounds} rounds x {a.steps} timed steps per setting")
+    print(
+        f"embedded SmolLM2-135M, LoRA r=8 all-linear, fp32 CPU, micro-batch {a.batch} x {a.seq_len} tokens, "
+        f"{a.rounds} rounds x {a.steps} timed steps per setting"
+    )
     print(f"{'setting':24} {'median step s':>14} {'slowdown':>9}")
     for name, ts in times.items():
         med = statistics.median(ts)

@@ -59,8 +59,19 @@ def run_once(plan: Path, processes: int, steps: int, tmp: Path, launched: bool =
     if launched and processes == 1:
         cmd = [sys.executable, "-c", LAUNCH_ONE, str(plan), str(steps), str(out), str(tmp / "bench.duckdb")]
     else:
-        cmd = [str(Path(sys.executable).parent / "tuneplan"), "run", str(plan), "--num-processes",
-               str(processes), "--max-steps", str(steps), "--output", str(out), "--db", str(tmp / "bench.duckdb")]
+        cmd = [
+            str(Path(sys.executable).parent / "tuneplan"),
+            "run",
+            str(plan),
+            "--num-processes",
+            str(processes),
+            "--max-steps",
+            str(steps),
+            "--output",
+            str(out),
+            "--db",
+            str(tmp / "bench.duckdb"),
+        ]
     env = dict(os.environ, TUNEPLAN_EVAL_BATCHES=os.environ.get("TUNEPLAN_EVAL_BATCHES", "1"))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -69,9 +80,17 @@ def run_once(plan: Path, processes: int, steps: int, tmp: Path, launched: bool =
     if proc.returncode != 0 or not results:
         raise SystemExit(f"{processes} process run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     r = json.loads(results[-1].read_text())
-    return {"processes": processes, "how": "torchrun" if launched else "in-process", "strategy": r["strategy"], "steps": r["steps"], "tokens": r["tokens"],
-            "tokens_per_second": r["tokens_per_second"], "train_seconds": r["tokens"] / r["tokens_per_second"],
-            "wall_seconds": round(wall, 1), "peak_bytes_per_rank": (r.get("measured") or {}).get("peak_bytes")}
+    return {
+        "processes": processes,
+        "how": "torchrun" if launched else "in-process",
+        "strategy": r["strategy"],
+        "steps": r["steps"],
+        "tokens": r["tokens"],
+        "tokens_per_second": r["tokens_per_second"],
+        "train_seconds": r["tokens"] / r["tokens_per_second"],
+        "wall_seconds": round(wall, 1),
+        "peak_bytes_per_rank": (r.get("measured") or {}).get("peak_bytes"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tuneplan-bench-") as d:
         tmp = Path(d)
         plan = _tiny_plan(tmp) if args.tiny else Path(args.plan).resolve()
-        rows = [run_once(plan, 1, args.steps, tmp, launched=False),
-                run_once(plan, 1, args.steps, tmp), run_once(plan, args.processes, args.steps, tmp)]
+        rows = [
+            run_once(plan, 1, args.steps, tmp, launched=False),
+            run_once(plan, 1, args.steps, tmp),
+            run_once(plan, args.processes, args.steps, tmp),
+        ]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if args.json:
         print(json.dumps({"cores": cores, "plan": str(plan), "rows": rows}, indent=2))
@@ -94,12 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plan {plan.name if not args.tiny else 'tiny-llama'}, {args.steps} steps, {cores} cores")
     print(f"{'procs':>5} {'how':>10} {'strategy':>8} {'tokens':>7} {'train s':>8} {'tok/s':>8} {'wall s':>7}")
     for r in rows:
-        print(f"{r['processes']:>5} {r['how']:>10} {r['strategy']:>8} {r['tokens']:>7} {r['train_seconds']:>8.1f} "
-              f"{r['tokens_per_second']:>8.0f} {r['wall_seconds']:>7.1f}")
+        print(
+            f"{r['processes']:>5} {r['how']:>10} {r['strategy']:>8} {r['tokens']:>7} {r['train_seconds']:>8.1f} "
+            f"{r['tokens_per_second']:>8.0f} {r['wall_seconds']:>7.1f}"
+        )
     _, one, many = rows  # compare like with like: both through torchrun and the worker
     ratio = many["tokens_per_second"] / one["tokens_per_second"]
-    print(f"{args.processes} processes: {ratio:.2f}x the tokens/s of 1"
-          + (" (slower: the processes share the same cores)" if ratio < 1 else ""))
+    print(
+        f"{args.processes} processes: {ratio:.2f}x the tokens/s of 1"
+        + (" (slower: the processes share the same cores)" if ratio < 1 else "")
+    )
     return 0
 
 

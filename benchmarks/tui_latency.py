@@ -23,8 +23,21 @@ import tempfile
 import time
 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-ADVISE = [sys.executable, "-m", "tuneplan.cli", "advise", "--model", "Llama-3.1-8B",
-          "--gpu", "A100-80GB", "--domain", "near", "--forgetting", "medium", "--json"]
+ADVISE = [
+    sys.executable,
+    "-m",
+    "tuneplan.cli",
+    "advise",
+    "--model",
+    "Llama-3.1-8B",
+    "--gpu",
+    "A100-80GB",
+    "--domain",
+    "near",
+    "--forgetting",
+    "medium",
+    "--json",
+]
 TUI = [sys.executable, "-m", "tuneplan.cli", "tui", "--out"]
 FIRST_SCREEN = b"Where will it train?"
 
@@ -54,8 +67,15 @@ def timed_paint(runs: int, tmp: str) -> list[float]:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
         env = dict(ENV, TERM="xterm-256color", COLORTERM="truecolor", TUNEPLAN_DB=f"{tmp}/r.duckdb")
         t0 = time.perf_counter()
-        p = subprocess.Popen(TUI + [f"{tmp}/p.json"], stdin=slave, stdout=slave, stderr=slave,
-                             env=env, start_new_session=True, cwd=tmp)
+        p = subprocess.Popen(
+            TUI + [f"{tmp}/p.json"],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
+            cwd=tmp,
+        )
         os.close(slave)
         seen = b""
         painted = None
@@ -86,14 +106,19 @@ async def keypress_to_plan(keys: int, tmp: str) -> list[float]:
     from tuneplan.advisor import catalog
     from tuneplan.tui.app import TunePlanApp
 
-    app = TunePlanApp(out=f"{tmp}/p.json", db=f"{tmp}/r.duckdb",
-                      detect=lambda: catalog.gpu_hardware("A100-80GB"))
+    app = TunePlanApp(
+        out=f"{tmp}/p.json", db=f"{tmp}/r.duckdb", detect=lambda: catalog.gpu_hardware("A100-80GB")
+    )
     out = []
     async with app.run_test(size=(160, 50)) as pilot:
         while not app.fully_mounted:
             await pilot.pause(0.02)
-        for wid, value in (("model", "meta-llama/Llama-3.1-8B"), ("domain", "near"), ("forgetting", "medium"),
-                           ("batch", "8")):
+        for wid, value in (
+            ("model", "meta-llama/Llama-3.1-8B"),
+            ("domain", "near"),
+            ("forgetting", "medium"),
+            ("batch", "8"),
+        ):
             app.query_one(f"#{wid}").value = value
         while app.pending or app.plan is None:
             await pilot.pause(0.02)
@@ -133,11 +158,15 @@ def main() -> None:
     print(f"{'measure':44s} {'median s':>9s} {'min s':>7s} {'max s':>7s}")
     print(f"{'tuneplan advise --json (fresh process)':44s} {a:9.3f} {min(adv):7.3f} {max(adv):7.3f}")
     print(f"{'tuneplan tui: first paint (fresh process)':44s} {p:9.3f} {min(paint):7.3f} {max(paint):7.3f}")
-    print(f"{'keypress -> plan on screen (80 ms debounce)':44s} {statistics.median(lat):9.3f} "
-          f"{min(lat):7.3f} {max(lat):7.3f}")
-    print(f"\nfirst paint = {p / a:.2f}x advise (goal <= 2x: {'PASS' if p <= 2 * a else 'FAIL'}); "
-          f"keypress-to-plan median {statistics.median(lat) * 1000:.0f} ms over {len(lat)} keys "
-          f"(goal ~100 ms)")
+    print(
+        f"{'keypress -> plan on screen (80 ms debounce)':44s} {statistics.median(lat):9.3f} "
+        f"{min(lat):7.3f} {max(lat):7.3f}"
+    )
+    print(
+        f"\nfirst paint = {p / a:.2f}x advise (goal <= 2x: {'PASS' if p <= 2 * a else 'FAIL'}); "
+        f"keypress-to-plan median {statistics.median(lat) * 1000:.0f} ms over {len(lat)} keys "
+        f"(goal ~100 ms)"
+    )
 
 
 if __name__ == "__main__":

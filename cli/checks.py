@@ -35,23 +35,42 @@ def add_check(subparsers: "argparse._SubParsersAction") -> None:
     )
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
     p.add_argument("--json", action="store_true", help="print JSON: runs, summary (and rules)")
-    p.add_argument("--format", choices=("table", "json", "markdown"), default=None,
-                   help="output: table (default), json (same as --json), or markdown for a "
-                   "pull-request comment")
-    p.add_argument("--strict", action="store_true",
-                   help="the CI gate: exit 1, with the reasons on stderr, on zero runs, any run "
-                   "that did not succeed, a NaN/inf loss, any broken verdict, and with --rules a "
-                   "broken or mixed audit (docs/checks.md)")
-    p.add_argument("--run", metavar="ID", action="append", default=None,
-                   help="judge only runs whose run_id starts with ID (repeatable)")
-    p.add_argument("--plan", metavar="PLAN", action="append", default=None,
-                   help="judge only runs of this plan: a plan.json file or its 16-hex plan_hash "
-                   "(repeatable)")
-    p.add_argument("--since", metavar="WHEN",
-                   help="judge only runs started at or after WHEN (ISO date or time, UTC, e.g. "
-                   "2025-01-31 or 2025-01-31T12:00)")
-    p.add_argument("--rules", action="store_true",
-                   help="also summarise which rules' promises held across runs")
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "markdown"),
+        default=None,
+        help="output: table (default), json (same as --json), or markdown for a pull-request comment",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="the CI gate: exit 1, with the reasons on stderr, on zero runs, any run "
+        "that did not succeed, a NaN/inf loss, any broken verdict, and with --rules a "
+        "broken or mixed audit (docs/checks.md)",
+    )
+    p.add_argument(
+        "--run",
+        metavar="ID",
+        action="append",
+        default=None,
+        help="judge only runs whose run_id starts with ID (repeatable)",
+    )
+    p.add_argument(
+        "--plan",
+        metavar="PLAN",
+        action="append",
+        default=None,
+        help="judge only runs of this plan: a plan.json file or its 16-hex plan_hash (repeatable)",
+    )
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="judge only runs started at or after WHEN (ISO date or time, UTC, e.g. "
+        "2025-01-31 or 2025-01-31T12:00)",
+    )
+    p.add_argument(
+        "--rules", action="store_true", help="also summarise which rules' promises held across runs"
+    )
     p.set_defaults(func=cmd_check)
 
 
@@ -78,11 +97,17 @@ def add_report(subparsers: "argparse._SubParsersAction") -> None:
         "written, 1 matplotlib missing or writing failed, 2 no database.",
     )
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
-    p.add_argument("--out", metavar="DIR", required=True,
-                   help="directory to write into; a non-empty one is refused unless --force")
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty --out directory (report.md and the PNGs are "
-                   "overwritten)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        required=True,
+        help="directory to write into; a non-empty one is refused unless --force",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --out directory (report.md and the PNGs are overwritten)",
+    )
     p.set_defaults(func=cmd_report)
 
 
@@ -139,8 +164,13 @@ def _check_filters(args: argparse.Namespace) -> "dict | int":
 
                 plan = load_plan_dict(json.loads(path.read_text(encoding="utf-8")))
             except Exception as exc:  # noqa: BLE001 - any unreadable plan is bad input
-                problems.append(Problem("--plan", f"cannot read plan {path}: {exc}",
-                                        "give a plan.json written by `tuneplan advise`"))
+                problems.append(
+                    Problem(
+                        "--plan",
+                        f"cannot read plan {path}: {exc}",
+                        "give a plan.json written by `tuneplan advise`",
+                    )
+                )
                 continue
             from tuneplan.base.planio import plan_hash
 
@@ -148,24 +178,36 @@ def _check_filters(args: argparse.Namespace) -> "dict | int":
         elif len(value) == 16 and all(c in "0123456789abcdef" for c in value.lower()):
             hashes.append(value.lower())
         else:
-            problems.append(Problem("--plan", f"{value!r} is neither a plan file nor a plan_hash",
-                                    "give a plan.json path or the 16-hex plan_hash `tuneplan "
-                                    "runs --json` shows"))
+            problems.append(
+                Problem(
+                    "--plan",
+                    f"{value!r} is neither a plan file nor a plan_hash",
+                    "give a plan.json path or the 16-hex plan_hash `tuneplan runs --json` shows",
+                )
+            )
     since = None
     if args.since:
         try:
             since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
         except ValueError:
-            problems.append(Problem("--since", f"{args.since!r} is not an ISO date or time",
-                                    "e.g. --since 2025-01-31 or --since 2025-01-31T12:00"))
+            problems.append(
+                Problem(
+                    "--since",
+                    f"{args.since!r} is not an ISO date or time",
+                    "e.g. --since 2025-01-31 or --since 2025-01-31T12:00",
+                )
+            )
         else:
             if since.tzinfo is not None:
                 since = since.astimezone(timezone.utc).replace(tzinfo=None)
     if problems:
         err(InputError(problems).render())
         return EXIT_BAD_INPUT
-    return {"run_ids": args.run, "plan_hashes": hashes or None,
-            "since": since.isoformat(sep=" ") if since else None}
+    return {
+        "run_ids": args.run,
+        "plan_hashes": hashes or None,
+        "since": since.isoformat(sep=" ") if since else None,
+    }
 
 
 def _print_check(result: dict, db: str | None) -> None:
@@ -174,29 +216,58 @@ def _print_check(result: dict, db: str | None) -> None:
 
     out = console()
     table = Table(title=escape(f"check: runs in {db_label(db)}"), title_justify="left")
-    for name in ("run", "method", "status", "mem err", "mem err (like-for-like)", "learned",
-                 "forgetting", "verdict", "reasons"):
+    for name in (
+        "run",
+        "method",
+        "status",
+        "mem err",
+        "mem err (like-for-like)",
+        "learned",
+        "forgetting",
+        "verdict",
+        "reasons",
+    ):
         table.add_column(name, no_wrap=name != "reasons", overflow="fold")
     for r in result["runs"]:
         verdict = "[green]held[/]" if r["verdict"] == "held" else "[red]broken[/]"
-        forgetting = "-" if r["forgetting"] is None else (
-            f"{r['forgetting']:+.4f}" + ("" if r["forgetting_within_tolerance"] is None else
-                                         (" ok" if r["forgetting_within_tolerance"] else " over")))
+        forgetting = (
+            "-"
+            if r["forgetting"] is None
+            else (
+                f"{r['forgetting']:+.4f}"
+                + (
+                    ""
+                    if r["forgetting_within_tolerance"] is None
+                    else (" ok" if r["forgetting_within_tolerance"] else " over")
+                )
+            )
+        )
         table.add_row(
-            escape(r["run_id"]), escape(r["method"] or "-"), escape(r["status"]),
-            signed_pct(r["memory_error"]) or "-", signed_pct(r["memory_error_comparable"]) or "-",
-            "-" if r["learned"] is None else ("yes" if r["learned"] else "no"), forgetting, verdict,
+            escape(r["run_id"]),
+            escape(r["method"] or "-"),
+            escape(r["status"]),
+            signed_pct(r["memory_error"]) or "-",
+            signed_pct(r["memory_error_comparable"]) or "-",
+            "-" if r["learned"] is None else ("yes" if r["learned"] else "no"),
+            forgetting,
+            verdict,
             escape("; ".join(r["reasons"] + r["notes"])),
         )
     out.print(table)
     s = result["summary"]
-    out.print(f"{s['runs']} runs: {s['held']} held, {s['broken']} broken "
-              f"(out of memory {s['out_of_memory']}, under-predicted {s['memory_under_predicted']}, "
-              f"did not learn {s['did_not_learn']}, forgot beyond tolerance "
-              f"{s['forgot_beyond_tolerance']})")
+    out.print(
+        f"{s['runs']} runs: {s['held']} held, {s['broken']} broken "
+        f"(out of memory {s['out_of_memory']}, under-predicted {s['memory_under_predicted']}, "
+        f"did not learn {s['did_not_learn']}, forgot beyond tolerance "
+        f"{s['forgot_beyond_tolerance']})"
+    )
     for rule in result.get("rules", []) + ([result["distance"]] if result.get("distance") else []):
-        out.print(escape(f"{rule['rule']} {rule['status']:<8} {rule['held']}/{rule['tested']} held "
-                         f"- {rule['promise']}" + (f" ({rule['note']})" if rule["note"] else "")))
+        out.print(
+            escape(
+                f"{rule['rule']} {rule['status']:<8} {rule['held']}/{rule['tested']} held "
+                f"- {rule['promise']}" + (f" ({rule['note']})" if rule["note"] else "")
+            )
+        )
         for line in rule["evidence"]:
             out.print(escape(f"    {line}"))
 
@@ -220,16 +291,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for run_id, why in fitted.skipped:
         err(f"skipped {run_id}: {why}")
     if not fitted.keys:
-        err("error: no succeeded run with a measured peak and a plan to calibrate from "
-            "(fix: run plans with `tuneplan run`, then calibrate); nothing written")
+        err(
+            "error: no succeeded run with a measured peak and a plan to calibrate from "
+            "(fix: run plans with `tuneplan run`, then calibrate); nothing written"
+        )
         return EXIT_FAILED
     path = calibrate.write(args.db, fitted)
     for key, k in fitted.keys.items():
         factors = ", ".join(f"{t} x{v:g}" for t, v in k.factors.items())
-        print(f"{key}: {factors} from {len(k.run_ids)} run{'s' if len(k.run_ids) != 1 else ''}; "
-              f"mean |memory error| {k.mean_abs_error_before:.1%} -> {k.mean_abs_error_after:.1%}")
-    print(f"mean absolute memory error (like-for-like, {sum(len(k.run_ids) for k in fitted.keys.values())} "
-          f"runs): before {fitted.mean_abs_error_before:.1%}, after {fitted.mean_abs_error_after:.1%}")
+        print(
+            f"{key}: {factors} from {len(k.run_ids)} run{'s' if len(k.run_ids) != 1 else ''}; "
+            f"mean |memory error| {k.mean_abs_error_before:.1%} -> {k.mean_abs_error_after:.1%}"
+        )
+    print(
+        f"mean absolute memory error (like-for-like, {sum(len(k.run_ids) for k in fitted.keys.values())} "
+        f"runs): before {fitted.mean_abs_error_before:.1%}, after {fitted.mean_abs_error_after:.1%}"
+    )
     print(f"wrote {path}; use it with `tuneplan advise ... --calibrated --db {db_label(args.db)}`")
     return EXIT_OK
 
@@ -243,6 +320,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         from tuneplan.executor.ledger.report import write_report
+
         paths = write_report(args.db, args.out)
     except ModuleNotFoundError as exc:
         err(f"error: `tuneplan report` needs {exc.name!r} (fix: pip install matplotlib)")

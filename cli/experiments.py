@@ -28,14 +28,20 @@ def add_compare(subparsers: "argparse._SubParsersAction") -> None:
         "method does not stop the others. Exit 0 all succeeded, 1 any failed or was skipped, "
         "2 bad input, 130 interrupted.",
     )
-    add_run_options(p, output_help="where variant plans and run directories go "
-                    "(default: runs/<compare id>)")
-    p.add_argument("--methods", default="full,lora,qlora", metavar="LIST",
-                   help="comma-separated methods to run (default: full,lora,qlora)")
+    add_run_options(p, output_help="where variant plans and run directories go (default: runs/<compare id>)")
+    p.add_argument(
+        "--methods",
+        default="full,lora,qlora",
+        metavar="LIST",
+        help="comma-separated methods to run (default: full,lora,qlora)",
+    )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    p.add_argument("--format", choices=("table", "json", "markdown"), default=None,
-                   help="output: table (default), json (same as --json), or markdown for a "
-                   "pull-request comment")
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "markdown"),
+        default=None,
+        help="output: table (default), json (same as --json), or markdown for a pull-request comment",
+    )
     p.set_defaults(func=cmd_compare)
 
 
@@ -51,16 +57,24 @@ def add_sweep(subparsers: "argparse._SubParsersAction") -> None:
         "rate (and vs rank). Exit 0 all succeeded, 1 any failed or was skipped, 2 bad input, "
         "130 interrupted.",
     )
-    add_run_options(p, output_help="where variant plans, runs, sweep.json and sweep.png go "
-                    "(default: runs/<sweep id>)")
-    p.add_argument("--lr", metavar="band|A,B,C",
-                   help="learning rates: 'band' (the plan's LR/3, LR, 3·LR) or a comma list")
+    add_run_options(
+        p, output_help="where variant plans, runs, sweep.json and sweep.png go (default: runs/<sweep id>)"
+    )
+    p.add_argument(
+        "--lr",
+        metavar="band|A,B,C",
+        help="learning rates: 'band' (the plan's LR/3, LR, 3·LR) or a comma list",
+    )
     p.add_argument("--rank", metavar="R1,R2", help="LoRA ranks, e.g. 8,16,64")
-    p.add_argument("--targets", metavar="SET1,SET2",
-                   help="target sets, e.g. attention,all-linear (join names with +: q_proj+v_proj)")
+    p.add_argument(
+        "--targets",
+        metavar="SET1,SET2",
+        help="target sets, e.g. attention,all-linear (join names with +: q_proj+v_proj)",
+    )
     p.add_argument("--methods", metavar="LIST", help="methods, e.g. full,lora (compare is this axis alone)")
-    p.add_argument("--write", metavar="PLAN_JSON", help="write the tuned plan here "
-                   "(default: <output>/plan-tuned.json)")
+    p.add_argument(
+        "--write", metavar="PLAN_JSON", help="write the tuned plan here (default: <output>/plan-tuned.json)"
+    )
     p.add_argument("--json", action="store_true", help="print the sweep as JSON")
     p.set_defaults(func=cmd_sweep)
 
@@ -75,9 +89,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     def body() -> int:
         holder["cmp"] = compare.run_comparison(
-            args.plan, compare.parse_methods(args.methods), max_steps=args.max_steps, db=args.db,
-            output_dir=args.output, data=args.data, model_path=args.model_path,
-            **trust_kwargs(args))
+            args.plan,
+            compare.parse_methods(args.methods),
+            max_steps=args.max_steps,
+            db=args.db,
+            output_dir=args.output,
+            data=args.data,
+            model_path=args.model_path,
+            **trust_kwargs(args),
+        )
         return 0
 
     code = guarded(body)
@@ -110,15 +130,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if args.methods:
             grid["method"] = compare.parse_methods(args.methods)
         if args.lr:
-            grid["learning_rate"] = ["band"] if args.lr.strip().lower() == "band" else \
-                sweep.parse_lr(args.lr, None)  # type: ignore[arg-type]
+            grid["learning_rate"] = (
+                ["band"] if args.lr.strip().lower() == "band" else sweep.parse_lr(args.lr, None)
+            )  # type: ignore[arg-type]
         if args.rank:
             grid["lora_rank"] = sweep.parse_ranks(args.rank)
         if args.targets:
             grid["target_modules"] = sweep.parse_targets(args.targets)
         holder["sweep"] = sweep.run_sweep(
-            args.plan, grid, max_steps=args.max_steps, db=args.db, output_dir=args.output,
-            data=args.data, model_path=args.model_path, write_plan=args.write)
+            args.plan,
+            grid,
+            max_steps=args.max_steps,
+            db=args.db,
+            output_dir=args.output,
+            data=args.data,
+            model_path=args.model_path,
+            write_plan=args.write,
+        )
         return 0
 
     code = guarded(body)

@@ -22,13 +22,24 @@ from .output import EXIT_INTERRUPTED
 
 # The subcommands in `tuneplan --help` order, each added by its group's module.
 COMMANDS: dict[str, Callable[["argparse._SubParsersAction"], None]] = {
-    "advise": advise.add_advise, "validate": advise.add_validate,
-    "schema": reference.add_schema, "explain": reference.add_explain, "rules": reference.add_rules,
-    "models": reference.add_models, "gpus": reference.add_gpus,
-    "run": run.add_run, "export": run.add_export, "runs": runs.add_runs, "sql": runs.add_sql,
+    "advise": advise.add_advise,
+    "validate": advise.add_validate,
+    "schema": reference.add_schema,
+    "explain": reference.add_explain,
+    "rules": reference.add_rules,
+    "models": reference.add_models,
+    "gpus": reference.add_gpus,
+    "run": run.add_run,
+    "export": run.add_export,
+    "runs": runs.add_runs,
+    "sql": runs.add_sql,
     "merge": run.add_merge,
-    "compare": experiments.add_compare, "sweep": experiments.add_sweep, "measure": measure.add_measure,
-    "check": checks.add_check, "calibrate": checks.add_calibrate, "report": checks.add_report,
+    "compare": experiments.add_compare,
+    "sweep": experiments.add_sweep,
+    "measure": measure.add_measure,
+    "check": checks.add_check,
+    "calibrate": checks.add_calibrate,
+    "report": checks.add_report,
     "tui": tui.add_tui,
 }
 

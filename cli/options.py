@@ -6,9 +6,11 @@ import argparse
 
 DB_HELP = "run database (default: $TUNEPLAN_DB or ./.tuneplan/runs.duckdb)"
 
-TRUST_HELP = ("allow the model directory's own Python (modeling_*.py) to run; only this flag "
-              "turns it on, never the plan file's trust_remote_code field (which records what "
-              "was used); never in --dry-run")
+TRUST_HELP = (
+    "allow the model directory's own Python (modeling_*.py) to run; only this flag "
+    "turns it on, never the plan file's trust_remote_code field (which records what "
+    "was used); never in --dry-run"
+)
 
 
 def positive_int(text: str) -> int:
@@ -34,16 +36,28 @@ def non_negative_int(text: str) -> int:
 def add_run_options(p: argparse.ArgumentParser, *, output_help: str, plan_optional: bool = False) -> None:
     """PLAN and the options shared by everything that executes a plan (run, compare, sweep)."""
     if plan_optional:
-        p.add_argument("plan", metavar="PLAN", nargs="?", default=None,
-                       help="plan.json written by `tuneplan advise` (with --resume: optional, the run's own)")
+        p.add_argument(
+            "plan",
+            metavar="PLAN",
+            nargs="?",
+            default=None,
+            help="plan.json written by `tuneplan advise` (with --resume: optional, the run's own)",
+        )
     else:
         p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
-    p.add_argument("--data", metavar="PATH", help="training data (JSONL, JSON, CSV or Parquet); "
-                   "overrides plan.data.train_path")
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="training data (JSONL, JSON, CSV or Parquet); overrides plan.data.train_path",
+    )
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
     p.add_argument("--output", metavar="DIR", help=output_help)
-    p.add_argument("--max-steps", type=positive_int, metavar="N",
-                   help="stop each run after N optimizer steps (smoke tests)")
+    p.add_argument(
+        "--max-steps",
+        type=positive_int,
+        metavar="N",
+        help="stop each run after N optimizer steps (smoke tests)",
+    )
     p.add_argument("--model-path", metavar="DIR", help="load the model from this local directory")
     add_trust_option(p)
 

@@ -39,8 +39,7 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     is_tty = hasattr(stream, "isatty") and stream.isatty()
-    return Console(file=stream, width=None if is_tty else 200, soft_wrap=False,
-                   highlight=False)
+    return Console(file=stream, width=None if is_tty else 200, soft_wrap=False, highlight=False)
 
 
 COLUMN_CAP = 40
@@ -78,8 +77,13 @@ def print_vertical(console: Any, columns: list[str], rows: list[list[str]]) -> N
                 cut = True
             console.print(Text(f"{name:<{width}} | {value}"), soft_wrap=True)
     if cut:
-        console.print(Text(f"(values longer than {VERTICAL_CELL_LIMIT} characters are cut; "
-                           "--format csv or json prints them whole)"), soft_wrap=True)
+        console.print(
+            Text(
+                f"(values longer than {VERTICAL_CELL_LIMIT} characters are cut; "
+                "--format csv or json prints them whole)"
+            ),
+            soft_wrap=True,
+        )
 
 
 def gib(value: Any) -> str:
@@ -155,9 +159,11 @@ def check_out_dir(value: Optional[str], flag: str, force: bool) -> Optional[int]
         if entries:
             shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
             input_error(
-                flag, f"{path} is not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: "
+                flag,
+                f"{path} is not empty ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: "
                 f"{shown}); writing there would overwrite files",
-                f"give a new or empty directory, or pass --force to write into {path} anyway")
+                f"give a new or empty directory, or pass --force to write into {path} anyway",
+            )
             return EXIT_BAD_INPUT
     return None
 

@@ -74,8 +74,21 @@ def cmd_models(args) -> int:
 
     rows = catalog.list_models()
     if args.json:
-        print(json.dumps([{"name": m.name, "family": m.family, "params": m.total_params,
-                           "active_params": m.active_params, "source": m.source} for m in rows], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": m.name,
+                        "family": m.family,
+                        "params": m.total_params,
+                        "active_params": m.active_params,
+                        "source": m.source,
+                    }
+                    for m in rows
+                ],
+                indent=2,
+            )
+        )
         return EXIT_OK
     for m in rows:
         active = f" ({m.active_params / 1e9:.2f}B active)" if m.is_moe else ""
@@ -86,12 +99,23 @@ def cmd_models(args) -> int:
 def cmd_gpus(args) -> int:
     from tuneplan.advisor import catalog
 
-    rows = [{"name": g.name, "aliases": list(g.aliases), "memory_bytes": g.memory_bytes,
-             "bf16": g.bf16, "vendor": g.vendor, "source": g.source} for g in catalog.list_gpus()]
+    rows = [
+        {
+            "name": g.name,
+            "aliases": list(g.aliases),
+            "memory_bytes": g.memory_bytes,
+            "bf16": g.bf16,
+            "vendor": g.vendor,
+            "source": g.source,
+        }
+        for g in catalog.list_gpus()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for r in rows:
-        print(f"{r['name']:28s} {r['memory_bytes'] / 1024**3:7.1f} GiB  bf16={'yes' if r['bf16'] else 'no '}  "
-              f"aliases: {', '.join(r['aliases'])}")
+        print(
+            f"{r['name']:28s} {r['memory_bytes'] / 1024**3:7.1f} GiB  bf16={'yes' if r['bf16'] else 'no '}  "
+            f"aliases: {', '.join(r['aliases'])}"
+        )
     return EXIT_OK

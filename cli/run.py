@@ -16,8 +16,17 @@ from typing import Any, Optional
 from tuneplan.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFEASIBLE, EXIT_OK
 
 from .options import add_run_options, add_trust_option, non_negative_int, positive_int, trust_kwargs
-from .output import (EXIT_INTERRUPTED, before_after, check_out_dir, err, gib, guarded, input_error,
-                     no_file, signed_pct)
+from .output import (
+    EXIT_INTERRUPTED,
+    before_after,
+    check_out_dir,
+    err,
+    gib,
+    guarded,
+    input_error,
+    no_file,
+    signed_pct,
+)
 
 _PLAN_FIX = "give the plan.json written by `tuneplan advise`"
 
@@ -36,40 +45,71 @@ def add_run(subparsers: "argparse._SubParsersAction") -> None:
         "130 interrupted.",
     )
     add_run_options(p, output_help="parent directory for the run directory", plan_optional=True)
-    p.add_argument("--report-to", metavar="LIST",
-                   help="also log metrics to experiment trackers: tensorboard, wandb, mlflow (comma "
-                   "list; optional extras: pip install 'tuneplan[trackers]'); TensorBoard and MLflow "
-                   "write under the run directory")
-    p.add_argument("--resume", metavar="RUN_DIR|latest",
-                   help="continue an interrupted run (same run id) from its newest checkpoint; "
-                   "latest: the newest resumable run under --output (default ./runs)")
-    p.add_argument("--num-processes", type=positive_int, metavar="N", default=None,
-                   help="processes to launch over all machines (default: as planned, "
-                   "distributed.num_processes); more than 1 launches workers with torchrun (CPU, "
-                   "gloo) or accelerate launch (GPUs)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the launch command and the accelerate config, start nothing")
-    p.add_argument("--num-machines", type=positive_int, metavar="M", default=None,
-                   help="machines in the job (default: as planned, distributed.num_nodes)")
-    p.add_argument("--machine-rank", type=non_negative_int, metavar="R", default=0,
-                   help="this machine's rank, 0..M-1 (default 0)")
+    p.add_argument(
+        "--report-to",
+        metavar="LIST",
+        help="also log metrics to experiment trackers: tensorboard, wandb, mlflow (comma "
+        "list; optional extras: pip install 'tuneplan[trackers]'); TensorBoard and MLflow "
+        "write under the run directory",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR|latest",
+        help="continue an interrupted run (same run id) from its newest checkpoint; "
+        "latest: the newest resumable run under --output (default ./runs)",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=positive_int,
+        metavar="N",
+        default=None,
+        help="processes to launch over all machines (default: as planned, "
+        "distributed.num_processes); more than 1 launches workers with torchrun (CPU, "
+        "gloo) or accelerate launch (GPUs)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the launch command and the accelerate config, start nothing",
+    )
+    p.add_argument(
+        "--num-machines",
+        type=positive_int,
+        metavar="M",
+        default=None,
+        help="machines in the job (default: as planned, distributed.num_nodes)",
+    )
+    p.add_argument(
+        "--machine-rank",
+        type=non_negative_int,
+        metavar="R",
+        default=0,
+        help="this machine's rank, 0..M-1 (default 0)",
+    )
     p.add_argument("--main-process-ip", metavar="IP", help="address of machine rank 0")
-    p.add_argument("--main-process-port", type=positive_int, metavar="P",
-                   help="rendezvous port on machine rank 0 (default: a free port; 29500 "
-                   "when --main-process-ip is given)")
+    p.add_argument(
+        "--main-process-port",
+        type=positive_int,
+        metavar="P",
+        help="rendezvous port on machine rank 0 (default: a free port; 29500 "
+        "when --main-process-ip is given)",
+    )
     p.set_defaults(func=cmd_run)
 
 
 def add_export(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser(
-        "export", help="write the plan as a TRL, Axolotl, LLaMA-Factory or torchtune config",
+        "export",
+        help="write the plan as a TRL, Axolotl, LLaMA-Factory or torchtune config",
         description="Write plan.json in another trainer's own config format: method, LR and schedule, "
         "rank, alpha, dropout, targets, 4-bit quantization, precision, checkpointing, batch, sequence "
         "length, data and distributed settings. What the target cannot express is listed in the file's "
-        "header and on stderr. Exit 0 written, 2 bad input.")
+        "header and on stderr. Exit 0 written, 2 bad input.",
+    )
     p.add_argument("plan", metavar="PLAN", help="plan.json written by `tuneplan advise`")
-    p.add_argument("--to", required=True, choices=("trl", "axolotl", "llamafactory", "torchtune"),
-                   help="target trainer")
+    p.add_argument(
+        "--to", required=True, choices=("trl", "axolotl", "llamafactory", "torchtune"), help="target trainer"
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     p.set_defaults(func=cmd_export)
 
@@ -82,10 +122,17 @@ def add_merge(subparsers: "argparse._SubParsersAction") -> None:
         "the merged weights.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `tuneplan run`")
-    p.add_argument("--out", metavar="DIR", help="where to write the merged model (default: "
-                   "RUN_DIR/merged); a non-empty directory is refused unless --force")
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty --out directory (its files may be overwritten)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write the merged model (default: "
+        "RUN_DIR/merged); a non-empty directory is refused unless --force",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --out directory (its files may be overwritten)",
+    )
     add_trust_option(p)
     p.set_defaults(func=cmd_merge)
 
@@ -111,8 +158,12 @@ def preflight_or_exit(args: argparse.Namespace, *, resolve_model: bool) -> Optio
     from tuneplan.executor.preflight import Infeasible, preflight
 
     try:
-        preflight(_plan(args), data=getattr(args, "data", None), model_path=getattr(args, "model_path", None),
-                  resolve_model=resolve_model)
+        preflight(
+            _plan(args),
+            data=getattr(args, "data", None),
+            model_path=getattr(args, "model_path", None),
+            resolve_model=resolve_model,
+        )
     except InputError as exc:
         err(exc.render())
         return EXIT_BAD_INPUT
@@ -129,22 +180,22 @@ def _print_summary(result: Any, plan: Any = None) -> None:
     measured = lfl.measured_bytes
     print(f"run {result.run_id} {result.status}")
     print(f"  dir        {result.run_dir}")
-    line = f"  peak       predicted {gib(result.predicted_peak_bytes)} GiB, measured " \
-           f"{gib(measured)} GiB"
+    line = f"  peak       predicted {gib(result.predicted_peak_bytes)} GiB, measured {gib(measured)} GiB"
     if lfl.raw_error is not None:
         line += f" (prediction {signed_pct(lfl.raw_error)})"
     if result.measured:
         line += f" [{result.measured.device_kind}]"
     print(line)
     if measured:
-        line = (f"  tensors    predicted {gib(lfl.predicted_comparable_bytes)} GiB, measured "
-                f"{gib(lfl.measured_comparable_bytes)} GiB (like-for-like error "
-                f"{signed_pct(lfl.error) or '-'}; prediction less {gib(lfl.overhead_bytes)} GiB "
-                f"framework overhead, peak less {gib(lfl.runtime_bytes)} GiB runtime)")
+        line = (
+            f"  tensors    predicted {gib(lfl.predicted_comparable_bytes)} GiB, measured "
+            f"{gib(lfl.measured_comparable_bytes)} GiB (like-for-like error "
+            f"{signed_pct(lfl.error) or '-'}; prediction less {gib(lfl.overhead_bytes)} GiB "
+            f"framework overhead, peak less {gib(lfl.runtime_bytes)} GiB runtime)"
+        )
         print(line)
     print(f"  eval loss  {before_after(result.eval_loss_before, result.eval_loss_after)}")
-    print(f"  probe loss "
-          f"{before_after(result.forgetting_loss_before, result.forgetting_loss_after)}")
+    print(f"  probe loss {before_after(result.forgetting_loss_before, result.forgetting_loss_after)}")
     speed = "-" if result.tokens_per_second is None else f"{result.tokens_per_second:,.0f}"
     wall = "" if result.wall_seconds is None else f", {result.wall_seconds:.1f} s wall"
     print(f"  speed      {speed} tokens/s, {result.steps} steps, {result.tokens} tokens{wall}")
@@ -177,8 +228,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tuneplan.base.errors import InputError
 
     if args.plan is None and not args.resume:
-        input_error("PLAN", "no plan given", "pass the plan.json written by `tuneplan advise`, "
-                    "or --resume RUN_DIR|latest")
+        input_error(
+            "PLAN",
+            "no plan given",
+            "pass the plan.json written by `tuneplan advise`, or --resume RUN_DIR|latest",
+        )
         return EXIT_BAD_INPUT
     if args.resume:
         from tuneplan.executor.resume import resolve_resume
@@ -214,10 +268,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tuneplan.executor.signals import RecordingFailed, RunInterrupted, pause
 
     try:
-        result = run_plan(_plan(args), data=args.data, db=args.db, output_dir=args.output,
-                          max_steps=args.max_steps, model_path=args.model_path, resume=args.resume,
-                          report_to=args.report_to,
-                          **trust_kwargs(args))
+        result = run_plan(
+            _plan(args),
+            data=args.data,
+            db=args.db,
+            output_dir=args.output,
+            max_steps=args.max_steps,
+            model_path=args.model_path,
+            resume=args.resume,
+            report_to=args.report_to,
+            **trust_kwargs(args),
+        )
     except InputError as exc:
         err(exc.render())
         return EXIT_BAD_INPUT
@@ -244,8 +305,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         loaded = getattr(args, "loaded_plan", None)
         _print_summary(result, loaded.plan if loaded is not None else None)
     except KeyboardInterrupt:
-        err(f"interrupted after the run ended: run {result.run_id} is recorded as {result.status} "
-            f"in {result.run_dir}/result.json and the database")
+        err(
+            f"interrupted after the run ended: run {result.run_id} is recorded as {result.status} "
+            f"in {result.run_dir}/result.json and the database"
+        )
         return EXIT_INTERRUPTED
     return EXIT_OK if result.status == "succeeded" else EXIT_FAILED
 
@@ -282,8 +345,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    missing = no_file(args.run_dir, "RUN_DIR", "give a run directory written by `tuneplan run`",
-                      directory=True)
+    missing = no_file(
+        args.run_dir, "RUN_DIR", "give a run directory written by `tuneplan run`", directory=True
+    )
     if missing is not None:
         return missing
 

@@ -47,9 +47,11 @@ def add_runs(subparsers: "argparse._SubParsersAction") -> None:
     )
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument("--vertical", action="store_true",
-                   help="one field per line for each run (also used when the table is wider "
-                        "than the terminal)")
+    p.add_argument(
+        "--vertical",
+        action="store_true",
+        help="one field per line for each run (also used when the table is wider than the terminal)",
+    )
     p.add_argument("--limit", type=non_negative_int, metavar="N", help="show the N newest runs")
     p.set_defaults(func=cmd_runs)
     runs_sub = p.add_subparsers(dest="runs_command", metavar="{ingest,upgrade}")
@@ -90,25 +92,41 @@ def add_sql(subparsers: "argparse._SubParsersAction") -> None:
         "column; docs/sql.md has worked queries.",
     )
     p.add_argument("query", metavar="QUERY", nargs="?", help='e.g. "SELECT * FROM method_summary"')
-    p.add_argument("--schema", action="store_true",
-                   help="list every table and view with a one-line description of each column "
-                   "(with --format json: as JSON; markdown also accepted)")
+    p.add_argument(
+        "--schema",
+        action="store_true",
+        help="list every table and view with a one-line description of each column "
+        "(with --format json: as JSON; markdown also accepted)",
+    )
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
-    p.add_argument("--format", choices=("table", "vertical", "csv", "json", "markdown"),
-                   default="table",
-                   help="output format (default: table, one field per line when it is wider "
-                   "than the terminal; vertical: always one field per line; markdown only with "
-                   "--schema); csv and json stream row batches")
-    p.add_argument("--read", metavar="DIR", action="append", default=None,
-                   help="a directory queries may read files from, e.g. for "
-                   "read_parquet('runs/*/run.parquet') pooling; repeatable (default: ./runs "
-                   "when it exists). Nothing else on disk and no URL is reachable")
+    p.add_argument(
+        "--format",
+        choices=("table", "vertical", "csv", "json", "markdown"),
+        default="table",
+        help="output format (default: table, one field per line when it is wider "
+        "than the terminal; vertical: always one field per line; markdown only with "
+        "--schema); csv and json stream row batches",
+    )
+    p.add_argument(
+        "--read",
+        metavar="DIR",
+        action="append",
+        default=None,
+        help="a directory queries may read files from, e.g. for "
+        "read_parquet('runs/*/run.parquet') pooling; repeatable (default: ./runs "
+        "when it exists). Nothing else on disk and no URL is reachable",
+    )
     lim = p.add_mutually_exclusive_group()
-    lim.add_argument("--limit", type=non_negative_int, metavar="N", default=None,
-                     help="return at most N rows (default: 1000; a note on stderr says when "
-                     "rows were cut)")
-    lim.add_argument("--no-limit", action="store_true",
-                     help="return every row (use with --format csv/json, which stream)")
+    lim.add_argument(
+        "--limit",
+        type=non_negative_int,
+        metavar="N",
+        default=None,
+        help="return at most N rows (default: 1000; a note on stderr says when rows were cut)",
+    )
+    lim.add_argument(
+        "--no-limit", action="store_true", help="return every row (use with --format csv/json, which stream)"
+    )
     p.set_defaults(func=cmd_sql)
 
 
@@ -150,17 +168,30 @@ def _resumable(rows: list[dict]) -> list[tuple[dict, int]]:
     return out
 
 
-_RUNS_COLUMNS = [("id", "left"), ("status", "left"), ("method", "left"), ("model", "left"),
-                 ("device planned / used", "left"), ("procs", "right"),
-                 ("peak GiB pred/meas", "right"), ("err", "right"), ("err like-for-like", "right"),
-                 ("eval before→after", "right"), ("probe before→after", "right"),
-                 ("tok/s", "right"), ("wall s", "right")]
+_RUNS_COLUMNS = [
+    ("id", "left"),
+    ("status", "left"),
+    ("method", "left"),
+    ("model", "left"),
+    ("device planned / used", "left"),
+    ("procs", "right"),
+    ("peak GiB pred/meas", "right"),
+    ("err", "right"),
+    ("err like-for-like", "right"),
+    ("eval before→after", "right"),
+    ("probe before→after", "right"),
+    ("tok/s", "right"),
+    ("wall s", "right"),
+]
 
 
 def _runs_cells(r: dict) -> list[str]:
     """One run's cells, plain text, in _RUNS_COLUMNS order (errors read from the views)."""
     return [
-        r["run_id"], r["status"] or "-", r["method"] or "-", r["model"] or "-",
+        r["run_id"],
+        r["status"] or "-",
+        r["method"] or "-",
+        r["model"] or "-",
         f"{r.get('planned_hardware') or '-'} / {r['hardware'] or '-'}",
         str(r["num_processes"] or 1),
         f"{gib(r['predicted_peak_bytes'])} / {gib(r['measured_peak_bytes'])}",
@@ -183,8 +214,9 @@ def _print_runs_table(rows: list[dict], db: str | None, *, vertical: bool = Fals
     styles = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
     cells = [_runs_cells(r) for r in rows]
     for c in cells:
-        table.add_row(*(f"[{styles[v]}]{v}[/]" if i == 1 and v in styles else escape(v)
-                        for i, v in enumerate(c)))
+        table.add_row(
+            *(f"[{styles[v]}]{v}[/]" if i == 1 and v in styles else escape(v) for i, v in enumerate(c))
+        )
     out = console()
     if vertical or not fits(out, [name for name, _ in _RUNS_COLUMNS], cells):
         out.print(escape(f"runs in {db_label(db)}"))
@@ -195,13 +227,17 @@ def _print_runs_table(rows: list[dict], db: str | None, *, vertical: bool = Fals
     if resumable:
         out.print("resumable (interrupted or failed, with a checkpoint):")
         for r, step in resumable:
-            out.print(f"  {escape(r['run_id'])} at step {step}: tuneplan run --resume {escape(r['run_dir'])}",
-                      soft_wrap=True)
+            out.print(
+                f"  {escape(r['run_id'])} at step {step}: tuneplan run --resume {escape(r['run_dir'])}",
+                soft_wrap=True,
+            )
     if rows:
-        out.print("err = (predicted - measured) / measured, whole peaks; err like-for-like = "
-                  "the same on tensor bytes (prediction less framework overhead, measurement "
-                  "less runtime); eval = in-domain loss (lower is learning); probe = "
-                  "general-text loss (higher is forgetting)")
+        out.print(
+            "err = (predicted - measured) / measured, whole peaks; err like-for-like = "
+            "the same on tensor bytes (prediction less framework overhead, measurement "
+            "less runtime); eval = in-domain loss (lower is learning); probe = "
+            "general-text loss (higher is forgetting)"
+        )
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -250,8 +286,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     except ledger.StoreError as exc:
         err(f"error: {exc}")
         return EXIT_FAILED
-    print(f"upgraded {db_label(args.db)}: schema version {before} -> {after}, views re-created; "
-          f"every row kept")
+    print(
+        f"upgraded {db_label(args.db)}: schema version {before} -> {after}, views re-created; every row kept"
+    )
     return EXIT_OK
 
 
@@ -269,16 +306,25 @@ def _cmd_sql_schema(args: argparse.Namespace) -> int:
     con = duckdb.connect(":memory:")
     try:
         store.migrate(con)
-        kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables "
-                                 "WHERE table_schema = 'main'").fetchall())
-        cols = con.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() "
-                           "WHERE schema_name = 'main' AND NOT internal "
-                           "ORDER BY table_name, column_index").fetchall()
+        kinds = dict(
+            con.execute(
+                "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
+            ).fetchall()
+        )
+        cols = con.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE schema_name = 'main' AND NOT internal "
+            "ORDER BY table_name, column_index"
+        ).fetchall()
     finally:
         con.close()
     order = sorted(kinds, key=lambda t: (kinds[t] != "BASE TABLE", t))
-    rows = [(t, "table" if kinds[t] == "BASE TABLE" else "view", c, d)
-            for t in order for (tt, c, d) in cols if tt == t]
+    rows = [
+        (t, "table" if kinds[t] == "BASE TABLE" else "view", c, d)
+        for t in order
+        for (tt, c, d) in cols
+        if tt == t
+    ]
     fmt = {"json": "json", "markdown": "markdown"}.get(args.format, "text")
     sys.stdout.write(render_schema(rows, fmt))
     return EXIT_OK
@@ -288,8 +334,11 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if args.schema:
         return _cmd_sql_schema(args)
     if not args.query:
-        input_error("QUERY", "no query given", 'pass a statement, e.g. "SELECT * FROM run_settings", '
-                    "or --schema to list the tables and views")
+        input_error(
+            "QUERY",
+            "no query given",
+            'pass a statement, e.g. "SELECT * FROM run_settings", or --schema to list the tables and views',
+        )
         return EXIT_BAD_INPUT
     if args.format == "markdown":
         input_error("--format", "markdown is for --schema", "use table, csv or json")
@@ -318,8 +367,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
             pass
         return EXIT_OK
     if result.truncated:
-        err(f"note: showing the first {shown} row{'s' if shown != 1 else ''}; more exist. "
-            f"Use --limit N or --no-limit (with --format csv/json, which stream).")
+        err(
+            f"note: showing the first {shown} row{'s' if shown != 1 else ''}; more exist. "
+            f"Use --limit N or --no-limit (with --format csv/json, which stream)."
+        )
     return EXIT_OK
 
 
@@ -351,8 +402,13 @@ def _print_sql_result(result: Any, fmt: str) -> int:
         first = True
         for batch in result.batches:
             for row in batch:
-                item = json.dumps({c: _json_value(v) if i in json_cols else jsonable(v)
-                                   for i, (c, v) in enumerate(zip(columns, row))}, indent=2)
+                item = json.dumps(
+                    {
+                        c: _json_value(v) if i in json_cols else jsonable(v)
+                        for i, (c, v) in enumerate(zip(columns, row))
+                    },
+                    indent=2,
+                )
                 out.write(("\n" if first else ",\n") + "  " + item.replace("\n", "\n  "))
                 first = False
             out.flush()
@@ -370,8 +426,7 @@ def _print_sql_result(result: Any, fmt: str) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    cells = [["" if v is None else _text_cell(v) for v in row]
-             for batch in result.batches for row in batch]
+    cells = [["" if v is None else _text_cell(v) for v in row] for batch in result.batches for row in batch]
     shown = console()
     table = Table()
     for c in columns:

@@ -15,8 +15,12 @@ def add_tui(subparsers: "argparse._SubParsersAction") -> None:
         description="Interactive planner: hardware, model and task questions with a live "
         "recommendation; ctrl+s saves the plan, ctrl+r runs it, the Runs tab lists recorded runs.",
     )
-    p.add_argument("--out", default="plan.json", metavar="PLAN_JSON",
-                   help="where ctrl+s writes the plan (default: plan.json)")
+    p.add_argument(
+        "--out",
+        default="plan.json",
+        metavar="PLAN_JSON",
+        help="where ctrl+s writes the plan (default: plan.json)",
+    )
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
     p.set_defaults(func=cmd_tui)
 

@@ -48,10 +48,14 @@ def rows(rng: random.Random, days: list[date]) -> list[dict]:
     out = []
     for d in days:
         question = rng.choice(ASKS).format(d=spell(d, rng.randrange(4)))
-        out.append({"messages": [
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": d.isoformat()},
-        ]})
+        out.append(
+            {
+                "messages": [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": d.isoformat()},
+                ]
+            }
+        )
     return out
 
 

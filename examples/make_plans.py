@@ -23,16 +23,22 @@ HERE = Path(__file__).resolve().parent
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # A fixed machine so the committed plans do not depend on where they were generated.
 EXAMPLE_CPU = CPUHardware(name="example 2-core CPU", memory_bytes=24 * GiB, cores=2)
-TASK = Task(domain_distance="near", domain_label="extraction", forgetting_tolerance="medium",
-            seq_len=72, batch_size=8)
+TASK = Task(
+    domain_distance="near", domain_label="extraction", forgetting_tolerance="medium", seq_len=72, batch_size=8
+)
 
 
 def example_plan(method: Optional[str], data_prefix: str) -> Plan:
     """The advisor's plan for the date-normalisation example (method pinned if given)."""
     inputs = Inputs(hardware=EXAMPLE_CPU, model=get_model(MODEL), task=TASK, pins=Pins(method=method))
     plan = advise(inputs)
-    return plan.model_copy(update={"data": DataSpec(
-        train_path=f"{data_prefix}data/train.jsonl", eval_path=f"{data_prefix}data/eval.jsonl")})
+    return plan.model_copy(
+        update={
+            "data": DataSpec(
+                train_path=f"{data_prefix}data/train.jsonl", eval_path=f"{data_prefix}data/eval.jsonl"
+            )
+        }
+    )
 
 
 def render(plan: Plan, schema_ref: str) -> str:
@@ -46,8 +52,9 @@ def expected_files() -> dict[Path, str]:
     """Every example plan path and its current text."""
     out = {HERE / "plan.json": render(example_plan(None, ""), "../schemas/plan.schema.json")}
     for method in ("full", "lora", "qlora"):
-        out[HERE / "plans" / f"{method}.json"] = render(example_plan(method, "../"),
-                                                        "../../schemas/plan.schema.json")
+        out[HERE / "plans" / f"{method}.json"] = render(
+            example_plan(method, "../"), "../../schemas/plan.schema.json"
+        )
     out[HERE / "ci" / "plans" / "ci.json"] = render(ci_plan(), "../../../schemas/plan.schema.json")
     out[HERE / "ci" / "plans" / "gpu.json"] = render(gpu_plan(), "../../../schemas/plan.schema.json")
     return out
@@ -56,19 +63,24 @@ def expected_files() -> dict[Path, str]:
 def ci_plan() -> Plan:
     """The CI-sized plan: the embedded model, 2 optimizer steps, data at the repository's data/."""
     inputs = Inputs(hardware=EXAMPLE_CPU, model=get_model(MODEL), task=TASK, pins=Pins(max_steps=2))
-    return advise(inputs).model_copy(update={"data": DataSpec(
-        train_path="data/train.jsonl", eval_path="data/eval.jsonl")})
+    return advise(inputs).model_copy(
+        update={"data": DataSpec(train_path="data/train.jsonl", eval_path="data/eval.jsonl")}
+    )
 
 
 def gpu_plan() -> Plan:
     """The plan a team commits for its GPU machines; CI validates, lock-checks and dry-runs it."""
     from tuneplan.advisor.catalog import gpu_hardware
 
-    inputs = Inputs(hardware=gpu_hardware("A100-80GB", count=2), model=get_model("meta-llama/Llama-3.1-8B"),
-                    task=Task(domain_distance="near", forgetting_tolerance="medium", seq_len=2048, batch_size=16),
-                    pins=Pins())
-    return advise(inputs).model_copy(update={"data": DataSpec(
-        train_path="data/train.jsonl", eval_path="data/eval.jsonl")})
+    inputs = Inputs(
+        hardware=gpu_hardware("A100-80GB", count=2),
+        model=get_model("meta-llama/Llama-3.1-8B"),
+        task=Task(domain_distance="near", forgetting_tolerance="medium", seq_len=2048, batch_size=16),
+        pins=Pins(),
+    )
+    return advise(inputs).model_copy(
+        update={"data": DataSpec(train_path="data/train.jsonl", eval_path="data/eval.jsonl")}
+    )
 
 
 def main() -> None:

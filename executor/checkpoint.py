@@ -74,30 +74,42 @@ def _sha256(path: Path) -> str:
 
 
 def _files(root: Path) -> dict[str, dict[str, Any]]:
-    return {str(f.relative_to(root)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
-            for f in sorted(root.rglob("*")) if f.is_file() and f.name != MANIFEST}
+    return {
+        str(f.relative_to(root)): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        for f in sorted(root.rglob("*"))
+        if f.is_file() and f.name != MANIFEST
+    }
 
 
 def verify(path: Path, plan_hash: Optional[str]) -> dict:
     """The manifest of a complete, intact checkpoint of this plan; InputError otherwise."""
     where = f"--resume ({path})"
-    fix_other = ("resume from an older checkpoint by deleting this one, or start a new run "
-                 "with `tuneplan run PLAN`")
+    fix_other = (
+        "resume from an older checkpoint by deleting this one, or start a new run with `tuneplan run PLAN`"
+    )
     mpath = path / MANIFEST
     if not mpath.is_file():
-        raise InputError.one(where, f"checkpoint {path.name} has no {MANIFEST}: it is partial "
-                             "(its save was cut short)", fix_other)
+        raise InputError.one(
+            where,
+            f"checkpoint {path.name} has no {MANIFEST}: it is partial (its save was cut short)",
+            fix_other,
+        )
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
         files = manifest["files"]
         step = int(manifest["step"])
     except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise InputError.one(where, f"checkpoint {path.name}: unreadable manifest ({exc})", fix_other) from None
+        raise InputError.one(
+            where, f"checkpoint {path.name}: unreadable manifest ({exc})", fix_other
+        ) from None
     if plan_hash is not None and manifest.get("plan_hash") != plan_hash:
-        raise InputError.one(where, f"checkpoint {path.name} was written for plan {manifest.get('plan_hash')}, "
-                             f"not this plan ({plan_hash})",
-                             "resume with the run's own plan (omit PLAN: its plan.json is used), or "
-                             "start a new run with this plan")
+        raise InputError.one(
+            where,
+            f"checkpoint {path.name} was written for plan {manifest.get('plan_hash')}, "
+            f"not this plan ({plan_hash})",
+            "resume with the run's own plan (omit PLAN: its plan.json is used), or "
+            "start a new run with this plan",
+        )
     bad = []
     for rel, meta in files.items():
         f = path / rel
@@ -108,8 +120,9 @@ def verify(path: Path, plan_hash: Optional[str]) -> dict:
         elif _sha256(f) != meta.get("sha256"):
             bad.append(f"{rel} sha256 mismatch")
     if bad:
-        raise InputError.one(where, f"checkpoint {path.name} (step {step}) is corrupt: {'; '.join(bad[:5])}",
-                             fix_other)
+        raise InputError.one(
+            where, f"checkpoint {path.name} (step {step}) is corrupt: {'; '.join(bad[:5])}", fix_other
+        )
     return manifest
 
 
@@ -133,8 +146,11 @@ class _Trainable:
         if set(sd) != set(params):
             missing = sorted(set(params) - set(sd))[:3]
             extra = sorted(set(sd) - set(params))[:3]
-            raise InputError.one("--resume", f"checkpoint weights do not match the model (missing {missing}, "
-                                 f"unexpected {extra})", "resume with the run's own plan and model")
+            raise InputError.one(
+                "--resume",
+                f"checkpoint weights do not match the model (missing {missing}, unexpected {extra})",
+                "resume with the run's own plan and model",
+            )
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(sd[n].to(p.device, p.dtype))
@@ -156,8 +172,21 @@ class _StateDict:
 class Checkpointer:
     """Saves and restores the whole training state through one accelerate Accelerator."""
 
-    def __init__(self, run_dir: Path, plan_hash: str, *, keep: int, model, optimizer, scheduler, scaler,
-                 loop_get, loop_put, device, dist=None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        plan_hash: str,
+        *,
+        keep: int,
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        loop_get,
+        loop_put,
+        device,
+        dist=None,
+    ) -> None:
         self.root = checkpoint_root(run_dir)
         self.plan_hash = plan_hash
         self.keep = keep
@@ -209,9 +238,13 @@ class Checkpointer:
             self.acc.wait_for_everyone()
             if self.is_main:
                 files = _files(tmp)
-                manifest = {"plan_hash": self.plan_hash, "step": step, "files": files,
-                            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "num_processes": self.acc.num_processes}
+                manifest = {
+                    "plan_hash": self.plan_hash,
+                    "step": step,
+                    "files": files,
+                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "num_processes": self.acc.num_processes,
+                }
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
                 for f in tmp.iterdir():
                     with f.open("rb") as fh:
@@ -224,7 +257,7 @@ class Checkpointer:
                     os.fsync(dfd)
                 finally:
                     os.close(dfd)
-                for _, old in complete_checkpoints(self.root.parent)[:-self.keep]:
+                for _, old in complete_checkpoints(self.root.parent)[: -self.keep]:
                     shutil.rmtree(old, ignore_errors=True)
                 self.last_bytes = sum(m["bytes"] for m in files.values())
             self.acc.wait_for_everyone()
@@ -246,10 +279,13 @@ class Checkpointer:
         """Verify then restore everything saved in ``path``; returns its manifest."""
         manifest = verify(path, self.plan_hash)
         if manifest.get("num_processes", 1) != self.acc.num_processes:
-            raise InputError.one("--resume", f"checkpoint {path.name} was written by "
-                                 f"{manifest.get('num_processes', 1)} processes, this run has "
-                                 f"{self.acc.num_processes}",
-                                 f"resume with --num-processes {manifest.get('num_processes', 1)}")
+            raise InputError.one(
+                "--resume",
+                f"checkpoint {path.name} was written by "
+                f"{manifest.get('num_processes', 1)} processes, this run has "
+                f"{self.acc.num_processes}",
+                f"resume with --num-processes {manifest.get('num_processes', 1)}",
+            )
         self.acc.load_state(str(path))
         self.last_dir = path
         return manifest

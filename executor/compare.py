@@ -76,12 +76,15 @@ class Comparison:
 
 
 def parse_methods(text: str) -> list[str]:
-    """"full,lora,qlora" -> ["full", "lora", "qlora"]; InputError on unknown or repeated names."""
+    """ "full,lora,qlora" -> ["full", "lora", "qlora"]; InputError on unknown or repeated names."""
     methods = [m.strip().lower() for m in text.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if not methods or bad:
-        raise InputError.one("--methods", f"unknown method(s) {bad}" if bad else "no method given",
-                             "use a comma-separated subset of full,lora,qlora")
+        raise InputError.one(
+            "--methods",
+            f"unknown method(s) {bad}" if bad else "no method given",
+            "use a comma-separated subset of full,lora,qlora",
+        )
     if len(set(methods)) != len(methods):
         raise InputError.one("--methods", f"a method is repeated in {text!r}", "name each once")
     return methods
@@ -104,8 +107,9 @@ def _absolute_data(plan: Plan, plan_dir: Optional[Path]) -> Plan:
     return plan.model_copy(update={"data": plan.data.model_copy(update=updates)}) if updates else plan
 
 
-def build_variants(plan: Plan, methods: list[str],
-                   calibration: Optional[dict[str, float]] = None) -> tuple[str, dict[str, Plan]]:
+def build_variants(
+    plan: Plan, methods: list[str], calibration: Optional[dict[str, float]] = None
+) -> tuple[str, dict[str, Plan]]:
     """(the advisor's unpinned pick, {method: plan re-advised with pins.method = method})."""
     from tuneplan.advisor.engine import advise
 
@@ -138,8 +142,11 @@ def judge(pick: str, tolerance: str, outcomes: dict[str, Outcome]) -> tuple[str,
     head = f"the advisor's pick of {name} for {tolerance} forgetting tolerance"
     ok = {m: o for m, o in outcomes.items() if o.status == "succeeded" and o.learning is not None}
     if pick not in ok:
-        why = "was not part of the comparison" if pick not in outcomes else \
-            f"run did not succeed ({outcomes[pick].status})"
+        why = (
+            "was not part of the comparison"
+            if pick not in outcomes
+            else f"run did not succeed ({outcomes[pick].status})"
+        )
         return "undecided", f"The evidence cannot judge {head}: its {name} {why}."
     p = ok[pick]
     good: list[str] = []
@@ -178,25 +185,36 @@ def judge(pick: str, tolerance: str, outcomes: dict[str, Outcome]) -> tuple[str,
                 if p.forgetting is None or full.forgetting is None:
                     untested.append("forgetting was not measured")
                 elif p.forgetting <= full.forgetting:
-                    good.append(f"forgot no more than full fine-tuning ({p.forgetting:+.3f} vs "
-                                f"{full.forgetting:+.3f} nats)")
+                    good.append(
+                        f"forgot no more than full fine-tuning ({p.forgetting:+.3f} vs "
+                        f"{full.forgetting:+.3f} nats)"
+                    )
                 else:
-                    bad.append(f"forgot more than full fine-tuning ({p.forgetting:+.3f} vs "
-                               f"{full.forgetting:+.3f} nats)")
+                    bad.append(
+                        f"forgot more than full fine-tuning ({p.forgetting:+.3f} vs "
+                        f"{full.forgetting:+.3f} nats)"
+                    )
             elif full.learning > 0 and p.learning < LEARNING_MATCH_SHARE * full.learning:
-                bad.append(f"learned under {LEARNING_MATCH_SHARE:.0%} of full fine-tuning "
-                           f"({p.learning:+.3f} vs {full.learning:+.3f})")
+                bad.append(
+                    f"learned under {LEARNING_MATCH_SHARE:.0%} of full fine-tuning "
+                    f"({p.learning:+.3f} vs {full.learning:+.3f})"
+                )
             else:
-                good.append(f"learned at least {LEARNING_MATCH_SHARE:.0%} of full fine-tuning "
-                            f"({p.learning:+.3f} vs {full.learning:+.3f})")
+                good.append(
+                    f"learned at least {LEARNING_MATCH_SHARE:.0%} of full fine-tuning "
+                    f"({p.learning:+.3f} vs {full.learning:+.3f})"
+                )
         if pick == "qlora":
             lora = need("lora")
             if lora is not None:
-                matches = p.learning >= (LEARNING_MATCH_SHARE * lora.learning if lora.learning > 0
-                                         else lora.learning)
+                matches = p.learning >= (
+                    LEARNING_MATCH_SHARE * lora.learning if lora.learning > 0 else lora.learning
+                )
                 less = (p.measured_bytes or 0) < (lora.measured_bytes or 0)
-                text = (f"({p.learning:+.3f} vs {lora.learning:+.3f} learning, "
-                        f"{_mem(p.measured_bytes)} vs {_mem(lora.measured_bytes)})")
+                text = (
+                    f"({p.learning:+.3f} vs {lora.learning:+.3f} learning, "
+                    f"{_mem(p.measured_bytes)} vs {_mem(lora.measured_bytes)})"
+                )
                 if matches and less:
                     good.append(f"matched LoRA with less memory {text}")
                 else:
@@ -221,11 +239,18 @@ def _mem(value) -> str:
 
 def _outcome(method: str, plan: Plan, result: Optional[RunResult]) -> Outcome:
     m = result.measured if result is not None else None
-    lfl = like_for_like(plan.memory.per_device_bytes, framework_overhead_of(plan),
-                        m.peak_bytes if m else None, m.runtime_bytes if m else 0)
-    o = Outcome(method=method, status=result.status if result else "not started",
-                predicted_bytes=plan.memory.per_device_bytes,
-                predicted_comparable_bytes=lfl.predicted_comparable_bytes)
+    lfl = like_for_like(
+        plan.memory.per_device_bytes,
+        framework_overhead_of(plan),
+        m.peak_bytes if m else None,
+        m.runtime_bytes if m else 0,
+    )
+    o = Outcome(
+        method=method,
+        status=result.status if result else "not started",
+        predicted_bytes=plan.memory.per_device_bytes,
+        predicted_comparable_bytes=lfl.predicted_comparable_bytes,
+    )
     if result is None:
         return o
     o.run_id, o.run_dir, o.error = result.run_id, result.run_dir, result.error
@@ -255,12 +280,19 @@ def _warn(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_comparison(plan_path: str | Path, methods: list[str], *, max_steps: Optional[int] = None,
-                   db: Optional[str] = None, output_dir: Optional[str] = None,
-                   data: Optional[str] = None, model_path: Optional[str] = None,
-                   progress: Optional[bool] = None,
-                   runner: Optional[Callable[..., RunResult]] = None,
-                   trust_remote_code: bool = False) -> Comparison:
+def run_comparison(
+    plan_path: str | Path,
+    methods: list[str],
+    *,
+    max_steps: Optional[int] = None,
+    db: Optional[str] = None,
+    output_dir: Optional[str] = None,
+    data: Optional[str] = None,
+    model_path: Optional[str] = None,
+    progress: Optional[bool] = None,
+    runner: Optional[Callable[..., RunResult]] = None,
+    trust_remote_code: bool = False,
+) -> Comparison:
     """Run every method's variant of the plan; a failed run does not stop the others. Raises
     InputError for a bad plan (or when every variant failed input validation). On Ctrl-C the
     comparison so far is returned with ``interrupted`` set."""
@@ -275,16 +307,23 @@ def run_comparison(plan_path: str | Path, methods: list[str], *, max_steps: Opti
         try:
             calibration = load_factors(db, plan.inputs)
         except InputError as exc:
-            _warn(f"warning: the plan was calibrated, but its factors cannot be loaded ({exc.problems[0]});"
-                  " variants use the uncalibrated estimator")
+            _warn(
+                f"warning: the plan was calibrated, but its factors cannot be loaded ({exc.problems[0]});"
+                " variants use the uncalibrated estimator"
+            )
     advised, variants = build_variants(plan, methods, calibration)
     compare_id = new_run_id("cmp")
     out = Path(output_dir or Path("runs") / compare_id).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     task = plan.inputs.task
-    cmp = Comparison(compare_id=compare_id, advised_method=advised, plan_method=plan.method,
-                     forgetting_tolerance=task.forgetting_tolerance,
-                     domain_distance=task.domain_distance, output_dir=str(out.resolve()))
+    cmp = Comparison(
+        compare_id=compare_id,
+        advised_method=advised,
+        plan_method=plan.method,
+        forgetting_tolerance=task.forgetting_tolerance,
+        domain_distance=task.domain_distance,
+        output_dir=str(out.resolve()),
+    )
     if runner is None:
         from .runner import run_plan as runner  # type: ignore[no-redef]
     from tuneplan.base.planio import plan_to_json
@@ -305,8 +344,16 @@ def run_comparison(plan_path: str | Path, methods: list[str], *, max_steps: Opti
         try:
             # --trust-remote-code reaches each variant's run only from the command line.
             trust = {"trust_remote_code": True} if trust_remote_code else {}
-            result = runner(str(vpath), data=data, db=db, output_dir=str(out), max_steps=max_steps,
-                            progress=progress, model_path=model_path, **trust)
+            result = runner(
+                str(vpath),
+                data=data,
+                db=db,
+                output_dir=str(out),
+                max_steps=max_steps,
+                progress=progress,
+                model_path=model_path,
+                **trust,
+            )
         except InputError as exc:
             result = _new_result(out, before)
             if result is None:
@@ -370,20 +417,38 @@ def print_comparison(cmp: Comparison, console=None) -> None:
 
     if console is None:
         console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False, highlight=False)
-    table = Table(title=escape(f"comparison {cmp.compare_id} ({cmp.domain_distance} domain, "
-                               f"{cmp.forgetting_tolerance} forgetting tolerance)"),
-                  title_justify="left")
-    for name in ("method", "status", "alloc pred", "mem meas", "mem err", "learning",
-                 "forgetting", "tok/s", "wall s", "run"):
-        table.add_column(name, justify="left" if name in ("method", "status", "run") else "right",
-                         no_wrap=True)
+    table = Table(
+        title=escape(
+            f"comparison {cmp.compare_id} ({cmp.domain_distance} domain, "
+            f"{cmp.forgetting_tolerance} forgetting tolerance)"
+        ),
+        title_justify="left",
+    )
+    for name in (
+        "method",
+        "status",
+        "alloc pred",
+        "mem meas",
+        "mem err",
+        "learning",
+        "forgetting",
+        "tok/s",
+        "wall s",
+        "run",
+    ):
+        table.add_column(
+            name, justify="left" if name in ("method", "status", "run") else "right", no_wrap=True
+        )
     styles = {"succeeded": "green", "failed": "red", "interrupted": "yellow"}
     for m, o in cmp.outcomes.items():
         label = m + (" (advised)" if m == cmp.advised_method else "")
         st = f"[{styles[o.status]}]{o.status}[/]" if o.status in styles else escape(o.status)
         err = o.memory_error
         table.add_row(
-            escape(label), st, _mem(o.predicted_comparable_bytes), _mem(o.measured_comparable_bytes),
+            escape(label),
+            st,
+            _mem(o.predicted_comparable_bytes),
+            _mem(o.measured_comparable_bytes),
             "-" if err is None else f"{err * 100:+.1f}%",
             "-" if o.learning is None else f"{o.learning:+.4f}",
             "-" if o.forgetting is None else f"{o.forgetting:+.4f}",
@@ -392,12 +457,19 @@ def print_comparison(cmp: Comparison, console=None) -> None:
             escape(o.run_id or "-"),
         )
     console.print(table)
-    console.print("like-for-like memory, tensor bytes on both sides: mem pred = the plan's "
-                  "prediction less framework overhead (runtime / CUDA context, fragmentation); "
-                  "mem meas = the measured peak less its runtime (CPU: RSS before the model "
-                  "loaded; none on CUDA); mem err = (pred - meas) / meas; learning = eval loss before - after (higher is better); "
-                  "forgetting = probe loss after - before, nats (lower is better)", soft_wrap=True)
+    console.print(
+        "like-for-like memory, tensor bytes on both sides: mem pred = the plan's "
+        "prediction less framework overhead (runtime / CUDA context, fragmentation); "
+        "mem meas = the measured peak less its runtime (CPU: RSS before the model "
+        "loaded; none on CUDA); mem err = (pred - meas) / meas; learning = eval loss before - after (higher is better); "
+        "forgetting = probe loss after - before, nats (lower is better)",
+        soft_wrap=True,
+    )
     if cmp.plan_method != cmp.advised_method:
-        console.print(escape(f"note: the plan ran {cmp.plan_method} (pinned); the advisor's own pick "
-                             f"is {cmp.advised_method}"))
+        console.print(
+            escape(
+                f"note: the plan ran {cmp.plan_method} (pinned); the advisor's own pick "
+                f"is {cmp.advised_method}"
+            )
+        )
     console.print(escape(cmp.sentence), soft_wrap=True)

@@ -145,7 +145,11 @@ def _check_record(rec: object) -> tuple[Optional[str], Optional[dict], str]:
                 raise ValueError("'messages' must be a non-empty list of {role, content} objects")
             out = []
             for i, m in enumerate(msgs):
-                if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                if (
+                    not isinstance(m, dict)
+                    or not isinstance(m.get("role"), str)
+                    or not isinstance(m.get("content"), str)
+                ):
                     raise ValueError(f"messages[{i}] must be an object with string 'role' and 'content'")
                 if m["role"] not in ROLES:
                     raise ValueError(f"messages[{i}].role {m['role']!r} is not one of {sorted(ROLES)}")
@@ -159,11 +163,15 @@ def _check_record(rec: object) -> tuple[Optional[str], Optional[dict], str]:
         if "prompt" in rec or "completion" in rec:
             return "prompt-completion", {"prompt": _str("prompt"), "completion": _str("completion")}, ""
         if "instruction" in rec or "output" in rec:
-            return "alpaca", {
-                "instruction": _str("instruction"),
-                "input": _str("input", required=False, nonempty=False),
-                "output": _str("output"),
-            }, ""
+            return (
+                "alpaca",
+                {
+                    "instruction": _str("instruction"),
+                    "input": _str("input", required=False, nonempty=False),
+                    "output": _str("output"),
+                },
+                "",
+            )
         if "text" in rec:
             return "text", {"text": _str("text")}, ""
     except ValueError as exc:
@@ -172,8 +180,12 @@ def _check_record(rec: object) -> tuple[Optional[str], Optional[dict], str]:
     return None, None, f"no known row shape (keys: {keys})"
 
 
-_NEXT_ROLES = {None: ("user",), "user": ("assistant",), "assistant": ("user", "tool"),
-               "tool": ("tool", "assistant")}
+_NEXT_ROLES = {
+    None: ("user",),
+    "user": ("assistant",),
+    "assistant": ("user", "tool"),
+    "tool": ("tool", "assistant"),
+}
 
 
 def _role_order_problem(roles: list[str]) -> str:
@@ -188,8 +200,10 @@ def _role_order_problem(roles: list[str]) -> str:
             return f"messages[{i}] is a system message after the first turn: only messages[0] may be system"
         allowed = _NEXT_ROLES[prev]
         if role not in allowed:
-            return (f"messages[{i}].role is {role!r} where {' or '.join(map(repr, allowed))} is expected: turns "
-                    "start with the user (after an optional system message) and alternate user/assistant")
+            return (
+                f"messages[{i}].role is {role!r} where {' or '.join(map(repr, allowed))} is expected: turns "
+                "start with the user (after an optional system message) and alternate user/assistant"
+            )
         prev = role
     return ""
 
@@ -205,16 +219,21 @@ def check_data_path(path: str | Path, field_name: str) -> Path:
     """Check that a data file exists and has a supported extension; return it as a Path."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise InputError.one(field_name, f"data file {p} does not exist", "pass an existing file (--data PATH)")
+        raise InputError.one(
+            field_name, f"data file {p} does not exist", "pass an existing file (--data PATH)"
+        )
     if p.suffix.lower() not in SUFFIXES:
         raise InputError.one(
-            field_name, f"{p} has an unsupported extension {p.suffix!r}",
+            field_name,
+            f"{p} has an unsupported extension {p.suffix!r}",
             f"use one of {', '.join(sorted(SUFFIXES))}",
         )
     return p
 
 
-def read_rows(path: str | Path, *, skip_bad_rows: bool = False, field_name: str = "data.train_path") -> ReadResult:
+def read_rows(
+    path: str | Path, *, skip_bad_rows: bool = False, field_name: str = "data.train_path"
+) -> ReadResult:
     """Read and validate every row of a data file.
 
     Raises InputError listing bad rows (`file:line`, what is wrong, the fix) unless skip_bad_rows,
@@ -240,8 +259,9 @@ def read_rows(path: str | Path, *, skip_bad_rows: bool = False, field_name: str 
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise InputError.one(str(p), f"cannot read the file: {exc}", "save it as UTF-8 text") from None
     except Exception as exc:  # duckdb / parquet errors
-        raise InputError.one(str(p), f"cannot read the file: {type(exc).__name__}: {exc}",
-                             "check the file is valid Parquet") from None
+        raise InputError.one(
+            str(p), f"cannot read the file: {type(exc).__name__}: {exc}", "check the file is valid Parquet"
+        ) from None
     if problems:
         raise InputError(problems)
     if not result.rows:
@@ -260,7 +280,8 @@ def _messages_segments(tokenizer, messages: list[dict], where: str) -> list[tupl
     """Split a chat rendering into (text, trained) segments: assistant replies trained, rest not."""
     if not getattr(tokenizer, "chat_template", None):
         raise InputError.one(
-            where, "chat 'messages' rows need a tokenizer with a chat template; this model has none",
+            where,
+            "chat 'messages' rows need a tokenizer with a chat template; this model has none",
             "use prompt/completion rows, or a model whose tokenizer defines chat_template",
         )
     segments: list[tuple[str, bool]] = []
@@ -271,14 +292,15 @@ def _messages_segments(tokenizer, messages: list[dict], where: str) -> list[tupl
             after = _render_chat(tokenizer, messages[: i + 1], False)
             if not before.startswith(done) or not after.startswith(before):
                 raise InputError.one(
-                    where, "the chat template does not render turns as prefixes of each other",
+                    where,
+                    "the chat template does not render turns as prefixes of each other",
                     "use prompt/completion rows for this model",
                 )
-            segments += [(before[len(done):], False), (after[len(before):], True)]
+            segments += [(before[len(done) :], False), (after[len(before) :], True)]
             done = after
     full = _render_chat(tokenizer, messages, False)
     if full.startswith(done) and len(full) > len(done):
-        segments.append((full[len(done):], False))
+        segments.append((full[len(done) :], False))
     return [(text, trained) for text, trained in segments if text]
 
 
@@ -336,7 +358,8 @@ def split_eval(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], 
     """Carve a deterministic (seeded) eval share off the training rows: (train, eval)."""
     if len(rows) < 2:
         raise InputError.one(
-            "data.train_path", f"only {len(rows)} usable row(s): cannot hold out an eval split",
+            "data.train_path",
+            f"only {len(rows)} usable row(s): cannot hold out an eval split",
             "add rows, or pass data.eval_path",
         )
     order = list(range(len(rows)))
@@ -354,7 +377,9 @@ def probe_text(path: str | Path | None = None) -> str:
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
-            raise InputError.one("data.probe_path", f"probe file {p} does not exist", "pass an existing text file")
+            raise InputError.one(
+                "data.probe_path", f"probe file {p} does not exist", "pass an existing text file"
+            )
         return p.read_text(encoding="utf-8")
     return resources.files("tuneplan.executor").joinpath("probe.txt").read_text(encoding="utf-8")
 
@@ -432,7 +457,9 @@ def collate(examples: list[Example], pad_id: int):
     return out
 
 
-def micro_batches(examples: list[Example], batch_size: int, seed: int, start: int = 0) -> Iterator[list[Example]]:
+def micro_batches(
+    examples: list[Example], batch_size: int, seed: int, start: int = 0
+) -> Iterator[list[Example]]:
     """Endless stream of micro-batches: a fresh seeded shuffle each epoch, last partial batch kept.
 
     ``start`` skips that many micro-batches (a resumed run continues where its checkpoint was)."""

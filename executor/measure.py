@@ -176,8 +176,11 @@ def _alloc_events(prof) -> list[tuple[int, int, Optional[int]]]:
         while stack:
             node = stack.pop()
             ef = node.extra_fields
-            if type(ef).__name__.endswith("Allocation") and getattr(ef, "device", None) is not None \
-                    and ef.device.type == "cpu":
+            if (
+                type(ef).__name__.endswith("Allocation")
+                and getattr(ef, "device", None) is not None
+                and ef.device.type == "cpu"
+            ):
                 out.append((int(node.start_time_ns), int(ef.alloc_size), int(ef.total_allocated)))
             stack.extend(node.children)
     except Exception:  # private API moved: fall back to the public [memory] events (no running total)
@@ -281,7 +284,8 @@ class MemoryMeter:
         self._handles = [
             m.register_forward_pre_hook(self._checkpoint_input_hook, with_kwargs=True)
             for m in model.modules()
-            if getattr(m, "gradient_checkpointing", False) is True and hasattr(m, "_gradient_checkpointing_func")
+            if getattr(m, "gradient_checkpointing", False) is True
+            and hasattr(m, "_gradient_checkpointing_func")
         ]
 
     def start(self) -> None:
@@ -436,11 +440,16 @@ class MemoryMeter:
         if self.device.type == "cuda" or not self.measured_steps:
             return []
         mib = 2**20
-        how = (f"live-tensor peak {self.live_peak_bytes / mib:,.0f} MiB (torch.profiler)" if self.live_peak_bytes
-               else f"counted components {self.counted_bytes() / mib:,.0f} MiB (no profile)")
-        return [f"memory: CPU peak measured on step(s) {', '.join(map(str, self.measured_steps))} only "
-                f"(longest micro-batch {self.measured_len} tokens per sequence): peak_bytes = runtime "
-                f"{self.runtime_bytes / mib:,.0f} MiB (RSS before the model loaded) + {how}"]
+        how = (
+            f"live-tensor peak {self.live_peak_bytes / mib:,.0f} MiB (torch.profiler)"
+            if self.live_peak_bytes
+            else f"counted components {self.counted_bytes() / mib:,.0f} MiB (no profile)"
+        )
+        return [
+            f"memory: CPU peak measured on step(s) {', '.join(map(str, self.measured_steps))} only "
+            f"(longest micro-batch {self.measured_len} tokens per sequence): peak_bytes = runtime "
+            f"{self.runtime_bytes / mib:,.0f} MiB (RSS before the model loaded) + {how}"
+        ]
 
     def result(self) -> MeasuredMemory:
         """The measurement so far as a MeasuredMemory (an interrupted step's profile is dropped)."""
@@ -464,8 +473,9 @@ class MemoryMeter:
             )
         kind = "cpu" if self.device.type == "cpu" else "other"
         live = max(self.live_peak_bytes, self.counted_bytes() if not self.live_peak_bytes else 0)
-        return MeasuredMemory(device_kind=kind, peak_bytes=self.runtime_bytes + live,
-                              runtime_bytes=self.runtime_bytes, **common)
+        return MeasuredMemory(
+            device_kind=kind, peak_bytes=self.runtime_bytes + live, runtime_bytes=self.runtime_bytes, **common
+        )
 
 
 def describe_device(device: torch.device) -> str:
@@ -476,4 +486,3 @@ def describe_device(device: torch.device) -> str:
         return f"cuda: {torch.cuda.get_device_name(device)}"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{device.type} ({cores} cores)"
-

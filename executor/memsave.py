@@ -81,7 +81,7 @@ def chunked_token_loss_sum(model, hidden: torch.Tensor, labels: torch.Tensor, ch
     y = labels[:, 1:].to(hidden.device).reshape(-1)
     total = hidden.new_zeros((), dtype=torch.float32)
     for i in range(0, h.size(0), chunk):
-        xi, yi = h[i:i + chunk], y[i:i + chunk]
+        xi, yi = h[i : i + chunk], y[i : i + chunk]
         if not bool((yi != IGNORE_INDEX).any()):
             continue
         if torch.is_grad_enabled():
@@ -105,8 +105,13 @@ class ActivationOffload(torch.autograd.graph.saved_tensors_hooks):
     run can take them out of its device-side peak.
     """
 
-    def __init__(self, device: torch.device, params=(), observe: Optional[Callable[[torch.Tensor], None]] = None,
-                 host_events: Optional[list] = None) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        params=(),
+        observe: Optional[Callable[[torch.Tensor], None]] = None,
+        host_events: Optional[list] = None,
+    ) -> None:
         self.keep = {p.untyped_storage().data_ptr() for p in params}
         self.device = device
         self.pin = device.type == "cuda"
@@ -135,8 +140,13 @@ class ActivationOffload(torch.autograd.graph.saved_tensors_hooks):
         self._next += 1
         key = self._next
         nbytes = t.numel() * t.element_size()
-        if (nbytes < MIN_OFFLOAD_BYTES or isinstance(t, torch.nn.Parameter) or t.is_sparse
-                or t.device.type == "meta" or t.untyped_storage().data_ptr() in self.keep):
+        if (
+            nbytes < MIN_OFFLOAD_BYTES
+            or isinstance(t, torch.nn.Parameter)
+            or t.is_sparse
+            or t.device.type == "meta"
+            or t.untyped_storage().data_ptr() in self.keep
+        ):
             self.store[key] = (t, False)
             return key
         ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
@@ -177,8 +187,15 @@ class MemorySavers:
     """What train() calls per micro-batch: forward (logits, or hidden states when the loss is
     chunked), offload() (a context for the model forward) and loss."""
 
-    def __init__(self, chunk: Optional[int], offload: bool, device: torch.device, meter,
-                 substitutions: list[str], params=()) -> None:
+    def __init__(
+        self,
+        chunk: Optional[int],
+        offload: bool,
+        device: torch.device,
+        meter,
+        substitutions: list[str],
+        params=(),
+    ) -> None:
         self.params = list(params) if offload else []
         self.chunk = chunk
         self.offload_on = offload
@@ -191,8 +208,12 @@ class MemorySavers:
             from contextlib import nullcontext
 
             return nullcontext()
-        return ActivationOffload(self.device, self.params, observe=getattr(self.meter, "add", None),
-                                 host_events=getattr(self.meter, "host_events", None))
+        return ActivationOffload(
+            self.device,
+            self.params,
+            observe=getattr(self.meter, "add", None),
+            host_events=getattr(self.meter, "host_events", None),
+        )
 
     def forward(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.chunk:
@@ -205,22 +226,30 @@ class MemorySavers:
         return plain(out, labels)
 
 
-def memory_savers(model, training, device: torch.device, meter=None, *, distributed: bool = False) -> MemorySavers:
+def memory_savers(
+    model, training, device: torch.device, meter=None, *, distributed: bool = False
+) -> MemorySavers:
     """The plan's training.loss_chunk_size / activation_offload for this model and device, with the
     substitutions made (chunking needs the unwrapped model, so it is off under several processes)."""
     subs: list[str] = []
     chunk = getattr(training, "loss_chunk_size", None)
     offload = bool(getattr(training, "activation_offload", False))
     if chunk and distributed:
-        subs.append("training.loss_chunk_size: ignored under several processes (the wrapped model's "
-                    "forward must run whole); full-vocabulary loss instead")
+        subs.append(
+            "training.loss_chunk_size: ignored under several processes (the wrapped model's "
+            "forward must run whole); full-vocabulary loss instead"
+        )
         chunk = None
     if chunk and not supports_chunked_loss(model):
-        subs.append("training.loss_chunk_size: ignored (this model has no separate decoder and output "
-                    "head to call apart); full-vocabulary loss instead")
+        subs.append(
+            "training.loss_chunk_size: ignored (this model has no separate decoder and output "
+            "head to call apart); full-vocabulary loss instead"
+        )
         chunk = None
     if offload and device.type != "cuda":
-        subs.append("training.activation_offload: on a CPU the host is the device; saved tensors are "
-                    "still copied to a host store, and the measured peak leaves that store out "
-                    "(what a GPU would hold)")
+        subs.append(
+            "training.activation_offload: on a CPU the host is the device; saved tensors are "
+            "still copied to a host store, and the measured peak leaves that store out "
+            "(what a GPU would hold)"
+        )
     return MemorySavers(chunk, offload, device, meter, subs, model.parameters())

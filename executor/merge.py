@@ -9,8 +9,9 @@ from typing import Optional
 from tuneplan.base.errors import InputError
 
 
-def merge_run(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,
-              trust_remote_code: bool = False) -> Path:
+def merge_run(
+    run_dir: str | Path, out_dir: Optional[str | Path] = None, *, trust_remote_code: bool = False
+) -> Path:
     """Merge the LoRA/QLoRA adapter of `run_dir` into its base (peft merge_and_unload).
 
     The base is loaded unquantised in float32 from the directory the adapter was trained on,
@@ -33,13 +34,15 @@ def merge_run(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,
     plan, _, _ = load_plan(plan_file, trust_remote_code=trust_remote_code)
     if plan.method == "full":
         raise InputError.one(
-            str(run), "this is a full fine-tuning run: its weights are already complete in model/",
+            str(run),
+            "this is a full fine-tuning run: its weights are already complete in model/",
             f"use {run / 'model'} directly; merging applies to lora and qlora runs",
         )
     adapter = run / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise InputError.one(
-            str(adapter), "no LoRA adapter here (the run may have failed or been interrupted)",
+            str(adapter),
+            "no LoRA adapter here (the run may have failed or been interrupted)",
             "merge a run whose status is succeeded (see `tuneplan runs`)",
         )
     base_name = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")

@@ -41,8 +41,11 @@ def _start_time(pid: int) -> Optional[float]:
         except FileNotFoundError:
             return None
         ticks = int(fields[19])  # field 22: starttime in clock ticks after boot
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     try:
         os.kill(pid, 0)

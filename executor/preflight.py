@@ -68,21 +68,33 @@ def plan_problems(plan) -> list[Problem]:
     if t.seed < 0:
         out.append(Problem("training.seed", f"must be >= 0, got {t.seed}", "use a seed such as 0 or 1234"))
     st = mem.settings
-    pairs = [("method", plan.method, st.method, mem.method), ("precision", t.precision, st.precision, None),
-             ("optimizer", t.optimizer, st.optimizer, None),
-             ("gradient_checkpointing", t.gradient_checkpointing, st.gradient_checkpointing, None),
-             ("attention", t.attention, st.attention, None),
-             ("per_device_batch_size", t.per_device_batch_size, st.micro_batch, None),
-             ("seq_len", t.seq_len, st.seq_len, None)]
+    pairs = [
+        ("method", plan.method, st.method, mem.method),
+        ("precision", t.precision, st.precision, None),
+        ("optimizer", t.optimizer, st.optimizer, None),
+        ("gradient_checkpointing", t.gradient_checkpointing, st.gradient_checkpointing, None),
+        ("attention", t.attention, st.attention, None),
+        ("per_device_batch_size", t.per_device_batch_size, st.micro_batch, None),
+        ("seq_len", t.seq_len, st.seq_len, None),
+    ]
     for name, want, got, also in pairs:
         if got != want or (also is not None and also != want):
             where = "method" if name == "method" else f"training.{name}"
-            out.append(Problem(f"memory.settings ({where})",
-                               f"the memory block was estimated for {got!r} but the plan says {want!r}",
-                               "write the plan again with `tuneplan advise` (pin the value you want)"))
+            out.append(
+                Problem(
+                    f"memory.settings ({where})",
+                    f"the memory block was estimated for {got!r} but the plan says {want!r}",
+                    "write the plan again with `tuneplan advise` (pin the value you want)",
+                )
+            )
     if plan.lora is not None and st.lora_rank is not None and st.lora_rank != plan.lora.rank:
-        out.append(Problem("memory.settings.lora_rank", f"estimated for rank {st.lora_rank}, plan's "
-                           f"lora.rank is {plan.lora.rank}", "write the plan again with `tuneplan advise`"))
+        out.append(
+            Problem(
+                "memory.settings.lora_rank",
+                f"estimated for rank {st.lora_rank}, plan's lora.rank is {plan.lora.rank}",
+                "write the plan again with `tuneplan advise`",
+            )
+        )
     if plan.lora is not None:
         from tuneplan.advisor.modelspec import resolve_targets
 
@@ -90,41 +102,76 @@ def plan_problems(plan) -> list[Problem]:
             resolve_targets(plan.inputs.model, list(plan.lora.target_modules))
         except ValueError as exc:
             names = sorted({m.name for m in plan.inputs.model.linear_modules})
-            out.append(Problem("lora.target_modules", str(exc),
-                               f"use module names of this architecture ({', '.join(names)}) or all-linear"))
+            out.append(
+                Problem(
+                    "lora.target_modules",
+                    str(exc),
+                    f"use module names of this architecture ({', '.join(names)}) or all-linear",
+                )
+            )
             return out
     if out:
         return out
     if mem.usable_bytes > mem.device_capacity_bytes:
-        out.append(Problem("memory.usable_bytes", "larger than memory.device_capacity_bytes",
-                           "write the plan again with `tuneplan advise`"))
+        out.append(
+            Problem(
+                "memory.usable_bytes",
+                "larger than memory.device_capacity_bytes",
+                "write the plan again with `tuneplan advise`",
+            )
+        )
     if mem.fits != (mem.per_device_bytes <= mem.usable_bytes):
-        out.append(Problem("memory.fits", f"says {mem.fits} but per_device_bytes {mem.per_device_bytes:,} "
-                           f"{'>' if mem.fits else '<='} usable_bytes {mem.usable_bytes:,}",
-                           "write the plan again with `tuneplan advise`"))
+        out.append(
+            Problem(
+                "memory.fits",
+                f"says {mem.fits} but per_device_bytes {mem.per_device_bytes:,} "
+                f"{'>' if mem.fits else '<='} usable_bytes {mem.usable_bytes:,}",
+                "write the plan again with `tuneplan advise`",
+            )
+        )
     if mem.breakdown.total != mem.per_device_bytes:
-        out.append(Problem("memory.breakdown", f"sums to {mem.breakdown.total:,} bytes, not "
-                           f"per_device_bytes {mem.per_device_bytes:,}", "write the plan again with `tuneplan advise`"))
+        out.append(
+            Problem(
+                "memory.breakdown",
+                f"sums to {mem.breakdown.total:,} bytes, not per_device_bytes {mem.per_device_bytes:,}",
+                "write the plan again with `tuneplan advise`",
+            )
+        )
     if mem.calibration_factor is None and not out:
         device = "cpu" if plan.inputs.hardware.kind == "cpu" else "cuda"
         try:
-            again = estimate(plan.inputs.model, st, capacity_bytes=mem.device_capacity_bytes, device=device,
-                             headroom_fraction=mem.headroom_fraction)
+            again = estimate(
+                plan.inputs.model,
+                st,
+                capacity_bytes=mem.device_capacity_bytes,
+                device=device,
+                headroom_fraction=mem.headroom_fraction,
+            )
         except ValueError as exc:
-            out.append(Problem("memory.settings", f"cannot be estimated: {exc}",
-                               "write the plan again with `tuneplan advise`"))
+            out.append(
+                Problem(
+                    "memory.settings",
+                    f"cannot be estimated: {exc}",
+                    "write the plan again with `tuneplan advise`",
+                )
+            )
         else:
             diff = abs(again.per_device_bytes - mem.per_device_bytes) / max(1, again.per_device_bytes)
             if diff > MEMORY_TOLERANCE:
-                out.append(Problem("memory.per_device_bytes",
-                                   f"{mem.per_device_bytes:,} bytes, but its own settings and inputs.model "
-                                   f"re-estimate to {again.per_device_bytes:,} ({diff:.0%} apart)",
-                                   "write the plan again with `tuneplan advise`; do not edit the memory block"))
+                out.append(
+                    Problem(
+                        "memory.per_device_bytes",
+                        f"{mem.per_device_bytes:,} bytes, but its own settings and inputs.model "
+                        f"re-estimate to {again.per_device_bytes:,} ({diff:.0%} apart)",
+                        "write the plan again with `tuneplan advise`; do not edit the memory block",
+                    )
+                )
     return out
 
 
-def data_problems(plan, plan_dir: Optional[Path], data: Optional[str], checked: Checked,
-                  *, need_train: bool) -> list[Problem]:
+def data_problems(
+    plan, plan_dir: Optional[Path], data: Optional[str], checked: Checked, *, need_train: bool
+) -> list[Problem]:
     """Read and check the data files; fills checked.train_path/train_read/eval_read."""
     from . import data as D
 
@@ -135,8 +182,13 @@ def data_problems(plan, plan_dir: Optional[Path], data: Optional[str], checked: 
     where = "--data" if data else "data.train_path"
     if not train_value:
         if need_train:
-            out.append(Problem("data.train_path", "no training data given",
-                               "pass --data PATH or set data.train_path in the plan"))
+            out.append(
+                Problem(
+                    "data.train_path",
+                    "no training data given",
+                    "pass --data PATH or set data.train_path in the plan",
+                )
+            )
     else:
         try:
             checked.train_path = data_file(train_value, where, plan_dir)
@@ -179,7 +231,9 @@ def _trained_token_problems(plan, checked: Checked, where: str) -> list[Problem]
         checked.notes.append(f"trained-token check left to the run: no tokenizer ({exc})")
         return []
     if not getattr(tok, "exact", False):
-        checked.notes.append("trained-token check left to the run: the model's tokenizer is not on this machine")
+        checked.notes.append(
+            "trained-token check left to the run: the model's tokenizer is not on this machine"
+        )
         return []
     seq_len = plan.training.seq_len
     try:
@@ -189,13 +243,25 @@ def _trained_token_problems(plan, checked: Checked, where: str) -> list[Problem]
         return []
     if examples:
         return []
-    return [Problem(where, f"no row has a trained token within training.seq_len={seq_len} "
-                    f"({len(checked.train_read.rows)} rows: every prompt fills the window)",
-                    "raise training.seq_len or shorten the prompts")]
+    return [
+        Problem(
+            where,
+            f"no row has a trained token within training.seq_len={seq_len} "
+            f"({len(checked.train_read.rows)} rows: every prompt fills the window)",
+            "raise training.seq_len or shorten the prompts",
+        )
+    ]
 
 
-_ARCH_KEYS = ("family", "num_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-              "num_key_value_heads", "vocab_size")
+_ARCH_KEYS = (
+    "family",
+    "num_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+)
 
 
 def model_problems(plan, model_path: Optional[str], checked: Checked, *, resolve: bool) -> list[Problem]:
@@ -220,8 +286,13 @@ def model_problems(plan, model_path: Optional[str], checked: Checked, *, resolve
         return []
     cfg_file = directory / "config.json"
     if not cfg_file.is_file():
-        return [Problem(where, f"{directory} is not a model directory (no config.json)",
-                        "point it at a directory saved with save_pretrained (config.json + weights)")]
+        return [
+            Problem(
+                where,
+                f"{directory} is not a model directory (no config.json)",
+                "point it at a directory saved with save_pretrained (config.json + weights)",
+            )
+        ]
     checked.model_dir = directory
     try:
         cfg, _ = read_json_file(cfg_file, "config.json", "restore the model's config.json")
@@ -231,32 +302,57 @@ def model_problems(plan, model_path: Optional[str], checked: Checked, *, resolve
     except InputError as exc:
         return list(exc.problems)
     except Exception as exc:  # noqa: BLE001 - an unreadable config is bad input
-        return [Problem(str(cfg_file), f"cannot read the architecture: {type(exc).__name__}: {exc}",
-                        "restore the model's config.json")]
+        return [
+            Problem(
+                str(cfg_file),
+                f"cannot read the architecture: {type(exc).__name__}: {exc}",
+                "restore the model's config.json",
+            )
+        ]
     want = plan.inputs.model
-    diffs = [f"{k} {getattr(have, k)!r} (plan: {getattr(want, k)!r})" for k in _ARCH_KEYS
-             if getattr(have, k) != getattr(want, k)]
+    diffs = [
+        f"{k} {getattr(have, k)!r} (plan: {getattr(want, k)!r})"
+        for k in _ARCH_KEYS
+        if getattr(have, k) != getattr(want, k)
+    ]
     if not diffs:
         return []
-    return [Problem(where, f"the model at {directory} is not the plan's {want.name}: " + ", ".join(diffs),
-                    f"plan for this model (`tuneplan advise --model {directory} ...`), or pass the "
-                    f"directory of {want.name}")]
+    return [
+        Problem(
+            where,
+            f"the model at {directory} is not the plan's {want.name}: " + ", ".join(diffs),
+            f"plan for this model (`tuneplan advise --model {directory} ...`), or pass the "
+            f"directory of {want.name}",
+        )
+    ]
 
 
-def preflight(plan, *, data: Optional[str] = None, model_path: Optional[str] = None,
-              need_train: bool = True, resolve_model: bool = True, allow_infeasible: bool = False) -> Checked:
+def preflight(
+    plan,
+    *,
+    data: Optional[str] = None,
+    model_path: Optional[str] = None,
+    need_train: bool = True,
+    resolve_model: bool = True,
+    allow_infeasible: bool = False,
+) -> Checked:
     """Every check above; InputError with all problems, Infeasible for a plan that cannot run."""
     plan_obj, plan_file, text = load_plan_file(plan)
     checked = Checked(plan=plan_obj, plan_file=plan_file, plan_text=text)
     problems = plan_problems(plan_obj)
     problems += model_problems(plan_obj, model_path, checked, resolve=resolve_model)
-    problems += data_problems(plan_obj, plan_file.parent if plan_file else None, data, checked,
-                              need_train=need_train)
+    problems += data_problems(
+        plan_obj, plan_file.parent if plan_file else None, data, checked, need_train=need_train
+    )
     if problems:
         raise InputError(problems)
     if not plan_obj.feasible and not allow_infeasible:
-        why = (f"{plan_obj.memory.per_device_bytes:,} bytes per device against "
-               f"{plan_obj.memory.usable_bytes:,} usable")
-        raise Infeasible(f"error: the plan is infeasible (feasible: false): {why} (fix: `tuneplan advise` "
-                         "with more memory, a smaller model, or a shorter --seq-len; nothing was run)")
+        why = (
+            f"{plan_obj.memory.per_device_bytes:,} bytes per device against "
+            f"{plan_obj.memory.usable_bytes:,} usable"
+        )
+        raise Infeasible(
+            f"error: the plan is infeasible (feasible: false): {why} (fix: `tuneplan advise` "
+            "with more memory, a smaller model, or a shorter --seq-len; nothing was run)"
+        )
     return checked

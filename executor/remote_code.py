@@ -34,16 +34,20 @@ def _say(text: str) -> None:
 
 
 def warn_ignored(model: str) -> None:
-    _say(f"warning: the plan sets trust_remote_code: true for {model}; ignored — a plan file "
-         f"cannot allow a model's own Python to run. If you trust that model's code, pass "
-         f"{FLAG} on the command line (run, compare, merge).")
+    _say(
+        f"warning: the plan sets trust_remote_code: true for {model}; ignored — a plan file "
+        f"cannot allow a model's own Python to run. If you trust that model's code, pass "
+        f"{FLAG} on the command line (run, compare, merge)."
+    )
 
 
 def warn_enabled(model: str) -> None:
     bar = "!" * 78
-    _say(f"{bar}\nWARNING: {FLAG}: Python files shipped with the model {model} (modeling_*.py, "
-         f"configuration_*.py) WILL RUN with your permissions. Use it only for a model "
-         f"directory whose code you have read or whose source you trust.\n{bar}")
+    _say(
+        f"{bar}\nWARNING: {FLAG}: Python files shipped with the model {model} (modeling_*.py, "
+        f"configuration_*.py) WILL RUN with your permissions. Use it only for a model "
+        f"directory whose code you have read or whose source you trust.\n{bar}"
+    )
 
 
 def effective_plan(plan: "Plan", allowed: bool) -> "Plan":

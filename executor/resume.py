@@ -34,9 +34,12 @@ class Prior:
     def check_plan(self, phash: str) -> None:
         """The plan given (or the run's own) must be the plan the run and checkpoint were made for."""
         if phash != self.result.plan_hash:
-            raise InputError.one("PLAN", f"this plan (hash {phash}) is not the plan of run {self.result.run_id} "
-                                 f"(hash {self.result.plan_hash})",
-                                 f"omit PLAN to resume with {self.run_dir / 'plan.json'}, or start a new run")
+            raise InputError.one(
+                "PLAN",
+                f"this plan (hash {phash}) is not the plan of run {self.result.run_id} "
+                f"(hash {self.result.plan_hash})",
+                f"omit PLAN to resume with {self.run_dir / 'plan.json'}, or start a new run",
+            )
         verify(self.checkpoint, phash)
 
     def resumed_result(self, fresh):
@@ -46,9 +49,15 @@ class Prior:
 
         old = self.result
         res = old.model_copy(deep=True)
-        res.resumes.append(Resume(resumed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                  from_step=self.step, checkpoint=str(self.checkpoint),
-                                  previous_status=old.status, previous_error=old.error))
+        res.resumes.append(
+            Resume(
+                resumed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                from_step=self.step,
+                checkpoint=str(self.checkpoint),
+                previous_status=old.status,
+                previous_error=old.error,
+            )
+        )
         res.status, res.error, res.finished_at, res.stop_reason = "running", None, None, None
         res.hardware, res.versions = fresh.hardware, fresh.versions
         res.num_processes, res.strategy = fresh.num_processes, fresh.strategy
@@ -80,11 +89,17 @@ def _read_result(run_dir: Path):
     try:
         return RunResult.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError.one("--resume", f"{run_dir} has no result.json: not a run directory",
-                             "pass a directory written by `tuneplan run`, or --resume latest") from None
+        raise InputError.one(
+            "--resume",
+            f"{run_dir} has no result.json: not a run directory",
+            "pass a directory written by `tuneplan run`, or --resume latest",
+        ) from None
     except (OSError, ValueError, ValidationError) as exc:
-        raise InputError.one("--resume", f"{path} is unreadable ({type(exc).__name__})",
-                             "`tuneplan runs ingest` can rebuild it, then resume") from None
+        raise InputError.one(
+            "--resume",
+            f"{path} is unreadable ({type(exc).__name__})",
+            "`tuneplan runs ingest` can rebuild it, then resume",
+        ) from None
 
 
 def resumable_runs(output_dir: Optional[str]) -> list[Path]:
@@ -113,26 +128,40 @@ def resolve_resume(resume: str, plan, output_dir: Optional[str], *, check_status
     if resume == "latest":
         runs = resumable_runs(output_dir)
         if not runs:
-            raise InputError.one("--resume latest", f"no interrupted run with a checkpoint under "
-                                 f"{output_dir or 'runs'}", "pass --output DIR where the runs are, or a RUN_DIR")
+            raise InputError.one(
+                "--resume latest",
+                f"no interrupted run with a checkpoint under {output_dir or 'runs'}",
+                "pass --output DIR where the runs are, or a RUN_DIR",
+            )
         run_dir = runs[0]
     else:
         run_dir = Path(resume).expanduser()
         if not run_dir.is_dir():
-            raise InputError.one("--resume", f"run directory {run_dir} does not exist",
-                                 "pass a directory written by `tuneplan run` (see `tuneplan runs`), "
-                                 "or --resume latest")
+            raise InputError.one(
+                "--resume",
+                f"run directory {run_dir} does not exist",
+                "pass a directory written by `tuneplan run` (see `tuneplan runs`), or --resume latest",
+            )
     run_dir = run_dir.resolve()
     result = _read_result(run_dir)
     if check_status and result.status not in RESUMABLE:
-        why = ("it already succeeded" if result.status == "succeeded"
-               else "it is still running (or died without being recorded: `tuneplan runs ingest` marks it)")
-        raise InputError.one("--resume", f"run {result.run_id} cannot be resumed: {why}",
-                             "start a new run with `tuneplan run PLAN`")
+        why = (
+            "it already succeeded"
+            if result.status == "succeeded"
+            else "it is still running (or died without being recorded: `tuneplan runs ingest` marks it)"
+        )
+        raise InputError.one(
+            "--resume",
+            f"run {result.run_id} cannot be resumed: {why}",
+            "start a new run with `tuneplan run PLAN`",
+        )
     ckpt = newest_checkpoint(run_dir)
     if ckpt is None:
-        raise InputError.one("--resume", f"run {result.run_id} has no complete checkpoint in {run_dir}/checkpoints",
-                             "start a new run (set training.save_every_steps to checkpoint as it goes)")
+        raise InputError.one(
+            "--resume",
+            f"run {result.run_id} has no complete checkpoint in {run_dir}/checkpoints",
+            "start a new run (set training.save_every_steps to checkpoint as it goes)",
+        )
     manifest = verify(ckpt, result.plan_hash)
     if plan is None and not (run_dir / "plan.json").is_file():
         raise InputError.one("--resume", f"{run_dir}/plan.json is missing", "pass the run's PLAN as well")

@@ -23,11 +23,20 @@ from .run.prepare import DEFAULT_OUTPUT_DIR, create_run_dir, load_plan, prepare 
 from .signals import Recorded, RunInterrupted, RunSignals, pause
 
 
-def run_plan(plan: "Plan | LoadedPlan | str | Path", *, data: Optional[str] = None, db: Optional[str] = None,
-             output_dir: Optional[str] = None, max_steps: Optional[int] = None,
-             progress: Optional[bool] = None, model_path: Optional[str] = None,
-             trust_remote_code: bool = False, resume: Optional[str] = None,
-             report_to: Optional[str] = None, ctx=None) -> RunResult:
+def run_plan(
+    plan: "Plan | LoadedPlan | str | Path",
+    *,
+    data: Optional[str] = None,
+    db: Optional[str] = None,
+    output_dir: Optional[str] = None,
+    max_steps: Optional[int] = None,
+    progress: Optional[bool] = None,
+    model_path: Optional[str] = None,
+    trust_remote_code: bool = False,
+    resume: Optional[str] = None,
+    report_to: Optional[str] = None,
+    ctx=None,
+) -> RunResult:
     """Execute a plan on real weights and return its RunResult.
 
     ``plan`` is a Plan, a plan.json path, or the LoadedPlan the caller already read (not read
@@ -55,9 +64,21 @@ def run_plan(plan: "Plan | LoadedPlan | str | Path", *, data: Optional[str] = No
     signals = RunSignals().install()
     recorded = Recorded()
     try:
-        return _stages(plan, ctx=ctx, db=db, progress=progress, signals=signals, recorded=recorded,
-                       data=data, output_dir=output_dir, max_steps=max_steps, model_path=model_path,
-                       trust_remote_code=trust_remote_code, resume=resume, report_to=report_to)
+        return _stages(
+            plan,
+            ctx=ctx,
+            db=db,
+            progress=progress,
+            signals=signals,
+            recorded=recorded,
+            data=data,
+            output_dir=output_dir,
+            max_steps=max_steps,
+            model_path=model_path,
+            trust_remote_code=trust_remote_code,
+            resume=resume,
+            report_to=report_to,
+        )
     except RunInterrupted:
         raise
     except KeyboardInterrupt as exc:

@@ -73,8 +73,12 @@ class RunSignals:
         if self._soft and not self._depth and not self._raised:
             if self.stop_requested is None:
                 self.stop_requested = name
-                print(f"tuneplan: {name} received: finishing this step and writing a checkpoint; "
-                      "Ctrl-C again stops at once", file=sys.stderr, flush=True)
+                print(
+                    f"tuneplan: {name} received: finishing this step and writing a checkpoint; "
+                    "Ctrl-C again stops at once",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return
             if name != "SIGINT":  # launchers forward SIGTERM again: keep checkpointing
                 return
@@ -140,13 +144,16 @@ class Recorded:
         if self.result_status:
             parts.append(f"result.json says {self.result_status}")
         else:
-            parts.append("no result.json could be written"
-                         + (f" ({self.result_error})" if self.result_error else ""))
+            parts.append(
+                "no result.json could be written" + (f" ({self.result_error})" if self.result_error else "")
+            )
         if self.db_status and self.db_status == self.result_status:
             parts.append("the database row matches")
         elif self.db_status:
-            parts.append(f"the database row says {self.db_status}"
-                         + (f" (the final write failed: {self.db_error})" if self.db_error else ""))
+            parts.append(
+                f"the database row says {self.db_status}"
+                + (f" (the final write failed: {self.db_error})" if self.db_error else "")
+            )
         else:
             parts.append("no database row" + (f" ({self.db_error})" if self.db_error else ""))
         text = f"run directory {self.run_dir}: " + ", ".join(parts)

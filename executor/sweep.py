@@ -93,7 +93,7 @@ def _store_value(v: Any) -> str:
 
 
 def parse_lr(text: str, plan: Plan) -> list[float]:
-    """"band" -> the plan's sweep band (LR/3, LR, 3·LR); "a,b,c" -> those rates (0 < lr < 1)."""
+    """ "band" -> the plan's sweep band (LR/3, LR, 3·LR); "a,b,c" -> those rates (0 < lr < 1)."""
     if text.strip().lower() == "band":
         band = plan.training.learning_rate_band
         if not band:
@@ -105,7 +105,9 @@ def parse_lr(text: str, plan: Plan) -> list[float]:
         try:
             v = float(part)
         except ValueError:
-            raise InputError.one("--lr", f"{part!r} is not a number", "use band or e.g. 1e-4,3e-4,1e-3") from None
+            raise InputError.one(
+                "--lr", f"{part!r} is not a number", "use band or e.g. 1e-4,3e-4,1e-3"
+            ) from None
         if not 0 < v < 1:
             raise InputError.one("--lr", f"{v:g} is outside (0, 1)", "learning rates are in (0, 1)")
         out.append(v)
@@ -120,12 +122,14 @@ def parse_ranks(text: str) -> list[int]:
     except ValueError:
         raise InputError.one("--rank", f"{text!r} is not a list of integers", "use e.g. 8,16,64") from None
     if not out or any(r < 1 or r > 4096 for r in out) or len(set(out)) != len(out):
-        raise InputError.one("--rank", f"{text!r}: ranks must be distinct integers in 1..4096", "use e.g. 8,16,64")
+        raise InputError.one(
+            "--rank", f"{text!r}: ranks must be distinct integers in 1..4096", "use e.g. 8,16,64"
+        )
     return out
 
 
 def parse_targets(text: str) -> list[list[str]]:
-    """"attention,all-linear" -> [["attention"], ["all-linear"]]; "q_proj+v_proj" is one set."""
+    """ "attention,all-linear" -> [["attention"], ["all-linear"]]; "q_proj+v_proj" is one set."""
     out = [[t for t in part.split("+") if t] for part in text.split(",") if part.strip()]
     if not out:
         raise InputError.one("--targets", "no target set given", "use e.g. attention,all-linear")
@@ -166,8 +170,13 @@ def build_trials(plan: Plan, grid: dict[str, list[Any]]) -> list[tuple[dict[str,
     axes = list(grid)
     problems: list[Problem] = []
     if plan.method == "full" and "method" not in grid and ({"lora_rank", "target_modules"} & set(grid)):
-        problems.append(Problem("--rank/--targets", "the plan is full fine-tuning: it has no rank or targets",
-                                "sweep --lr, or advise a LoRA plan"))
+        problems.append(
+            Problem(
+                "--rank/--targets",
+                "the plan is full fine-tuning: it has no rank or targets",
+                "sweep --lr, or advise a LoRA plan",
+            )
+        )
     if problems:
         raise InputError(problems)
     out = []
@@ -193,8 +202,11 @@ def build_trials(plan: Plan, grid: dict[str, list[Any]]) -> list[tuple[dict[str,
 
 def pick_best(trials: list[Trial], tolerance: str) -> tuple[Optional[int], str]:
     """(index of the trial with the lowest eval loss within the forgetting tolerance, sentence)."""
-    ok = [(i, t) for i, t in enumerate(trials) if t.status == "succeeded" and t.eval_loss_after is not None
-          and math.isfinite(t.eval_loss_after)]
+    ok = [
+        (i, t)
+        for i, t in enumerate(trials)
+        if t.status == "succeeded" and t.eval_loss_after is not None and math.isfinite(t.eval_loss_after)
+    ]
     if not ok:
         return None, "No trial succeeded with an eval loss: nothing to pick."
     limit = FORGETTING_THRESHOLDS.get(tolerance)
@@ -204,18 +216,31 @@ def pick_best(trials: list[Trial], tolerance: str) -> tuple[Optional[int], str]:
     forg = "" if best.forgetting is None else f", forgetting {best.forgetting:+.4f} nats"
     if within:
         tol = f" within the {tolerance} forgetting tolerance ({limit:g} nats)" if limit is not None else ""
-        return i, (f"Best: {best.label} (eval loss {best.eval_loss_after:.4f}{forg}){tol}, "
-                   f"of {len(ok)} succeeded trials.")
-    return i, (f"Best: {best.label} (eval loss {best.eval_loss_after:.4f}{forg}), but no trial kept "
-               f"forgetting within the {tolerance} tolerance ({limit:g} nats): weigh it before using it.")
+        return i, (
+            f"Best: {best.label} (eval loss {best.eval_loss_after:.4f}{forg}){tol}, "
+            f"of {len(ok)} succeeded trials."
+        )
+    return i, (
+        f"Best: {best.label} (eval loss {best.eval_loss_after:.4f}{forg}), but no trial kept "
+        f"forgetting within the {tolerance} tolerance ({limit:g} nats): weigh it before using it."
+    )
 
 
 def _trial(values: dict[str, Any], plan: Plan, result: Optional[RunResult]) -> Trial:
     o = _outcome(plan.method, plan, result)
-    t = Trial(values=values, status=o.status, run_id=o.run_id, learning_rate=plan.training.learning_rate,
-              lora_rank=plan.lora.rank if plan.lora else None, learning=o.learning, forgetting=o.forgetting,
-              measured_bytes=o.measured_bytes, tokens_per_second=o.tokens_per_second,
-              wall_seconds=o.wall_seconds, error=o.error)
+    t = Trial(
+        values=values,
+        status=o.status,
+        run_id=o.run_id,
+        learning_rate=plan.training.learning_rate,
+        lora_rank=plan.lora.rank if plan.lora else None,
+        learning=o.learning,
+        forgetting=o.forgetting,
+        measured_bytes=o.measured_bytes,
+        tokens_per_second=o.tokens_per_second,
+        wall_seconds=o.wall_seconds,
+        error=o.error,
+    )
     if result is not None:
         t.eval_loss_after = result.eval_loss_after
     return t
@@ -223,15 +248,23 @@ def _trial(values: dict[str, Any], plan: Plan, result: Optional[RunResult]) -> T
 
 def tuned_plan(plan: Plan, sweep: Sweep) -> Plan:
     """The winning variant with a decision citing the sweep's evidence (its run ids)."""
-    runs = ", ".join(f"{t.label}: {t.run_id or t.status}"
-                     + (f" eval {t.eval_loss_after:.4f}" if t.eval_loss_after is not None else "")
-                     for t in sweep.trials)
+    runs = ", ".join(
+        f"{t.label}: {t.run_id or t.status}"
+        + (f" eval {t.eval_loss_after:.4f}" if t.eval_loss_after is not None else "")
+        for t in sweep.trials
+    )
     advised = ", ".join(f"{k} {_fmt_value(v)}" for k, v in sweep.advised.items())
     steps = f"{sweep.max_steps} steps" if sweep.max_steps else "the plan's steps"
-    msg = (f"Tuned by sweep {sweep.sweep_id} over {', '.join(sweep.axes)} ({len(sweep.trials)} trials, "
-           f"same data, seed and {steps}; the advisor had {advised}). {sweep.sentence} Trials: {runs}.")
-    decision = Decision(rule="TP060", name="sweep-tuned", message=msg,
-                        source=f"tuneplan sweep {sweep.sweep_id} (runs in DuckDB: sweep_trials)")
+    msg = (
+        f"Tuned by sweep {sweep.sweep_id} over {', '.join(sweep.axes)} ({len(sweep.trials)} trials, "
+        f"same data, seed and {steps}; the advisor had {advised}). {sweep.sentence} Trials: {runs}."
+    )
+    decision = Decision(
+        rule="TP060",
+        name="sweep-tuned",
+        message=msg,
+        source=f"tuneplan sweep {sweep.sweep_id} (runs in DuckDB: sweep_trials)",
+    )
     # The winner's values become pins, so re-advising the tuned plan's inputs gives it back.
     return plan.model_copy(update={"decisions": [*plan.decisions, decision]})
 
@@ -253,7 +286,7 @@ def write_figure(trials: list[dict[str, Any]], path: Path, title: str = "") -> P
     panels = 2 if len(ranks) > 1 else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
     ax = axes[0][0]
-    for r in (ranks or [None]):
+    for r in ranks or [None]:
         pts = sorted((t["learning_rate"], t["eval_loss_after"]) for t in ok if t.get("lora_rank") == r)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"r={r}" if r else None)
@@ -281,11 +314,19 @@ def write_figure(trials: list[dict[str, Any]], path: Path, title: str = "") -> P
 # ----------------------------------------------------------------------------------------- run
 
 
-def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: Optional[int] = None,
-              db: Optional[str] = None, output_dir: Optional[str] = None, data: Optional[str] = None,
-              model_path: Optional[str] = None, progress: Optional[bool] = None,
-              write_plan: Optional[str] = None,
-              runner: Optional[Callable[..., RunResult]] = None) -> Sweep:
+def run_sweep(
+    plan_path: str | Path,
+    grid: dict[str, list[Any]],
+    *,
+    max_steps: Optional[int] = None,
+    db: Optional[str] = None,
+    output_dir: Optional[str] = None,
+    data: Optional[str] = None,
+    model_path: Optional[str] = None,
+    progress: Optional[bool] = None,
+    write_plan: Optional[str] = None,
+    runner: Optional[Callable[..., RunResult]] = None,
+) -> Sweep:
     """Run every variant of the grid; a failed trial does not stop the others. Raises InputError
     for bad input; on Ctrl-C the sweep so far is returned with ``interrupted`` set."""
     from tuneplan.base.planio import plan_to_json
@@ -293,8 +334,9 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
     from .runner import load_plan
 
     if not grid:
-        raise InputError.one("--lr/--rank/--targets/--methods", "nothing to sweep",
-                             "give at least one axis, e.g. --lr band")
+        raise InputError.one(
+            "--lr/--rank/--targets/--methods", "nothing to sweep", "give at least one axis, e.g. --lr band"
+        )
     plan, plan_file, _ = load_plan(plan_path)
     plan = _absolute_data(plan, plan_file.parent if plan_file else None)
     if "learning_rate" in grid and grid["learning_rate"] == ["band"]:
@@ -305,8 +347,14 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
     out = Path(output_dir or Path("runs") / sweep_id).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     tol = plan.inputs.task.forgetting_tolerance
-    sw = Sweep(sweep_id=sweep_id, axes=axes, advised=advised_values(plan, axes), forgetting_tolerance=tol,
-               max_steps=max_steps, output_dir=str(out.resolve()))
+    sw = Sweep(
+        sweep_id=sweep_id,
+        axes=axes,
+        advised=advised_values(plan, axes),
+        forgetting_tolerance=tol,
+        max_steps=max_steps,
+        output_dir=str(out.resolve()),
+    )
     if runner is None:
         from .runner import run_plan as runner  # type: ignore[no-redef]
     axis_name = ",".join(axes)
@@ -325,8 +373,15 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
         before = {p.name for p in out.iterdir() if p.is_dir()}
         result: Optional[RunResult] = None
         try:
-            result = runner(str(vpath), data=data, db=db, output_dir=str(out), max_steps=max_steps,
-                            progress=progress, model_path=model_path)
+            result = runner(
+                str(vpath),
+                data=data,
+                db=db,
+                output_dir=str(out),
+                max_steps=max_steps,
+                progress=progress,
+                model_path=model_path,
+            )
         except InputError:
             result = _new_result(out, before)
             if result is None:
@@ -342,8 +397,18 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
             t.status = "interrupted"
         sw.trials.append(t)
         if result is not None:
-            _record(db, sweep_id, result.run_id, v.method, plan.method, tol, axis_name,
-                    ",".join(_store_value(values[a]) for a in axes), advised_text, result.run_dir)
+            _record(
+                db,
+                sweep_id,
+                result.run_id,
+                v.method,
+                plan.method,
+                tol,
+                axis_name,
+                ",".join(_store_value(values[a]) for a in axes),
+                advised_text,
+                result.run_dir,
+            )
         if sw.interrupted:
             break
     sw.best, sw.sentence = pick_best(sw.trials, tol)
@@ -355,8 +420,15 @@ def run_sweep(plan_path: str | Path, grid: dict[str, list[Any]], *, max_steps: O
         write_text_atomic(tpath, plan_to_json(tuned))
         sw.tuned_plan_path = str(tpath)
     try:
-        rows = [{"learning_rate": t.learning_rate, "lora_rank": t.lora_rank, "status": t.status,
-                 "eval_loss_after": t.eval_loss_after} for t in sw.trials]
+        rows = [
+            {
+                "learning_rate": t.learning_rate,
+                "lora_rank": t.lora_rank,
+                "status": t.status,
+                "eval_loss_after": t.eval_loss_after,
+            }
+            for t in sw.trials
+        ]
         sw.figure_path = str(write_figure(rows, out / "sweep.png", f"sweep {sweep_id}"))
     except Exception as exc:  # noqa: BLE001 - the figure is a convenience; the numbers are stored
         _warn(f"warning: could not draw the sweep figure: {exc}")
@@ -368,8 +440,18 @@ def _record(db, sweep_id, run_id, method, plan_method, tol, axis, value, advised
     try:
         from .ledger import record_comparison
 
-        record_comparison(db, sweep_id, run_id, method, plan_method, tol, axis=axis, value=value,
-                          advised_value=advised, run_dir=run_dir)
+        record_comparison(
+            db,
+            sweep_id,
+            run_id,
+            method,
+            plan_method,
+            tol,
+            axis=axis,
+            value=value,
+            advised_value=advised,
+            run_dir=run_dir,
+        )
     except Exception as exc:  # noqa: BLE001 - the run itself is recorded
         _warn(f"warning: could not record run {run_id} in sweep {sweep_id}: {exc}")
 
@@ -394,10 +476,16 @@ def print_sweep(sw: Sweep, console=None) -> None:
 
     if console is None:
         console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False, highlight=False)
-    table = Table(title=escape(f"sweep {sw.sweep_id} over {', '.join(sw.axes)} ({sw.forgetting_tolerance} "
-                               f"forgetting tolerance)"), title_justify="left")
+    table = Table(
+        title=escape(
+            f"sweep {sw.sweep_id} over {', '.join(sw.axes)} ({sw.forgetting_tolerance} forgetting tolerance)"
+        ),
+        title_justify="left",
+    )
     for name in ("trial", "status", "eval loss", "learning", "forgetting", "peak mem", "tok/s", "run"):
-        table.add_column(name, justify="left" if name in ("trial", "status", "run") else "right", no_wrap=True)
+        table.add_column(
+            name, justify="left" if name in ("trial", "status", "run") else "right", no_wrap=True
+        )
     for i, t in enumerate(sw.trials):
         marks = []
         if i == sw.best:
@@ -405,13 +493,16 @@ def print_sweep(sw: Sweep, console=None) -> None:
         if all(_fmt_value(t.values[a]) == _fmt_value(sw.advised.get(a)) for a in sw.axes):
             marks.append("advised")
         label = t.label + (f" ({', '.join(marks)})" if marks else "")
-        table.add_row(escape(label), escape(t.status),
-                      "-" if t.eval_loss_after is None else f"{t.eval_loss_after:.4f}",
-                      "-" if t.learning is None else f"{t.learning:+.4f}",
-                      "-" if t.forgetting is None else f"{t.forgetting:+.4f}",
-                      _mem(t.measured_bytes),
-                      "-" if t.tokens_per_second is None else f"{t.tokens_per_second:,.0f}",
-                      escape(t.run_id or "-"))
+        table.add_row(
+            escape(label),
+            escape(t.status),
+            "-" if t.eval_loss_after is None else f"{t.eval_loss_after:.4f}",
+            "-" if t.learning is None else f"{t.learning:+.4f}",
+            "-" if t.forgetting is None else f"{t.forgetting:+.4f}",
+            _mem(t.measured_bytes),
+            "-" if t.tokens_per_second is None else f"{t.tokens_per_second:,.0f}",
+            escape(t.run_id or "-"),
+        )
     console.print(table)
     console.print(escape(sw.sentence), soft_wrap=True)
     if sw.tuned_plan_path:

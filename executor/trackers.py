@@ -27,8 +27,13 @@ def parse_report_to(value: Optional[str]) -> list[str]:
         if n not in TRACKERS:
             problems.append(Problem("--report-to", f"unknown tracker {n!r}", f"use {', '.join(TRACKERS)}"))
         elif importlib.util.find_spec(TRACKERS[n]) is None:
-            problems.append(Problem("--report-to", f"{n} is not installed",
-                                    f"pip install 'tuneplan[trackers]' (or pip install {TRACKERS[n]})"))
+            problems.append(
+                Problem(
+                    "--report-to",
+                    f"{n} is not installed",
+                    f"pip install 'tuneplan[trackers]' (or pip install {TRACKERS[n]})",
+                )
+            )
     if problems:
         raise InputError(problems)
     return list(dict.fromkeys(names))
@@ -48,15 +53,19 @@ class Trackers:
             elif n == "wandb":
                 t = WandBTracker(run_id)
             else:
-                t = MLflowTracker(experiment_name="tuneplan", logging_dir=str(Path(run_dir) / "mlruns"),
-                                  run_name=run_id)
+                t = MLflowTracker(
+                    experiment_name="tuneplan", logging_dir=str(Path(run_dir) / "mlruns"), run_name=run_id
+                )
             t.start()
             t.store_init_configuration(config)
             self.trackers.append(t)
 
     def log(self, record: dict) -> None:
-        values = {k: v for k, v in record.items()
-                  if k != "step" and isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
+        values = {
+            k: v
+            for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
+        }
         for t in list(self.trackers):
             try:
                 t.log(values, step=int(record["step"]))

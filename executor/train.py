@@ -50,8 +50,17 @@ class TrainState:
     checkpointer: object = None
     """executor/checkpoint.py Checkpointer once training started with a run directory."""
 
-    _SAVED = ("metrics", "steps", "tokens", "train_seconds", "consumed", "positions", "best_step",
-              "best_eval_loss", "bad_evals")
+    _SAVED = (
+        "metrics",
+        "steps",
+        "tokens",
+        "train_seconds",
+        "consumed",
+        "positions",
+        "best_step",
+        "best_eval_loss",
+        "bad_evals",
+    )
 
     def snapshot(self) -> dict:
         """What a checkpoint keeps of the loop (restored by :meth:`restore`)."""
@@ -148,8 +157,16 @@ def _targets(batch: dict) -> int:
 
 
 @torch.no_grad()
-def evaluate(model, examples: list[Example], *, batch_size: int, pad_id: int, device: torch.device,
-             autocast_dtype=None, max_batches: int = EVAL_MAX_BATCHES) -> Optional[float]:
+def evaluate(
+    model,
+    examples: list[Example],
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    autocast_dtype=None,
+    max_batches: int = EVAL_MAX_BATCHES,
+) -> Optional[float]:
     """Mean token loss over at most max_batches batches of `examples` (None when empty)."""
     if not examples:
         return None
@@ -211,24 +228,39 @@ def train(
     ckpt = None
     if run_dir is not None:
         if dist is not None and dist.manual_fsdp:
-            subs.append("checkpoints: not written for FSDP on CPU (hand-sharded, outside accelerate's "
-                        "state API); use ddp on CPU or FSDP on GPUs")
+            subs.append(
+                "checkpoints: not written for FSDP on CPU (hand-sharded, outside accelerate's "
+                "state API); use ddp on CPU or FSDP on GPUs"
+            )
         else:
             from .checkpoint import Checkpointer
 
-            ckpt = Checkpointer(run_dir, plan_hash or "", keep=training.save_total_limit, model=model,
-                                optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                loop_get=state.snapshot, loop_put=state.restore, device=device, dist=dist)
+            ckpt = Checkpointer(
+                run_dir,
+                plan_hash or "",
+                keep=training.save_total_limit,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                loop_get=state.snapshot,
+                loop_put=state.restore,
+                device=device,
+                dist=dist,
+            )
             state.checkpointer = ckpt
     if resume_from is not None:
         if ckpt is None:
             from tuneplan.base.errors import InputError
 
-            raise InputError.one("--resume", "this run cannot load checkpoints (FSDP on CPU)",
-                                 "use ddp on CPU")
+            raise InputError.one(
+                "--resume", "this run cannot load checkpoints (FSDP on CPU)", "use ddp on CPU"
+            )
         ckpt.load(resume_from)
     first = state.steps + 1
-    stream = micro_batches(train_examples, training.per_device_batch_size, training.seed, start=state.consumed)
+    stream = micro_batches(
+        train_examples, training.per_device_batch_size, training.seed, start=state.consumed
+    )
     trainable = [p for p in model.parameters() if p.requires_grad]
     savers = memory_savers(model, training, device, meter, distributed=dist is not None)
     subs += savers.substitutions
@@ -240,8 +272,25 @@ def train(
     soft = signals.soft() if signals is not None else nullcontext()
     with soft:
         for step in range(first, steps + 1):
-            _one_step(step, steps, model, optimizer, scheduler, scaler, trainable, stream, training,
-                      prec, device, pad_id, meter, state, dist, t_start, savers)
+            _one_step(
+                step,
+                steps,
+                model,
+                optimizer,
+                scheduler,
+                scaler,
+                trainable,
+                stream,
+                training,
+                prec,
+                device,
+                pad_id,
+                meter,
+                state,
+                dist,
+                t_start,
+                savers,
+            )
             record = state.metrics[-1]
             if every_eval and step % every_eval == 0:
                 ev, pr = evaluate_fn()
@@ -256,32 +305,58 @@ def train(
             if dist is not None and dist.max_int(1 if stop else 0) and not stop:
                 stop = "a signal on another process"
             minutes = training.save_every_minutes
-            due = ckpt is not None and step < steps and (
-                (training.save_every_steps and step % training.save_every_steps == 0)
-                or (minutes is not None and time.monotonic() - last_save >= minutes * 60))
+            due = (
+                ckpt is not None
+                and step < steps
+                and (
+                    (training.save_every_steps and step % training.save_every_steps == 0)
+                    or (minutes is not None and time.monotonic() - last_save >= minutes * 60)
+                )
+            )
             if ckpt is not None and (stop or due):
                 ckpt.save(step)
                 last_save = time.monotonic()
                 if signals is not None and not stop:
                     stop = signals.stop_requested
             if stop:
-                state.stop_reason = (f"{stop} at step {step}; " + (
-                    f"checkpoint {ckpt.last_dir.name} written" if ckpt is not None and ckpt.last_dir is not None
-                    else "no checkpoint"))
+                state.stop_reason = f"{stop} at step {step}; " + (
+                    f"checkpoint {ckpt.last_dir.name} written"
+                    if ckpt is not None and ckpt.last_dir is not None
+                    else "no checkpoint"
+                )
                 if signals is not None:
                     signals.stop_now()
                 raise KeyboardInterrupt(stop)
             patience = training.early_stop_patience
             if patience and state.bad_evals >= patience and step < steps:
                 state.early_stopped = True
-                state.stop_reason = (f"early stop at step {step}: eval loss not improved for {patience} "
-                                     f"evaluations (best {state.best_eval_loss:.4f} at step {state.best_step})")
+                state.stop_reason = (
+                    f"early stop at step {step}: eval loss not improved for {patience} "
+                    f"evaluations (best {state.best_eval_loss:.4f} at step {state.best_step})"
+                )
                 break
     return subs
 
 
-def _one_step(step, steps, model, optimizer, scheduler, scaler, trainable, stream, training, prec, device,
-              pad_id, meter, state: TrainState, dist, t_start: float, savers) -> None:
+def _one_step(
+    step,
+    steps,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    trainable,
+    stream,
+    training,
+    prec,
+    device,
+    pad_id,
+    meter,
+    state: TrainState,
+    dist,
+    t_start: float,
+    savers,
+) -> None:
     """One optimizer step over gradient_accumulation_steps micro-batches; appends its record."""
     t0 = time.perf_counter()
     batches = [collate(next(stream), pad_id) for _ in range(training.gradient_accumulation_steps)]
@@ -294,8 +369,9 @@ def _one_step(step, steps, model, optimizer, scheduler, scaler, trainable, strea
                 if "position_ids" in batch and not savers.chunk:
                     logits = _forward(model, batch, device)  # packed: position ids reset per example
                 else:
-                    logits = savers.forward(model, batch["input_ids"].to(device),
-                                            batch["attention_mask"].to(device))
+                    logits = savers.forward(
+                        model, batch["input_ids"].to(device), batch["attention_mask"].to(device)
+                    )
             loss = savers.loss(model, logits, batch["labels"], token_loss_sum) / n_targets
         meter.end_forward(logits)
         del logits
@@ -334,13 +410,15 @@ def _one_step(step, steps, model, optimizer, scheduler, scaler, trainable, strea
     state.tokens += tokens
     state.positions += positions * (dist.world_size if dist is not None else 1)
     state.train_seconds += time.perf_counter() - t0
-    state.metrics.append({
-        "step": step,
-        "loss": loss_sum,
-        "lr": lr,
-        "grad_norm": grad_norm,
-        "tokens": tokens,
-        "trained_tokens": trained,
-        "positions": positions,
-        "elapsed_s": round(time.perf_counter() - t_start, 4),
-    })
+    state.metrics.append(
+        {
+            "step": step,
+            "loss": loss_sum,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": tokens,
+            "trained_tokens": trained,
+            "positions": positions,
+            "elapsed_s": round(time.perf_counter() - t_start, 4),
+        }
+    )

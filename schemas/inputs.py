@@ -216,8 +216,19 @@ class ModelSpec(Strict):
 
 
 DomainLabel = Literal[
-    "chat", "instruction", "classification", "summarization", "extraction", "code", "math",
-    "new-language", "medical", "legal", "finance", "science", "other",
+    "chat",
+    "instruction",
+    "classification",
+    "summarization",
+    "extraction",
+    "code",
+    "math",
+    "new-language",
+    "medical",
+    "legal",
+    "finance",
+    "science",
+    "other",
 ]
 
 

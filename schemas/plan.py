@@ -177,8 +177,14 @@ class MemoryTerm(Strict):
     """One itemised line of the estimate with the formula it came from."""
 
     component: Literal[
-        "weights", "quantization_constants", "adapter_weights", "gradients",
-        "optimizer_states", "activations", "logits_and_loss", "framework_overhead",
+        "weights",
+        "quantization_constants",
+        "adapter_weights",
+        "gradients",
+        "optimizer_states",
+        "activations",
+        "logits_and_loss",
+        "framework_overhead",
     ]
     """Which breakdown entry this line adds to."""
     label: str

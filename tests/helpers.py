@@ -36,11 +36,21 @@ def cli_captured(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def tuneplan(*argv: str, cwd=None, env: Optional[dict] = None, timeout: Optional[float] = None,
-             ) -> subprocess.CompletedProcess:
+def tuneplan(
+    *argv: str,
+    cwd=None,
+    env: Optional[dict] = None,
+    timeout: Optional[float] = None,
+) -> subprocess.CompletedProcess:
     """`tuneplan ARGV...` in a fresh process as a user runs it; text stdout/stderr captured.
 
     ``env`` adds to (never replaces) this process's environment.
     """
-    return subprocess.run(TUNEPLAN + list(argv), capture_output=True, text=True, cwd=cwd,
-                          env=None if env is None else {**os.environ, **env}, timeout=timeout)
+    return subprocess.run(
+        TUNEPLAN + list(argv),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
+        timeout=timeout,
+    )

@@ -14,8 +14,10 @@ FROZEN = Path(__file__).parent / "fixtures" / "ledger_schema_v6"
 def old_ledger_schema(con, target: int) -> list[int]:
     """Make ``con`` a run database exactly as tuneplan wrote schema version ``target`` (1-6),
     views of that time included, recorded in schema_migrations. Returns the versions applied."""
-    con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+    )
     applied = []
     for path in sorted(FROZEN.glob("*.sql")):
         version = int(path.stem)

@@ -58,22 +58,36 @@ def main(argv: list[str]) -> int:
         if cli:
             from tuneplan.cli.main import main as tuneplan
 
-            rc = tuneplan(["run", str(plan_file), "--db", str(root / "runs.duckdb"), "--output", str(root / "runs")])
+            rc = tuneplan(
+                ["run", str(plan_file), "--db", str(root / "runs.duckdb"), "--output", str(root / "runs")]
+            )
             results = [json.loads(real[0](d / "result.json")) for d in sorted((root / "runs").iterdir())]
         else:
             from tuneplan.executor.runner import run_plan
 
             rc = 0
-            results = [json.loads(run_plan(plan_file, db=str(root / "runs.duckdb"), output_dir=str(root / "runs"),
-                                           progress=False).model_dump_json()) for _ in range(n)]
+            results = [
+                json.loads(
+                    run_plan(
+                        plan_file, db=str(root / "runs.duckdb"), output_dir=str(root / "runs"), progress=False
+                    ).model_dump_json()
+                )
+                for _ in range(n)
+            ]
     finally:
         Path.read_text, Path.read_bytes, builtins.open = real
     for r in results:
         m = r["measured"] or {}
-        runs.append({"status": r["status"], "peak_bytes": m.get("peak_bytes"),
-                     "runtime_bytes": m.get("runtime_bytes"),
-                     "tensor_bytes": (m["peak_bytes"] - m["runtime_bytes"]) if m else None,
-                     "eval_loss_after": r["eval_loss_after"], "forgetting_loss_after": r["forgetting_loss_after"]})
+        runs.append(
+            {
+                "status": r["status"],
+                "peak_bytes": m.get("peak_bytes"),
+                "runtime_bytes": m.get("runtime_bytes"),
+                "tensor_bytes": (m["peak_bytes"] - m["runtime_bytes"]) if m else None,
+                "eval_loss_after": r["eval_loss_after"],
+                "forgetting_loss_after": r["forgetting_loss_after"],
+            }
+        )
     print(json.dumps({"rc": rc, "bitsandbytes": "bitsandbytes" in sys.modules, "reads": reads, "runs": runs}))
     return 0
 

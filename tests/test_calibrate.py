@@ -17,8 +17,20 @@ from tuneplan.executor.compare import build_variants
 from tuneplan.schemas import load_plan_dict
 from helpers import cli
 
-ADVISE = ["advise", "--model", "meta-llama/Llama-3.2-1B", "--gpu", "A100-80GB", "--domain", "near",
-          "--forgetting", "low", "--seq-len", "512", "--json"]
+ADVISE = [
+    "advise",
+    "--model",
+    "meta-llama/Llama-3.2-1B",
+    "--gpu",
+    "A100-80GB",
+    "--domain",
+    "near",
+    "--forgetting",
+    "low",
+    "--seq-len",
+    "512",
+    "--json",
+]
 
 
 def advise_json(capsys, *extra: str) -> dict:
@@ -45,14 +57,26 @@ def runs_db(tmp_path, capsys):
     for method, plan in variants.items():
         states, act = parts(plan)
         for j, scale in enumerate((0.5, 0.52)):
-            record_run(db, tmp_path / "runs", f"{method}-{j}", method=method, plan=plan,
-                       predicted=plan.memory.per_device_bytes, measured=int(states + scale * act),
-                       device="cuda")
+            record_run(
+                db,
+                tmp_path / "runs",
+                f"{method}-{j}",
+                method=method,
+                plan=plan,
+                predicted=plan.memory.per_device_bytes,
+                measured=int(states + scale * act),
+                device="cuda",
+            )
     # runs that cannot be used are skipped with a reason
     record_run(db, tmp_path / "runs", "failed", status="failed", measured=None, error="x")
     hand = make_plan("lora", "tiny")  # hand-made plan whose memory settings cannot be re-estimated
-    hand = hand.model_copy(update={"memory": hand.memory.model_copy(update={
-        "settings": hand.memory.settings.model_copy(update={"lora_rank": None})})})
+    hand = hand.model_copy(
+        update={
+            "memory": hand.memory.model_copy(
+                update={"settings": hand.memory.settings.model_copy(update={"lora_rank": None})}
+            )
+        }
+    )
     record_run(db, tmp_path / "runs", "cpu-no-acts", device="cpu", plan=hand)
     return db
 
@@ -87,7 +111,8 @@ def test_advise_calibrated_uses_the_factors(runs_db, capsys):
     assert cal["memory"]["calibration_factor"] < 1
     plan = load_plan_dict(plain)
     assert load_factors(str(runs_db), plan.inputs)["activations"] == pytest.approx(
-        json.loads((runs_db.parent / "calibration.json").read_text())["factors"]["cuda|llama"]["activations"])
+        json.loads((runs_db.parent / "calibration.json").read_text())["factors"]["cuda|llama"]["activations"]
+    )
 
 
 def test_weighted_median_fit_never_worse_than_uncalibrated():
@@ -125,9 +150,17 @@ def test_cpu_runtime_bytes_are_taken_out_of_the_measurement(tmp_path, capsys):
     runtime = int(0.2 * act)  # large enough that leaving it in would move the factor to ~0.7
     db = tmp_path / "cal" / "runs.duckdb"
     for j, scale in enumerate((0.5, 0.52)):
-        record_run(db, tmp_path / "runs", f"cpu-{j}", method=base.method, plan=base,
-                   predicted=base.memory.per_device_bytes, device="cpu",
-                   measured=int(states + scale * act) + runtime, runtime=runtime)
+        record_run(
+            db,
+            tmp_path / "runs",
+            f"cpu-{j}",
+            method=base.method,
+            plan=base,
+            predicted=base.memory.per_device_bytes,
+            device="cpu",
+            measured=int(states + scale * act) + runtime,
+            runtime=runtime,
+        )
     result = calibrate.fit(db)
     assert list(result.keys) == ["cpu|llama"] and not result.skipped
     assert 0.49 < result.keys["cpu|llama"].factors["activations"] < 0.53

@@ -79,8 +79,10 @@ def test_totals_match_published_sizes(name: str, published: float) -> None:
     assert catalog.get_model(name).total_params == pytest.approx(published, rel=0.01)
 
 
-@pytest.mark.parametrize("query", ["meta-llama/Llama-3.1-8B", "Llama-3.1-8B", "llama-3.1-8b",
-                                   "Meta-Llama/Llama-3.1-8B", "  LLAMA-3.1-8B "])
+@pytest.mark.parametrize(
+    "query",
+    ["meta-llama/Llama-3.1-8B", "Llama-3.1-8B", "llama-3.1-8b", "Meta-Llama/Llama-3.1-8B", "  LLAMA-3.1-8B "],
+)
 def test_lookup_by_full_id_short_name_and_case(query: str) -> None:
     assert catalog.get_model(query).name == "meta-llama/Llama-3.1-8B"
 
@@ -97,7 +99,11 @@ def test_architecture_details() -> None:
     assert gpt2.params.embedding == (50257 + 1024) * 768
     assert catalog.get_model("gpt3-175b").family == "gpt3"
     assert catalog.get_model("Phi-3-mini-4k-instruct").module_names == [
-        "qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+        "qkv_proj",
+        "o_proj",
+        "gate_up_proj",
+        "down_proj",
+    ]
 
 
 def test_unknown_model_suggests_close_names() -> None:
@@ -118,9 +124,14 @@ def test_unknown_model_without_close_names_still_says_what_to_do() -> None:
 
 
 def test_config_dict_unknown_llama_like_type_is_read_as_llama() -> None:
-    cfg = dict(catalog.get_model("SmolLM2-135M").model_dump(include={"vocab_size"}),
-               model_type="newthing", num_hidden_layers=2, hidden_size=64, intermediate_size=128,
-               num_attention_heads=4)
+    cfg = dict(
+        catalog.get_model("SmolLM2-135M").model_dump(include={"vocab_size"}),
+        model_type="newthing",
+        num_hidden_layers=2,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=4,
+    )
     spec = catalog.model_from_config_dict(cfg, "x")
     assert spec.family == "llama" and spec.origin == "config" and "newthing" in spec.source
 
@@ -135,20 +146,29 @@ def test_config_dict_unsupported_type_and_missing_keys() -> None:
 
 
 def test_config_dict_inconsistent_heads() -> None:
-    cfg = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
-           "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 3,
-           "vocab_size": 100}
+    cfg = {
+        "model_type": "llama",
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 3,
+        "vocab_size": 100,
+    }
     with pytest.raises(InputError) as exc:
         catalog.model_from_config_dict(cfg, "odd")
     assert "num_key_value_heads" in _problem(exc)[1]
 
 
-@pytest.mark.parametrize("setup,needle", [
-    (lambda d: d / "missing", "no such file"),
-    (lambda d: d, "no config.json"),
-    (lambda d: (d / "config.json").write_text("{not json") and d, "JSON"),
-    (lambda d: (d / "config.json").write_text("[1, 2]") and d, "JSON object"),
-])
+@pytest.mark.parametrize(
+    "setup,needle",
+    [
+        (lambda d: d / "missing", "no such file"),
+        (lambda d: d, "no config.json"),
+        (lambda d: (d / "config.json").write_text("{not json") and d, "JSON"),
+        (lambda d: (d / "config.json").write_text("[1, 2]") and d, "JSON object"),
+    ],
+)
 def test_bad_model_dir(tmp_path, setup, needle: str) -> None:
     path = setup(tmp_path)
     with pytest.raises(InputError) as exc:
@@ -158,23 +178,69 @@ def test_bad_model_dir(tmp_path, setup, needle: str) -> None:
 
 
 TINY = {
-    "llama": {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
-              "intermediate_size": 160, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "vocab_size": 300, "max_position_embeddings": 128, "tie_word_embeddings": False},
-    "llama-tied": {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
-                   "intermediate_size": 160, "num_attention_heads": 4, "num_key_value_heads": 4,
-                   "vocab_size": 300, "max_position_embeddings": 128, "tie_word_embeddings": True},
-    "qwen2": {"model_type": "qwen2", "num_hidden_layers": 2, "hidden_size": 64,
-              "intermediate_size": 160, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "vocab_size": 300, "max_position_embeddings": 128, "tie_word_embeddings": True},
-    "gemma2": {"model_type": "gemma2", "num_hidden_layers": 2, "hidden_size": 64,
-               "intermediate_size": 160, "num_attention_heads": 4, "num_key_value_heads": 2,
-               "head_dim": 32, "vocab_size": 300, "max_position_embeddings": 128},
-    "phi3": {"model_type": "phi3", "num_hidden_layers": 2, "hidden_size": 64,
-             "intermediate_size": 160, "num_attention_heads": 4, "num_key_value_heads": 4,
-             "vocab_size": 300, "max_position_embeddings": 128, "pad_token_id": 0},
-    "gpt2": {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 300,
-             "n_positions": 128},
+    "llama": {
+        "model_type": "llama",
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 300,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": False,
+    },
+    "llama-tied": {
+        "model_type": "llama",
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "vocab_size": 300,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": True,
+    },
+    "qwen2": {
+        "model_type": "qwen2",
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 300,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": True,
+    },
+    "gemma2": {
+        "model_type": "gemma2",
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "vocab_size": 300,
+        "max_position_embeddings": 128,
+    },
+    "phi3": {
+        "model_type": "phi3",
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "vocab_size": 300,
+        "max_position_embeddings": 128,
+        "pad_token_id": 0,
+    },
+    "gpt2": {
+        "model_type": "gpt2",
+        "n_layer": 2,
+        "n_embd": 64,
+        "n_head": 4,
+        "vocab_size": 300,
+        "n_positions": 128,
+    },
 }
 
 
@@ -212,10 +278,20 @@ def test_model_dir_transformers_counts_replace_the_formula_when_they_differ(tmp_
 # --------------------------------------------------------------------------- --params guesses
 
 
-@pytest.mark.parametrize("params,expected", [
-    ("1B", 1e9), ("7B", 7e9), ("13B", 13e9), ("70B", 70e9), ("350M", 350e6), ("7b", 7e9),
-    ("1.5B", 1.5e9), (7e9, 7e9), ("7e9", 7e9),
-])
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        ("1B", 1e9),
+        ("7B", 7e9),
+        ("13B", 13e9),
+        ("70B", 70e9),
+        ("350M", 350e6),
+        ("7b", 7e9),
+        ("1.5B", 1.5e9),
+        (7e9, 7e9),
+        ("7e9", 7e9),
+    ],
+)
 def test_guess_lands_within_five_percent(params, expected: float) -> None:
     spec = catalog.guess_model(params)
     assert spec.origin == "guess" and "guess" in spec.source
@@ -240,15 +316,29 @@ def test_guess_rejects_bad_counts(bad) -> None:
 # --------------------------------------------------------------------------- GPUs
 
 
-@pytest.mark.parametrize("query,name", [
-    ("a100-80gb", "NVIDIA A100 80GB"), ("A100 80GB", "NVIDIA A100 80GB"),
-    ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB"), ("rtx4090", "NVIDIA GeForce RTX 4090"),
-    ("4090", "NVIDIA GeForce RTX 4090"), ("RTX 4090", "NVIDIA GeForce RTX 4090"),
-    ("t4", "NVIDIA T4"), ("Tesla T4", "NVIDIA T4"), ("h100", "NVIDIA H100 80GB"),
-    ("H100 PCIe", "NVIDIA H100 80GB"), ("h100-nvl", "NVIDIA H100 NVL"), ("l40s", "NVIDIA L40S"),
-    ("l4", "NVIDIA L4"), ("A10G", "NVIDIA A10G"), ("a10", "NVIDIA A10"), ("mi300x", "AMD Instinct MI300X"),
-    ("RTX 6000 Ada Generation", "NVIDIA RTX 6000 Ada"), ("4060ti", "NVIDIA GeForce RTX 4060 Ti 16GB"),
-])
+@pytest.mark.parametrize(
+    "query,name",
+    [
+        ("a100-80gb", "NVIDIA A100 80GB"),
+        ("A100 80GB", "NVIDIA A100 80GB"),
+        ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB"),
+        ("rtx4090", "NVIDIA GeForce RTX 4090"),
+        ("4090", "NVIDIA GeForce RTX 4090"),
+        ("RTX 4090", "NVIDIA GeForce RTX 4090"),
+        ("t4", "NVIDIA T4"),
+        ("Tesla T4", "NVIDIA T4"),
+        ("h100", "NVIDIA H100 80GB"),
+        ("H100 PCIe", "NVIDIA H100 80GB"),
+        ("h100-nvl", "NVIDIA H100 NVL"),
+        ("l40s", "NVIDIA L40S"),
+        ("l4", "NVIDIA L4"),
+        ("A10G", "NVIDIA A10G"),
+        ("a10", "NVIDIA A10"),
+        ("mi300x", "AMD Instinct MI300X"),
+        ("RTX 6000 Ada Generation", "NVIDIA RTX 6000 Ada"),
+        ("4060ti", "NVIDIA GeForce RTX 4060 Ti 16GB"),
+    ],
+)
 def test_gpu_lookup_and_aliases(query: str, name: str) -> None:
     assert catalog.get_gpu(query).name == name
 
@@ -319,8 +409,9 @@ def test_detect_hardware_without_nvidia_smi(monkeypatch) -> None:
 def _fake_smi(monkeypatch, stdout: str) -> None:
     """Make nvidia-smi appear installed and print `stdout`."""
     monkeypatch.setattr(hardware.shutil, "which", lambda _: "/usr/bin/nvidia-smi")
-    monkeypatch.setattr(hardware.subprocess, "run",
-                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=stdout))
+    monkeypatch.setattr(
+        hardware.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=stdout)
+    )
 
 
 def test_detect_hardware_parses_nvidia_smi(monkeypatch) -> None:

@@ -17,11 +17,27 @@ from tuneplan.schemas.run import MeasuredMemory, RunResult
 from helpers import cli
 
 
-def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=None,
-               overhead: int = 0, predicted: int = 1000, measured: int | None = 900,
-               device: str = "cpu", status: str = "succeeded", tolerance: str = "medium",
-               distance: str = "near", eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.01),
-               metrics: list[dict] | None = None, runtime: int = 0, steps: int = 50, **extra) -> RunResult:
+def record_run(
+    db: Path,
+    root: Path,
+    run_id: str,
+    *,
+    method: str = "lora",
+    plan=None,
+    overhead: int = 0,
+    predicted: int = 1000,
+    measured: int | None = 900,
+    device: str = "cpu",
+    status: str = "succeeded",
+    tolerance: str = "medium",
+    distance: str = "near",
+    eval_losses=(2.0, 1.5),
+    probe_losses=(3.0, 3.01),
+    metrics: list[dict] | None = None,
+    runtime: int = 0,
+    steps: int = 50,
+    **extra,
+) -> RunResult:
     """Record a hand-made run whose plan.json (in its run directory) predicts `predicted` bytes,
     `overhead` of them framework overhead, and whose measured peak is `measured` bytes, `runtime`
     of them the process runtime."""
@@ -29,24 +45,48 @@ def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=
     run_dir.mkdir(parents=True, exist_ok=True)
     if plan is None:
         plan = make_plan(method, "tiny")
-        b = MemoryBreakdown(weights=predicted - overhead, quantization_constants=0, adapter_weights=0,
-                            gradients=0, optimizer_states=0, activations=0, logits_and_loss=0,
-                            framework_overhead=overhead)
-        plan = plan.model_copy(update={"memory": plan.memory.model_copy(
-            update={"breakdown": b, "per_device_bytes": predicted, "terms": []})})
+        b = MemoryBreakdown(
+            weights=predicted - overhead,
+            quantization_constants=0,
+            adapter_weights=0,
+            gradients=0,
+            optimizer_states=0,
+            activations=0,
+            logits_and_loss=0,
+            framework_overhead=overhead,
+        )
+        plan = plan.model_copy(
+            update={
+                "memory": plan.memory.model_copy(
+                    update={"breakdown": b, "per_device_bytes": predicted, "terms": []}
+                )
+            }
+        )
     (run_dir / "plan.json").write_text(plan.model_dump_json())
     fields = dict(
-        run_id=run_id, status=status, plan_hash="0" * 16, method=method, model="tiny",
-        hardware=device, started_at=f"2025-01-01T10:00:{len(run_id) % 60:02d}Z",
-        finished_at="2025-01-01T10:05:00Z", run_dir=str(run_dir), predicted_peak_bytes=predicted,
-        measured=None if measured is None else MeasuredMemory(device_kind=device, peak_bytes=measured,
-                                                               runtime_bytes=runtime),
-        forgetting_tolerance=tolerance, domain_distance=distance,
+        run_id=run_id,
+        status=status,
+        plan_hash="0" * 16,
+        method=method,
+        model="tiny",
+        hardware=device,
+        started_at=f"2025-01-01T10:00:{len(run_id) % 60:02d}Z",
+        finished_at="2025-01-01T10:05:00Z",
+        run_dir=str(run_dir),
+        predicted_peak_bytes=predicted,
+        measured=None
+        if measured is None
+        else MeasuredMemory(device_kind=device, peak_bytes=measured, runtime_bytes=runtime),
+        forgetting_tolerance=tolerance,
+        domain_distance=distance,
         eval_loss_before=eval_losses[0] if eval_losses else None,
         eval_loss_after=eval_losses[1] if eval_losses else None,
         forgetting_loss_before=probe_losses[0] if probe_losses else None,
         forgetting_loss_after=probe_losses[1] if probe_losses else None,
-        steps=steps, tokens=100, tokens_per_second=50.0, wall_seconds=2.0,
+        steps=steps,
+        tokens=100,
+        tokens_per_second=50.0,
+        wall_seconds=2.0,
     )
     fields.update(extra)
     result = RunResult(**fields)
@@ -57,12 +97,29 @@ def record_run(db: Path, root: Path, run_id: str, *, method: str = "lora", plan=
 CASES = {
     # run_id: (kwargs, verdict, reason fragment)
     "held": (dict(), "held", None),
-    "oom": (dict(status="failed", measured=None, eval_losses=(2.0, None), probe_losses=(3.0, None),
-                 error="OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
-            "broken", "failed out of memory"),
-    "oom-predicted": (dict(status="failed", measured=None, predicted_fits=False,
-                           eval_losses=None, probe_losses=None, error="OutOfMemoryError: x"),
-                      "held", None),
+    "oom": (
+        dict(
+            status="failed",
+            measured=None,
+            eval_losses=(2.0, None),
+            probe_losses=(3.0, None),
+            error="OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        ),
+        "broken",
+        "failed out of memory",
+    ),
+    "oom-predicted": (
+        dict(
+            status="failed",
+            measured=None,
+            predicted_fits=False,
+            eval_losses=None,
+            probe_losses=None,
+            error="OutOfMemoryError: x",
+        ),
+        "held",
+        None,
+    ),
     "under": (dict(measured=1400), "broken", "under-predicted"),
     "under-ok": (dict(measured=1300), "held", None),
     "overhead": (dict(predicted=1500, overhead=1000, measured=900), "broken", "under-predicted"),
@@ -71,13 +128,33 @@ CASES = {
     "forgot": (dict(tolerance="low", probe_losses=(3.0, 3.06)), "broken", "beyond the low tolerance"),
     "forgot-ok": (dict(tolerance="medium", probe_losses=(3.0, 3.06)), "held", None),
     "no-learning": (dict(eval_losses=(2.0, 2.0)), "broken", "did not learn"),
-    "running": (dict(status="running", measured=None, eval_losses=(2.0, None),
-                     probe_losses=(3.0, None), finished_at=None), "held", None),
-    "interrupted": (dict(status="interrupted", measured=2000, eval_losses=(2.0, None),
-                         probe_losses=(3.0, None), error="KeyboardInterrupt: x"),
-                    "broken", "under-predicted"),
-    "failed-other": (dict(status="failed", measured=None, eval_losses=None, probe_losses=None,
-                          error="RuntimeError: boom"), "held", None),
+    "running": (
+        dict(
+            status="running",
+            measured=None,
+            eval_losses=(2.0, None),
+            probe_losses=(3.0, None),
+            finished_at=None,
+        ),
+        "held",
+        None,
+    ),
+    "interrupted": (
+        dict(
+            status="interrupted",
+            measured=2000,
+            eval_losses=(2.0, None),
+            probe_losses=(3.0, None),
+            error="KeyboardInterrupt: x",
+        ),
+        "broken",
+        "under-predicted",
+    ),
+    "failed-other": (
+        dict(status="failed", measured=None, eval_losses=None, probe_losses=None, error="RuntimeError: boom"),
+        "held",
+        None,
+    ),
 }
 
 
@@ -96,8 +173,15 @@ def test_check_json_verdicts_and_reasons(db, capsys):
     assert set(runs) == set(CASES)
     for run_id, (_, verdict, fragment) in CASES.items():
         r = runs[run_id]
-        assert {"run_id", "method", "memory_error", "forgetting_within_tolerance", "learned",
-                "verdict", "reasons"} <= set(r)
+        assert {
+            "run_id",
+            "method",
+            "memory_error",
+            "forgetting_within_tolerance",
+            "learned",
+            "verdict",
+            "reasons",
+        } <= set(r)
         assert r["verdict"] == verdict, (run_id, r)
         if fragment:
             assert any(fragment in x for x in r["reasons"]), (run_id, r["reasons"])
@@ -159,24 +243,41 @@ def cmp_db(tmp_path) -> Path:
     db = tmp_path / "runs.duckdb"
     root = tmp_path / "runs"
     spec = {
-        "c1": dict(distance="far", tolerance="low", runs={
-            "full": dict(measured=3000, eval_losses=(2.0, 1.0), probe_losses=(3.0, 3.30)),
-            "lora": dict(measured=1500, eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.02)),
-            "qlora": dict(measured=1000, eval_losses=(2.0, 1.55), probe_losses=(3.0, 3.03))}),
-        "c2": dict(distance="near", tolerance="medium", runs={
-            "full": dict(measured=3000, eval_losses=(2.0, 1.8), probe_losses=(3.0, 3.01)),
-            "lora": dict(measured=1500, eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.05)),
-            "qlora": dict(measured=1600, eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.04))}),
+        "c1": dict(
+            distance="far",
+            tolerance="low",
+            runs={
+                "full": dict(measured=3000, eval_losses=(2.0, 1.0), probe_losses=(3.0, 3.30)),
+                "lora": dict(measured=1500, eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.02)),
+                "qlora": dict(measured=1000, eval_losses=(2.0, 1.55), probe_losses=(3.0, 3.03)),
+            },
+        ),
+        "c2": dict(
+            distance="near",
+            tolerance="medium",
+            runs={
+                "full": dict(measured=3000, eval_losses=(2.0, 1.8), probe_losses=(3.0, 3.01)),
+                "lora": dict(measured=1500, eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.05)),
+                "qlora": dict(measured=1600, eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.04)),
+            },
+        ),
     }
     for cid, c in spec.items():
         for method, kw in c["runs"].items():
             rid = f"{cid}-{method}"
-            record_run(db, root, rid, method=method, predicted=kw["measured"] + 100,
-                       tolerance=c["tolerance"], distance=c["distance"], **kw)
+            record_run(
+                db,
+                root,
+                rid,
+                method=method,
+                predicted=kw["measured"] + 100,
+                tolerance=c["tolerance"],
+                distance=c["distance"],
+                **kw,
+            )
             store.record_comparison(db, cid, rid, method, "lora", c["tolerance"])
     # a failed run in a comparison is left out of the pairwise audits
-    record_run(db, root, "c3-full", method="full", status="failed", measured=None,
-               error="RuntimeError: x")
+    record_run(db, root, "c3-full", method="full", status="failed", measured=None, error="RuntimeError: x")
     record_run(db, root, "c3-lora", method="lora")
     store.record_comparison(db, "c3", "c3-full", "full", "lora", "medium")
     store.record_comparison(db, "c3", "c3-lora", "lora", "lora", "medium")
@@ -193,8 +294,17 @@ def test_comparisons_table(cmp_db):
     rows = q(cmp_db, "SELECT compare_id, count(*) AS n FROM comparisons GROUP BY 1 ORDER BY 1")
     assert [(r["compare_id"], r["n"]) for r in rows] == [("c1", 3), ("c2", 3), ("c3", 2)]
     cols = [r["column_name"] for r in q(cmp_db, "DESCRIBE comparisons")]
-    assert cols == ["compare_id", "run_id", "method", "chosen_method", "forgetting_tolerance", "created_at",
-                    "axis", "value", "advised_value"]
+    assert cols == [
+        "compare_id",
+        "run_id",
+        "method",
+        "chosen_method",
+        "forgetting_tolerance",
+        "created_at",
+        "axis",
+        "value",
+        "advised_value",
+    ]
     trials = q(cmp_db, "SELECT DISTINCT axis FROM comparisons")
     assert [r["axis"] for r in trials] == ["method"]  # compare is a sweep over method
 
@@ -205,12 +315,18 @@ def test_audit_views(cmp_db):
     assert qv["c1"]["qlora_less_memory"] is True and qv["c1"]["qlora_learning_matches"] is True
     assert qv["c1"]["holds"] is True
     assert qv["c2"]["qlora_less_memory"] is False and qv["c2"]["holds"] is False
-    fv = {(r["compare_id"], r["adapter_method"]): r for r in q(cmp_db, "SELECT * FROM audit_lora_vs_full_forgetting")}
+    fv = {
+        (r["compare_id"], r["adapter_method"]): r
+        for r in q(cmp_db, "SELECT * FROM audit_lora_vs_full_forgetting")
+    }
     assert fv[("c1", "lora")]["lora_forgets_less"] is True
     assert fv[("c1", "qlora")]["lora_forgets_less"] is True
     assert fv[("c2", "lora")]["lora_forgets_less"] is False
     assert ("c3", "lora") not in fv  # full failed there
-    lv = {(r["compare_id"], r["adapter_method"]): r for r in q(cmp_db, "SELECT * FROM audit_lora_vs_full_learning")}
+    lv = {
+        (r["compare_id"], r["adapter_method"]): r
+        for r in q(cmp_db, "SELECT * FROM audit_lora_vs_full_learning")
+    }
     assert lv[("c1", "lora")]["full_learns_more"] is True and lv[("c1", "lora")]["far_domain"] is True
     assert lv[("c2", "lora")]["full_learns_more"] is False and lv[("c2", "lora")]["far_domain"] is False
     mp = {(r["method"], r["device_kind"]): r for r in q(cmp_db, "SELECT * FROM audit_memory_predictions")}
@@ -268,8 +384,15 @@ def test_like_for_like_on_tensor_bytes_python_and_sql_agree(tmp_path):
 
     mib = 1 << 20
     db = tmp_path / "runs.duckdb"
-    result = record_run(db, tmp_path / "runs", "cpu-runtime", predicted=1000 * mib,
-                        overhead=420 * mib, measured=1000 * mib, runtime=400 * mib)
+    result = record_run(
+        db,
+        tmp_path / "runs",
+        "cpu-runtime",
+        predicted=1000 * mib,
+        overhead=420 * mib,
+        measured=1000 * mib,
+        runtime=400 * mib,
+    )
     expected = (580 - 600) / 600  # tensor bytes: predicted 1000 - 420, measured 1000 - 400
     old_biased = (580 - 1000) / 1000  # what subtracting the overhead from one side only gave
 
@@ -278,9 +401,12 @@ def test_like_for_like_on_tensor_bytes_python_and_sql_agree(tmp_path):
     assert lfl.error == pytest.approx(expected) and lfl.error != pytest.approx(old_biased)
     assert lfl.raw_error == pytest.approx(0.0)
 
-    cols, rows = store.query(db, "SELECT runtime_bytes, predicted_comparable_bytes, "
-                                 "measured_comparable_bytes, memory_error_comparable "
-                                 "FROM runs JOIN run_memory_checks USING (run_id)")
+    cols, rows = store.query(
+        db,
+        "SELECT runtime_bytes, predicted_comparable_bytes, "
+        "measured_comparable_bytes, memory_error_comparable "
+        "FROM runs JOIN run_memory_checks USING (run_id)",
+    )
     assert rows == [(400 * mib, 580 * mib, 600 * mib, pytest.approx(expected))]
     assert rows[0][3] == lfl.error  # the same number, not just close
     (run,) = check.check_runs(db)["runs"]
@@ -289,6 +415,13 @@ def test_like_for_like_on_tensor_bytes_python_and_sql_agree(tmp_path):
     assert listed["runtime_bytes"] == 400 * mib and listed["memory_error_comparable"] == lfl.error
 
     # CUDA: max_allocated has no runtime in it (runtime_bytes 0), only the overhead comes off
-    cuda = record_run(db, tmp_path / "runs", "cuda", device="cuda", predicted=1000 * mib,
-                      overhead=420 * mib, measured=600 * mib)
+    cuda = record_run(
+        db,
+        tmp_path / "runs",
+        "cuda",
+        device="cuda",
+        predicted=1000 * mib,
+        overhead=420 * mib,
+        measured=600 * mib,
+    )
     assert from_result(cuda).error == pytest.approx((580 - 600) / 600)

@@ -57,22 +57,62 @@ def test_workflow_steps_run_in_a_scratch_repository(tmp_path) -> None:
     write_jsonl(repo / "data" / "eval.jsonl", rows)
     tiny = tiny_llama_dir(repo)
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md"), "TUNEPLAN_CACHE": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md"),
+        "TUNEPLAN_CACHE": str(tmp_path / "cache"),
+    }
     env.pop("TUNEPLAN_DB", None)
     job, steps = _github_steps()
     env.update({k: str(v) for k, v in job["env"].items()})
     # the repository's CI-sized plan, written the way the workflow's header says
-    subprocess.run(["tuneplan", "advise", "--model", tiny.name, "--cpu", "--cpu-name", "ci", "--cpu-memory", "7",
-                    "--cpu-cores", "2", "--domain", "near", "--forgetting", "high", "--seq-len", "32",
-                    "--batch-size", "4", "--max-steps", "3", "--learning-rate", "0.01", "--method", "full",
-                    "--data", "data/train.jsonl", "--eval-data", "data/eval.jsonl", "-o", "plans/ci.json"],
-                   cwd=repo, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            "tuneplan",
+            "advise",
+            "--model",
+            tiny.name,
+            "--cpu",
+            "--cpu-name",
+            "ci",
+            "--cpu-memory",
+            "7",
+            "--cpu-cores",
+            "2",
+            "--domain",
+            "near",
+            "--forgetting",
+            "high",
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "3",
+            "--learning-rate",
+            "0.01",
+            "--method",
+            "full",
+            "--data",
+            "data/train.jsonl",
+            "--eval-data",
+            "data/eval.jsonl",
+            "-o",
+            "plans/ci.json",
+        ],
+        cwd=repo,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     for step in steps:
         if "run" not in step or step.get("id") == "install":
             continue
-        r = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env, capture_output=True,
-                           text=True, timeout=300)
+        r = subprocess.run(
+            ["bash", "-e", "-c", step["run"]], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+        )
         assert r.returncode == 0, f"step {step['name']!r} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         if step["name"].startswith("dry-run"):
             assert "accelerate" in r.stdout and "--num_processes 2" in r.stdout

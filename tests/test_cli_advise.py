@@ -14,8 +14,17 @@ def tp(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return tuneplan(*args, cwd=cwd)
 
 
-BASE = ["advise", "--model", "Llama-3.1-8B", "--gpu", "A100-80GB", "--domain", "near",
-        "--forgetting", "medium"]
+BASE = [
+    "advise",
+    "--model",
+    "Llama-3.1-8B",
+    "--gpu",
+    "A100-80GB",
+    "--domain",
+    "near",
+    "--forgetting",
+    "medium",
+]
 
 
 def test_advise_json_is_the_plan_alone(tmp_path) -> None:
@@ -24,12 +33,32 @@ def test_advise_json_is_the_plan_alone(tmp_path) -> None:
     plan = json.loads(r.stdout)
     assert plan["method"] == "lora" and plan["feasible"] is True
     assert json.loads((tmp_path / "plan.json").read_text()) == plan
-    for key in ("schema_version", "tuneplan_version", "training", "lora", "quantization", "memory",
-                "alternatives", "distributed", "decisions", "warnings", "inputs", "data"):
+    for key in (
+        "schema_version",
+        "tuneplan_version",
+        "training",
+        "lora",
+        "quantization",
+        "memory",
+        "alternatives",
+        "distributed",
+        "decisions",
+        "warnings",
+        "inputs",
+        "data",
+    ):
         assert key in plan
     assert {a["method"] for a in plan["alternatives"]} == {"full", "qlora"}
-    for comp in ("weights", "quantization_constants", "adapter_weights", "gradients",
-                 "optimizer_states", "activations", "logits_and_loss", "framework_overhead"):
+    for comp in (
+        "weights",
+        "quantization_constants",
+        "adapter_weights",
+        "gradients",
+        "optimizer_states",
+        "activations",
+        "logits_and_loss",
+        "framework_overhead",
+    ):
         assert comp in plan["memory"]["breakdown"]
     assert all(d["source"] for d in plan["decisions"])
     v = tp("validate", str(tmp_path / "plan.json"))
@@ -46,8 +75,19 @@ def test_advise_for_people_shows_all_three_methods_with_bars() -> None:
 
 
 def test_infeasible_exit_3_still_writes_plan(tmp_path) -> None:
-    r = tp("advise", "--model", "Llama-3.1-405B", "--gpu", "T4", "--domain", "near",
-           "--forgetting", "medium", "-o", str(tmp_path / "p.json"))
+    r = tp(
+        "advise",
+        "--model",
+        "Llama-3.1-405B",
+        "--gpu",
+        "T4",
+        "--domain",
+        "near",
+        "--forgetting",
+        "medium",
+        "-o",
+        str(tmp_path / "p.json"),
+    )
     assert r.returncode == 3, r.stderr
     plan = json.loads((tmp_path / "p.json").read_text())
     assert plan["feasible"] is False and plan["ways_out"]
@@ -55,8 +95,22 @@ def test_infeasible_exit_3_still_writes_plan(tmp_path) -> None:
 
 
 def test_bad_input_lists_every_problem_with_flags() -> None:
-    r = tp("advise", "--model", "llama-3.1-8", "--gpu", "A100-90GB", "--domain", "near",
-           "--forgetting", "medium", "--seq-len", "5", "--lora-rank", "0", "--json")
+    r = tp(
+        "advise",
+        "--model",
+        "llama-3.1-8",
+        "--gpu",
+        "A100-90GB",
+        "--domain",
+        "near",
+        "--forgetting",
+        "medium",
+        "--seq-len",
+        "5",
+        "--lora-rank",
+        "0",
+        "--json",
+    )
     assert r.returncode == 2
     assert r.stdout == ""
     err = r.stderr
@@ -134,8 +188,19 @@ def test_hardware_and_model_variants(flags) -> None:
 
 def test_bad_choices_reported_with_every_other_problem() -> None:
     """A misspelt choice does not stop validation at the first flag: all problems come at once."""
-    r = tp("advise", "--model", "qwen-7", "--gpu-memory", "-3", "--domain", "far",
-           "--forgetting", "sometimes", "--method", "adapter")
+    r = tp(
+        "advise",
+        "--model",
+        "qwen-7",
+        "--gpu-memory",
+        "-3",
+        "--domain",
+        "far",
+        "--forgetting",
+        "sometimes",
+        "--method",
+        "adapter",
+    )
     assert r.returncode == 2 and r.stdout == ""
     assert "4 problems" in r.stderr
     for flag in ("--model", "--gpu-memory", "--forgetting", "--method"):

@@ -43,24 +43,41 @@ def real(tmp_path_factory):
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = cli("compare", str(plan), "--methods", "full,lora,qlora", "--max-steps", "2",
-                   "--db", str(db), "--output", str(out))
+        code = cli(
+            "compare",
+            str(plan),
+            "--methods",
+            "full,lora,qlora",
+            "--max-steps",
+            "2",
+            "--db",
+            str(db),
+            "--output",
+            str(out),
+        )
     return code, buf.getvalue(), db, out
 
 
 def test_compare_runs_every_method_and_records_the_group(real):
     code, text, db, out = real
     assert code == 0, text
-    cols, rows = store.query(db, "SELECT r.method, r.status, r.steps, c.chosen_method, "
-                                 "c.forgetting_tolerance, c.compare_id FROM comparisons c "
-                                 "JOIN runs r USING (run_id) ORDER BY r.method")
-    assert [(m, s, n) for m, s, n, *_ in rows] == [("full", "succeeded", 2), ("lora", "succeeded", 2),
-                                                   ("qlora", "succeeded", 2)]
+    cols, rows = store.query(
+        db,
+        "SELECT r.method, r.status, r.steps, c.chosen_method, "
+        "c.forgetting_tolerance, c.compare_id FROM comparisons c "
+        "JOIN runs r USING (run_id) ORDER BY r.method",
+    )
+    assert [(m, s, n) for m, s, n, *_ in rows] == [
+        ("full", "succeeded", 2),
+        ("lora", "succeeded", 2),
+        ("qlora", "succeeded", 2),
+    ]
     assert {r[3] for r in rows} == {"lora"} and {r[4] for r in rows} == {"low"}
     assert len({r[5] for r in rows}) == 1
     # every variant was re-advised with that method's own settings
-    variants = {m: Plan.model_validate_json((out / f"plan-{m}.json").read_text()) for m in
-                ("full", "lora", "qlora")}
+    variants = {
+        m: Plan.model_validate_json((out / f"plan-{m}.json").read_text()) for m in ("full", "lora", "qlora")
+    }
     assert {m: v.method for m, v in variants.items()} == {"full": "full", "lora": "lora", "qlora": "qlora"}
     assert variants["full"].lora is None and variants["qlora"].quantization is not None
     assert variants["full"].training.learning_rate < variants["lora"].training.learning_rate
@@ -90,8 +107,10 @@ def test_compare_check_and_rules_on_real_runs(real, capsys):
 def fake_runner(behaviour: dict[str, str]):
     """A run_plan stand-in: writes a run directory like the runner and records it, then
     succeeds, fails (RuntimeError) or is interrupted according to behaviour[method]."""
-    def run(plan_path, *, data=None, db=None, output_dir=None, max_steps=None, progress=None,
-            model_path=None):
+
+    def run(
+        plan_path, *, data=None, db=None, output_dir=None, max_steps=None, progress=None, model_path=None
+    ):
         plan = Plan.model_validate_json(Path(plan_path).read_text())
         what = behaviour.get(plan.method, "ok")
         run_id = f"run-{plan.method}"
@@ -100,15 +119,24 @@ def fake_runner(behaviour: dict[str, str]):
         (run_dir / "plan.json").write_text(Path(plan_path).read_text())
         status = {"ok": "succeeded", "fail": "failed", "interrupt": "interrupted"}[what]
         result = RunResult(
-            run_id=run_id, status=status, plan_hash="0" * 16, method=plan.method, model="tiny",
-            hardware="cpu", started_at="2025-01-01T00:00:00Z", run_dir=str(run_dir),
+            run_id=run_id,
+            status=status,
+            plan_hash="0" * 16,
+            method=plan.method,
+            model="tiny",
+            hardware="cpu",
+            started_at="2025-01-01T00:00:00Z",
+            run_dir=str(run_dir),
             predicted_peak_bytes=plan.memory.per_device_bytes,
             measured=MeasuredMemory(device_kind="cpu", peak_bytes=1_000_000),
-            eval_loss_before=2.0, eval_loss_after=1.5 if status == "succeeded" else None,
-            forgetting_loss_before=3.0, forgetting_loss_after=3.01 if status == "succeeded" else None,
+            eval_loss_before=2.0,
+            eval_loss_after=1.5 if status == "succeeded" else None,
+            forgetting_loss_before=3.0,
+            forgetting_loss_after=3.01 if status == "succeeded" else None,
             forgetting_tolerance=plan.inputs.task.forgetting_tolerance,
             domain_distance=plan.inputs.task.domain_distance,
-            error=None if status == "succeeded" else "RuntimeError: boom")
+            error=None if status == "succeeded" else "RuntimeError: boom",
+        )
         (run_dir / "result.json").write_text(result.model_dump_json())
         store.record(db, result)
         if what == "fail":
@@ -116,6 +144,7 @@ def fake_runner(behaviour: dict[str, str]):
         if what == "interrupt":
             raise KeyboardInterrupt
         return result
+
     return run
 
 
@@ -152,16 +181,30 @@ def test_bad_input_exits_2(tmp_path, plan_file, capsys):
     assert cli("compare", str(tmp_path / "missing.json")) == 2
     assert cli("compare", str(plan_file), "--methods", "full,bogus") == 2
     assert "--methods" in capsys.readouterr().err
-    assert cli("compare", str(plan_file), "--methods", "lora", "--output", str(tmp_path / "o"),
-               "--db", str(tmp_path / "r.duckdb"), "--model-path", str(tmp_path / "no-model")) == 2
+    assert (
+        cli(
+            "compare",
+            str(plan_file),
+            "--methods",
+            "lora",
+            "--output",
+            str(tmp_path / "o"),
+            "--db",
+            str(tmp_path / "r.duckdb"),
+            "--model-path",
+            str(tmp_path / "no-model"),
+        )
+        == 2
+    )
 
 
 # ------------------------------------------------------------------------------ judging
 
 
 def o(method, learning, forgetting, measured=1000, status="succeeded"):
-    return Outcome(method=method, status=status, learning=learning, forgetting=forgetting,
-                   measured_bytes=measured)
+    return Outcome(
+        method=method, status=status, learning=learning, forgetting=forgetting, measured_bytes=measured
+    )
 
 
 def test_judge_lora_low_tolerance():
@@ -184,8 +227,11 @@ def test_judge_full_high_tolerance():
 
 
 def test_judge_qlora_and_missing_runs():
-    outs = {"full": o("full", 0.5, 0.1), "lora": o("lora", 0.5, 0.05, 2000),
-            "qlora": o("qlora", 0.45, 0.05, 1200)}
+    outs = {
+        "full": o("full", 0.5, 0.1),
+        "lora": o("lora", 0.5, 0.05, 2000),
+        "qlora": o("qlora", 0.45, 0.05, 1200),
+    }
     assert judge("qlora", "medium", outs)[0] == "supported"
     outs["qlora"] = o("qlora", 0.45, 0.05, 2500)
     assert judge("qlora", "medium", outs)[0] == "not supported"
@@ -212,14 +258,24 @@ def test_outcome_memory_error_is_like_for_like_on_tensor_bytes(tmp_path):
     tensors = plan.memory.per_device_bytes - plan.memory.breakdown.framework_overhead
     runtime = 400 << 20
     result = RunResult(
-        run_id="r", status="succeeded", plan_hash="0" * 16, method="lora", model="tiny",
-        hardware="cpu", started_at="2025-01-01T00:00:00Z", run_dir=str(tmp_path),
+        run_id="r",
+        status="succeeded",
+        plan_hash="0" * 16,
+        method="lora",
+        model="tiny",
+        hardware="cpu",
+        started_at="2025-01-01T00:00:00Z",
+        run_dir=str(tmp_path),
         predicted_peak_bytes=plan.memory.per_device_bytes,
-        measured=MeasuredMemory(device_kind="cpu", peak_bytes=tensors + runtime, runtime_bytes=runtime))
+        measured=MeasuredMemory(device_kind="cpu", peak_bytes=tensors + runtime, runtime_bytes=runtime),
+    )
     out = _outcome("lora", plan, result)
     assert out.predicted_comparable_bytes == tensors and out.measured_comparable_bytes == tensors
     assert out.measured_bytes == tensors + runtime
     assert out.memory_error == 0.0 == from_result(result, plan).error
-    assert compare._as_dict(compare.Comparison(
-        "c", "lora", "lora", "low", "near", str(tmp_path), {"lora": out}))["outcomes"]["lora"][
-        "memory_error"] == 0.0
+    assert (
+        compare._as_dict(
+            compare.Comparison("c", "lora", "lora", "low", "near", str(tmp_path), {"lora": out})
+        )["outcomes"]["lora"]["memory_error"]
+        == 0.0
+    )

@@ -39,14 +39,22 @@ def test_percentile_rounding_and_context_cap() -> None:
 def test_truncation_share_and_approximation(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached tokenizer for Llama
     data = tmp_path / "d.jsonl"
-    rows = [{"prompt": "q " * 10, "completion": "a " * 10}] * 90 + [{"prompt": "x" * 4000, "completion": "y"}] * 10
+    rows = [{"prompt": "q " * 10, "completion": "a " * 10}] * 90 + [
+        {"prompt": "x" * 4000, "completion": "y"}
+    ] * 10
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    a = Answers(model="Llama-3.1-8B", gpu="A100-80GB", data=str(data),
-                task={"domain_distance": "near", "forgetting_tolerance": "medium"})
+    a = Answers(
+        model="Llama-3.1-8B",
+        gpu="A100-80GB",
+        data=str(data),
+        task={"domain_distance": "near", "forgetting_tolerance": "medium"},
+    )
     plan = advise(build_inputs(a))
     ds = plan.inputs.data_stats
     assert not ds.exact and "bytes / 4" in ds.tokenizer
-    assert ds.proposed_seq_len == plan.training.seq_len == 1008  # ceil(4000/4) + 1 + EOS = 1002, rounded up to 1008
+    assert (
+        ds.proposed_seq_len == plan.training.seq_len == 1008
+    )  # ceil(4000/4) + 1 + EOS = 1002, rounded up to 1008
     assert any("approximate" in w for w in plan.warnings)
     a.task["seq_len"] = 64
     plan = advise(build_inputs(a))
@@ -57,8 +65,22 @@ def test_truncation_share_and_approximation(tmp_path, monkeypatch) -> None:
 def test_bad_row_is_reported_with_file_line(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"nope": 1}\n')
-    rc = main(["advise", "--model", SMOL, "--cpu", "--domain", "near", "--forgetting", "medium",
-               "--data", str(bad), "--domain-label", "nonsense"])
+    rc = main(
+        [
+            "advise",
+            "--model",
+            SMOL,
+            "--cpu",
+            "--domain",
+            "near",
+            "--forgetting",
+            "medium",
+            "--data",
+            str(bad),
+            "--domain-label",
+            "nonsense",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert f"{bad}:2" in err and "--domain-label" in err  # every problem at once

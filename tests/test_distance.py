@@ -56,8 +56,14 @@ def tiny(tmp_path_factory):
 def _rows(n):
     from tuneplan.executor.data import Row
 
-    return [Row(f"t[{i}]", "prompt-completion", {"prompt": f"convert the date {i}", "completion": f" 2021-0{i % 9 + 1}-05"})
-            for i in range(n)]
+    return [
+        Row(
+            f"t[{i}]",
+            "prompt-completion",
+            {"prompt": f"convert the date {i}", "completion": f" 2021-0{i % 9 + 1}-05"},
+        )
+        for i in range(n)
+    ]
 
 
 def test_hook_gradient_equals_autograd_weight_gradient(tiny):
@@ -75,7 +81,9 @@ def test_hook_gradient_equals_autograd_weight_gradient(tiny):
     assert {b for _n, b, _m in layers} == {0, 1}
     kinds = {n.rsplit(".", 1)[-1] for n, _b, _m in layers}
     assert {"q_proj", "o_proj", "up_proj", "down_proj"} <= kinds
-    grads, losses = accumulate_gradients(model, batches, layers, pad_id=tok.pad_token_id, device=torch.device("cpu"))
+    grads, losses = accumulate_gradients(
+        model, batches, layers, pad_id=tok.pad_token_id, device=torch.device("cpu")
+    )
     # the same gradient by plain autograd on the weights
     for p in model.parameters():
         p.requires_grad_(True)
@@ -83,9 +91,13 @@ def test_hook_gradient_equals_autograd_weight_gradient(tiny):
     try:
         for chunk in batches:
             batch = collate(chunk, tok.pad_token_id)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[
+                :, :-1
+            ]
             labels = batch["labels"][:, 1:]
-            F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100).backward()
+            F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
+            ).backward()
         for name, _b, module in layers:
             assert torch.allclose(grads[name], module.weight.grad, rtol=1e-4, atol=1e-6), name
         n_targets = sum(int((collate(c, tok.pad_token_id)["labels"][:, 1:] != -100).sum()) for c in batches)
@@ -107,13 +119,17 @@ def test_one_short_row_gives_a_gradient_of_known_low_rank(tiny):
     model, tok, _ = tiny
     ex = Example([5, 17, 33, 40], [5, 17, 33, 40])  # 3 predicted tokens: positions 0..2 carry gradient
     layers = sample_linears(model, depths=1)
-    grads, _ = accumulate_gradients(model, [[ex]], layers, pad_id=tok.pad_token_id, device=torch.device("cpu"))
+    grads, _ = accumulate_gradients(
+        model, [[ex]], layers, pad_id=tok.pad_token_id, device=torch.device("cpu")
+    )
     for name, block, m in layers:
         sv = spectrum.singular_values(grads[name])
         layer = LayerSpectrum(name, "x", block, m.out_features, m.in_features, sv)
         assert spectrum.rank_for_energy(sv, 1.0) <= 3, name
         assert layer.energy_at(3) == pytest.approx(1.0, abs=1e-5)
-        assert 1 <= layer.rank_90 <= 3 and layer.rank_90_share == layer.rank_90 / min(m.out_features, m.in_features)
+        assert 1 <= layer.rank_90 <= 3 and layer.rank_90_share == layer.rank_90 / min(
+            m.out_features, m.in_features
+        )
 
 
 def test_measure_loaded_reports_every_signal(tiny):
@@ -122,8 +138,19 @@ def test_measure_loaded_reports_every_signal(tiny):
     from tuneplan.executor.distance.measure import HIGH_LOSS_NATS, measure_loaded
 
     model, tok, d = tiny
-    m = measure_loaded(model, tok, _rows(12), model_name="tiny", model_dir=str(d), load="fp32",
-                       device=torch.device("cpu"), tokens_per_batch=16, micro_batches=2, depths=2, seq_len=64)
+    m = measure_loaded(
+        model,
+        tok,
+        _rows(12),
+        model_name="tiny",
+        model_dir=str(d),
+        load="fp32",
+        device=torch.device("cpu"),
+        tokens_per_batch=16,
+        micro_batches=2,
+        depths=2,
+        seq_len=64,
+    )
     assert m.micro_batches == 2 and m.target_tokens >= 32 and m.rows >= 2
     assert m.target_loss > 0 and m.probe_loss > 0 and 0 <= m.high_loss_share <= 1
     assert len(m.layers) == 14  # 7 linears (q, k, v, o, gate, up, down) x 2 blocks
@@ -207,9 +234,20 @@ def test_embedded_model_orders_the_date_task_nearer_than_code_and_arithmetic():
     model, tok = load_base(d, torch.device("cpu"), "fp32"), load_tokenizer(d)
     found, probe = {}, None
     for task in ("date", "code", "arithmetic"):
-        m = measure_loaded(model, tok, reference_rows(task, 48), model_name="SmolLM2-135M-Instruct",
-                           model_dir=str(d), load="fp32", device=torch.device("cpu"), tokens_per_batch=96,
-                           micro_batches=2, depths=3, probe_tokens=256, known_probe_loss=probe)
+        m = measure_loaded(
+            model,
+            tok,
+            reference_rows(task, 48),
+            model_name="SmolLM2-135M-Instruct",
+            model_dir=str(d),
+            load="fp32",
+            device=torch.device("cpu"),
+            tokens_per_batch=96,
+            micro_batches=2,
+            depths=3,
+            probe_tokens=256,
+            known_probe_loss=probe,
+        )
         probe = m.probe_loss
         found[task] = to_evidence(m, data_label=f"reference:{task}", declared=None, proxy=False, lora_rank=16)
     date, code, arith = found["date"], found["code"], found["arithmetic"]
@@ -233,8 +271,19 @@ def test_a_measurement_lands_in_duckdb_with_its_evidence(tiny, tmp_path):
     from tuneplan.schemas import DistanceEvidence
 
     model, tok, d = tiny
-    m = measure_loaded(model, tok, _rows(8), model_name="tiny", model_dir=str(d), load="fp32",
-                       device=torch.device("cpu"), tokens_per_batch=8, micro_batches=2, depths=1, seq_len=64)
+    m = measure_loaded(
+        model,
+        tok,
+        _rows(8),
+        model_name="tiny",
+        model_dir=str(d),
+        load="fp32",
+        device=torch.device("cpu"),
+        tokens_per_batch=8,
+        micro_batches=2,
+        depths=1,
+        seq_len=64,
+    )
     ev = to_evidence(m, data_label="reference:date", declared="far", proxy=True, lora_rank=4)
     assert ev.source == "declared" and ev.declared == "far" and ev.rank.lora_rank == 4
     assert (warning_for(ev) != "") == (ev.measured != "far")
@@ -243,15 +292,24 @@ def test_a_measurement_lands_in_duckdb_with_its_evidence(tiny, tmp_path):
     record_measurement(db, ev, plan_model="big-llama", plan_hash="abc123")
     con = duckdb.connect(str(db), read_only=True)
     try:
-        row = con.execute("SELECT measure_id, plan_model, model, proxy, verdict, score, lora_rank, "
-                          "high_loss_share, mean_rank_90_share, plan_hash, evidence_json "
-                          "FROM distance_measurements").fetchall()
+        row = con.execute(
+            "SELECT measure_id, plan_model, model, proxy, verdict, score, lora_rank, "
+            "high_loss_share, mean_rank_90_share, plan_hash, evidence_json "
+            "FROM distance_measurements"
+        ).fetchall()
     finally:
         con.close()
     assert len(row) == 1
     mid, plan_model, model_name, proxy, v, score, rank, hi, r90, ph, blob = row[0]
-    assert (mid, plan_model, model_name, proxy, v, rank, ph) == (ev.measure_id, "big-llama", "tiny", True,
-                                                                 ev.measured, 4, "abc123")
+    assert (mid, plan_model, model_name, proxy, v, rank, ph) == (
+        ev.measure_id,
+        "big-llama",
+        "tiny",
+        True,
+        ev.measured,
+        4,
+        "abc123",
+    )
     assert score == pytest.approx(ev.score) and hi == pytest.approx(ev.fit.high_loss_share)
     assert r90 == pytest.approx(ev.rank.mean_rank_90_share)
     assert len(json.loads(blob)["rank"]["layers"]) == 7

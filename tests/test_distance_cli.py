@@ -21,17 +21,25 @@ FAST = ["--tokens-per-batch", "8", "--micro-batches", "2", "--depths", "1", "--m
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     model = tiny_llama_dir(root)
-    rows = [{"messages": [{"role": "user", "content": f"convert the date {m} 5"},
-                          {"role": "assistant", "content": f"2021-{i + 1:02d}-05"}]}
-            for i, m in enumerate(["January", "February", "March", "April", "May", "June", "July", "August"])]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"convert the date {m} 5"},
+                {"role": "assistant", "content": f"2021-{i + 1:02d}-05"},
+            ]
+        }
+        for i, m in enumerate(["January", "February", "March", "April", "May", "June", "July", "August"])
+    ]
     return model, write_jsonl(root / "train.jsonl", rows), root
 
 
 def _rows(db):
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return con.execute("SELECT measure_id, source, declared, verdict, plan_hash, plan_model "
-                           "FROM distance_measurements ORDER BY measured_at").fetchall()
+        return con.execute(
+            "SELECT measure_id, source, declared, verdict, plan_hash, plan_model "
+            "FROM distance_measurements ORDER BY measured_at"
+        ).fetchall()
     finally:
         con.close()
 
@@ -41,9 +49,23 @@ def test_advise_measure_distance_sets_the_distance_and_records_it(setup, tmp_pat
 
     model, data, _ = setup
     db, out = tmp_path / "runs.duckdb", tmp_path / "plan.json"
-    code, stdout, err = cli_captured("advise", "--model", str(model), "--cpu", "--forgetting", "medium",
-                                     "--data", str(data), "--measure-distance", *FAST, "--db", str(db),
-                                     "-o", str(out), "--json")
+    code, stdout, err = cli_captured(
+        "advise",
+        "--model",
+        str(model),
+        "--cpu",
+        "--forgetting",
+        "medium",
+        "--data",
+        str(data),
+        "--measure-distance",
+        *FAST,
+        "--db",
+        str(db),
+        "-o",
+        str(out),
+        "--json",
+    )
     assert code == 0, err
     plan = json.loads(out.read_text())
     ev = plan["inputs"]["distance"]
@@ -61,9 +83,25 @@ def test_advise_measure_distance_sets_the_distance_and_records_it(setup, tmp_pat
 def test_a_declared_domain_is_kept_and_a_disagreement_warned(setup, tmp_path):
     model, data, _ = setup
     out = tmp_path / "plan.json"
-    code, _, err = cli_captured("advise", "--model", str(model), "--cpu", "--forgetting", "medium",
-                                "--domain", "far", "--data", str(data), "--measure-distance", *FAST,
-                                "--db", str(tmp_path / "r.duckdb"), "-o", str(out), "--json")
+    code, _, err = cli_captured(
+        "advise",
+        "--model",
+        str(model),
+        "--cpu",
+        "--forgetting",
+        "medium",
+        "--domain",
+        "far",
+        "--data",
+        str(data),
+        "--measure-distance",
+        *FAST,
+        "--db",
+        str(tmp_path / "r.duckdb"),
+        "-o",
+        str(out),
+        "--json",
+    )
     assert code == 0, err
     plan = json.loads(out.read_text())
     ev = plan["inputs"]["distance"]
@@ -71,8 +109,19 @@ def test_a_declared_domain_is_kept_and_a_disagreement_warned(setup, tmp_path):
     assert ev["source"] == "declared" and ev["declared"] == "far"
     warned = [w for w in plan["warnings"] if w.startswith("--domain far was declared")]
     assert bool(warned) == (ev["measured"] != "far")
-    code, text, err = cli_captured("advise", "--model", str(model), "--cpu", "--forgetting", "medium",
-                                   "--data", str(data), "--measure-distance", *FAST, "--no-record")
+    code, text, err = cli_captured(
+        "advise",
+        "--model",
+        str(model),
+        "--cpu",
+        "--forgetting",
+        "medium",
+        "--data",
+        str(data),
+        "--measure-distance",
+        *FAST,
+        "--no-record",
+    )
     assert code == 0, err
     assert "domain distance:" in text and "update rank:" in text
 
@@ -82,21 +131,25 @@ def test_measure_prints_and_records_and_the_json_validates(setup, tmp_path):
 
     model, data, _ = setup
     db = tmp_path / "m.duckdb"
-    code, out, err = cli_captured("measure", "--model", str(model), "--data", str(data), *FAST,
-                                  "--db", str(db), "--json")
+    code, out, err = cli_captured(
+        "measure", "--model", str(model), "--data", str(data), *FAST, "--db", str(db), "--json"
+    )
     assert code == 0, err
     ev = DistanceEvidence.model_validate(json.loads(out))
     assert ev.data == str(data) and ev.rank.lora_rank == 16
     [(mid, source, _declared, verdict, ph, _pm)] = _rows(db)
     assert (mid, source, verdict, ph) == (ev.measure_id, "measured", ev.measured, None)
-    code, text, err = cli_captured("measure", "--model", str(model), "--data", str(data), *FAST, "--no-record")
+    code, text, err = cli_captured(
+        "measure", "--model", str(model), "--data", str(data), *FAST, "--no-record"
+    )
     assert code == 0 and "domain distance:" in text and "update rank:" in text and "fit:" in text
 
 
 def test_measure_and_advise_input_errors_exit_2(setup, tmp_path, monkeypatch):
     model, data, root = setup
-    code, _, err = cli_captured("advise", "--model", str(model), "--cpu", "--forgetting", "medium",
-                                "--measure-distance")
+    code, _, err = cli_captured(
+        "advise", "--model", str(model), "--cpu", "--forgetting", "medium", "--measure-distance"
+    )
     assert code == 2 and "--measure-distance" in err and "--data" in err
     code, _, err = cli_captured("measure", "--model", str(model))
     assert code == 2 and "--reference" in err
@@ -108,17 +161,45 @@ def test_measure_and_advise_input_errors_exit_2(setup, tmp_path, monkeypatch):
     other = root / "not-llama"
     other.mkdir(exist_ok=True)
     (other / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    code, _, err = cli_captured("advise", "--model", str(model), "--cpu", "--forgetting", "medium",
-                                "--data", str(data), "--measure-distance", "--proxy-model", str(other), *FAST)
+    code, _, err = cli_captured(
+        "advise",
+        "--model",
+        str(model),
+        "--cpu",
+        "--forgetting",
+        "medium",
+        "--data",
+        str(data),
+        "--measure-distance",
+        "--proxy-model",
+        str(other),
+        *FAST,
+    )
     assert code == 2 and "--proxy-model" in err and "same family" in err
 
 
 def test_a_proxy_of_the_same_family_is_used_and_said(setup, tmp_path):
     model, data, _ = setup
     out = tmp_path / "plan.json"
-    code, _, err = cli_captured("advise", "--model", str(model), "--cpu", "--forgetting", "medium",
-                                "--data", str(data), "--measure-distance", "--proxy-model", str(model), *FAST,
-                                "--db", str(tmp_path / "r.duckdb"), "-o", str(out), "--json")
+    code, _, err = cli_captured(
+        "advise",
+        "--model",
+        str(model),
+        "--cpu",
+        "--forgetting",
+        "medium",
+        "--data",
+        str(data),
+        "--measure-distance",
+        "--proxy-model",
+        str(model),
+        *FAST,
+        "--db",
+        str(tmp_path / "r.duckdb"),
+        "-o",
+        str(out),
+        "--json",
+    )
     assert code == 0, err
     plan = json.loads(out.read_text())
     assert plan["inputs"]["distance"]["proxy"] is True
@@ -129,12 +210,32 @@ def _evidence(verdict_rank_share: float, hi: float, measure_id: str):
     from tuneplan.executor.distance.evidence import to_evidence
     from tuneplan.executor.distance.measure import LayerSpectrum, Measurement
 
-    layer = LayerSpectrum("model.layers.0.mlp.down_proj", "mlp", 0, 100, 100,
-                          [1.0] * round(verdict_rank_share * 100 / 0.9 + 0.5) + [0.0] * 10)
-    m = Measurement(model="tiny", model_dir="/x", device="cpu", load="fp32", rows=8, target_tokens=64,
-                    micro_batches=2, tokens_per_batch=32, seq_len=64, target_loss=1.0, probe_loss=2.0,
-                    high_loss_share=hi, layers=[layer])
-    return to_evidence(m, data_label="train.jsonl", declared=None, proxy=False, lora_rank=8, measure_id=measure_id)
+    layer = LayerSpectrum(
+        "model.layers.0.mlp.down_proj",
+        "mlp",
+        0,
+        100,
+        100,
+        [1.0] * round(verdict_rank_share * 100 / 0.9 + 0.5) + [0.0] * 10,
+    )
+    m = Measurement(
+        model="tiny",
+        model_dir="/x",
+        device="cpu",
+        load="fp32",
+        rows=8,
+        target_tokens=64,
+        micro_batches=2,
+        tokens_per_batch=32,
+        seq_len=64,
+        target_loss=1.0,
+        probe_loss=2.0,
+        high_loss_share=hi,
+        layers=[layer],
+    )
+    return to_evidence(
+        m, data_label="train.jsonl", declared=None, proxy=False, lora_rank=8, measure_id=measure_id
+    )
 
 
 def test_check_rules_audits_the_measured_distance_against_comparisons(tmp_path):

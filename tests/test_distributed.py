@@ -37,18 +37,38 @@ def train_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "train.jsonl", overfit_rows(8))
 
 
-def _plan_file(tmp_path: Path, tiny: Path, train_file: Path, method: str = "lora", *,
-               strategy: str = "none", n: int = 1, nodes: int = 1, offload: bool = False,
-               gpu: bool = False, name: str = "plan.json") -> Path:
-    plan = make_plan(method, str(tiny), train_path=str(train_file),
-                     training={"per_device_batch_size": 2, "max_steps": 2, "gradient_accumulation_steps": 2})
+def _plan_file(
+    tmp_path: Path,
+    tiny: Path,
+    train_file: Path,
+    method: str = "lora",
+    *,
+    strategy: str = "none",
+    n: int = 1,
+    nodes: int = 1,
+    offload: bool = False,
+    gpu: bool = False,
+    name: str = "plan.json",
+) -> Path:
+    plan = make_plan(
+        method,
+        str(tiny),
+        train_path=str(train_file),
+        training={"per_device_batch_size": 2, "max_steps": 2, "gradient_accumulation_steps": 2},
+    )
     plan.distributed = Distributed(num_processes=n, strategy=strategy, num_nodes=nodes, cpu_offload=offload)
     if gpu:
-        plan.inputs.hardware = GPUHardware(name="NVIDIA H100 80GB", memory_bytes=80 * GIB, count=n // nodes,
-                                           nodes=nodes)
+        plan.inputs.hardware = GPUHardware(
+            name="NVIDIA H100 80GB", memory_bytes=80 * GIB, count=n // nodes, nodes=nodes
+        )
         # The memory block must be the estimate for the device it now names (the pre-flight re-checks it).
-        plan.memory = estimate(plan.inputs.model, plan.memory.settings, capacity_bytes=80 * GIB, device="cuda",
-                               headroom_fraction=plan.memory.headroom_fraction)
+        plan.memory = estimate(
+            plan.inputs.model,
+            plan.memory.settings,
+            capacity_bytes=80 * GIB,
+            device="cuda",
+            headroom_fraction=plan.memory.headroom_fraction,
+        )
     path = tmp_path / name
     path.write_text(plan.model_dump_json(indent=2))
     return path
@@ -62,7 +82,7 @@ def _dry(capsys, *argv: str) -> tuple[list[str], dict, str]:
     i = lines.index("# command")
     argv_line = shlex.split(lines[i + 1])
     command = [a for a in argv_line if not (("=" in a) and a.split("=")[0].isupper())]
-    config = yaml.safe_load("\n".join(lines[i + 3:]))
+    config = yaml.safe_load("\n".join(lines[i + 3 :]))
     return command, config, out
 
 
@@ -100,7 +120,9 @@ def test_dry_run_fsdp_gpu_plan(tmp_path, tiny, train_file, capsys):
 
 @pytest.mark.parametrize("strategy,stage", [("deepspeed-zero2", 2), ("deepspeed-zero3", 3)])
 def test_dry_run_deepspeed(tmp_path, tiny, train_file, capsys, strategy, stage):
-    plan = _plan_file(tmp_path, tiny, train_file, "full", strategy=strategy, n=8, offload=stage == 3, gpu=True)
+    plan = _plan_file(
+        tmp_path, tiny, train_file, "full", strategy=strategy, n=8, offload=stage == 3, gpu=True
+    )
     command, cfg, _ = _dry(capsys, str(plan))
     assert cfg["distributed_type"] == "DEEPSPEED"
     ds = cfg["deepspeed_config"]
@@ -113,22 +135,49 @@ def test_dry_run_deepspeed(tmp_path, tiny, train_file, capsys, strategy, stage):
 
 def test_dry_run_multi_node(tmp_path, tiny, train_file, capsys):
     plan = _plan_file(tmp_path, tiny, train_file, "full", strategy="fsdp", n=16, nodes=2, gpu=True)
-    command, cfg, out = _dry(capsys, str(plan), "--machine-rank", "1", "--main-process-ip", "10.0.0.1",
-                             "--main-process-port", "29555")
+    command, cfg, out = _dry(
+        capsys,
+        str(plan),
+        "--machine-rank",
+        "1",
+        "--main-process-ip",
+        "10.0.0.1",
+        "--main-process-port",
+        "29555",
+    )
     assert cfg["num_machines"] == 2 and cfg["machine_rank"] == 1 and cfg["num_processes"] == 16
     assert cfg["main_process_ip"] == "10.0.0.1" and cfg["main_process_port"] == 29555
-    for flag, value in [("--num_machines", "2"), ("--machine_rank", "1"), ("--main_process_ip", "10.0.0.1"),
-                        ("--main_process_port", "29555")]:
+    for flag, value in [
+        ("--num_machines", "2"),
+        ("--machine_rank", "1"),
+        ("--main_process_ip", "10.0.0.1"),
+        ("--main_process_port", "29555"),
+    ]:
         assert command[command.index(flag) + 1] == value
     assert "--machine-rank 0..1" in out
 
 
 def test_dry_run_multi_node_on_cpu_uses_torchrun_rendezvous(tmp_path, tiny, train_file, capsys):
     plan = _plan_file(tmp_path, tiny, train_file)
-    command, _, _ = _dry(capsys, str(plan), "--num-processes", "4", "--num-machines", "2",
-                         "--machine-rank", "1", "--main-process-ip", "10.0.0.1")
-    for flag, value in [("--nnodes", "2"), ("--nproc_per_node", "2"), ("--node_rank", "1"),
-                        ("--master_addr", "10.0.0.1"), ("--master_port", "29500")]:
+    command, _, _ = _dry(
+        capsys,
+        str(plan),
+        "--num-processes",
+        "4",
+        "--num-machines",
+        "2",
+        "--machine-rank",
+        "1",
+        "--main-process-ip",
+        "10.0.0.1",
+    )
+    for flag, value in [
+        ("--nnodes", "2"),
+        ("--nproc_per_node", "2"),
+        ("--node_rank", "1"),
+        ("--master_addr", "10.0.0.1"),
+        ("--master_port", "29500"),
+    ]:
         assert command[command.index(flag) + 1] == value
 
 
@@ -151,10 +200,15 @@ def test_generated_configs_load_in_accelerate(tmp_path):
     from exec_fixtures import make_plan as mk
 
     plan = mk("full", "tiny")
-    for strategy, want in [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed-zero2", "DEEPSPEED"),
-                           ("deepspeed-zero3", "DEEPSPEED")]:
-        lay = D.Layout(num_processes=8, strategy=strategy, use_cpu=False, num_machines=2,
-                       main_process_ip="10.0.0.1")
+    for strategy, want in [
+        ("ddp", "MULTI_GPU"),
+        ("fsdp", "FSDP"),
+        ("deepspeed-zero2", "DEEPSPEED"),
+        ("deepspeed-zero3", "DEEPSPEED"),
+    ]:
+        lay = D.Layout(
+            num_processes=8, strategy=strategy, use_cpu=False, num_machines=2, main_process_ip="10.0.0.1"
+        )
         path = tmp_path / f"{strategy}.yaml"
         path.write_text(D.dump_yaml(D.accelerate_config(plan, lay, ["LlamaDecoderLayer"])))
         cfg = load_config_from_file(str(path))
@@ -190,8 +244,19 @@ def _rows(db: Path) -> list[dict]:
 
 
 def _run(tmp_path, plan: Path, *extra: str) -> int:
-    return cli("run", str(plan), "--num-processes", "2", "--output", str(tmp_path / "runs"),
-               "--db", str(tmp_path / "runs.duckdb"), "--max-steps", "2", *extra)
+    return cli(
+        "run",
+        str(plan),
+        "--num-processes",
+        "2",
+        "--output",
+        str(tmp_path / "runs"),
+        "--db",
+        str(tmp_path / "runs.duckdb"),
+        "--max-steps",
+        "2",
+        *extra,
+    )
 
 
 def test_ddp_two_processes_recorded_once(tmp_path, tiny, train_file, monkeypatch):
@@ -256,9 +321,16 @@ def test_measured_max_keeps_the_meters_figures():
 
     model = torch.nn.Module()
     model.w = Shard(torch.zeros(8, 4))
-    measured = MeasuredMemory(device_kind="cpu", peak_bytes=10_000, runtime_bytes=4_000,
-                              params_bytes=128, grads_bytes=128, optimizer_bytes=256,
-                              saved_tensors_peak_bytes=64, rss_peak_bytes=20_000)
+    measured = MeasuredMemory(
+        device_kind="cpu",
+        peak_bytes=10_000,
+        runtime_bytes=4_000,
+        params_bytes=128,
+        grads_bytes=128,
+        optimizer_bytes=256,
+        saved_tensors_peak_bytes=64,
+        rss_peak_bytes=20_000,
+    )
     other_rank = {10_000: 12_000, 4_000: 4_500}  # the other rank's peak and runtime were higher
     fsdp = types.SimpleNamespace(strategy="fsdp", max_int=lambda v: max(v, other_rank.get(v, 0)))
     out = D.DistContext.measured_max(fsdp, measured, model)
@@ -293,7 +365,11 @@ def _advise(model: str, method: str, gpus: int = 8, nodes: int = 1):
 
 def test_advisor_ddp_when_replicas_fit():
     p = _advise("Llama-3.2-1B", "full")
-    assert (p.distributed.strategy, p.distributed.cpu_offload, p.distributed.num_processes) == ("ddp", False, 8)
+    assert (p.distributed.strategy, p.distributed.cpu_offload, p.distributed.num_processes) == (
+        "ddp",
+        False,
+        8,
+    )
 
 
 def test_advisor_zero2_when_enough():

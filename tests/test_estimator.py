@@ -21,6 +21,7 @@ from tuneplan.schemas import GB, GiB, MemoryBreakdown, MemorySettings, ModelSpec
 
 # ----------------------------------------------------------------------------- models
 
+
 def model(name: str) -> ModelSpec:
     """The catalog model (each catalog row cites its config source)."""
     return get_model(name)
@@ -28,21 +29,43 @@ def model(name: str) -> ModelSpec:
 
 def S(**kw) -> MemorySettings:
     """Settings: single-device bf16-mixed AdamW, sdpa, micro-batch 1, seq 2048, unless overridden."""
-    base = dict(method="full", precision="bf16-mixed", optimizer="adamw", gradient_checkpointing=False,
-                attention="sdpa", micro_batch=1, seq_len=2048)
+    base = dict(
+        method="full",
+        precision="bf16-mixed",
+        optimizer="adamw",
+        gradient_checkpointing=False,
+        attention="sdpa",
+        micro_batch=1,
+        seq_len=2048,
+    )
     base.update(kw)
     return MemorySettings(**base)
 
 
 def lora(**kw) -> MemorySettings:
     """16-bit LoRA r=16 all-linear with gradient checkpointing."""
-    return S(**{**dict(method="lora", lora_rank=16, target_modules=["all-linear"], gradient_checkpointing=True), **kw})
+    return S(
+        **{
+            **dict(method="lora", lora_rank=16, target_modules=["all-linear"], gradient_checkpointing=True),
+            **kw,
+        }
+    )
 
 
 def qlora(**kw) -> MemorySettings:
     """QLoRA r=16 all-linear, GC, paged AdamW 32-bit (the QLoRA recipe's optimizer)."""
-    return S(**{**dict(method="qlora", lora_rank=16, target_modules=["all-linear"], gradient_checkpointing=True,
-                       optimizer="paged-adamw-32bit"), **kw})
+    return S(
+        **{
+            **dict(
+                method="qlora",
+                lora_rank=16,
+                target_modules=["all-linear"],
+                gradient_checkpointing=True,
+                optimizer="paged-adamw-32bit",
+            ),
+            **kw,
+        }
+    )
 
 
 def est(m: ModelSpec, st: MemorySettings, cap: int = 80 * GiB, **kw):
@@ -89,8 +112,17 @@ def test_65b_qlora_fits_one_48gb_card():
 
 def test_gpt3_175b_lora_about_350gb():
     """LoRA §4.2: GPT-3 175B LoRA (r=4 on q,v = the fused c_attn) ≈ 350 GB; weights dominate."""
-    e = est(model("gpt3-175b"), S(method="lora", precision="fp16-mixed", lora_rank=4, target_modules=["c_attn"],
-                                  gradient_checkpointing=True), cap=2000 * GB)
+    e = est(
+        model("gpt3-175b"),
+        S(
+            method="lora",
+            precision="fp16-mixed",
+            lora_rank=4,
+            target_modules=["c_attn"],
+            gradient_checkpointing=True,
+        ),
+        cap=2000 * GB,
+    )
     assert abs(e.per_device_bytes - 350 * GB) <= 0.15 * 350 * GB
     assert e.breakdown.weights > 0.9 * e.per_device_bytes
 
@@ -108,14 +140,26 @@ def test_biderman_app_h_fp32_adam_model_states():
 
 PINNED = {
     "llama2_7b_full": ("meta-llama/Llama-2-7b-hf", S(), "cuda", 112_107_450_777),
-    "llama2_7b_full_accum4": ("meta-llama/Llama-2-7b-hf", S(gradient_accumulation_steps=4), "cuda", 139_061_113_241),
+    "llama2_7b_full_accum4": (
+        "meta-llama/Llama-2-7b-hf",
+        S(gradient_accumulation_steps=4),
+        "cuda",
+        139_061_113_241,
+    ),
     "llama2_7b_lora": ("meta-llama/Llama-2-7b-hf", lora(), "cuda", 16_186_569_932),
     "llama2_7b_qlora": ("meta-llama/Llama-2-7b-hf", qlora(), "cuda", 8_052_743_782),
-    "llama31_8b_zero3_8gpu": ("meta-llama/Llama-3.1-8B",
-                              S(strategy="deepspeed-zero3", num_devices=8, gradient_checkpointing=True, micro_batch=2),
-                              "cuda", 26_788_587_929),
-    "qwen25_05b_cpu_fp32_eager": ("Qwen/Qwen2.5-0.5B", S(precision="fp32", seq_len=512, micro_batch=2,
-                                                         attention="eager"), "cpu", 11_976_117_350),
+    "llama31_8b_zero3_8gpu": (
+        "meta-llama/Llama-3.1-8B",
+        S(strategy="deepspeed-zero3", num_devices=8, gradient_checkpointing=True, micro_batch=2),
+        "cuda",
+        26_788_587_929,
+    ),
+    "qwen25_05b_cpu_fp32_eager": (
+        "Qwen/Qwen2.5-0.5B",
+        S(precision="fp32", seq_len=512, micro_batch=2, attention="eager"),
+        "cpu",
+        11_976_117_350,
+    ),
 }
 
 
@@ -221,8 +265,10 @@ def test_sdpa_not_above_eager():
 def test_sharding_order():
     """ZeRO-3 per device <= ZeRO-2 <= DDP (ZeRO paper stages), and FSDP == ZeRO-3 here."""
     m8 = model("meta-llama/Llama-3.1-8B")
-    per = {s: est(m8, S(strategy=s, num_devices=8, gradient_checkpointing=True)).per_device_bytes
-           for s in ("ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")}
+    per = {
+        s: est(m8, S(strategy=s, num_devices=8, gradient_checkpointing=True)).per_device_bytes
+        for s in ("ddp", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
+    }
     assert per["deepspeed-zero3"] <= per["deepspeed-zero2"] <= per["ddp"]
     assert per["fsdp"] <= per["deepspeed-zero2"]
 
@@ -238,8 +284,11 @@ def test_cpu_offload_moves_states_to_host():
 
 
 def test_methods_order_7b():
-    assert est(L7, qlora()).per_device_bytes < est(L7, lora()).per_device_bytes \
+    assert (
+        est(L7, qlora()).per_device_bytes
+        < est(L7, lora()).per_device_bytes
         < est(L7, S(gradient_checkpointing=True)).per_device_bytes
+    )
 
 
 def test_microbatch_doubles_activations():
@@ -266,8 +315,16 @@ def test_optimizer_bytes():
 # ----------------------------------------------------------------------------- terms, fits, calibration
 
 
-@pytest.mark.parametrize("st", [S(), lora(), qlora(), S(strategy="fsdp", num_devices=4, cpu_offload=True),
-                                S(strategy="ddp", num_devices=2, attention="eager")])
+@pytest.mark.parametrize(
+    "st",
+    [
+        S(),
+        lora(),
+        qlora(),
+        S(strategy="fsdp", num_devices=4, cpu_offload=True),
+        S(strategy="ddp", num_devices=2, attention="eager"),
+    ],
+)
 def test_terms_itemised_and_summed(st):
     e = est(L7, st)
     fields = set(MemoryBreakdown.model_fields)
@@ -286,8 +343,19 @@ def _grad_terms(e):
     return [t for t in e.terms if t.component == "gradients"]
 
 
-@pytest.mark.parametrize("st", [S(), S(gradient_checkpointing=True), S(precision="fp32"), lora(), qlora(),
-                                S(seq_len=256), S(strategy="ddp", num_devices=2), S(strategy="fsdp", num_devices=4)])
+@pytest.mark.parametrize(
+    "st",
+    [
+        S(),
+        S(gradient_checkpointing=True),
+        S(precision="fp32"),
+        lora(),
+        qlora(),
+        S(seq_len=256),
+        S(strategy="ddp", num_devices=2),
+        S(strategy="fsdp", num_devices=4),
+    ],
+)
 def test_peak_is_max_over_phases(st):
     """Accumulation 1: peak = other states + max(loss peak A, gradients G + backward working set W);
     accumulation > 1: the gradients persist, so they add to the loss peak (the old plain sum)."""
@@ -320,13 +388,18 @@ def test_full_gc_gradients_dominate_backward():
     G = 4 * L7.total_params
     assert 0 < b.gradients < G
     states = b.weights + b.optimizer_states
-    assert e.per_device_bytes - b.framework_overhead == states + b.activations + b.logits_and_loss + b.gradients
+    assert (
+        e.per_device_bytes - b.framework_overhead == states + b.activations + b.logits_and_loss + b.gradients
+    )
     assert b.activations + b.logits_and_loss + b.gradients > G
 
 
 def test_deepspeed_gradients_persist():
     st = S(strategy="deepspeed-zero2", num_devices=4)
-    assert est(L7, st).breakdown.gradients == est(L7, st.model_copy(update={"gradient_accumulation_steps": 2})).breakdown.gradients
+    assert (
+        est(L7, st).breakdown.gradients
+        == est(L7, st.model_copy(update={"gradient_accumulation_steps": 2})).breakdown.gradients
+    )
 
 
 def test_calibration_recomputes_phase_max():
@@ -390,23 +463,52 @@ def test_estimator_is_pure():
 
 # ----------------------------------------------------------------------------- real measurements (torch, CPU)
 
-TINY = dict(num_hidden_layers=4, hidden_size=128, intermediate_size=344, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=1000)
-TINY_SPEC = build_spec(name="tiny-llama", family="llama", num_layers=4, hidden_size=128, intermediate_size=344,
-                       num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)
+TINY = dict(
+    num_hidden_layers=4,
+    hidden_size=128,
+    intermediate_size=344,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=1000,
+)
+TINY_SPEC = build_spec(
+    name="tiny-llama",
+    family="llama",
+    num_layers=4,
+    hidden_size=128,
+    intermediate_size=344,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=1000,
+)
 
 
-def _tiny_settings(method: str, precision: str, attention: str, b: int, s: int, gc: bool = False) -> MemorySettings:
-    return MemorySettings(method=method, precision=precision, optimizer="adamw", gradient_checkpointing=gc,
-                          attention=attention, micro_batch=b, seq_len=s,
-                          lora_rank=8 if method == "lora" else None,
-                          target_modules=["all-linear"] if method == "lora" else None)
+def _tiny_settings(
+    method: str, precision: str, attention: str, b: int, s: int, gc: bool = False
+) -> MemorySettings:
+    return MemorySettings(
+        method=method,
+        precision=precision,
+        optimizer="adamw",
+        gradient_checkpointing=gc,
+        attention=attention,
+        micro_batch=b,
+        seq_len=s,
+        lora_rank=8 if method == "lora" else None,
+        target_modules=["all-linear"] if method == "lora" else None,
+    )
 
 
-@pytest.mark.parametrize("method,precision,attention", [
-    ("full", "fp32", "sdpa"), ("full", "fp32", "eager"), ("lora", "fp32", "sdpa"),
-    ("full", "bf16-mixed", "sdpa"), ("lora", "bf16-mixed", "sdpa"),
-])
+@pytest.mark.parametrize(
+    "method,precision,attention",
+    [
+        ("full", "fp32", "sdpa"),
+        ("full", "fp32", "eager"),
+        ("lora", "fp32", "sdpa"),
+        ("full", "bf16-mixed", "sdpa"),
+        ("lora", "bf16-mixed", "sdpa"),
+    ],
+)
 def test_saved_tensors_match_activation_model(method, precision, attention):
     """Sum of unique saved-for-backward storages (params excluded) vs activations + saved log-softmax.
 
@@ -425,8 +527,9 @@ def test_saved_tensors_match_activation_model(method, precision, attention):
         peft = pytest.importorskip("peft")
         if precision != "fp32":
             m = m.to(torch.bfloat16)
-        m = peft.get_peft_model(m, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05,
-                                                   target_modules="all-linear"))
+        m = peft.get_peft_model(
+            m, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear")
+        )
     m.train()
     b, s = 2, 48
     ids = torch.randint(0, 1000, (b, s))
@@ -439,13 +542,17 @@ def test_saved_tensors_match_activation_model(method, precision, attention):
             seen[st.data_ptr()] = st.nbytes()
         return t
 
-    ac = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
+    ac = (
+        torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
+    )
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ac:
         out = m(input_ids=ids, labels=ids)
     out.loss.backward()
     measured = sum(seen.values())
 
-    e = estimate(TINY_SPEC, _tiny_settings(method, precision, attention, b, s), capacity_bytes=GiB, device="cpu")
+    e = estimate(
+        TINY_SPEC, _tiny_settings(method, precision, attention, b, s), capacity_bytes=GiB, device="cpu"
+    )
     saved_loss = sum(t.bytes for t in e.terms if "log-softmax saved" in t.label)
     predicted = e.breakdown.activations + saved_loss
     assert predicted == pytest.approx(measured, rel=0.05)
@@ -504,12 +611,19 @@ def test_peak_rss_matches_activations_and_loss():
         pytest.skip("needs Linux /proc/self/clear_refs")
     cases = [("full", "sdpa", 4, 256, False), ("full", "sdpa", 4, 256, True), ("lora", "sdpa", 4, 256, True)]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, json.dumps(cases), json.dumps(TINY)],
-                         capture_output=True, text=True, env=env, timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, json.dumps(cases), json.dumps(TINY)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     measured = json.loads(res.stdout.strip().splitlines()[-1])
     for method, attn, b, s, ckpt in cases:
-        e = estimate(TINY_SPEC, _tiny_settings(method, "fp32", attn, b, s, ckpt), capacity_bytes=GiB, device="cpu")
+        e = estimate(
+            TINY_SPEC, _tiny_settings(method, "fp32", attn, b, s, ckpt), capacity_bytes=GiB, device="cpu"
+        )
         predicted = e.breakdown.activations + e.breakdown.logits_and_loss
         got = measured[f"{method}-{attn}-{int(ckpt)}"]
         assert predicted == pytest.approx(got, rel=0.10), (method, attn, ckpt, predicted, got)
@@ -520,11 +634,14 @@ def test_peak_rss_matches_activations_and_loss():
 # ----------------------------------------------------------------------------- advisor consistency
 
 
-@pytest.mark.parametrize("case", [
-    dict(model="Llama-3.2-1B", gpu="T4", batch_size=32, seq_len=2048),
-    dict(model="Llama-3.1-8B", gpu="A100-80GB", batch_size=16, seq_len=4096),
-    dict(model="Llama-3.1-70B", gpu="H100", gpus=8, nodes=2, batch_size=64, seq_len=4096),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(model="Llama-3.2-1B", gpu="T4", batch_size=32, seq_len=2048),
+        dict(model="Llama-3.1-8B", gpu="A100-80GB", batch_size=16, seq_len=4096),
+        dict(model="Llama-3.1-70B", gpu="H100", gpus=8, nodes=2, batch_size=64, seq_len=4096),
+    ],
+)
 def test_plan_estimate_uses_the_plans_accumulation(case):
     """The plan's estimate and every alternative are priced with the accumulation their micro-batch
     implies (TP047's arithmetic), so the gradients persist in the estimate exactly when they do in
@@ -536,8 +653,12 @@ def test_plan_estimate_uses_the_plans_accumulation(case):
     for k in ("model", "gpu", "gpus", "nodes"):
         if k in case:
             setattr(a, k, case[k])
-    a.task.update(domain_distance="far", forgetting_tolerance="high", batch_size=case["batch_size"],
-                  seq_len=case["seq_len"])
+    a.task.update(
+        domain_distance="far",
+        forgetting_tolerance="high",
+        batch_size=case["batch_size"],
+        seq_len=case["seq_len"],
+    )
     plan = advise(build_inputs(a))
     assert plan.memory.settings.gradient_accumulation_steps == plan.training.gradient_accumulation_steps
     devices = plan.distributed.num_processes
@@ -556,4 +677,6 @@ def test_untied_head_adds_one_head_weight_to_tied_models_only():
     fb, fu = est(m, S(**full)), est(m, S(**full, untied_head=True))
     assert fu.breakdown.weights - fb.breakdown.weights == pytest.approx(4 * n, rel=1e-6)
     assert fu.breakdown.optimizer_states - fb.breakdown.optimizer_states == pytest.approx(8 * n, rel=1e-6)
-    assert est(L7, lora(untied_head=True)).per_device_bytes == est(L7, lora()).per_device_bytes  # untied already
+    assert (
+        est(L7, lora(untied_head=True)).per_device_bytes == est(L7, lora()).per_device_bytes
+    )  # untied already

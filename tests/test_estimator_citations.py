@@ -21,7 +21,7 @@ def _split(source: str) -> list[str] | None:
         return [k for k, v in SOURCES.items() if v == source][:1]
     for key, text in SOURCES.items():
         if source.startswith(text + "; "):
-            rest = _split(source[len(text) + 2:])
+            rest = _split(source[len(text) + 2 :])
             if rest is not None:
                 return [key, *rest]
     return None
@@ -30,19 +30,42 @@ def _split(source: str) -> list[str] | None:
 def _estimates():
     model = get_model("HuggingFaceTB/SmolLM2-135M-Instruct")
     for method, prec, opt, gc, att, strat, chunk, off, acc, dev in itertools.product(
-            ["full", "lora", "qlora"], ["bf16-mixed", "bf16", "fp32"], ["adamw", "adamw-8bit", "paged-adamw-32bit"],
-            [False, True], ["sdpa", "eager"], ["none", "ddp", "fsdp", "deepspeed-zero2"], [None, 256],
-            [False, True], [1, 2], ["cuda", "cpu"]):
-        st = MemorySettings(method=method, precision=prec, optimizer=opt, gradient_checkpointing=gc,
-                            attention=att, micro_batch=2, seq_len=256,
-                            lora_rank=None if method == "full" else 8, strategy=strat,
-                            num_devices=1 if strat == "none" else 2, loss_chunk_size=chunk,
-                            activation_offload=off, gradient_accumulation_steps=acc,
-                            cpu_offload=strat == "fsdp" and off)
+        ["full", "lora", "qlora"],
+        ["bf16-mixed", "bf16", "fp32"],
+        ["adamw", "adamw-8bit", "paged-adamw-32bit"],
+        [False, True],
+        ["sdpa", "eager"],
+        ["none", "ddp", "fsdp", "deepspeed-zero2"],
+        [None, 256],
+        [False, True],
+        [1, 2],
+        ["cuda", "cpu"],
+    ):
+        st = MemorySettings(
+            method=method,
+            precision=prec,
+            optimizer=opt,
+            gradient_checkpointing=gc,
+            attention=att,
+            micro_batch=2,
+            seq_len=256,
+            lora_rank=None if method == "full" else 8,
+            strategy=strat,
+            num_devices=1 if strat == "none" else 2,
+            loss_chunk_size=chunk,
+            activation_offload=off,
+            gradient_accumulation_steps=acc,
+            cpu_offload=strat == "fsdp" and off,
+        )
         yield estimate(model, st, capacity_bytes=80 * GiB, device=dev)
         if method == "full" and strat == "none" and not off:
-            yield estimate(model, st.model_copy(update={"untied_head": True}), capacity_bytes=80 * GiB,
-                           device=dev, compiled_loss=True)
+            yield estimate(
+                model,
+                st.model_copy(update={"untied_head": True}),
+                capacity_bytes=80 * GiB,
+                device=dev,
+                compiled_loss=True,
+            )
 
 
 def test_every_term_cites_the_table_and_every_entry_is_cited():

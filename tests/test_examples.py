@@ -24,8 +24,10 @@ def test_example_plans_are_current() -> None:
 def test_example_plans_cover_three_methods() -> None:
     import json
 
-    methods = {json.loads((ROOT / "examples" / "plans" / f"{m}.json").read_text())["method"]
-               for m in ("full", "lora", "qlora")}
+    methods = {
+        json.loads((ROOT / "examples" / "plans" / f"{m}.json").read_text())["method"]
+        for m in ("full", "lora", "qlora")
+    }
     assert methods == {"full", "lora", "qlora"}
     main = json.loads((ROOT / "examples" / "plan.json").read_text())
     assert main["inputs"]["model"]["name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"

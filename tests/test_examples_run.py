@@ -38,8 +38,18 @@ def db(tmp_path_factory) -> Path:
 
 def test_compare_runs_the_three_example_plans(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "cmp"
-    r = tp("compare", "examples/plan.json", "--methods", "full,lora,qlora", "--max-steps", STEPS,
-           "--db", str(db), "--output", str(out))
+    r = tp(
+        "compare",
+        "examples/plan.json",
+        "--methods",
+        "full,lora,qlora",
+        "--max-steps",
+        STEPS,
+        "--db",
+        str(db),
+        "--output",
+        str(out),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     for method in ("full", "lora", "qlora"):
         variant = json.loads((out / f"plan-{method}.json").read_text())
@@ -73,18 +83,35 @@ def test_run_example_plan_and_check(db: Path, tmp_path: Path) -> None:
     assert c.returncode == 0, c.stderr
     report = json.loads(c.stdout)
     assert result["run_id"] in {x["run_id"] for x in report["runs"]}
-    s = tp("sql", "--db", str(db), "--format", "json",
-           f"SELECT method, status FROM runs WHERE run_id = '{result['run_id']}'")
+    s = tp(
+        "sql",
+        "--db",
+        str(db),
+        "--format",
+        "json",
+        f"SELECT method, status FROM runs WHERE run_id = '{result['run_id']}'",
+    )
     assert json.loads(s.stdout) == [{"method": "lora", "status": "succeeded"}]
 
 
 def test_example_plan_on_two_processes(db: Path, tmp_path: Path) -> None:
     """DDP with 2 processes (gloo on CPU) runs the example plan and lands ONE record."""
-    r = tp("run", "examples/plan.json", "--num-processes", "2", "--max-steps", "1", "--db", str(db),
-           "--output", str(tmp_path))
+    r = tp(
+        "run",
+        "examples/plan.json",
+        "--num-processes",
+        "2",
+        "--max-steps",
+        "1",
+        "--db",
+        str(db),
+        "--output",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     from tuneplan.executor import ledger as store
 
-    cols, rows = store.query(db, "SELECT num_processes, strategy, status, steps FROM runs "
-                                 "WHERE num_processes = 2")
+    cols, rows = store.query(
+        db, "SELECT num_processes, strategy, status, steps FROM runs WHERE num_processes = 2"
+    )
     assert rows == [(2, "ddp", "succeeded", 1)]

@@ -20,23 +20,43 @@ from helpers import cli
 from tuneplan.cli.main import build_parser, dispatch
 
 LIST_KEYS = {
-    "run_id", "status", "method", "model", "num_processes", "predicted_peak_bytes",
-    "measured_peak_bytes", "eval_loss_before", "eval_loss_after", "forgetting_loss_before",
-    "forgetting_loss_after", "tokens_per_second", "wall_seconds",
+    "run_id",
+    "status",
+    "method",
+    "model",
+    "num_processes",
+    "predicted_peak_bytes",
+    "measured_peak_bytes",
+    "eval_loss_before",
+    "eval_loss_after",
+    "forgetting_loss_before",
+    "forgetting_loss_after",
+    "tokens_per_second",
+    "wall_seconds",
 }
 
 
-def make_result(run_dir: Path, run_id: str = "r1", status: str = "succeeded",
-                **extra) -> RunResult:
+def make_result(run_dir: Path, run_id: str = "r1", status: str = "succeeded", **extra) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     fields = dict(
-        run_id=run_id, status=status, plan_hash="0123456789abcdef", method="lora",
-        model="tiny", hardware="cpu (2 cores)", started_at="2025-01-01T10:00:00Z",
-        finished_at="2025-01-01T10:05:00Z", run_dir=str(run_dir),
+        run_id=run_id,
+        status=status,
+        plan_hash="0123456789abcdef",
+        method="lora",
+        model="tiny",
+        hardware="cpu (2 cores)",
+        started_at="2025-01-01T10:00:00Z",
+        finished_at="2025-01-01T10:05:00Z",
+        run_dir=str(run_dir),
         predicted_peak_bytes=3 * 1024**3,
         measured=MeasuredMemory(device_kind="cpu", peak_bytes=2 * 1024**3),
-        eval_loss_before=2.5, eval_loss_after=2.0, forgetting_loss_before=3.0,
-        forgetting_loss_after=3.1, steps=10, tokens=4096, tokens_per_second=1234.0,
+        eval_loss_before=2.5,
+        eval_loss_after=2.0,
+        forgetting_loss_before=3.0,
+        forgetting_loss_after=3.1,
+        steps=10,
+        tokens=4096,
+        tokens_per_second=1234.0,
         wall_seconds=12.0,
     )
     fields.update(extra)
@@ -46,27 +66,38 @@ def make_result(run_dir: Path, run_id: str = "r1", status: str = "succeeded",
 @pytest.fixture
 def db(tmp_path) -> Path:
     path = tmp_path / "runs.duckdb"
-    store.record(path, make_result(tmp_path / "runs" / "r1", "r1"),
-                 [{"step": 1, "loss": 2.4}, {"step": 2, "loss": 2.1}])
-    store.record(path, make_result(tmp_path / "runs" / "r2", "r2", status="failed",
-                                   started_at="2025-01-02T10:00:00Z", measured=None,
-                                   error="RuntimeError: boom"))
+    store.record(
+        path,
+        make_result(tmp_path / "runs" / "r1", "r1"),
+        [{"step": 1, "loss": 2.4}, {"step": 2, "loss": 2.1}],
+    )
+    store.record(
+        path,
+        make_result(
+            tmp_path / "runs" / "r2",
+            "r2",
+            status="failed",
+            started_at="2025-01-02T10:00:00Z",
+            measured=None,
+            error="RuntimeError: boom",
+        ),
+    )
     return path
 
 
 def test_module_import_stays_light():
-    code = ("import sys, tuneplan.cli.main; "
-            "print(sorted(m for m in ('duckdb', 'torch', 'rich', 'transformers') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, tuneplan.cli.main; "
+        "print(sorted(m for m in ('duckdb', 'torch', 'rich', 'transformers') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_register_sets_func_on_every_subcommand():
     parser = build_parser()
-    for argv in (["run", "p.json"], ["runs"], ["runs", "ingest", "x"], ["sql", "SELECT 1"],
-                 ["merge", "d"]):
+    for argv in (["run", "p.json"], ["runs"], ["runs", "ingest", "x"], ["sql", "SELECT 1"], ["merge", "d"]):
         assert callable(parser.parse_args(argv).func)
     assert dispatch(argparse.Namespace()) == 2
 
@@ -90,8 +121,19 @@ def test_runs_json_keys_and_order(db, capsys):
 def test_runs_table(db, capsys):
     assert cli("runs", "--db", str(db)) == 0
     out = capsys.readouterr().out
-    for text in ("r1", "r2", "succeeded", "failed", "lora", "3.00 / 2.00", "+50.0%",
-                 "2.500→2.000", "3.000→3.100", "1,234", "12.0"):
+    for text in (
+        "r1",
+        "r2",
+        "succeeded",
+        "failed",
+        "lora",
+        "3.00 / 2.00",
+        "+50.0%",
+        "2.500→2.000",
+        "3.000→3.100",
+        "1,234",
+        "12.0",
+    ):
         assert text in out
 
 
@@ -106,8 +148,11 @@ def lfl_result(tmp_path: Path, run_id: str) -> RunResult:
     run_dir = tmp_path / "runs" / run_id
     run_dir.mkdir(parents=True)
     (run_dir / "plan.json").write_text(json.dumps(LFL_PLAN))
-    return make_result(run_dir, run_id, measured=MeasuredMemory(
-        device_kind="cpu", peak_bytes=2 * GIB, runtime_bytes=GIB // 2))
+    return make_result(
+        run_dir,
+        run_id,
+        measured=MeasuredMemory(device_kind="cpu", peak_bytes=2 * GIB, runtime_bytes=GIB // 2),
+    )
 
 
 def test_runs_show_like_for_like_error(tmp_path, capsys):
@@ -164,29 +209,49 @@ def test_runs_ingest(tmp_path, capsys):
 
 
 def test_sql_formats(db, capsys):
-    query = ("SELECT run_id, status, relative_error FROM runs JOIN run_predictions USING (run_id) "
-             "ORDER BY run_id")
+    query = (
+        "SELECT run_id, status, relative_error FROM runs JOIN run_predictions USING (run_id) ORDER BY run_id"
+    )
     assert cli("sql", query, "--db", str(db), "--format", "csv") == 0
     assert capsys.readouterr().out.splitlines() == [
-        "run_id,status,relative_error", "r1,succeeded,0.5", "r2,failed,"]
+        "run_id,status,relative_error",
+        "r1,succeeded,0.5",
+        "r2,failed,",
+    ]
     assert cli("sql", query, "--db", str(db), "--format", "json") == 0
     assert json.loads(capsys.readouterr().out) == [
         {"run_id": "r1", "status": "succeeded", "relative_error": 0.5},
-        {"run_id": "r2", "status": "failed", "relative_error": None}]
-    assert cli("sql", "SELECT run_id, started_at, substitutions FROM runs ORDER BY 1",
-               "--db", str(db), "--format", "json") == 0
+        {"run_id": "r2", "status": "failed", "relative_error": None},
+    ]
+    assert (
+        cli(
+            "sql",
+            "SELECT run_id, started_at, substitutions FROM runs ORDER BY 1",
+            "--db",
+            str(db),
+            "--format",
+            "json",
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0] == {"run_id": "r1", "started_at": "2025-01-01T10:00:00",
-                       "substitutions": []}
+    assert rows[0] == {"run_id": "r1", "started_at": "2025-01-01T10:00:00", "substitutions": []}
     assert cli("sql", query, "--db", str(db)) == 0
     out = capsys.readouterr().out
     assert "relative_error" in out and "r1" in out and "2 rows" in out
 
 
-@pytest.mark.parametrize("sql", ["DELETE FROM runs", "DROP TABLE runs",
-                                 "INSERT INTO metrics VALUES ('r1', 9, 0, 0, 0, 0, 0)",
-                                 "CREATE TABLE x (a INT)", "COPY runs TO 'out.csv'",
-                                 "ATTACH 'other.duckdb'"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM runs",
+        "DROP TABLE runs",
+        "INSERT INTO metrics VALUES ('r1', 9, 0, 0, 0, 0, 0)",
+        "CREATE TABLE x (a INT)",
+        "COPY runs TO 'out.csv'",
+        "ATTACH 'other.duckdb'",
+    ],
+)
 def test_sql_refuses_writes(db, capsys, sql, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli("sql", sql, "--db", str(db)) == 2
@@ -224,10 +289,29 @@ def plan(tmp_path) -> Path:
 def fake_runner(monkeypatch, behaviour):
     calls = []
 
-    def run_plan(plan_path, *, data=None, db=None, output_dir=None, max_steps=None,
-                 progress=None, model_path=None, trust_remote_code=False, resume=None, report_to=None):
-        calls.append(dict(plan_path=plan_path, data=data, db=db, output_dir=output_dir,
-                          max_steps=max_steps, model_path=model_path))
+    def run_plan(
+        plan_path,
+        *,
+        data=None,
+        db=None,
+        output_dir=None,
+        max_steps=None,
+        progress=None,
+        model_path=None,
+        trust_remote_code=False,
+        resume=None,
+        report_to=None,
+    ):
+        calls.append(
+            dict(
+                plan_path=plan_path,
+                data=data,
+                db=db,
+                output_dir=output_dir,
+                max_steps=max_steps,
+                model_path=model_path,
+            )
+        )
         assert trust_remote_code is False and resume is None and report_to is None
         return behaviour(db)
 
@@ -238,18 +322,40 @@ def fake_runner(monkeypatch, behaviour):
 
 
 def test_run_success_prints_summary(tmp_path, plan, monkeypatch, capsys):
-    result = make_result(tmp_path / "out" / "r9", "r9",
-                         substitutions=["bf16-mixed -> fp32 on CPU"])
+    result = make_result(tmp_path / "out" / "r9", "r9", substitutions=["bf16-mixed -> fp32 on CPU"])
     calls = fake_runner(monkeypatch, lambda db: result)
-    code = cli("run", str(plan), "--data", "d.jsonl", "--db", "x.duckdb", "--output", "out",
-               "--max-steps", "3", "--model-path", "m")
+    code = cli(
+        "run",
+        str(plan),
+        "--data",
+        "d.jsonl",
+        "--db",
+        "x.duckdb",
+        "--output",
+        "out",
+        "--max-steps",
+        "3",
+        "--model-path",
+        "m",
+    )
     assert code == 0
-    assert calls == [dict(plan_path=str(plan), data="d.jsonl", db="x.duckdb",
-                          output_dir="out", max_steps=3, model_path="m")]
+    assert calls == [
+        dict(
+            plan_path=str(plan), data="d.jsonl", db="x.duckdb", output_dir="out", max_steps=3, model_path="m"
+        )
+    ]
     out = capsys.readouterr().out
-    for text in ("r9", str(tmp_path / "out" / "r9"), "predicted 3.00 GiB", "measured 2.00 GiB",
-                 "+50.0%", "2.500→2.000", "3.000→3.100", "1,234 tokens/s",
-                 "bf16-mixed -> fp32 on CPU"):
+    for text in (
+        "r9",
+        str(tmp_path / "out" / "r9"),
+        "predicted 3.00 GiB",
+        "measured 2.00 GiB",
+        "+50.0%",
+        "2.500→2.000",
+        "3.000→3.100",
+        "1,234 tokens/s",
+        "bf16-mixed -> fp32 on CPU",
+    ):
         assert text in out
     # no plan.json in the run directory and no runtime: like-for-like is the raw comparison
     assert "like-for-like error +50.0%" in out
@@ -261,8 +367,10 @@ def test_run_summary_shows_like_for_like_error(tmp_path, plan, monkeypatch, caps
     assert cli("run", str(plan), "--db", str(tmp_path / "x.duckdb")) == 0
     out = capsys.readouterr().out
     assert "peak       predicted 3.00 GiB, measured 2.00 GiB (prediction +50.0%) [cpu]" in out
-    assert ("tensors    predicted 2.50 GiB, measured 1.50 GiB (like-for-like error +66.7%; "
-            "prediction less 0.50 GiB framework overhead, peak less 0.50 GiB runtime)") in out
+    assert (
+        "tensors    predicted 2.50 GiB, measured 1.50 GiB (like-for-like error +66.7%; "
+        "prediction less 0.50 GiB framework overhead, peak less 0.50 GiB runtime)"
+    ) in out
 
 
 def test_run_input_error_exits_2(plan, monkeypatch, capsys):
@@ -299,8 +407,12 @@ def test_run_failure_exits_1_and_names_run_dir(tmp_path, plan, monkeypatch, caps
         from tuneplan.executor.signals import Recorded
 
         now = datetime.now(timezone.utc).isoformat()
-        store.record(db_arg, make_result(run_dir, "failed-run", status="failed",
-                                         started_at=now, error="RuntimeError: out of memory"))
+        store.record(
+            db_arg,
+            make_result(
+                run_dir, "failed-run", status="failed", started_at=now, error="RuntimeError: out of memory"
+            ),
+        )
         exc = RuntimeError("out of memory")
         exc.recorded = Recorded(run_dir=str(run_dir), result_status="failed", db_status="failed")
         raise exc

@@ -44,7 +44,9 @@ def test_prompt_completion_masks_the_prompt(tmp_path, tok):
 
 
 def test_alpaca_rows_use_the_template_and_train_on_output(tmp_path, tok):
-    row = _read_one(tmp_path, {"instruction": "convert the date", "input": "May 1, 2020", "output": "2020-05-01"})
+    row = _read_one(
+        tmp_path, {"instruction": "convert the date", "input": "May 1, 2020", "output": "2020-05-01"}
+    )
     assert row.shape == "alpaca"
     ex = D.encode_row(row, tok, 512)
     assert "### Input:\nMay 1, 2020" in tok.decode(ex.input_ids)
@@ -86,7 +88,9 @@ def test_json_csv_and_parquet_files(tmp_path):
     import duckdb
 
     con = duckdb.connect()
-    con.execute(f"COPY (SELECT * FROM read_json_auto('{tmp_path / 'd.json'}')) TO '{tmp_path / 'd.parquet'}' (FORMAT parquet)")
+    con.execute(
+        f"COPY (SELECT * FROM read_json_auto('{tmp_path / 'd.json'}')) TO '{tmp_path / 'd.parquet'}' (FORMAT parquet)"
+    )
     con.close()
     for name in ("d.json", "d.csv", "d.parquet"):
         got = D.read_rows(tmp_path / name).rows
@@ -94,21 +98,26 @@ def test_json_csv_and_parquet_files(tmp_path):
     chat = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
     con = duckdb.connect()
     (tmp_path / "chat.json").write_text(json.dumps(chat))
-    con.execute(f"COPY (SELECT * FROM read_json_auto('{tmp_path / 'chat.json'}')) TO '{tmp_path / 'chat.parquet'}' (FORMAT parquet)")
+    con.execute(
+        f"COPY (SELECT * FROM read_json_auto('{tmp_path / 'chat.json'}')) TO '{tmp_path / 'chat.parquet'}' (FORMAT parquet)"
+    )
     con.close()
     assert D.read_rows(tmp_path / "chat.parquet").rows[0].record == chat[0]
 
 
 def test_bad_rows_name_file_and_line(tmp_path):
-    path = write_jsonl(tmp_path / "bad.jsonl", [
-        {"prompt": "ok", "completion": "fine"},
-        "[1, 2]",
-        {"prompt": "p", "completion": ""},
-        "{not json",
-        {"prompt": 3, "completion": "x"},
-        {"foo": "bar"},
-        {"messages": [{"role": "user", "content": "hi"}]},
-    ])
+    path = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"prompt": "ok", "completion": "fine"},
+            "[1, 2]",
+            {"prompt": "p", "completion": ""},
+            "{not json",
+            {"prompt": 3, "completion": "x"},
+            {"foo": "bar"},
+            {"messages": [{"role": "user", "content": "hi"}]},
+        ],
+    )
     with pytest.raises(InputError) as err:
         D.read_rows(path)
     wheres = [p.where for p in err.value.problems]

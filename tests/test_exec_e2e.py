@@ -79,8 +79,13 @@ def test_plan_file_with_relative_data_and_model_path(tiny, tmp_path):
     write_jsonl(tmp_path / "p" / "train.jsonl", overfit_rows(8))
     plan = make_plan("lora", "someone/unavailable", train_path="train.jsonl", training={"max_steps": 1})
     (tmp_path / "p" / "plan.json").write_text(plan.model_dump_json())
-    r = run_plan(tmp_path / "p" / "plan.json", model_path=str(tiny), output_dir=str(tmp_path / "runs"),
-                 db=str(tmp_path / "db.duckdb"), progress=False)
+    r = run_plan(
+        tmp_path / "p" / "plan.json",
+        model_path=str(tiny),
+        output_dir=str(tmp_path / "runs"),
+        db=str(tmp_path / "db.duckdb"),
+        progress=False,
+    )
     assert r.status == "succeeded" and r.data_path == str(tmp_path / "p" / "train.jsonl")
     assert (Path(r.run_dir) / "plan.json").read_text() == plan.model_dump_json()
 
@@ -108,8 +113,9 @@ def test_forced_failure_is_recorded_and_propagates(tiny, train_file, tmp_path, m
     assert [row["status"] for row in store.list_runs(str(tmp_path / "db.duckdb"))] == ["failed"]
 
 
-def test_database_failure_keeps_the_run_and_raises_recording_failed(tiny, train_file, tmp_path, monkeypatch,
-                                                                     capsys):
+def test_database_failure_keeps_the_run_and_raises_recording_failed(
+    tiny, train_file, tmp_path, monkeypatch, capsys
+):
     from tuneplan.executor import ledger as store
     from tuneplan.executor.signals import RecordingFailed
 
@@ -152,9 +158,18 @@ def test_embedded_smollm2_converts_once_and_learns_the_example_task(tmp_path, mo
     probe = tmp_path / "probe.txt"
     probe.write_text(probe_text()[:1500])
     plan = make_plan(
-        "lora", M.EMBEDDED_MODEL, train_path=str(EXAMPLES / "train.jsonl"), eval_path=str(EXAMPLES / "eval.jsonl"),
-        training={"max_steps": 4, "learning_rate": 2e-3, "per_device_batch_size": 2, "gradient_accumulation_steps": 2,
-                  "seq_len": 128, "precision": "bf16-mixed"},
+        "lora",
+        M.EMBEDDED_MODEL,
+        train_path=str(EXAMPLES / "train.jsonl"),
+        eval_path=str(EXAMPLES / "eval.jsonl"),
+        training={
+            "max_steps": 4,
+            "learning_rate": 2e-3,
+            "per_device_batch_size": 2,
+            "gradient_accumulation_steps": 2,
+            "seq_len": 128,
+            "precision": "bf16-mixed",
+        },
         lora={"rank": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"]},
         data={"probe_path": str(probe)},
     )

@@ -118,24 +118,35 @@ def test_run_plan_reports_the_profiled_peak(tiny, tmp_path):
 
 def _fill(tok, n: int, seq_len: int) -> list[Example]:
     ids = [(7 * i + 3) % (len(tok) - 3) + 3 for i in range(n * seq_len)]
-    return [Example(ids[i * seq_len:(i + 1) * seq_len], ids[i * seq_len:(i + 1) * seq_len]) for i in range(n)]
+    return [
+        Example(ids[i * seq_len : (i + 1) * seq_len], ids[i * seq_len : (i + 1) * seq_len]) for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_measured_live_peak_matches_the_estimator(tiny, method):
     """Same shapes as the estimate (sequences fill seq_len): live-tensor peak within ±20% of the
     estimator's total without its framework terms (runtime, fragmentation)."""
-    plan = make_plan(method, str(tiny), training={"per_device_batch_size": 4, "seq_len": 64},
-                     lora={"dropout": 0.05})
+    plan = make_plan(
+        method, str(tiny), training={"per_device_batch_size": 4, "seq_len": 64}, lora={"dropout": 0.05}
+    )
     loaded = load_model(plan, tiny, CPU)
     meter = M.MemoryMeter(loaded.model, CPU, runtime_bytes=0)
     T.train(loaded, _fill(loaded.tokenizer, 8, 64), plan.training, steps=2, meter=meter, state=T.TrainState())
     meter.close()
     assert meter.measured_steps == [2] and meter.measured_len == 64
-    st = MemorySettings(method=method, precision="fp32", optimizer="adamw", gradient_checkpointing=False,
-                        attention="sdpa", micro_batch=4, seq_len=64, lora_rank=8 if method != "full" else None,
-                        target_modules=["all-linear"] if method != "full" else None,
-                        lora_dropout=0.05 if method != "full" else None)
+    st = MemorySettings(
+        method=method,
+        precision="fp32",
+        optimizer="adamw",
+        gradient_checkpointing=False,
+        attention="sdpa",
+        micro_batch=4,
+        seq_len=64,
+        lora_rank=8 if method != "full" else None,
+        target_modules=["all-linear"] if method != "full" else None,
+        lora_dropout=0.05 if method != "full" else None,
+    )
     est = estimate(plan.inputs.model, st, capacity_bytes=8 << 30, device="cpu")
     predicted = est.per_device_bytes - est.breakdown.framework_overhead
     err = meter.live_peak_bytes / predicted - 1

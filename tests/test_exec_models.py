@@ -48,21 +48,35 @@ def test_cpu_substitutions_are_recorded(tiny):
     cpu = torch.device("cpu")
     prec = L.resolve_precision(make_plan("full", str(tiny), training={"precision": "bf16-mixed"}), cpu)
     assert prec.param_dtype == torch.float32 and prec.autocast_dtype is None
-    assert prec.substitutions == ["training.precision: bf16-mixed -> fp32 (CPU: fp32 weights and compute, no autocast)"]
-    assert L.resolve_attention("flash", cpu) == ("sdpa", ["training.attention: flash -> sdpa (no CUDA device)"])
+    assert prec.substitutions == [
+        "training.precision: bf16-mixed -> fp32 (CPU: fp32 weights and compute, no autocast)"
+    ]
+    assert L.resolve_attention("flash", cpu) == (
+        "sdpa",
+        ["training.attention: flash -> sdpa (no CUDA device)"],
+    )
     assert L.resolve_attention("eager", cpu) == ("eager", [])
 
 
 def test_load_full_lora_qlora(tiny):
     full = L.load_model(make_plan("full", str(tiny)), tiny, torch.device("cpu"))
     assert all(p.requires_grad for p in full.model.parameters())
-    lora = L.load_model(make_plan("lora", str(tiny), lora={"target_modules": ["q_proj", "v_proj"]}), tiny,
-                        torch.device("cpu"))
+    lora = L.load_model(
+        make_plan("lora", str(tiny), lora={"target_modules": ["q_proj", "v_proj"]}), tiny, torch.device("cpu")
+    )
     names = [n for n, p in lora.model.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
     assert {n.split(".")[-4] for n in names} == {"q_proj", "v_proj"}
-    q = L.load_model(make_plan("qlora", str(tiny), quantization={"compute_dtype": "bfloat16"},
-                               training={"gradient_checkpointing": True}), tiny, torch.device("cpu"))
+    q = L.load_model(
+        make_plan(
+            "qlora",
+            str(tiny),
+            quantization={"compute_dtype": "bfloat16"},
+            training={"gradient_checkpointing": True},
+        ),
+        tiny,
+        torch.device("cpu"),
+    )
     import bitsandbytes as bnb
 
     layer = q.model.base_model.model.model.layers[0].mlp.up_proj.base_layer
@@ -75,7 +89,9 @@ def test_load_full_lora_qlora(tiny):
 
 def test_bad_lora_targets_are_input_errors(tiny):
     with pytest.raises(InputError) as err:
-        L.load_model(make_plan("lora", str(tiny), lora={"target_modules": ["c_attn"]}), tiny, torch.device("cpu"))
+        L.load_model(
+            make_plan("lora", str(tiny), lora={"target_modules": ["c_attn"]}), tiny, torch.device("cpu")
+        )
     assert err.value.problems[0].where == "lora.target_modules"
 
 

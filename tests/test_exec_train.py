@@ -31,8 +31,15 @@ def overfit(tmp_path_factory):
 STEPS = 20
 CASES = {
     "full": dict(training={"optimizer": "adamw-8bit"}),
-    "lora": dict(training={"gradient_accumulation_steps": 2, "per_device_batch_size": 2, "lr_scheduler": "cosine",
-                           "warmup_ratio": 0.1, "weight_decay": 0.01}),
+    "lora": dict(
+        training={
+            "gradient_accumulation_steps": 2,
+            "per_device_batch_size": 2,
+            "lr_scheduler": "cosine",
+            "warmup_ratio": 0.1,
+            "weight_decay": 0.01,
+        }
+    ),
     "qlora": dict(training={"gradient_checkpointing": True, "optimizer": "paged-adamw-32bit"}),
 }
 
@@ -43,7 +50,9 @@ def runs(tiny, overfit, tmp_path_factory):
     results = {}
     for method, kw in CASES.items():
         training = {"max_steps": STEPS, **kw["training"]}
-        plan = make_plan(method, str(tiny), train_path=str(overfit[0]), eval_path=str(overfit[1]), training=training)
+        plan = make_plan(
+            method, str(tiny), train_path=str(overfit[0]), eval_path=str(overfit[1]), training=training
+        )
         results[method] = run_plan(plan, db=str(out / "runs.duckdb"), output_dir=str(out), progress=False)
     return results
 
@@ -56,7 +65,16 @@ def test_run_trains_and_records_everything(runs, method):
     assert RunResult.model_validate_json((run_dir / "result.json").read_text()) == r
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
-    assert set(metrics[0]) == {"step", "loss", "lr", "grad_norm", "tokens", "trained_tokens", "positions", "elapsed_s"}
+    assert set(metrics[0]) == {
+        "step",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens",
+        "trained_tokens",
+        "positions",
+        "elapsed_s",
+    }
     losses = [m["loss"] for m in metrics]
     assert all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < 0.9 * sum(losses[:3]) / 3, losses
@@ -87,7 +105,10 @@ def test_memory_components_reflect_the_method(runs):
 
 
 def test_cpu_substitutions_are_recorded(runs):
-    assert "training.optimizer: paged-adamw-32bit -> adamw (paged optimizers need CUDA)" in runs["qlora"].substitutions
+    assert (
+        "training.optimizer: paged-adamw-32bit -> adamw (paged optimizers need CUDA)"
+        in runs["qlora"].substitutions
+    )
     assert not any("optimizer" in s for s in runs["full"].substitutions)  # bnb 8-bit AdamW runs on CPU
 
 
@@ -122,8 +143,13 @@ def test_gradient_accumulation_equals_the_larger_batch(tiny, overfit, tmp_path):
     """Loss is the mean over trained tokens of the whole step, so 2 x 2 micro-batches == 1 x 4."""
     losses = []
     for bs, ga in ((4, 1), (2, 2)):
-        plan = make_plan("lora", str(tiny), train_path=str(overfit[0]), eval_path=str(overfit[1]),
-                         training={"max_steps": 3, "per_device_batch_size": bs, "gradient_accumulation_steps": ga})
+        plan = make_plan(
+            "lora",
+            str(tiny),
+            train_path=str(overfit[0]),
+            eval_path=str(overfit[1]),
+            training={"max_steps": 3, "per_device_batch_size": bs, "gradient_accumulation_steps": ga},
+        )
         r = run_plan(plan, db=str(tmp_path / "db.duckdb"), output_dir=str(tmp_path), progress=False)
         metrics = (tmp_path / r.run_id / "metrics.jsonl").read_text().splitlines()
         losses.append([json.loads(line)["loss"] for line in metrics])
@@ -131,14 +157,24 @@ def test_gradient_accumulation_equals_the_larger_batch(tiny, overfit, tmp_path):
 
 
 def test_total_steps_from_epochs_and_override(tiny):
-    t = make_plan("lora", str(tiny), training={"max_steps": None, "num_epochs": 2, "per_device_batch_size": 4,
-                                                "gradient_accumulation_steps": 2}).training
+    t = make_plan(
+        "lora",
+        str(tiny),
+        training={
+            "max_steps": None,
+            "num_epochs": 2,
+            "per_device_batch_size": 4,
+            "gradient_accumulation_steps": 2,
+        },
+    ).training
     assert T.total_steps(t, n_train=30) == 8  # 2 epochs x 8 micro-batches / 2 per step
     assert T.total_steps(t, n_train=30, override=3) == 3
 
 
 def test_schedulers_warm_up_and_decay(tiny):
-    t = make_plan("lora", str(tiny), training={"lr_scheduler": "linear", "warmup_ratio": 0.25, "learning_rate": 1e-3}).training
+    t = make_plan(
+        "lora", str(tiny), training={"lr_scheduler": "linear", "warmup_ratio": 0.25, "learning_rate": 1e-3}
+    ).training
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=t.learning_rate)
     sched = T.build_scheduler(opt, t, 8)
     lrs = []

@@ -19,25 +19,108 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Documented top-level keys (the subset tuneplan writes must be inside it).
 # Axolotl: docs.axolotl.ai/docs/config-reference.html
 AXOLOTL_KEYS = {
-    "base_model", "trust_remote_code", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
-    "peft_use_rslora", "load_in_4bit", "bnb_config_kwargs", "datasets", "test_datasets", "val_set_size",
-    "sequence_len", "sample_packing", "micro_batch_size", "gradient_accumulation_steps", "learning_rate",
-    "lr_scheduler", "warmup_ratio", "optimizer", "weight_decay", "max_grad_norm", "gradient_checkpointing",
-    "seed", "num_epochs", "max_steps", "bf16", "fp16", "tf32", "flash_attention", "sdp_attention", "fsdp",
-    "fsdp_config", "deepspeed", "output_dir"}
+    "base_model",
+    "trust_remote_code",
+    "adapter",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "peft_use_rslora",
+    "load_in_4bit",
+    "bnb_config_kwargs",
+    "datasets",
+    "test_datasets",
+    "val_set_size",
+    "sequence_len",
+    "sample_packing",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "lr_scheduler",
+    "warmup_ratio",
+    "optimizer",
+    "weight_decay",
+    "max_grad_norm",
+    "gradient_checkpointing",
+    "seed",
+    "num_epochs",
+    "max_steps",
+    "bf16",
+    "fp16",
+    "tf32",
+    "flash_attention",
+    "sdp_attention",
+    "fsdp",
+    "fsdp_config",
+    "deepspeed",
+    "output_dir",
+}
 # LLaMA-Factory: src/llamafactory/hparams/{model,data,finetuning}_args.py + transformers TrainingArguments
 LLAMAFACTORY_KEYS = {
-    "model_name_or_path", "trust_remote_code", "stage", "do_train", "finetuning_type", "lora_rank", "lora_alpha",
-    "lora_dropout", "lora_target", "use_rslora", "quantization_bit", "quantization_method", "quantization_type",
-    "double_quantization", "dataset", "dataset_dir", "eval_dataset", "val_size", "template", "cutoff_len",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type",
-    "warmup_ratio", "optim", "weight_decay", "max_grad_norm", "disable_gradient_checkpointing", "seed",
-    "flash_attn", "num_train_epochs", "max_steps", "bf16", "pure_bf16", "fp16", "deepspeed", "output_dir"}
+    "model_name_or_path",
+    "trust_remote_code",
+    "stage",
+    "do_train",
+    "finetuning_type",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target",
+    "use_rslora",
+    "quantization_bit",
+    "quantization_method",
+    "quantization_type",
+    "double_quantization",
+    "dataset",
+    "dataset_dir",
+    "eval_dataset",
+    "val_size",
+    "template",
+    "cutoff_len",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "optim",
+    "weight_decay",
+    "max_grad_norm",
+    "disable_gradient_checkpointing",
+    "seed",
+    "flash_attn",
+    "num_train_epochs",
+    "max_steps",
+    "bf16",
+    "pure_bf16",
+    "fp16",
+    "deepspeed",
+    "output_dir",
+}
 # torchtune: recipes/configs/llama3_1/8B_lora_single_device.yaml and friends
 TORCHTUNE_KEYS = {
-    "output_dir", "model", "tokenizer", "checkpointer", "dataset", "seed", "shuffle", "batch_size", "epochs",
-    "max_steps_per_epoch", "optimizer", "lr_scheduler", "loss", "gradient_accumulation_steps", "clip_grad_norm",
-    "compile", "device", "dtype", "enable_activation_checkpointing", "optimizer_in_bwd", "fsdp_cpu_offload"}
+    "output_dir",
+    "model",
+    "tokenizer",
+    "checkpointer",
+    "dataset",
+    "seed",
+    "shuffle",
+    "batch_size",
+    "epochs",
+    "max_steps_per_epoch",
+    "optimizer",
+    "lr_scheduler",
+    "loss",
+    "gradient_accumulation_steps",
+    "clip_grad_norm",
+    "compile",
+    "device",
+    "dtype",
+    "enable_activation_checkpointing",
+    "optimizer_in_bwd",
+    "fsdp_cpu_offload",
+}
 
 
 def _export(tmp_path, plan: Path, target: str, capsys) -> tuple[dict, str, str]:
@@ -68,7 +151,8 @@ def test_trl_export_is_read_by_trls_own_sft_parser(tmp_path, capsys, name) -> No
     # the very parser `trl sft --config FILE` uses; unknown keys fail
     script, sft, model, data = make_parser().parse_args_and_config(
         ["--config", str(tmp_path / f"{name}.trl.yaml"), "--output_dir", str(tmp_path / "out")],
-        fail_with_unknown_args=True)
+        fail_with_unknown_args=True,
+    )
     t = plan.training
     assert sft.learning_rate == t.learning_rate and sft.lr_scheduler_type.value == t.lr_scheduler
     assert sft.warmup_steps == t.warmup_ratio
@@ -84,7 +168,10 @@ def test_trl_export_is_read_by_trls_own_sft_parser(tmp_path, capsys, name) -> No
         assert peft_cfg is None and not model.use_peft
     else:
         assert (peft_cfg.r, peft_cfg.lora_alpha, peft_cfg.lora_dropout) == (
-            plan.lora.rank, plan.lora.alpha, plan.lora.dropout)
+            plan.lora.rank,
+            plan.lora.alpha,
+            plan.lora.dropout,
+        )
         assert set(peft_cfg.target_modules) == set(plan.lora.target_modules)
     bnb = get_quantization_config(model)
     if plan.quantization is None:
@@ -106,16 +193,38 @@ def test_axolotl_export_uses_documented_keys_and_builds_peft_and_bnb_configs(tmp
     assert cfg["adapter"] == "qlora" and cfg["load_in_4bit"] is True
     bnb = BitsAndBytesConfig(load_in_4bit=True, **cfg["bnb_config_kwargs"])
     assert bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant is True
-    lc = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
-                    target_modules=cfg["lora_target_modules"], use_rslora=cfg["peft_use_rslora"])
+    lc = LoraConfig(
+        r=cfg["lora_r"],
+        lora_alpha=cfg["lora_alpha"],
+        lora_dropout=cfg["lora_dropout"],
+        target_modules=cfg["lora_target_modules"],
+        use_rslora=cfg["peft_use_rslora"],
+    )
     assert (lc.r, lc.lora_alpha, set(lc.target_modules)) == (16, 32, set(plan.lora.target_modules))
     t = plan.training
-    assert (cfg["learning_rate"], cfg["lr_scheduler"], cfg["warmup_ratio"], cfg["micro_batch_size"],
-            cfg["gradient_accumulation_steps"], cfg["sequence_len"], cfg["num_epochs"], cfg["max_grad_norm"]) == (
-        t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.per_device_batch_size, t.gradient_accumulation_steps,
-        t.seq_len, t.num_epochs, t.max_grad_norm)
+    assert (
+        cfg["learning_rate"],
+        cfg["lr_scheduler"],
+        cfg["warmup_ratio"],
+        cfg["micro_batch_size"],
+        cfg["gradient_accumulation_steps"],
+        cfg["sequence_len"],
+        cfg["num_epochs"],
+        cfg["max_grad_norm"],
+    ) == (
+        t.learning_rate,
+        t.lr_scheduler,
+        t.warmup_ratio,
+        t.per_device_batch_size,
+        t.gradient_accumulation_steps,
+        t.seq_len,
+        t.num_epochs,
+        t.max_grad_norm,
+    )
     # the example data are chat rows: Axolotl's chat_template loader, loss on assistant turns
-    assert cfg["datasets"][0]["type"] == "chat_template" and cfg["datasets"][0]["roles_to_train"] == ["assistant"]
+    assert cfg["datasets"][0]["type"] == "chat_template" and cfg["datasets"][0]["roles_to_train"] == [
+        "assistant"
+    ]
     assert cfg["test_datasets"][0]["path"] == plan.data.eval_path
     assert "forgetting probe" in err and "forgetting probe" in _notes(text)
 
@@ -126,8 +235,12 @@ def test_llamafactory_export_uses_documented_keys(tmp_path, capsys) -> None:
     plan = _plan("qlora")
     cfg, text, _ = _export(tmp_path, EXAMPLES / "plans" / "qlora.json", "llamafactory", capsys)
     assert set(cfg) <= LLAMAFACTORY_KEYS, set(cfg) - LLAMAFACTORY_KEYS
-    assert (cfg["finetuning_type"], cfg["quantization_bit"], cfg["quantization_type"], cfg["double_quantization"]) \
-        == ("lora", 4, "nf4", True)
+    assert (
+        cfg["finetuning_type"],
+        cfg["quantization_bit"],
+        cfg["quantization_type"],
+        cfg["double_quantization"],
+    ) == ("lora", 4, "nf4", True)
     assert cfg["lora_target"].split(",") == plan.lora.target_modules
     LoraConfig(r=cfg["lora_rank"], lora_alpha=cfg["lora_alpha"], target_modules=cfg["lora_target"].split(","))
     assert cfg["cutoff_len"] == plan.training.seq_len
@@ -142,8 +255,28 @@ def test_llamafactory_export_uses_documented_keys(tmp_path, capsys) -> None:
 def test_torchtune_export_maps_modules_to_torchtune_names(tmp_path, capsys) -> None:
     plan_path = tmp_path / "llama.json"
     capsys.readouterr()
-    assert main(["advise", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "A100-80GB", "--domain", "near",
-                 "--forgetting", "medium", "--method", "qlora", "--max-steps", "200", "-o", str(plan_path)]) == 0
+    assert (
+        main(
+            [
+                "advise",
+                "--model",
+                "meta-llama/Llama-3.1-8B",
+                "--gpu",
+                "A100-80GB",
+                "--domain",
+                "near",
+                "--forgetting",
+                "medium",
+                "--method",
+                "qlora",
+                "--max-steps",
+                "200",
+                "-o",
+                str(plan_path),
+            ]
+        )
+        == 0
+    )
     cfg, text, _ = _export(tmp_path, plan_path, "torchtune", capsys)
     assert set(cfg) <= TORCHTUNE_KEYS, set(cfg) - TORCHTUNE_KEYS
     m = cfg["model"]
@@ -158,8 +291,28 @@ def test_torchtune_export_maps_modules_to_torchtune_names(tmp_path, capsys) -> N
 def test_distributed_settings_are_exported_or_listed(tmp_path, capsys) -> None:
     plan_path = tmp_path / "fsdp.json"
     capsys.readouterr()
-    assert main(["advise", "--model", "meta-llama/Llama-3.1-70B", "--gpu", "H100", "--gpus", "8", "--domain",
-                 "far", "--forgetting", "high", "--method", "full", "-o", str(plan_path)]) == 0
+    assert (
+        main(
+            [
+                "advise",
+                "--model",
+                "meta-llama/Llama-3.1-70B",
+                "--gpu",
+                "H100",
+                "--gpus",
+                "8",
+                "--domain",
+                "far",
+                "--forgetting",
+                "high",
+                "--method",
+                "full",
+                "-o",
+                str(plan_path),
+            ]
+        )
+        == 0
+    )
     plan = load_plan_dict(json.loads(plan_path.read_text()))
     assert plan.distributed.num_processes == 8
     cfg, text, _ = _export(tmp_path, plan_path, "trl", capsys)

@@ -52,15 +52,18 @@ def test_fuzz_plans_and_data(tmp_path, capsys):
         rows = [dict(r) for r in base_rows]
         if rng.random() < 0.3:
             rows[rng.randrange(len(rows))] = rng.choice(
-                [{"messages": [{"role": "assistant", "content": "a"}]}, {"prompt": 3}, "not json {", {}])
+                [{"messages": [{"role": "assistant", "content": "a"}]}, {"prompt": 3}, "not json {", {}]
+            )
         train = tmp_path / f"train{case}.jsonl"
         write_jsonl(train, rows)
         raw = json.loads(make_plan("lora", str(tiny), train_path=str(train)).model_dump_json())
         plan = tmp_path / f"plan{case}.json"
         plan.write_bytes(_mutate(rng, raw, json.dumps(raw)))
         out = tmp_path / f"runs{case}"
-        for argv in (["validate", str(plan)], ["run", str(plan), "--dry-run", "--output", str(out),
-                                                "--db", str(tmp_path / f"db{case}.duckdb")]):
+        for argv in (
+            ["validate", str(plan)],
+            ["run", str(plan), "--dry-run", "--output", str(out), "--db", str(tmp_path / f"db{case}.duckdb")],
+        ):
             counts["cases"] += 1
             try:
                 rc = cli.main(argv)

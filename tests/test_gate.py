@@ -43,17 +43,27 @@ def test_healthy_run_passes(tmp_path, capsys):
     assert code == 0 and err == ""
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    (dict(status="failed", measured=None, eval_losses=None, probe_losses=None,
-          error="RuntimeError: boom"), "is failed, not succeeded"),
-    (dict(status="interrupted"), "is interrupted, not succeeded"),
-    (dict(eval_losses=(2.0, float("nan"))), "non-finite loss (NaN or inf): eval_loss_after"),
-    (dict(probe_losses=(3.0, float("inf"))), "forgetting_loss_after"),
-    (dict(eval_losses=(float("-inf"), 1.0)), "eval_loss_before"),
-    (dict(metrics=[{"step": 1, "loss": 2.0}, {"step": 2, "loss": float("nan")}]),
-     "1 metrics row(s)"),
-    (dict(measured=1400), "under-predicted"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (
+            dict(
+                status="failed",
+                measured=None,
+                eval_losses=None,
+                probe_losses=None,
+                error="RuntimeError: boom",
+            ),
+            "is failed, not succeeded",
+        ),
+        (dict(status="interrupted"), "is interrupted, not succeeded"),
+        (dict(eval_losses=(2.0, float("nan"))), "non-finite loss (NaN or inf): eval_loss_after"),
+        (dict(probe_losses=(3.0, float("inf"))), "forgetting_loss_after"),
+        (dict(eval_losses=(float("-inf"), 1.0)), "eval_loss_before"),
+        (dict(metrics=[{"step": 1, "loss": 2.0}, {"step": 2, "loss": float("nan")}]), "1 metrics row(s)"),
+        (dict(measured=1400), "under-predicted"),
+    ],
+)
 def test_each_failure_fails_the_gate(tmp_path, kwargs, fragment):
     db = tmp_path / "runs.duckdb"
     record_run(db, tmp_path / "runs", "good")
@@ -74,8 +84,17 @@ def test_non_finite_is_shown_in_the_verdict(tmp_path, capsys):
 def _comparison(db, root, cid, steps, full_probe, lora_probe):
     for method, probe in (("full", full_probe), ("lora", lora_probe)):
         rid = f"{cid}-{method}"
-        record_run(db, root, rid, method=method, steps=steps, probe_losses=(3.0, probe),
-                   tolerance="high", predicted=2000, measured=1900)
+        record_run(
+            db,
+            root,
+            rid,
+            method=method,
+            steps=steps,
+            probe_losses=(3.0, probe),
+            tolerance="high",
+            predicted=2000,
+            measured=1900,
+        )
         store.record_comparison(db, cid, rid, method, "lora", "high")
 
 
@@ -106,8 +125,15 @@ def test_broken_audit_fails_with_rules_and_short_runs_are_inconclusive(tmp_path)
 def test_filters(tmp_path, capsys):
     db = tmp_path / "runs.duckdb"
     root = tmp_path / "runs"
-    record_run(db, root, "a-old", started_at="2025-01-01T10:00:00Z", status="failed",
-               measured=None, error="RuntimeError: x")
+    record_run(
+        db,
+        root,
+        "a-old",
+        started_at="2025-01-01T10:00:00Z",
+        status="failed",
+        measured=None,
+        error="RuntimeError: x",
+    )
     record_run(db, root, "b-new", started_at="2025-03-01T10:00:00Z", plan_hash="ab" * 8)
     assert strict(db)[0] == 1
     assert strict(db, "--since", "2025-02-01")[0] == 0

@@ -14,10 +14,19 @@ import pytest
 from tuneplan.advisor import catalog, hub
 from tuneplan.cli.main import main
 
-QWEN3_8B = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "num_hidden_layers": 36,
-            "hidden_size": 4096, "intermediate_size": 12288, "num_attention_heads": 32,
-            "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
-            "max_position_embeddings": 40960, "tie_word_embeddings": False}
+QWEN3_8B = {
+    "architectures": ["Qwen3ForCausalLM"],
+    "model_type": "qwen3",
+    "num_hidden_layers": 36,
+    "hidden_size": 4096,
+    "intermediate_size": 12288,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 151936,
+    "max_position_embeddings": 40960,
+    "tie_word_embeddings": False,
+}
 ADVISE = ["advise", "--gpu", "A100-80GB", "--domain", "near", "--forgetting", "medium", "--json"]
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -106,9 +115,17 @@ def test_gated_repo_names_the_token_fix(tmp_path, monkeypatch, capsys) -> None:
 
 
 def test_vision_language_config_reads_its_text_decoder(hub_env, capsys) -> None:
-    text = {"model_type": "gemma3_text", "num_hidden_layers": 34, "hidden_size": 2560,
-            "intermediate_size": 10240, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
-            "vocab_size": 262208, "max_position_embeddings": 131072}
+    text = {
+        "model_type": "gemma3_text",
+        "num_hidden_layers": 34,
+        "hidden_size": 2560,
+        "intermediate_size": 10240,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "vocab_size": 262208,
+        "max_position_embeddings": 131072,
+    }
     fake_cache(hub_env, "acme/gemma-vl", {"model_type": "gemma3", "text_config": text, "vision_config": {}})
     m = _plan(capsys, "--model", "acme/gemma-vl")["inputs"]["model"]
     assert m["family"] == "gemma3" and "text decoder only" in m["source"]
@@ -122,19 +139,27 @@ def test_paths_and_catalog_typos_are_not_sent_to_the_hub() -> None:
 
 
 def test_a_catalog_id_never_imports_huggingface_hub() -> None:
-    code = ("import sys; from tuneplan.cli.main import main; "
-            "main(['advise','--model','Qwen/Qwen3-8B','--gpu','L4','--domain','near','--forgetting','medium',"
-            "'--json']); print('LOADED', [m for m in ('huggingface_hub','torch','transformers') if m in sys.modules])")
+    code = (
+        "import sys; from tuneplan.cli.main import main; "
+        "main(['advise','--model','Qwen/Qwen3-8B','--gpu','L4','--domain','near','--forgetting','medium',"
+        "'--json']); print('LOADED', [m for m in ('huggingface_hub','torch','transformers') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert out.strip().splitlines()[-1] == "LOADED []"
 
 
 # Published totals (model cards / Hub "Model size"), billions. Gemma 3 4B+ rows count the text
 # decoder only, so their card totals include the ~0.42B SigLIP vision tower as well.
-PUBLISHED = {"Qwen/Qwen3-0.6B": (0.6, 0.05), "Qwen/Qwen3-8B": (8.19, 0.02), "Qwen/Qwen3-32B": (32.8, 0.05),
-             "meta-llama/Llama-3.3-70B-Instruct": (70.6, 0.1), "google/gemma-3-1b-pt": (1.0, 0.01),
-             "google/gemma-3-27b-pt": (27.4 - 0.42, 0.1), "microsoft/phi-4": (14.7, 0.05),
-             "mistralai/Mistral-Small-24B-Base-2501": (23.6, 0.05)}
+PUBLISHED = {
+    "Qwen/Qwen3-0.6B": (0.6, 0.05),
+    "Qwen/Qwen3-8B": (8.19, 0.02),
+    "Qwen/Qwen3-32B": (32.8, 0.05),
+    "meta-llama/Llama-3.3-70B-Instruct": (70.6, 0.1),
+    "google/gemma-3-1b-pt": (1.0, 0.01),
+    "google/gemma-3-27b-pt": (27.4 - 0.42, 0.1),
+    "microsoft/phi-4": (14.7, 0.05),
+    "mistralai/Mistral-Small-24B-Base-2501": (23.6, 0.05),
+}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

@@ -53,9 +53,12 @@ def test_cli_modules_load_only_argparse_stdlib_and_the_base_layer() -> None:
     the TUI, rich and DuckDB load inside the handler of the command that needs them."""
     offenders = {}
     for path in sorted((ROOT / "cli").glob("*.py")):
-        bad = sorted(n for n in _module_level_imports(path)
-                     if n.split(".")[0] not in sys.stdlib_module_names
-                     and not n.startswith(("tuneplan.base", "tuneplan.cli")))
+        bad = sorted(
+            n
+            for n in _module_level_imports(path)
+            if n.split(".")[0] not in sys.stdlib_module_names
+            and not n.startswith(("tuneplan.base", "tuneplan.cli"))
+        )
         if bad:
             offenders[str(path.relative_to(ROOT))] = bad
     assert not offenders, offenders
@@ -108,9 +111,13 @@ def _every_import(path: Path) -> set[str]:
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", ""))
-              in ("import_module", "__import__") and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             names.add(node.args[0].value)
     return names
 
@@ -132,11 +139,15 @@ def test_no_hidden_imports_in_schemas_and_advisor() -> None:
             bad = sorted(n for n in _every_import(path) if not _allowed_import(rel, n))
             if bad:
                 offenders[rel] = bad
-    assert not offenders, f"imports outside stdlib + pydantic (add to DEFERRED_ALLOWED with a reason): {offenders}"
+    assert not offenders, (
+        f"imports outside stdlib + pydantic (add to DEFERRED_ALLOWED with a reason): {offenders}"
+    )
 
 
 def test_hidden_import_scan_sees_function_level_imports(tmp_path) -> None:
     src = tmp_path / "m.py"
-    src.write_text("def f():\n    import torch\n    import importlib\n    importlib.import_module('duckdb')\n")
+    src.write_text(
+        "def f():\n    import torch\n    import importlib\n    importlib.import_module('duckdb')\n"
+    )
     assert {"torch", "duckdb"} <= _every_import(src)
     assert not _allowed_import("advisor/x.py", "torch")

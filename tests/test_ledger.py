@@ -27,25 +27,53 @@ MIB = 1 << 20
 
 
 def _plan(overhead: int, *, gpu: str = "H200 SXM 141GB", lr: float = 2e-4, rank: int = 16) -> dict:
-    return {"method": "lora", "inputs": {"model": {"name": "tiny"},
-                                        "hardware": {"kind": "gpu", "name": gpu}},
-            "training": {"learning_rate": lr, "per_device_batch_size": 2,
-                         "gradient_accumulation_steps": 4},
-            "lora": {"rank": rank, "target_modules": ["q_proj", "v_proj"]},
-            "memory": {"breakdown": {"framework_overhead": overhead}}}
+    return {
+        "method": "lora",
+        "inputs": {"model": {"name": "tiny"}, "hardware": {"kind": "gpu", "name": gpu}},
+        "training": {"learning_rate": lr, "per_device_batch_size": 2, "gradient_accumulation_steps": 4},
+        "lora": {"rank": rank, "target_modules": ["q_proj", "v_proj"]},
+        "memory": {"breakdown": {"framework_overhead": overhead}},
+    }
 
 
-def _result(run_dir: Path, run_id: str, *, predicted=1000 * MIB, measured=900 * MIB, runtime=0,
-            status="succeeded", hardware="cuda: NVIDIA H200", method="lora", **kw) -> RunResult:
+def _result(
+    run_dir: Path,
+    run_id: str,
+    *,
+    predicted=1000 * MIB,
+    measured=900 * MIB,
+    runtime=0,
+    status="succeeded",
+    hardware="cuda: NVIDIA H200",
+    method="lora",
+    **kw,
+) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
-    mem = None if measured is None else MeasuredMemory(device_kind="cuda", peak_bytes=measured,
-                                                       runtime_bytes=runtime)
-    fields = dict(run_id=run_id, status=status, plan_hash="h", method=method, model="tiny",
-                  hardware=hardware, started_at="2025-01-01T10:00:00Z",
-                  finished_at="2025-01-01T10:01:00Z", predicted_peak_bytes=predicted,
-                  predicted_fits=True, measured=mem, run_dir=str(run_dir),
-                  eval_loss_before=2.0, eval_loss_after=1.5, forgetting_loss_before=3.0,
-                  forgetting_loss_after=3.1, forgetting_tolerance="medium", steps=30)
+    mem = (
+        None
+        if measured is None
+        else MeasuredMemory(device_kind="cuda", peak_bytes=measured, runtime_bytes=runtime)
+    )
+    fields = dict(
+        run_id=run_id,
+        status=status,
+        plan_hash="h",
+        method=method,
+        model="tiny",
+        hardware=hardware,
+        started_at="2025-01-01T10:00:00Z",
+        finished_at="2025-01-01T10:01:00Z",
+        predicted_peak_bytes=predicted,
+        predicted_fits=True,
+        measured=mem,
+        run_dir=str(run_dir),
+        eval_loss_before=2.0,
+        eval_loss_after=1.5,
+        forgetting_loss_before=3.0,
+        forgetting_loss_after=3.1,
+        forgetting_tolerance="medium",
+        steps=30,
+    )
     fields.update(kw)
     return RunResult(**fields)
 
@@ -66,8 +94,9 @@ def _record(db: Path, root: Path, run_id: str, plan: dict | None, **kw) -> RunRe
 
 def test_migrations_are_numbered_sql_files_shipped_as_package_data():
     files = sorted(p.name for p in (PACKAGE / "migrations").glob("*.sql"))
-    assert [int(f[:4]) for f in files] == list(range(1, len(files) + 1)) == [
-        v for v, _, _ in ledger.MIGRATIONS]
+    assert (
+        [int(f[:4]) for f in files] == list(range(1, len(files) + 1)) == [v for v, _, _ in ledger.MIGRATIONS]
+    )
     assert ledger.SCHEMA_VERSION == len(files) >= 7
     pyproject = (PACKAGE.parents[1] / "pyproject.toml").read_text()
     assert '"tuneplan.executor.ledger" = ["*.sql", "migrations/*.sql"]' in pyproject
@@ -75,14 +104,18 @@ def test_migrations_are_numbered_sql_files_shipped_as_package_data():
 
 def test_migration_1_creates_the_tables_schema_1_shipped():
     """The .sql file of migration 1 is the frozen schema 1 (same tables, same columns, same types)."""
+
     def tables(sql: str) -> list:
         con = duckdb.connect()
         con.execute(sql)
-        return con.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() "
-                           "WHERE NOT internal ORDER BY table_name, column_index").fetchall()
+        return con.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE NOT internal ORDER BY table_name, column_index"
+        ).fetchall()
 
     assert tables((PACKAGE / "migrations" / "0001_runs_and_metrics.sql").read_text()) == tables(
-        (FROZEN / "0001.sql").read_text())
+        (FROZEN / "0001.sql").read_text()
+    )
 
 
 def test_every_view_is_defined_once_in_views_sql_and_none_reads_the_plan_blob():
@@ -94,8 +127,11 @@ def test_every_view_is_defined_once_in_views_sql_and_none_reads_the_plan_blob():
     views = (PACKAGE / "views.sql").read_text()
     assert "plan_json" not in views and "json_extract" not in views
     # the plan JSON is read in exactly one file (macros.sql), used at record time and by migration 7
-    readers = [p.name for p in PACKAGE.rglob("*") if p.suffix in (".py", ".sql")
-               and "json_extract" in p.read_text() and "migrations" not in p.parts]
+    readers = [
+        p.name
+        for p in PACKAGE.rglob("*")
+        if p.suffix in (".py", ".sql") and "json_extract" in p.read_text() and "migrations" not in p.parts
+    ]
     assert readers == ["macros.sql"]
 
 
@@ -109,7 +145,10 @@ def test_views_are_recreated_on_writable_connect(tmp_path):
     con = ledger.connect(db)
     try:
         assert [r[0] for r in con.execute("DESCRIBE run_learning").fetchall()] == [
-            "run_id", "learning", "forgetting"]
+            "run_id",
+            "learning",
+            "forgetting",
+        ]
         assert con.execute("SELECT hash FROM schema_views").fetchall() == [(migrate.VIEWS_HASH,)]
     finally:
         con.close()
@@ -130,9 +169,12 @@ def test_python_mirror_equals_the_view_on_real_rows(tmp_path):
         ("under", _plan(0), dict(predicted=500, measured=1000, runtime=100)),
     ]
     results = {rid: _record(db, tmp_path / "runs", rid, plan, **kw) for rid, plan, kw in cases}
-    _, rows = ledger.query(db, "SELECT run_id, predicted_comparable_bytes, measured_comparable_bytes, "
-                               "memory_error, memory_error_comparable, memory_under_predicted "
-                               "FROM run_memory_checks ORDER BY run_id")
+    _, rows = ledger.query(
+        db,
+        "SELECT run_id, predicted_comparable_bytes, measured_comparable_bytes, "
+        "memory_error, memory_error_comparable, memory_under_predicted "
+        "FROM run_memory_checks ORDER BY run_id",
+    )
     listed = {r["run_id"]: r for r in ledger.list_runs(db)}
     checked = {r["run_id"]: r for r in check.check_runs(db)["runs"]}
     assert len(rows) == len(cases)
@@ -144,9 +186,12 @@ def test_python_mirror_equals_the_view_on_real_rows(tmp_path):
         assert listed[run_id]["memory_error"] == raw
         assert checked[run_id]["memory_error_comparable"] == lfl_error
         assert checked[run_id]["memory_under_predicted"] == (None if lfl_error is None else under)
-        mirror = like_for_like(listed[run_id]["predicted_peak_bytes"],
-                               listed[run_id]["predicted_overhead_bytes"],
-                               listed[run_id]["measured_peak_bytes"], listed[run_id]["runtime_bytes"])
+        mirror = like_for_like(
+            listed[run_id]["predicted_peak_bytes"],
+            listed[run_id]["predicted_overhead_bytes"],
+            listed[run_id]["measured_peak_bytes"],
+            listed[run_id]["runtime_bytes"],
+        )
         assert mirror.error == lfl_error
     assert listed["under"]["memory_error_comparable"] == pytest.approx((500 - 900) / 900)
     assert checked["under"]["verdict"] == "broken" and checked["cuda"]["verdict"] == "held"
@@ -165,19 +210,28 @@ def test_memory_error_has_one_name_across_views(tmp_path):
     _record(db, tmp_path / "runs", "a", _plan(10))
     con = duckdb.connect(str(db), read_only=True)
     try:
-        cols = con.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE NOT internal "
-                           "AND (column_name LIKE '%memory_error%' OR column_name LIKE '%relative_error%')"
-                           ).fetchall()
-        same = con.execute("SELECT m.memory_error, p.relative_error FROM run_memory_checks m "
-                           "JOIN run_predictions p USING (run_id)").fetchone()
+        cols = con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE NOT internal "
+            "AND (column_name LIKE '%memory_error%' OR column_name LIKE '%relative_error%')"
+        ).fetchall()
+        same = con.execute(
+            "SELECT m.memory_error, p.relative_error FROM run_memory_checks m "
+            "JOIN run_predictions p USING (run_id)"
+        ).fetchone()
     finally:
         con.close()
     per_run = {(t, c) for t, c in cols if not c.startswith("mean_")}
-    assert per_run == {("run_memory_checks", "memory_error"), ("run_memory_checks", "memory_error_comparable"),
-                       ("run_predictions", "relative_error")}
+    assert per_run == {
+        ("run_memory_checks", "memory_error"),
+        ("run_memory_checks", "memory_error_comparable"),
+        ("run_predictions", "relative_error"),
+    }
     assert {c for _, c in cols if c.startswith("mean_")} <= {
-        "mean_memory_error", "mean_abs_memory_error", "mean_memory_error_comparable",
-        "mean_abs_memory_error_comparable"}
+        "mean_memory_error",
+        "mean_abs_memory_error",
+        "mean_memory_error_comparable",
+        "mean_abs_memory_error_comparable",
+    }
     assert same[0] == same[1] is not None
 
 
@@ -189,7 +243,7 @@ def test_per_run_views_join_with_runs_and_each_other_using_run_id(tmp_path):
         views = ["run_memory_checks", "run_predictions", "run_learning", "run_settings"]
         columns = {n: {r[0] for r in con.execute(f"DESCRIBE {n}").fetchall()} for n in views + ["runs"]}
         for i, a in enumerate(views + ["runs"]):
-            for b in (views + ["runs"])[i + 1:]:
+            for b in (views + ["runs"])[i + 1 :]:
                 assert columns[a] & columns[b] == {"run_id"}, (a, b, columns[a] & columns[b])
         joined = " ".join(f"JOIN {v} USING (run_id)" for v in views)
         cur = con.execute(f"SELECT * FROM runs {joined}")
@@ -208,9 +262,12 @@ def test_plan_values_are_columns_written_at_record_time(tmp_path):
     _record(db, tmp_path / "runs", "a", _plan(123, gpu="A100 80GB", lr=1e-3, rank=8))
     (tmp_path / "runs" / "a" / "plan.json").unlink()  # a later write without plan.json keeps it all
     ledger.record(db, _result(tmp_path / "runs" / "a", "a", status="succeeded"))
-    _, rows = ledger.query(db, "SELECT predicted_overhead_bytes, planned_hardware, hardware, "
-                               "s.settings.learning_rate, s.settings.lora_rank, s.settings.target_modules "
-                               "FROM runs JOIN plan_settings s USING (run_id)")
+    _, rows = ledger.query(
+        db,
+        "SELECT predicted_overhead_bytes, planned_hardware, hardware, "
+        "s.settings.learning_rate, s.settings.lora_rank, s.settings.target_modules "
+        "FROM runs JOIN plan_settings s USING (run_id)",
+    )
     assert rows == [(123, "A100 80GB", "cuda: NVIDIA H200", 1e-3, 8, ["q_proj", "v_proj"])]
     _, settings = ledger.query(db, "SELECT planned_gpu, effective_batch FROM run_settings")
     assert settings == [("A100 80GB", 8)]
@@ -223,11 +280,15 @@ def test_every_old_schema_upgrades_in_place_with_backfilled_columns(tmp_path, ve
     db = tmp_path / f"v{version}.duckdb"
     con = duckdb.connect(str(db))
     assert old_ledger_schema(con, version) == list(range(1, version + 1))
-    con.execute("INSERT INTO runs (run_id, status, method, predicted_peak_bytes, measured_peak_bytes, "
-                "plan_json, result_json) VALUES ('old', 'succeeded', 'lora', 1500, 1000, ?, ?), "
-                "('bare', 'failed', 'full', 10, NULL, NULL, NULL)",
-                [json.dumps(_plan(300, gpu="L4 24GB", rank=4)),
-                 json.dumps({"measured": {"peak_bytes": 1000, "runtime_bytes": 200}})])
+    con.execute(
+        "INSERT INTO runs (run_id, status, method, predicted_peak_bytes, measured_peak_bytes, "
+        "plan_json, result_json) VALUES ('old', 'succeeded', 'lora', 1500, 1000, ?, ?), "
+        "('bare', 'failed', 'full', 10, NULL, NULL, NULL)",
+        [
+            json.dumps(_plan(300, gpu="L4 24GB", rank=4)),
+            json.dumps({"measured": {"peak_bytes": 1000, "runtime_bytes": 200}}),
+        ],
+    )
     con.execute("INSERT INTO metrics VALUES ('old', 1, 2.0, 1e-4, 0.5, 10, 0.1)")
     con.close()
     before = db.read_bytes()
@@ -239,11 +300,13 @@ def test_every_old_schema_upgrades_in_place_with_backfilled_columns(tmp_path, ve
     try:
         assert ledger.schema_version(con) == ledger.SCHEMA_VERSION
         assert [r[0] for r in con.execute("DESCRIBE runs").fetchall()] == [c for c, _ in ledger.RUN_COLUMNS]
-        assert con.execute("SELECT run_id, predicted_overhead_bytes, planned_hardware, runtime_bytes "
-                           "FROM runs ORDER BY run_id").fetchall() == [
-            ("bare", 0, None, None), ("old", 300, "L4 24GB", 200 if version < 4 else None)]
-        assert con.execute("SELECT run_id, lora_rank, planned_gpu FROM run_settings ORDER BY run_id"
-                           ).fetchall() == [("bare", None, None), ("old", 4, "L4 24GB")]
+        assert con.execute(
+            "SELECT run_id, predicted_overhead_bytes, planned_hardware, runtime_bytes "
+            "FROM runs ORDER BY run_id"
+        ).fetchall() == [("bare", 0, None, None), ("old", 300, "L4 24GB", 200 if version < 4 else None)]
+        assert con.execute(
+            "SELECT run_id, lora_rank, planned_gpu FROM run_settings ORDER BY run_id"
+        ).fetchall() == [("bare", None, None), ("old", 4, "L4 24GB")]
         assert con.execute("SELECT count(*) FROM metrics").fetchone()[0] == 1
     finally:
         con.close()
@@ -264,11 +327,17 @@ def test_read_only_entry_points_refuse_an_outdated_database_and_leave_it_unchang
     before = db.read_bytes()
     from tuneplan.executor.ledger.report import write_report
 
-    for read in (lambda: ledger.list_runs(db), lambda: check.check_runs(db),
-                 lambda: check.audit_rules(db), lambda: ledger.query(db, "SELECT 1"),
-                 lambda: calibrate.fit(db), lambda: write_report(db, tmp_path / "report")):
-        with pytest.raises(ledger.SchemaOutdated, match="views from another tuneplan version.*"
-                                                        "tuneplan runs upgrade"):
+    for read in (
+        lambda: ledger.list_runs(db),
+        lambda: check.check_runs(db),
+        lambda: check.audit_rules(db),
+        lambda: ledger.query(db, "SELECT 1"),
+        lambda: calibrate.fit(db),
+        lambda: write_report(db, tmp_path / "report"),
+    ):
+        with pytest.raises(
+            ledger.SchemaOutdated, match="views from another tuneplan version.*tuneplan runs upgrade"
+        ):
             read()
     assert db.read_bytes() == before
     ledger.connect(db).close()  # what a writing command does
@@ -304,17 +373,35 @@ def test_ingest_brings_comparison_and_sweep_trials_back(tmp_path):
     rule audits work on pooled runs (trial.json in each run directory)."""
     db = tmp_path / "runs.duckdb"
     root = tmp_path / "out"
-    for rid, method, lr in (("l", "lora", 1e-4), ("q", "qlora", 1e-4), ("s1", "lora", 1e-3), ("s2", "lora", 3e-3)):
-        _record(db, root, rid, _plan(10, lr=lr), method=method,
-                measured=(500 if method == "qlora" else 900) * MIB)
+    for rid, method, lr in (
+        ("l", "lora", 1e-4),
+        ("q", "qlora", 1e-4),
+        ("s1", "lora", 1e-3),
+        ("s2", "lora", 3e-3),
+    ):
+        _record(
+            db, root, rid, _plan(10, lr=lr), method=method, measured=(500 if method == "qlora" else 900) * MIB
+        )
     ledger.record_comparison(db, "cmp1", "l", "lora", "lora", "medium", run_dir=root / "l")
     ledger.record_comparison(db, "cmp1", "q", "qlora", "lora", "medium")  # run_dir looked up
     for rid, value in (("s1", "0.001"), ("s2", "0.003")):
-        ledger.record_comparison(db, "sw1", rid, "lora", "lora", "medium", axis="learning_rate",
-                                 value=value, advised_value="0.0002", run_dir=root / rid)
+        ledger.record_comparison(
+            db,
+            "sw1",
+            rid,
+            "lora",
+            "lora",
+            "medium",
+            axis="learning_rate",
+            value=value,
+            advised_value="0.0002",
+            run_dir=root / rid,
+        )
     assert json.loads((root / "q" / "trial.json").read_text())["compare_id"] == "cmp1"
-    query = ("SELECT compare_id, run_id, method, chosen_method, forgetting_tolerance, axis, value, "
-             "advised_value FROM comparisons ORDER BY compare_id, run_id")
+    query = (
+        "SELECT compare_id, run_id, method, chosen_method, forgetting_tolerance, axis, value, "
+        "advised_value FROM comparisons ORDER BY compare_id, run_id"
+    )
     _, recorded = ledger.query(db, query)
 
     pooled = tmp_path / "pooled.duckdb"
@@ -323,8 +410,9 @@ def test_ingest_brings_comparison_and_sweep_trials_back(tmp_path):
     assert ingested == recorded and len(ingested) == 4
     _, audit = ledger.query(pooled, "SELECT compare_id, qlora_less_memory FROM audit_qlora_vs_lora_memory")
     assert audit == [("cmp1", True)]
-    _, trials = ledger.query(pooled, "SELECT run_id, learning_rate FROM sweep_trials "
-                                     "WHERE compare_id = 'sw1' ORDER BY run_id")
+    _, trials = ledger.query(
+        pooled, "SELECT run_id, learning_rate FROM sweep_trials WHERE compare_id = 'sw1' ORDER BY run_id"
+    )
     assert trials == [("s1", 1e-3), ("s2", 3e-3)]
 
 
@@ -333,15 +421,27 @@ def test_ingest_reads_comparison_json_of_compare_outputs_without_trial_files(tmp
     for rid, method in (("f", "full"), ("l", "lora")):
         _result(root / rid, rid, method=method)
         (root / rid / "result.json").write_text(_result(root / rid, rid, method=method).model_dump_json())
-    (root / "comparison.json").write_text(json.dumps({
-        "compare_id": "c-old", "advised_method": "lora", "forgetting_tolerance": "low",
-        "outcomes": {"full": {"run_id": "f"}, "lora": {"run_id": "l"}, "qlora": {"run_id": None}}}))
+    (root / "comparison.json").write_text(
+        json.dumps(
+            {
+                "compare_id": "c-old",
+                "advised_method": "lora",
+                "forgetting_tolerance": "low",
+                "outcomes": {"full": {"run_id": "f"}, "lora": {"run_id": "l"}, "qlora": {"run_id": None}},
+            }
+        )
+    )
     db = tmp_path / "runs.duckdb"
     assert ledger.ingest(db, [root]) == ["f", "l"]
-    _, rows = ledger.query(db, "SELECT compare_id, run_id, method, chosen_method, forgetting_tolerance, "
-                               "axis FROM comparisons ORDER BY run_id")
-    assert rows == [("c-old", "f", "full", "lora", "low", "method"),
-                    ("c-old", "l", "lora", "lora", "low", "method")]
+    _, rows = ledger.query(
+        db,
+        "SELECT compare_id, run_id, method, chosen_method, forgetting_tolerance, "
+        "axis FROM comparisons ORDER BY run_id",
+    )
+    assert rows == [
+        ("c-old", "f", "full", "lora", "low", "method"),
+        ("c-old", "l", "lora", "lora", "low", "method"),
+    ]
 
 
 # ------------------------------------------------------------------------------- the commands
@@ -351,15 +451,27 @@ def _old_db(tmp_path: Path) -> Path:
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
     old_ledger_schema(con, 6)
-    con.execute("INSERT INTO runs (run_id, status, method, predicted_peak_bytes, measured_peak_bytes, "
-                "plan_json) VALUES ('old', 'succeeded', 'lora', 1500, 1000, ?)", [json.dumps(_plan(300))])
+    con.execute(
+        "INSERT INTO runs (run_id, status, method, predicted_peak_bytes, measured_peak_bytes, "
+        "plan_json) VALUES ('old', 'succeeded', 'lora', 1500, 1000, ?)",
+        [json.dumps(_plan(300))],
+    )
     con.close()
     return db
 
 
-@pytest.mark.parametrize("argv", [
-    ["check"], ["check", "--rules"], ["runs"], ["runs", "--json"], ["sql", "SELECT 1"],
-    ["calibrate"], ["report", "--out", "REPORT"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check"],
+        ["check", "--rules"],
+        ["runs"],
+        ["runs", "--json"],
+        ["sql", "SELECT 1"],
+        ["calibrate"],
+        ["report", "--out", "REPORT"],
+    ],
+)
 def test_read_only_commands_exit_2_on_an_old_database_and_name_the_upgrade(tmp_path, capsys, argv):
     from helpers import cli
 
@@ -420,8 +532,9 @@ def test_wide_results_print_one_field_per_line(tmp_path, capsys, monkeypatch):
     assert max(len(line) for line in lines if not line.startswith(("result_json", "plan_json"))) < 600
     assert cli("sql", "SELECT run_id, learning FROM run_learning", "--db", str(db)) == 0
     assert "┃ run_id ┃ learning ┃" in capsys.readouterr().out
-    assert cli("sql", "SELECT run_id, learning FROM run_learning", "--db", str(db), "--format",
-               "vertical") == 0
+    assert (
+        cli("sql", "SELECT run_id, learning FROM run_learning", "--db", str(db), "--format", "vertical") == 0
+    )
     assert capsys.readouterr().out.splitlines()[1:3] == ["run_id   | r1", "learning | 0.5"]
 
     import tuneplan.cli.output as output

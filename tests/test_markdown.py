@@ -23,7 +23,10 @@ def test_check_markdown_is_a_table_per_run_with_the_verdict_first(tmp_path, caps
     text = capsys.readouterr().out
     broken = sum(v == "broken" for _, v, _ in CASES.values())
     first = text.splitlines()[0]
-    assert first.startswith("### ❌") and f"{len(CASES) - broken} of {len(CASES)} runs held, {broken} broken" in first
+    assert (
+        first.startswith("### ❌")
+        and f"{len(CASES) - broken} of {len(CASES)} runs held, {broken} broken" in first
+    )
     rows = _table_rows(text)
     assert rows[0][:3] == ["run", "method", "status"] and set(rows[1][0]) == {"-"}
     body = {r[0].strip("`"): r for r in rows[2:]}
@@ -42,11 +45,25 @@ def test_check_markdown_all_held(tmp_path, capsys) -> None:
 
 
 def test_compare_markdown() -> None:
-    cmp = Comparison(compare_id="cmp-1", advised_method="lora", plan_method="lora", forgetting_tolerance="low",
-                     domain_distance="near", output_dir="runs/cmp-1", sentence="LoRA learned as much | forgot less.")
-    cmp.outcomes["lora"] = Outcome(method="lora", status="succeeded", run_id="r1",
-                                   predicted_comparable_bytes=2 * 1024**3, measured_comparable_bytes=2 * 1024**3,
-                                   learning=0.5, forgetting=0.01, tokens_per_second=1234.0)
+    cmp = Comparison(
+        compare_id="cmp-1",
+        advised_method="lora",
+        plan_method="lora",
+        forgetting_tolerance="low",
+        domain_distance="near",
+        output_dir="runs/cmp-1",
+        sentence="LoRA learned as much | forgot less.",
+    )
+    cmp.outcomes["lora"] = Outcome(
+        method="lora",
+        status="succeeded",
+        run_id="r1",
+        predicted_comparable_bytes=2 * 1024**3,
+        measured_comparable_bytes=2 * 1024**3,
+        learning=0.5,
+        forgetting=0.01,
+        tokens_per_second=1234.0,
+    )
     cmp.outcomes["full"] = Outcome(method="full", status="failed", run_id="r2", error="CUDA out of memory")
     text = compare_markdown(cmp)
     assert text.startswith("### ❌ tuneplan compare `cmp-1`")

@@ -30,7 +30,9 @@ TOLERANCE = 0.10
 
 def _fill(tok, n: int, seq_len: int) -> list[Example]:
     ids = [(7 * i + 3) % (len(tok) - 3) + 3 for i in range(n * seq_len)]
-    return [Example(ids[i * seq_len:(i + 1) * seq_len], ids[i * seq_len:(i + 1) * seq_len]) for i in range(n)]
+    return [
+        Example(ids[i * seq_len : (i + 1) * seq_len], ids[i * seq_len : (i + 1) * seq_len]) for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +101,18 @@ CASES = {
     "lora dropout 0.05": ("lora", dict(), dict(dropout=0.05), dict()),
     "lora chunked CE (32 tokens)": ("lora", dict(loss_chunk_size=32), dict(dropout=0.0), dict()),
     "lora activation offload": ("lora", dict(activation_offload=True), dict(dropout=0.0), dict()),
-    "qlora kbit_upcast on": ("qlora", dict(precision="bf16-mixed"), dict(dropout=0.0),
-                             dict(kbit_upcast=True, compute_dtype="bfloat16")),
-    "qlora kbit_upcast off": ("qlora", dict(precision="bf16-mixed"), dict(dropout=0.0),
-                              dict(kbit_upcast=False, compute_dtype="bfloat16")),
+    "qlora kbit_upcast on": (
+        "qlora",
+        dict(precision="bf16-mixed"),
+        dict(dropout=0.0),
+        dict(kbit_upcast=True, compute_dtype="bfloat16"),
+    ),
+    "qlora kbit_upcast off": (
+        "qlora",
+        dict(precision="bf16-mixed"),
+        dict(dropout=0.0),
+        dict(kbit_upcast=False, compute_dtype="bfloat16"),
+    ),
 }
 RESULTS: dict[str, dict] = {}
 
@@ -114,19 +124,28 @@ def _run_case(name: str) -> dict:
 
     d = ensure_embedded_model()
     method, training, lora, quant = CASES[name]
-    plan = make_plan(method, str(d), training={"per_device_batch_size": 1, "seq_len": SEQ, **training},
-                     lora=lora, quantization=quant)
+    plan = make_plan(
+        method,
+        str(d),
+        training={"per_device_batch_size": 1, "seq_len": SEQ, **training},
+        lora=lora,
+        quantization=quant,
+    )
     plan = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={"model": model_from_dir(d)})})
     est = estimate(plan.inputs.model, settings_of_plan(plan), capacity_bytes=8 << 30, device="cpu")
     loaded = load_model(plan, d, CPU)
     meter = M.MemoryMeter(loaded.model, CPU, runtime_bytes=0)
-    subs = T.train(loaded, _fill(loaded.tokenizer, 2, SEQ), plan.training, steps=1, meter=meter,
-                   state=T.TrainState())
+    subs = T.train(
+        loaded, _fill(loaded.tokenizer, 2, SEQ), plan.training, steps=1, meter=meter, state=T.TrainState()
+    )
     meter.close()
     model = loaded.model
     RESULTS[name] = r = {
-        "predicted": est.allocated_peak_bytes, "measured": meter.live_peak_bytes, "est": est,
-        "subs": subs + loaded.substitutions, "params_bytes": meter.params_bytes,
+        "predicted": est.allocated_peak_bytes,
+        "measured": meter.live_peak_bytes,
+        "est": est,
+        "subs": subs + loaded.substitutions,
+        "params_bytes": meter.params_bytes,
         "dropout_modules": sum(isinstance(m, torch.nn.Dropout) for m in model.modules()),
         "fp32_norms": sum(p.dtype == torch.float32 for n, p in model.named_parameters() if "norm" in n),
     }
@@ -138,8 +157,10 @@ def _run_case(name: str) -> dict:
 @pytest.mark.parametrize("name", list(CASES))
 def test_predicted_allocated_peak_matches_the_measured_peak(name):
     r = _run_case(name)
-    print(f"\n{name}: predicted {r['predicted'] / 2**20:.1f} MiB, measured {r['measured'] / 2**20:.1f} MiB, "
-          f"error {r['error']:+.1%}")
+    print(
+        f"\n{name}: predicted {r['predicted'] / 2**20:.1f} MiB, measured {r['measured'] / 2**20:.1f} MiB, "
+        f"error {r['error']:+.1%}"
+    )
     assert abs(r["error"]) <= TOLERANCE, (name, r["predicted"], r["measured"])
 
 

@@ -44,8 +44,9 @@ def _set(raw: dict, dotted: str, value) -> dict:
 
 def _chat_first_assistant(tmp_path, raw):
     rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 3
-    rows.append({"messages": [{"role": "assistant", "content": "I speak first"},
-                              {"role": "user", "content": "ok"}]})
+    rows.append(
+        {"messages": [{"role": "assistant", "content": "I speak first"}, {"role": "user", "content": "ok"}]}
+    )
     path = write_jsonl(tmp_path / "chat.jsonl", rows)
     return _set(raw, "data.train_path", str(path)), f"{path}:4"
 
@@ -68,11 +69,15 @@ CASES = {
     "schema version 99.0": lambda tp, r: (_set(r, "schema_version", "99.0"), "schema_version"),
     "seed -1": lambda tp, r: (_set(r, "training.seed", -1), "training.seed"),
     "memory bytes edited": _memory_doubled,
-    "memory block for another seq_len": lambda tp, r: (_set(r, "memory.settings.seq_len", 4096),
-                                                       "training.seq_len"),
+    "memory block for another seq_len": lambda tp, r: (
+        _set(r, "memory.settings.seq_len", 4096),
+        "training.seq_len",
+    ),
     "fits contradicts bytes": lambda tp, r: (_set(r, "memory.fits", not r["memory"]["fits"]), "memory.fits"),
-    "unknown target module": lambda tp, r: (_set(r, "lora.target_modules", ["q_proj", "qkv_fused"]),
-                                            "lora.target_modules"),
+    "unknown target module": lambda tp, r: (
+        _set(r, "lora.target_modules", ["q_proj", "qkv_fused"]),
+        "lora.target_modules",
+    ),
     "chat row starts with the assistant": _chat_first_assistant,
     "every row longer than seq_len": _too_long,
 }
@@ -80,9 +85,11 @@ CASES = {
 
 def _commands(plan: Path, tmp_path: Path) -> dict[str, list[str]]:
     out, db = tmp_path / "runs", tmp_path / "db.duckdb"
-    return {"validate": ["validate", str(plan)],
-            "dry-run": ["run", str(plan), "--dry-run", "--output", str(out), "--db", str(db)],
-            "run": ["run", str(plan), "--output", str(out), "--db", str(db)]}
+    return {
+        "validate": ["validate", str(plan)],
+        "dry-run": ["run", str(plan), "--dry-run", "--output", str(out), "--db", str(db)],
+        "run": ["run", str(plan), "--output", str(out), "--db", str(db)],
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -129,9 +136,11 @@ def test_model_path_with_another_architecture_is_refused(good, tiny, tmp_path, c
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("content", ["dir", b"{\"a\": \"\xff\xfe\"}", "[" * 100000 + "]" * 100000,
-                                     "{\"method\": ", "[1, 2]"],
-                         ids=["directory", "invalid-utf8", "deeply-nested", "truncated", "not-an-object"])
+@pytest.mark.parametrize(
+    "content",
+    ["dir", b'{"a": "\xff\xfe"}', "[" * 100000 + "]" * 100000, '{"method": ', "[1, 2]"],
+    ids=["directory", "invalid-utf8", "deeply-nested", "truncated", "not-an-object"],
+)
 def test_unreadable_plans_exit_2(content, tmp_path, capsys):
     plan = tmp_path / "plan.json"
     if content == "dir":
@@ -149,8 +158,21 @@ def test_unreadable_plans_exit_2(content, tmp_path, capsys):
 def test_advise_to_an_unwritable_path_exits_2(tmp_path, capsys):
     target = tmp_path / "no-such-dir-file"
     target.write_text("a file, so nothing can be written below it")
-    rc = cli.main(["advise", "--model", "huggyllama/llama-7b", "--gpu", "A100-80GB", "--domain", "near", "--forgetting", "medium",
-                   "-o", str(target / "plan.json")])
+    rc = cli.main(
+        [
+            "advise",
+            "--model",
+            "huggyllama/llama-7b",
+            "--gpu",
+            "A100-80GB",
+            "--domain",
+            "near",
+            "--forgetting",
+            "medium",
+            "-o",
+            str(target / "plan.json"),
+        ]
+    )
     assert rc == 2 and "-o/--output" in capsys.readouterr().err
 
 
@@ -164,15 +186,15 @@ def test_runs_limit_huge_is_not_a_traceback(tmp_path, capsys):
 CALIBRATIONS = {
     "directory": None,
     "invalid-utf8": b"\xff\xfe{}",
-    "invalid-json": b"{\"factors\": ",
+    "invalid-json": b'{"factors": ',
     "deeply-nested": b"[" * 100000 + b"]" * 100000,
     "a list": b"[]",
-    "factors not an object": b"{\"factors\": 3}",
-    "key not an object": b"{\"factors\": {\"cuda|llama\": [1, 2]}}",
-    "factor a string": b"{\"factors\": {\"cuda|llama\": {\"activations\": \"x\"}}}",
-    "factor NaN": b"{\"factors\": {\"cuda|llama\": {\"activations\": NaN}}}",
-    "factor negative": b"{\"factors\": {\"cuda|llama\": {\"activations\": -1}}}",
-    "unknown component": b"{\"factors\": {\"cuda|llama\": {\"flux\": 1.0}}}",
+    "factors not an object": b'{"factors": 3}',
+    "key not an object": b'{"factors": {"cuda|llama": [1, 2]}}',
+    "factor a string": b'{"factors": {"cuda|llama": {"activations": "x"}}}',
+    "factor NaN": b'{"factors": {"cuda|llama": {"activations": NaN}}}',
+    "factor negative": b'{"factors": {"cuda|llama": {"activations": -1}}}',
+    "unknown component": b'{"factors": {"cuda|llama": {"flux": 1.0}}}',
 }
 
 
@@ -183,7 +205,21 @@ def test_malformed_calibration_exits_2(kind, tmp_path, capsys):
         path.mkdir()
     else:
         path.write_bytes(CALIBRATIONS[kind])
-    rc = cli.main(["advise", "--model", "huggyllama/llama-7b", "--gpu", "A100-80GB", "--domain", "near", "--forgetting", "medium", "--calibrated",
-                   "--db", str(tmp_path / "runs.duckdb")])
+    rc = cli.main(
+        [
+            "advise",
+            "--model",
+            "huggyllama/llama-7b",
+            "--gpu",
+            "A100-80GB",
+            "--domain",
+            "near",
+            "--forgetting",
+            "medium",
+            "--calibrated",
+            "--db",
+            str(tmp_path / "runs.duckdb"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "calibration" in err and "Traceback" not in err, err

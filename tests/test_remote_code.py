@@ -36,16 +36,20 @@ def evil_model(tiny: Path, root: Path) -> tuple[Path, Path]:
         "from pathlib import Path\n"
         f"with open({str(marker)!r}, 'a') as f:\n    f.write('configuration\\n')\n"
         "from transformers import LlamaConfig\n\n\n"
-        "class EvilConfig(LlamaConfig):\n    pass\n")
+        "class EvilConfig(LlamaConfig):\n    pass\n"
+    )
     (model / "modeling_evil.py").write_text(
         "from pathlib import Path\n"
         f"with open({str(marker)!r}, 'a') as f:\n    f.write('modeling\\n')\n"
         "from transformers import LlamaForCausalLM\n"
         "from .configuration_evil import EvilConfig\n\n\n"
-        "class EvilForCausalLM(LlamaForCausalLM):\n    config_class = EvilConfig\n")
+        "class EvilForCausalLM(LlamaForCausalLM):\n    config_class = EvilConfig\n"
+    )
     cfg = json.loads((model / "config.json").read_text())
-    cfg["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig",
-                       "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    cfg["auto_map"] = {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM",
+    }
     (model / "config.json").write_text(json.dumps(cfg, indent=2))
     return model, marker
 
@@ -58,8 +62,9 @@ def setup(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEPLAN_EVAL_BATCHES", "1")
     model, marker = evil_model(tiny, tmp_path)
     data = write_jsonl(tmp_path / "train.jsonl", overfit_rows(8))
-    plan = make_plan("lora", str(model), train_path=str(data),
-                     training={"max_steps": 1, "per_device_batch_size": 2})
+    plan = make_plan(
+        "lora", str(model), train_path=str(data), training={"max_steps": 1, "per_device_batch_size": 2}
+    )
     plan = plan.model_copy(update={"trust_remote_code": True})  # the plan file asks for it
     path = tmp_path / "plan.json"
     path.write_text(plan.model_dump_json(indent=2))
@@ -83,8 +88,13 @@ def test_plan_field_alone_never_runs_model_code(setup, capsys, monkeypatch):
     fsdp.distributed = Distributed(num_processes=2, strategy="fsdp")
     fsdp.inputs.hardware = GPUHardware(name="NVIDIA H100 80GB", memory_bytes=80 * GIB, count=2)
     # the memory block priced for the device the plan now names (the pre-flight re-checks it)
-    fsdp.memory = estimate(fsdp.inputs.model, fsdp.memory.settings, capacity_bytes=80 * GIB, device="cuda",
-                           headroom_fraction=fsdp.memory.headroom_fraction)
+    fsdp.memory = estimate(
+        fsdp.inputs.model,
+        fsdp.memory.settings,
+        capacity_bytes=80 * GIB,
+        device="cuda",
+        headroom_fraction=fsdp.memory.headroom_fraction,
+    )
     fsdp_path = root / "fsdp.json"
     fsdp_path.write_text(fsdp.model_copy(update={"trust_remote_code": True}).model_dump_json())
     assert cli("run", str(fsdp_path), "--dry-run") == 0
@@ -126,8 +136,10 @@ def test_flag_allows_it_loudly_and_is_recorded(setup, capsys):
     plan["trust_remote_code"] = False  # the flag alone, whatever the plan says
     plan_path.write_text(json.dumps(plan))
     db = root / "runs.duckdb"
-    assert cli("run", str(plan_path), "--db", str(db), "--output", str(root / "runs"),
-               "--trust-remote-code") == 0
+    assert (
+        cli("run", str(plan_path), "--db", str(db), "--output", str(root / "runs"), "--trust-remote-code")
+        == 0
+    )
     err = capsys.readouterr().err
     assert "WARNING: --trust-remote-code" in err and "WILL RUN" in err and str(model) in err
     assert marker.exists() and "modeling" in marker.read_text()  # it really ran
@@ -150,6 +162,12 @@ def test_compare_passes_the_flag_only_from_the_command_line(setup):
         raise RuntimeError("stop here")
 
     for flag in (False, True):
-        run_comparison(str(plan_path), ["lora"], output_dir=str(root / f"cmp-{flag}"),
-                       db=str(root / "c.duckdb"), runner=runner, trust_remote_code=flag)
+        run_comparison(
+            str(plan_path),
+            ["lora"],
+            output_dir=str(root / f"cmp-{flag}"),
+            db=str(root / "c.duckdb"),
+            runner=runner,
+            trust_remote_code=flag,
+        )
     assert calls == [False, True]

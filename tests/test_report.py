@@ -15,18 +15,61 @@ def test_report_writes_figures_and_markdown(tmp_path, capsys):
     db = tmp_path / "runs.duckdb"
     runs = tmp_path / "runs"
     steps = [{"step": i, "loss": 3.0 - 0.1 * i} for i in range(1, 6)]
-    record_run(db, runs, "r-full", method="full", measured=3000, predicted=3500, metrics=steps,
-               eval_losses=(2.0, 1.2), probe_losses=(3.0, 3.2))
-    record_run(db, runs, "r-lora", method="lora", measured=1500, predicted=1400, metrics=steps,
-               eval_losses=(2.0, 1.5), probe_losses=(3.0, 3.02))
-    record_run(db, runs, "r-qlora", method="qlora", measured=2000, predicted=1000,
-               eval_losses=(2.0, 1.6), probe_losses=(3.0, 3.01))
+    record_run(
+        db,
+        runs,
+        "r-full",
+        method="full",
+        measured=3000,
+        predicted=3500,
+        metrics=steps,
+        eval_losses=(2.0, 1.2),
+        probe_losses=(3.0, 3.2),
+    )
+    record_run(
+        db,
+        runs,
+        "r-lora",
+        method="lora",
+        measured=1500,
+        predicted=1400,
+        metrics=steps,
+        eval_losses=(2.0, 1.5),
+        probe_losses=(3.0, 3.02),
+    )
+    record_run(
+        db,
+        runs,
+        "r-qlora",
+        method="qlora",
+        measured=2000,
+        predicted=1000,
+        eval_losses=(2.0, 1.6),
+        probe_losses=(3.0, 3.01),
+    )
     # a CPU peak including 400 MiB of runtime: compared on tensor bytes, 1100 MiB vs 1100 MiB
     mib = 1 << 20
-    record_run(db, runs, "r-cpu", method="lora", predicted=1500 * mib, overhead=400 * mib,
-               measured=1500 * mib, runtime=400 * mib)
-    record_run(db, runs, "r-failed", method="lora", status="failed", measured=None,
-               eval_losses=None, probe_losses=None, error="RuntimeError: x")
+    record_run(
+        db,
+        runs,
+        "r-cpu",
+        method="lora",
+        predicted=1500 * mib,
+        overhead=400 * mib,
+        measured=1500 * mib,
+        runtime=400 * mib,
+    )
+    record_run(
+        db,
+        runs,
+        "r-failed",
+        method="lora",
+        status="failed",
+        measured=None,
+        eval_losses=None,
+        probe_losses=None,
+        error="RuntimeError: x",
+    )
     store.record_comparison(db, "c1", "r-full", "full", "lora", "medium")
     store.record_comparison(db, "c1", "r-lora", "lora", "lora", "medium")
     out = tmp_path / "report"

@@ -39,13 +39,17 @@ def _plan(tmp_path: Path, model: str, method: str = "lora", **training) -> Path:
     train = write_jsonl(tmp_path / "train.jsonl", overfit_rows(8))
     t = {"max_steps": 4, "per_device_batch_size": 2, "save_every_steps": 2, **training}
     path = tmp_path / f"plan-{method}.json"
-    path.write_text(make_plan(method, model, train_path=str(train), training=t,
-                              lora={"dropout": 0.1}).model_dump_json())
+    path.write_text(
+        make_plan(method, model, train_path=str(train), training=t, lora={"dropout": 0.1}).model_dump_json()
+    )
     return path
 
 
 def _losses(run_dir) -> list[tuple[int, float]]:
-    return [(m["step"], m["loss"]) for m in map(json.loads, (Path(run_dir) / "metrics.jsonl").read_text().splitlines())]
+    return [
+        (m["step"], m["loss"])
+        for m in map(json.loads, (Path(run_dir) / "metrics.jsonl").read_text().splitlines())
+    ]
 
 
 def _sigterm_after_first_step(plan: Path, out: Path, db: Path, **kw) -> Path:
@@ -55,8 +59,13 @@ def _sigterm_after_first_step(plan: Path, out: Path, db: Path, **kw) -> Path:
     def kill():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            new = [d for d in (out.iterdir() if out.exists() else []) if d not in before
-                   and (d / "metrics.jsonl").is_file() and (d / "metrics.jsonl").stat().st_size]
+            new = [
+                d
+                for d in (out.iterdir() if out.exists() else [])
+                if d not in before
+                and (d / "metrics.jsonl").is_file()
+                and (d / "metrics.jsonl").stat().st_size
+            ]
             if new:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
@@ -100,10 +109,20 @@ def test_resume_equivalence_tiny(method, tiny, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lora", pytest.param("full", marks=pytest.mark.skipif(
-    os.environ.get("TUNEPLAN_LONG_TESTS") != "1",
-    reason="~4 min on 2 shared cores (1.6 GB checkpoints); TUNEPLAN_LONG_TESTS=1 runs it; the tiny "
-           "model covers full fine-tuning in every run"))])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "lora",
+        pytest.param(
+            "full",
+            marks=pytest.mark.skipif(
+                os.environ.get("TUNEPLAN_LONG_TESTS") != "1",
+                reason="~4 min on 2 shared cores (1.6 GB checkpoints); TUNEPLAN_LONG_TESTS=1 runs it; the tiny "
+                "model covers full fine-tuning in every run",
+            ),
+        ),
+    ],
+)
 def test_resume_equivalence_embedded(method, tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEPLAN_EVAL_BATCHES", "1")
     from tuneplan.executor.models import EMBEDDED_MODEL
@@ -114,7 +133,9 @@ def test_resume_equivalence_embedded(method, tmp_path, monkeypatch):
 
 def test_checkpoint_keeps_last_k_and_records_bytes(tiny, tmp_path):
     plan = _plan(tmp_path, str(tiny), max_steps=5, save_every_steps=1, save_total_limit=2)
-    res = run_plan(str(plan), db=str(tmp_path / "db.duckdb"), output_dir=str(tmp_path / "runs"), progress=False)
+    res = run_plan(
+        str(plan), db=str(tmp_path / "db.duckdb"), output_dir=str(tmp_path / "runs"), progress=False
+    )
     ckpts = complete_checkpoints(Path(res.run_dir))
     assert [s for s, _ in ckpts] == [3, 4]  # saved at 1..4 (not after the last step), last 2 kept
     manifest = json.loads((ckpts[-1][1] / MANIFEST).read_text())
@@ -163,9 +184,14 @@ def test_sigterm_checkpoints_then_resume_latest_through_the_cli(tiny, tmp_path):
     out, db = tmp_path / "runs", tmp_path / "db.duckdb"
     plan = _plan(tmp_path, str(tiny))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNEPLAN_TEST_PAUSE_AT": "training"}
-    proc = subprocess.Popen(CLI + ["run", str(plan), "--output", str(out), "--db", str(db)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        CLI + ["run", str(plan), "--output", str(out), "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         seen = []
         for line in proc.stderr:
@@ -201,8 +227,9 @@ def test_two_process_resume_is_exact(tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     (whole,) = [d for d in out.iterdir() if d.is_dir()]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNEPLAN_TEST_PAUSE_AT": "training"}
-    proc = subprocess.Popen(CLI + base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        CLI + base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
     try:
         for line in proc.stderr:
             if "paused at training" in line:
@@ -227,8 +254,15 @@ def test_packing_same_trained_tokens_fewer_steps(tiny, tmp_path):
     for packing in (False, True):
         d = tmp_path / str(packing)
         d.mkdir()
-        plan = _plan(d, str(tiny), max_steps=None, num_epochs=1, per_device_batch_size=1,
-                     save_every_steps=None, packing=packing)
+        plan = _plan(
+            d,
+            str(tiny),
+            max_steps=None,
+            num_epochs=1,
+            per_device_batch_size=1,
+            save_every_steps=None,
+            packing=packing,
+        )
         res = run_plan(str(plan), db=str(tmp_path / "db.duckdb"), output_dir=str(d / "runs"), progress=False)
         ms = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
         runs[packing] = (res, sum(m["trained_tokens"] for m in ms), len(ms))
@@ -243,7 +277,9 @@ def test_packing_same_trained_tokens_fewer_steps(tiny, tmp_path):
 
 def test_padding_share_reported(tiny, tmp_path):
     plan = _plan(tmp_path, str(tiny), per_device_batch_size=4, save_every_steps=None)
-    res = run_plan(str(plan), db=str(tmp_path / "db.duckdb"), output_dir=str(tmp_path / "runs"), progress=False)
+    res = run_plan(
+        str(plan), db=str(tmp_path / "db.duckdb"), output_dir=str(tmp_path / "runs"), progress=False
+    )
     ms = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
     tokens, positions = sum(m["tokens"] for m in ms), sum(m["positions"] for m in ms)
     assert positions > tokens
@@ -253,7 +289,9 @@ def test_padding_share_reported(tiny, tmp_path):
 
 def test_eval_during_training_best_step_and_early_stop(tiny, tmp_path):
     plan = _plan(tmp_path, str(tiny), max_steps=6, eval_every_steps=2, save_every_steps=None)
-    res = run_plan(str(plan), db=str(tmp_path / "db.duckdb"), output_dir=str(tmp_path / "runs"), progress=False)
+    res = run_plan(
+        str(plan), db=str(tmp_path / "db.duckdb"), output_dir=str(tmp_path / "runs"), progress=False
+    )
     ms = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
     evals = {m["step"]: m["eval_loss"] for m in ms if "eval_loss" in m}
     assert sorted(evals) == [2, 4, 6] and all("probe_loss" in m for m in ms if "eval_loss" in m)
@@ -261,8 +299,15 @@ def test_eval_during_training_best_step_and_early_stop(tiny, tmp_path):
     # a learning rate that diverges: eval loss stops improving, patience 1 stops early
     d = tmp_path / "es"
     d.mkdir()
-    plan = _plan(d, str(tiny), max_steps=12, eval_every_steps=1, early_stop_patience=1,
-                 learning_rate=0.5, save_every_steps=None)
+    plan = _plan(
+        d,
+        str(tiny),
+        max_steps=12,
+        eval_every_steps=1,
+        early_stop_patience=1,
+        learning_rate=0.5,
+        save_every_steps=None,
+    )
     res = run_plan(str(plan), db=str(tmp_path / "db.duckdb"), output_dir=str(d / "runs"), progress=False)
     assert res.status == "succeeded" and res.early_stopped and res.steps < 12
     assert "early stop at step" in res.stop_reason
@@ -316,8 +361,13 @@ def test_report_to_tensorboard_writes_event_files(tiny, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     plan = _plan(tmp_path, str(tiny), max_steps=2, eval_every_steps=1, save_every_steps=None)
-    res = run_plan(str(plan), db=str(tmp_path / "db.duckdb"), output_dir=str(tmp_path / "runs"), progress=False,
-                   report_to="tensorboard")
+    res = run_plan(
+        str(plan),
+        db=str(tmp_path / "db.duckdb"),
+        output_dir=str(tmp_path / "runs"),
+        progress=False,
+        report_to="tensorboard",
+    )
     events = list((Path(res.run_dir) / "tensorboard").rglob("events.out.tfevents.*"))
     assert events, list(Path(res.run_dir).rglob("*"))
     acc = EventAccumulator(str(events[0].parent))
@@ -325,13 +375,23 @@ def test_report_to_tensorboard_writes_event_files(tiny, tmp_path):
     assert {"loss", "lr", "eval_loss"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("loss")] == [1, 2]
     assert [round(e.value, 5) for e in acc.Scalars("loss")] == [
-        round(m["loss"], 5) for m in map(json.loads, (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines())]
+        round(m["loss"], 5)
+        for m in map(json.loads, (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines())
+    ]
 
 
 def test_report_to_unknown_or_missing_tracker_exits_2(tiny, tmp_path):
     plan = _plan(tmp_path, str(tiny))
-    r = _cli("run", str(plan), "--report-to", "tensorboard,neptune", "--output", str(tmp_path / "runs"),
-             "--db", str(tmp_path / "db.duckdb"))
+    r = _cli(
+        "run",
+        str(plan),
+        "--report-to",
+        "tensorboard,neptune",
+        "--output",
+        str(tmp_path / "runs"),
+        "--db",
+        str(tmp_path / "db.duckdb"),
+    )
     assert r.returncode == 2 and "unknown tracker 'neptune'" in r.stderr
     assert not (tmp_path / "runs").exists()
 

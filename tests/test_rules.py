@@ -17,11 +17,32 @@ from tuneplan.advisor.inputs import Answers, build_inputs
 CASES_DIR = Path(__file__).parent / "rules"
 ANSWER_KEYS = {"model", "params", "gpu", "gpu_memory", "cpu", "gpus", "nodes"}
 DATA_KEYS = {"data", "eval_data"}  # paths relative to the repository root
-TASK_KEYS = {"domain_distance", "forgetting_tolerance", "domain_label", "regime", "seq_len",
-             "batch_size", "dataset_tokens", "needs_fresh_facts"}
-PIN_KEYS = {"method", "lora_rank", "lora_alpha", "target_modules", "precision", "gradient_checkpointing",
-            "optimizer", "attention", "learning_rate", "max_steps", "lora_dropout", "kbit_upcast",
-            "activation_offload", "loss_chunk_size"}
+TASK_KEYS = {
+    "domain_distance",
+    "forgetting_tolerance",
+    "domain_label",
+    "regime",
+    "seq_len",
+    "batch_size",
+    "dataset_tokens",
+    "needs_fresh_facts",
+}
+PIN_KEYS = {
+    "method",
+    "lora_rank",
+    "lora_alpha",
+    "target_modules",
+    "precision",
+    "gradient_checkpointing",
+    "optimizer",
+    "attention",
+    "learning_rate",
+    "max_steps",
+    "lora_dropout",
+    "kbit_upcast",
+    "activation_offload",
+    "loss_chunk_size",
+}
 ALIASES = {"domain": "domain_distance", "forgetting": "forgetting_tolerance"}
 CALIBRATION_KEY = "calibration"  # factors as `tuneplan calibrate` writes them (advise --calibrated)
 
@@ -73,7 +94,8 @@ def test_rule_case(rule_id: str, case: dict) -> None:
     _, decisions = run_rules(inputs, calibration=calibration)
     fired = {d.rule: d for d in decisions}
     assert (rule_id in fired) == case["fires"], (
-        f"{rule_id} {'did not fire' if case['fires'] else 'fired'}; fired: {list(fired)}")
+        f"{rule_id} {'did not fire' if case['fires'] else 'fired'}; fired: {list(fired)}"
+    )
     if "message_contains" in case:
         assert case["message_contains"] in fired[rule_id].message
     if "expect" in case or "warns" in case or "no_warning" in case:
@@ -84,8 +106,10 @@ def test_rule_case(rule_id: str, case: dict) -> None:
                 assert got == pytest.approx(want), path
             else:
                 assert got == want, f"{path}: {got!r} != {want!r}"
-        for text in ([case["warns"]] if isinstance(case.get("warns"), str) else case.get("warns", [])):
-            assert any(text in w for w in plan["warnings"]), f"no warning containing {text!r}: {plan['warnings']}"
+        for text in [case["warns"]] if isinstance(case.get("warns"), str) else case.get("warns", []):
+            assert any(text in w for w in plan["warnings"]), (
+                f"no warning containing {text!r}: {plan['warnings']}"
+            )
         if "no_warning" in case:
             assert not any(case["no_warning"] in w for w in plan["warnings"])
 
@@ -101,8 +125,10 @@ def test_every_rule_has_cases_both_ways() -> None:
         fires = [c["fires"] for c in doc["cases"]]
         if doc.get("always_fires"):
             assert all(fires) and len(fires) >= 2
-            outcomes = {repr(sorted(c.get("expect", {}).items())) + c.get("message_contains", "")
-                        for c in doc["cases"]}
+            outcomes = {
+                repr(sorted(c.get("expect", {}).items())) + c.get("message_contains", "")
+                for c in doc["cases"]
+            }
             assert len(outcomes) >= 2, f"{r.id}: cases must show different outcomes"
         else:
             assert True in fires and False in fires, f"{r.id} needs cases both ways"
@@ -125,20 +151,28 @@ def test_explain_tp050_prints_the_calibration_rule() -> None:
     import sys
 
     tuneplan = Path(sys.executable).with_name("tuneplan")  # the installed entry point
-    r = subprocess.run([str(tuneplan), "explain", "TP050"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(tuneplan), "explain", "TP050"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("TP050 calibrated-estimate")
     assert "Why:" in r.stdout and "When not:" in r.stdout and "tuneplan calibrate" in r.stdout
 
 
-@pytest.mark.parametrize("case_input", [
-    {"model": "Llama-3.1-8B", "gpu": "A100-80GB", "domain": "near", "forgetting": "medium"},
-    {"model": "Llama-3.1-70B", "gpu": "H100-80GB", "gpus": 8, "domain": "far", "forgetting": "high"},
-    {"model": "Llama-3.1-8B", "gpu": "RTX4060Ti-16GB", "domain": "near", "forgetting": "medium",
-     "seq_len": 131072, "batch_size": 1},  # TP031: shorter sequences
-    {"model": "Llama-3.1-405B", "gpu": "RTX-4090", "domain": "near", "forgetting": "medium"},  # TP032
-])
+@pytest.mark.parametrize(
+    "case_input",
+    [
+        {"model": "Llama-3.1-8B", "gpu": "A100-80GB", "domain": "near", "forgetting": "medium"},
+        {"model": "Llama-3.1-70B", "gpu": "H100-80GB", "gpus": 8, "domain": "far", "forgetting": "high"},
+        {
+            "model": "Llama-3.1-8B",
+            "gpu": "RTX4060Ti-16GB",
+            "domain": "near",
+            "forgetting": "medium",
+            "seq_len": 131072,
+            "batch_size": 1,
+        },  # TP031: shorter sequences
+        {"model": "Llama-3.1-405B", "gpu": "RTX-4090", "domain": "near", "forgetting": "medium"},  # TP032
+    ],
+)
 def test_plan_memory_is_the_fit_the_memory_rule_chose(case_input: dict) -> None:
     """The Draft carries the fit TP030/TP031/TP032 found; the plan states that estimate, and the
     rule's message quotes the same bytes."""

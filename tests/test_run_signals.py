@@ -32,8 +32,9 @@ def tiny(tmp_path_factory):
 def plan_file(tiny, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", overfit_rows(8))
     path = tmp_path / "plan.json"
-    path.write_text(make_plan("lora", str(tiny), train_path=str(train),
-                              training={"max_steps": 2}).model_dump_json())
+    path.write_text(
+        make_plan("lora", str(tiny), train_path=str(train), training={"max_steps": 2}).model_dump_json()
+    )
     return path
 
 
@@ -48,9 +49,13 @@ def _rows(db: Path) -> list[dict]:
 def _start(plan_file: Path, out: Path, db: Path, phase: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNEPLAN_TEST_PAUSE_AT": phase}
     return subprocess.Popen(
-        [*TUNEPLAN, "run", str(plan_file), "--output", str(out),
-         "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True)
+        [*TUNEPLAN, "run", str(plan_file), "--output", str(out), "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _wait_for_pause(proc: subprocess.Popen, phase: str) -> list[str]:
@@ -78,11 +83,11 @@ def _signal_at(plan_file, out, db, phase, sig) -> tuple[int, str]:
 
 # phase -> the status both result.json and the row must end with (None: nothing created)
 EXPECTED = {
-    "preflight": None,        # handlers installed, no run directory yet
+    "preflight": None,  # handlers installed, no run directory yet
     "created": "interrupted",  # directory made; the signal waits until the first files are whole
     "started": "interrupted",  # result.json and row say running
     "training": "interrupted",  # after the first optimizer step
-    "final": "succeeded",     # final result.json written, row not yet: the row is still written
+    "final": "succeeded",  # final result.json written, row not yet: the row is still written
     "recorded": "succeeded",  # row written, handlers still installed
     "returned": "succeeded",  # handlers restored, summary not yet printed
 }
@@ -134,8 +139,9 @@ def test_sigkill_then_ingest_records_the_lost_run(plan_file, tmp_path):
     (run_dir,) = _run_dirs(out)
     assert json.loads((run_dir / "result.json").read_text())["status"] == "running"
     assert [r["status"] for r in _rows(db)] == ["running"]
-    ing = subprocess.run([*TUNEPLAN, "runs", "ingest", str(out),
-                          "--db", str(db)], capture_output=True, text=True, timeout=60)
+    ing = subprocess.run(
+        [*TUNEPLAN, "runs", "ingest", str(out), "--db", str(db)], capture_output=True, text=True, timeout=60
+    )
     assert ing.returncode == 0, ing.stderr
     assert "recorded as interrupted (lost:" in ing.stdout
     result = RunResult.model_validate_json((run_dir / "result.json").read_text())
@@ -149,12 +155,23 @@ def test_sigkill_then_ingest_records_the_lost_run(plan_file, tmp_path):
 def _running_dir(tmp_path: Path, process: dict) -> Path:
     run_dir = tmp_path / "runs" / "r1"
     run_dir.mkdir(parents=True)
-    (run_dir / "result.json").write_text(RunResult(
-        run_id="r1", status="running", plan_hash="0" * 16, method="lora", model="m", hardware="cpu",
-        started_at="2026-01-01T00:00:00+00:00", run_dir=str(run_dir),
-        predicted_peak_bytes=1).model_dump_json())
-    (run_dir / "metrics.jsonl").write_text(json.dumps(
-        {"step": 1, "loss": 2.0, "lr": 1e-3, "grad_norm": 1.0, "tokens": 64, "elapsed_s": 0.5}) + "\n")
+    (run_dir / "result.json").write_text(
+        RunResult(
+            run_id="r1",
+            status="running",
+            plan_hash="0" * 16,
+            method="lora",
+            model="m",
+            hardware="cpu",
+            started_at="2026-01-01T00:00:00+00:00",
+            run_dir=str(run_dir),
+            predicted_peak_bytes=1,
+        ).model_dump_json()
+    )
+    (run_dir / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "loss": 2.0, "lr": 1e-3, "grad_norm": 1.0, "tokens": 64, "elapsed_s": 0.5})
+        + "\n"
+    )
     (run_dir / owner.FILE).write_text(json.dumps(process))
     return run_dir
 
@@ -171,8 +188,10 @@ def test_ingest_leaves_a_live_run_running_and_marks_a_reused_pid_lost(tmp_path):
     store.ingest(str(tmp_path / "db.duckdb"), [run_dir], notes=notes)
     (row,) = _rows(tmp_path / "db.duckdb")
     assert row["status"] == "interrupted" and row["steps"] == 1
-    assert "pid now belongs to a process started later" in json.loads(
-        (run_dir / "result.json").read_text())["error"]
+    assert (
+        "pid now belongs to a process started later"
+        in json.loads((run_dir / "result.json").read_text())["error"]
+    )
 
 
 # ---------------------------------------------------------------------------------- full disk
@@ -183,8 +202,12 @@ def tmpfs(tmp_path):
     mnt = tmp_path / "small-disk"
     mnt.mkdir()
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True,
-                       capture_output=True, timeout=10)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         pytest.skip("mounting a tmpfs needs root")
     try:
@@ -223,8 +246,9 @@ def _run_cli_filling(monkeypatch, capsys, argv, fill_dir: Path, at: str = "start
 
 def test_full_disk_under_the_database_says_so_and_exits_1(plan_file, tmpfs, tmp_path, monkeypatch, capsys):
     out, db = tmp_path / "runs", tmpfs / "db.duckdb"
-    rc, err = _run_cli_filling(monkeypatch, capsys, ["run", str(plan_file), "--output", str(out),
-                                                     "--db", str(db)], tmpfs)
+    rc, err = _run_cli_filling(
+        monkeypatch, capsys, ["run", str(plan_file), "--output", str(out), "--db", str(db)], tmpfs
+    )
     assert rc == 1, err
     assert "no space left on device" in err and "Traceback" not in err and "rollback" not in err.lower()
     (run_dir,) = _run_dirs(out)
@@ -234,11 +258,13 @@ def test_full_disk_under_the_database_says_so_and_exits_1(plan_file, tmpfs, tmp_
     assert [r["status"] for r in _rows(db)] == ["succeeded"]
 
 
-def test_full_disk_under_the_run_directory_says_so_and_exits_1(plan_file, tmpfs, tmp_path, monkeypatch,
-                                                               capsys):
+def test_full_disk_under_the_run_directory_says_so_and_exits_1(
+    plan_file, tmpfs, tmp_path, monkeypatch, capsys
+):
     db = tmp_path / "db.duckdb"
-    rc, err = _run_cli_filling(monkeypatch, capsys, ["run", str(plan_file), "--output", str(tmpfs),
-                                                     "--db", str(db)], tmpfs)
+    rc, err = _run_cli_filling(
+        monkeypatch, capsys, ["run", str(plan_file), "--output", str(tmpfs), "--db", str(db)], tmpfs
+    )
     assert rc == 1, err
     assert "no space left on device" in err.lower() and "Traceback" not in err
     (row,) = _rows(db)

@@ -26,8 +26,13 @@ PEAK_BAND = 0.02
 
 def _probe(root: Path, method: str, n: int, *extra: str) -> dict:
     env = {**os.environ, "TUNEPLAN_EVAL_BATCHES": "1"}
-    out = subprocess.run([sys.executable, str(PROBE), str(root), method, str(n), *extra], env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(PROBE), str(root), method, str(n), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -63,9 +68,19 @@ def test_the_same_plan_twice_in_one_process_measures_as_it_does_alone(alone, tmp
 def _result(tmp_path: Path, status: str = "running", **kw) -> RunResult:
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
-    return RunResult(run_id="r1", status=status, plan_hash="0" * 16, method="lora", model="m", hardware="cpu",
-                     started_at="2026-01-01T00:00:00+00:00", run_dir=str(run_dir), predicted_peak_bytes=1,
-                     predicted_fits=True, **kw)
+    return RunResult(
+        run_id="r1",
+        status=status,
+        plan_hash="0" * 16,
+        method="lora",
+        model="m",
+        hardware="cpu",
+        started_at="2026-01-01T00:00:00+00:00",
+        run_dir=str(run_dir),
+        predicted_peak_bytes=1,
+        predicted_fits=True,
+        **kw,
+    )
 
 
 def test_full_disk_under_the_run_directory_leaves_result_json_honest(tmp_path, monkeypatch, capsys):
@@ -100,9 +115,15 @@ def _launch(tmp_path: Path, db: str) -> SimpleNamespace:
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     (run_dir / "result.json").write_text(_result(tmp_path).model_dump_json(indent=2))
-    return SimpleNamespace(run_dir=run_dir, run_id="r1", args=SimpleNamespace(db=db), plan=None,
-                           data_path=tmp_path / "train.jsonl", recorded=None,
-                           layout=Layout(num_processes=2, strategy="ddp"))
+    return SimpleNamespace(
+        run_dir=run_dir,
+        run_id="r1",
+        args=SimpleNamespace(db=db),
+        plan=None,
+        data_path=tmp_path / "train.jsonl",
+        recorded=None,
+        layout=Layout(num_processes=2, strategy="ddp"),
+    )
 
 
 def test_an_interrupted_launch_says_recorded_only_when_it_was(tmp_path):

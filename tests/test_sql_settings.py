@@ -27,8 +27,11 @@ def db(tmp_path) -> Path:
         run_dir = tmp_path / "runs" / f"r{i}"
         run_dir.mkdir(parents=True)
         shutil.copy(ROOT / "examples" / "plans" / f"{name}.json", run_dir / "plan.json")
-        store.record(path, make_result(run_dir, f"r{i}", method=name, measured=measured,
-                                       predicted=1200), metrics_rows(3))
+        store.record(
+            path,
+            make_result(run_dir, f"r{i}", method=name, measured=measured, predicted=1200),
+            metrics_rows(3),
+        )
     return path
 
 
@@ -56,9 +59,13 @@ def test_run_settings_has_each_runs_training_settings(db, capsys) -> None:
 def test_run_settings_joins_every_view_using_run_id(db) -> None:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        names = [r[0] for r in con.execute(
-            "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'run_id' "
-            "AND table_name <> 'run_settings'").fetchall()]
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'run_id' "
+                "AND table_name <> 'run_settings'"
+            ).fetchall()
+        ]
         settings = {r[0] for r in con.execute("DESCRIBE run_settings").fetchall()}
         assert len(names) >= 6
         for name in names:
@@ -68,7 +75,9 @@ def test_run_settings_joins_every_view_using_run_id(db) -> None:
             allowed = {"run_id"} | (SWEEP_SETTINGS if name == "sweep_trials" else set())
             assert settings & cols <= allowed, (name, settings & cols - allowed)
             shared = allowed - {"run_id"}
-            select = ", ".join(sorted((settings | cols) - shared) + [f"run_settings.{c}" for c in sorted(shared)])
+            select = ", ".join(
+                sorted((settings | cols) - shared) + [f"run_settings.{c}" for c in sorted(shared)]
+            )
             con.execute(f"SELECT {select} FROM run_settings JOIN {name} USING (run_id)").fetchall()
     finally:
         con.close()
@@ -117,8 +126,12 @@ def test_worked_queries_in_docs_run(db, capsys, title, query) -> None:
 
 
 def test_json_columns_come_out_as_json(db, capsys) -> None:
-    (row,) = _sql(db, "SELECT run_id, plan_json, versions, json_extract(plan_json, '$.lora') AS lora, "
-                      "plan_json->>'$.method' AS method_text FROM runs WHERE run_id = 'r0'", capsys)
+    (row,) = _sql(
+        db,
+        "SELECT run_id, plan_json, versions, json_extract(plan_json, '$.lora') AS lora, "
+        "plan_json->>'$.method' AS method_text FROM runs WHERE run_id = 'r0'",
+        capsys,
+    )
     assert isinstance(row["plan_json"], dict) and row["plan_json"]["method"] == "lora"
     assert isinstance(row["versions"], dict) and "tuneplan" in row["versions"]
     assert isinstance(row["lora"], dict) and row["lora"]["rank"] == row["plan_json"]["lora"]["rank"]

@@ -25,11 +25,23 @@ from helpers import cli
 def _result(run_dir: Path, run_id: str) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     return RunResult(
-        run_id=run_id, status="succeeded", plan_hash="0123456789abcdef", method="lora",
-        model="tiny", hardware="cpu", started_at="2025-01-01T10:00:00Z", run_dir=str(run_dir),
-        predicted_peak_bytes=1200, finished_at="2025-01-01T10:05:00+00:00",
-        eval_loss_before=2.5, eval_loss_after=2.0, forgetting_loss_before=3.0,
-        forgetting_loss_after=3.25, steps=10, tokens=5120, tokens_per_second=512.0,
+        run_id=run_id,
+        status="succeeded",
+        plan_hash="0123456789abcdef",
+        method="lora",
+        model="tiny",
+        hardware="cpu",
+        started_at="2025-01-01T10:00:00Z",
+        run_dir=str(run_dir),
+        predicted_peak_bytes=1200,
+        finished_at="2025-01-01T10:05:00+00:00",
+        eval_loss_before=2.5,
+        eval_loss_after=2.0,
+        forgetting_loss_before=3.0,
+        forgetting_loss_after=3.25,
+        steps=10,
+        tokens=5120,
+        tokens_per_second=512.0,
         wall_seconds=12.5,
     )
 
@@ -40,8 +52,11 @@ def template(tmp_path_factory):
     proj = tmp_path_factory.mktemp("template") / "proj"
     db = proj / ".tuneplan" / "runs.duckdb"
     for rid in ("a1", "b2"):
-        store.record(db, _result(proj / "runs" / rid, rid),
-                     [dict(step=1, loss=2.0, lr=1e-4, grad_norm=0.5, tokens=512, elapsed_s=0.5)])
+        store.record(
+            db,
+            _result(proj / "runs" / rid, rid),
+            [dict(step=1, loss=2.0, lr=1e-4, grad_norm=0.5, tokens=512, elapsed_s=0.5)],
+        )
     assert (proj / "runs" / "a1" / "run.parquet").exists()
     return proj
 
@@ -85,8 +100,8 @@ ISSUE_ATTACKS = [
 ]
 
 MORE_ATTACKS = [
-    "COPY runs TO 'runs/leak.csv'",                          # into an allowed (--read) dir
-    "COPY (SELECT 42) TO '.tuneplan/runs.duckdb'",           # over the database itself
+    "COPY runs TO 'runs/leak.csv'",  # into an allowed (--read) dir
+    "COPY (SELECT 42) TO '.tuneplan/runs.duckdb'",  # over the database itself
     "EXPORT DATABASE 'runs/export'",
     "EXPLAIN COPY runs TO 'leak.csv'",
     "EXPLAIN ANALYZE DELETE FROM runs",
@@ -136,20 +151,27 @@ def test_each_layer_alone_stops_the_issue_attacks(project):
     before = snapshot(root)
     con = sqlsafe.sealed_connection(db, read_paths=[root / "proj" / "runs"])
     try:
-        for sql in ("COPY (SELECT 42) TO 'pwn--.csv'", "SELECT * FROM read_text('/etc/passwd')",
-                    "SELECT * FROM glob('/home/**')", "SELECT * FROM 's3://b/x.parquet'",
-                    "ATTACH 'other.duckdb'", "LOAD httpfs"):
+        for sql in (
+            "COPY (SELECT 42) TO 'pwn--.csv'",
+            "SELECT * FROM read_text('/etc/passwd')",
+            "SELECT * FROM glob('/home/**')",
+            "SELECT * FROM 's3://b/x.parquet'",
+            "ATTACH 'other.duckdb'",
+            "LOAD httpfs",
+        ):
             with pytest.raises(duckdb.PermissionException):
                 con.execute(sql)
-        for sql in ("SET enable_external_access = true", "RESET allowed_directories",
-                    "SET lock_configuration = false"):
+        for sql in (
+            "SET enable_external_access = true",
+            "RESET allowed_directories",
+            "SET lock_configuration = false",
+        ):
             with pytest.raises(duckdb.InvalidInputException, match="locked"):
                 con.execute(sql)
         with pytest.raises(duckdb.Error, match="read-only"):
             con.execute("DELETE FROM runs")
         # and the pooled read still works on the sealed connection
-        assert con.execute("SELECT count(*) FROM read_parquet('runs/*/run.parquet')"
-                           ).fetchone()[0] == 2
+        assert con.execute("SELECT count(*) FROM read_parquet('runs/*/run.parquet')").fetchone()[0] == 2
     finally:
         con.close()
     assert snapshot(root) == before
@@ -159,19 +181,22 @@ def test_each_layer_alone_stops_the_issue_attacks(project):
 # Reads that must keep working
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT run_id FROM runs ORDER BY 1",
-    "  -- comment\nWITH a AS (SELECT run_id FROM runs) SELECT * FROM a ORDER BY 1",
-    "FROM runs SELECT run_id ORDER BY 1",
-    "SELECT ' COPY x TO ''y'' ' AS s, run_id FROM runs ORDER BY 2",
-    "/* /* nested */ still comment */ SELECT run_id FROM runs ORDER BY 1",
-    "EXPLAIN ANALYZE SELECT run_id FROM runs",
-    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 2) "
-    "SELECT run_id FROM runs ORDER BY 1",
-    "PRAGMA table_info('runs')",
-    "DESCRIBE runs",
-    "SUMMARIZE metrics",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT run_id FROM runs ORDER BY 1",
+        "  -- comment\nWITH a AS (SELECT run_id FROM runs) SELECT * FROM a ORDER BY 1",
+        "FROM runs SELECT run_id ORDER BY 1",
+        "SELECT ' COPY x TO ''y'' ' AS s, run_id FROM runs ORDER BY 2",
+        "/* /* nested */ still comment */ SELECT run_id FROM runs ORDER BY 1",
+        "EXPLAIN ANALYZE SELECT run_id FROM runs",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 2) "
+        "SELECT run_id FROM runs ORDER BY 1",
+        "PRAGMA table_info('runs')",
+        "DESCRIBE runs",
+        "SUMMARIZE metrics",
+    ],
+)
 def test_reads_are_allowed(project, sql):
     _, db = project
     cols, rows, truncated = sqlsafe.fetch(sql, db)
@@ -184,8 +209,7 @@ def test_parquet_pooling_with_default_and_named_read_dirs(project, capsys):
     assert cli("sql", q, "--db", str(db), "--format", "csv") == 0  # ./runs by default
     assert capsys.readouterr().out.split() == ["run_id", "a1", "b2"]
     q_abs = f"SELECT count(*) AS n FROM read_parquet('{root}/proj/runs/*/run.parquet')"
-    assert cli("sql", q_abs, "--db", str(db), "--format", "csv",
-               "--read", str(root / "proj" / "runs")) == 0
+    assert cli("sql", q_abs, "--db", str(db), "--format", "csv", "--read", str(root / "proj" / "runs")) == 0
     assert capsys.readouterr().out.split() == ["n", "2"]
     # a directory not named is not readable, even when ./runs is
     assert cli("sql", q, "--db", str(db), "--read", str(root / "proj" / ".tuneplan")) == 2
@@ -208,8 +232,7 @@ def test_huge_result_is_cut_at_the_default_limit(project, capsys):
     assert "first 1000 rows" in captured.err and "--no-limit" in captured.err
     assert cli("sql", "SELECT * FROM range(10000000)", "--db", str(db), "--limit", "3") == 0
     assert "3 rows" in capsys.readouterr().out
-    assert cli("sql", "SELECT * FROM range(5)", "--db", str(db), "--limit", "5",
-               "--format", "csv") == 0
+    assert cli("sql", "SELECT * FROM range(5)", "--db", str(db), "--limit", "5", "--format", "csv") == 0
     captured = capsys.readouterr()
     assert captured.out.split() == ["range", "0", "1", "2", "3", "4"] and captured.err == ""
 
@@ -217,8 +240,18 @@ def test_huge_result_is_cut_at_the_default_limit(project, capsys):
 def test_no_limit_streams_every_row_in_batches(project, capsys):
     _, db = project
     n = 3 * sqlsafe.BATCH_ROWS + 7
-    assert cli("sql", f"SELECT range AS i, 'x' || range AS s FROM range({n})", "--db", str(db),
-               "--format", "csv", "--no-limit") == 0
+    assert (
+        cli(
+            "sql",
+            f"SELECT range AS i, 'x' || range AS s FROM range({n})",
+            "--db",
+            str(db),
+            "--format",
+            "csv",
+            "--no-limit",
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "i,s" and len(lines) == n + 1 and lines[-1] == f"{n - 1},x{n - 1}"
     with sqlsafe.stream(f"SELECT * FROM range({n})", db, limit=None) as result:
@@ -232,17 +265,36 @@ def test_no_limit_streams_every_row_in_batches(project, capsys):
 # --------------------------------------------------------------------------------------------
 # Property test: whatever statement is generated, nothing on disk changes
 
-_TARGETS = ["'pwn--.csv'", "'runs/p.csv'", "'.tuneplan/runs.duckdb'", "'/tmp/tp-pwn.csv'",
-            "'runs/a1/run.parquet'", "'../up.csv'"]
+_TARGETS = [
+    "'pwn--.csv'",
+    "'runs/p.csv'",
+    "'.tuneplan/runs.duckdb'",
+    "'/tmp/tp-pwn.csv'",
+    "'runs/a1/run.parquet'",
+    "'../up.csv'",
+]
 _COMMENTS = ["", "/* x */", "/* /* */ SELECT ' */", "-- c\n", "/* -- */", "/**/"]
 _WRITES = [
-    "COPY (SELECT 42) TO {t}", "COPY runs TO {t} (FORMAT parquet)", "EXPORT DATABASE {t}",
-    "ATTACH {t} AS o", "DELETE FROM runs", "UPDATE runs SET steps = 0",
-    "INSERT INTO metrics SELECT * FROM metrics", "DROP TABLE metrics", "CREATE TABLE z (a INT)",
-    "CREATE VIEW v AS SELECT 1", "SET enable_external_access = true", "PRAGMA enable_profiling",
-    "INSTALL httpfs", "LOAD httpfs", "CHECKPOINT", "SELECT * FROM read_text({t})",
-    "SELECT * FROM glob('/**')", "SELECT * FROM read_csv('https://x.invalid/a.csv')",
-    "SELECT count(*) FROM read_parquet('runs/*/run.parquet')", "SELECT run_id FROM runs",
+    "COPY (SELECT 42) TO {t}",
+    "COPY runs TO {t} (FORMAT parquet)",
+    "EXPORT DATABASE {t}",
+    "ATTACH {t} AS o",
+    "DELETE FROM runs",
+    "UPDATE runs SET steps = 0",
+    "INSERT INTO metrics SELECT * FROM metrics",
+    "DROP TABLE metrics",
+    "CREATE TABLE z (a INT)",
+    "CREATE VIEW v AS SELECT 1",
+    "SET enable_external_access = true",
+    "PRAGMA enable_profiling",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "CHECKPOINT",
+    "SELECT * FROM read_text({t})",
+    "SELECT * FROM glob('/**')",
+    "SELECT * FROM read_csv('https://x.invalid/a.csv')",
+    "SELECT count(*) FROM read_parquet('runs/*/run.parquet')",
+    "SELECT run_id FROM runs",
 ]
 
 
@@ -250,9 +302,20 @@ _WRITES = [
 def statements(draw):
     body = draw(st.sampled_from(_WRITES)).format(t=draw(st.sampled_from(_TARGETS)))
     returning = " RETURNING *" if body.startswith(("DELETE", "UPDATE", "INSERT")) else ""
-    wrap = draw(st.sampled_from(["{b}", "EXPLAIN {c}{b}", "EXPLAIN ANALYZE {c}{b}",
-                                 "WITH q AS ({b}{r}) SELECT * FROM q", "{c}{b}",
-                                 "SELECT 1; {b}", "{b} {c}", "SELECT '{c}'; {b}"]))
+    wrap = draw(
+        st.sampled_from(
+            [
+                "{b}",
+                "EXPLAIN {c}{b}",
+                "EXPLAIN ANALYZE {c}{b}",
+                "WITH q AS ({b}{r}) SELECT * FROM q",
+                "{c}{b}",
+                "SELECT 1; {b}",
+                "{b} {c}",
+                "SELECT '{c}'; {b}",
+            ]
+        )
+    )
     return wrap.format(b=body, c=draw(st.sampled_from(_COMMENTS)), r=returning)
 
 
@@ -270,8 +333,13 @@ def test_property_no_statement_changes_the_filesystem(project):
     assert not tmp_pwn.exists()
     outcomes = {"refused": 0, "error": 0, "ran": 0}
 
-    @settings(max_examples=PROPERTY_CASES, derandomize=True, database=None, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=PROPERTY_CASES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
     @given(statements())
     def run(sql):
         try:

@@ -17,36 +17,71 @@ from tuneplan.executor import ledger as store
 from tuneplan.schemas.run import MeasuredMemory, RunResult
 
 REQUIRED_LIST_KEYS = {
-    "run_id", "status", "method", "model", "num_processes", "predicted_peak_bytes",
-    "measured_peak_bytes", "eval_loss_before", "eval_loss_after", "forgetting_loss_before",
-    "forgetting_loss_after", "tokens_per_second", "wall_seconds",
+    "run_id",
+    "status",
+    "method",
+    "model",
+    "num_processes",
+    "predicted_peak_bytes",
+    "measured_peak_bytes",
+    "eval_loss_before",
+    "eval_loss_after",
+    "forgetting_loss_before",
+    "forgetting_loss_after",
+    "tokens_per_second",
+    "wall_seconds",
 }
 
 
-def make_result(run_dir: Path, run_id: str = "r1", *, status: str = "succeeded",
-                predicted: int = 1200, measured: int | None = 1000, method: str = "lora",
-                model: str = "tiny", started_at: str = "2025-01-01T10:00:00Z",
-                runtime: int = 0, **extra) -> RunResult:
+def make_result(
+    run_dir: Path,
+    run_id: str = "r1",
+    *,
+    status: str = "succeeded",
+    predicted: int = 1200,
+    measured: int | None = 1000,
+    method: str = "lora",
+    model: str = "tiny",
+    started_at: str = "2025-01-01T10:00:00Z",
+    runtime: int = 0,
+    **extra,
+) -> RunResult:
     """A RunResult built by hand; run_dir is created."""
     run_dir.mkdir(parents=True, exist_ok=True)
     fields = dict(
-        run_id=run_id, status=status, plan_hash="0123456789abcdef", method=method, model=model,
-        hardware="cpu (2 cores)", started_at=started_at, run_dir=str(run_dir),
+        run_id=run_id,
+        status=status,
+        plan_hash="0123456789abcdef",
+        method=method,
+        model=model,
+        hardware="cpu (2 cores)",
+        started_at=started_at,
+        run_dir=str(run_dir),
         predicted_peak_bytes=predicted,
     )
     if status != "running":
         fields.update(
             finished_at="2025-01-01T10:05:00+00:00",
-            eval_loss_before=2.5, eval_loss_after=2.0,
-            forgetting_loss_before=3.0, forgetting_loss_after=3.25,
-            steps=10, tokens=5120, tokens_per_second=512.0, wall_seconds=12.5,
+            eval_loss_before=2.5,
+            eval_loss_after=2.0,
+            forgetting_loss_before=3.0,
+            forgetting_loss_after=3.25,
+            steps=10,
+            tokens=5120,
+            tokens_per_second=512.0,
+            wall_seconds=12.5,
             substitutions=["bf16-mixed -> fp32 on CPU"],
             versions={"tuneplan": "0.1.0", "duckdb": duckdb.__version__},
         )
         if measured is not None:
             fields["measured"] = MeasuredMemory(
-                device_kind="cpu", peak_bytes=measured, params_bytes=400, grads_bytes=100,
-                optimizer_bytes=200, saved_tensors_peak_bytes=300, rss_peak_bytes=10_000,
+                device_kind="cpu",
+                peak_bytes=measured,
+                params_bytes=400,
+                grads_bytes=100,
+                optimizer_bytes=200,
+                saved_tensors_peak_bytes=300,
+                rss_peak_bytes=10_000,
                 runtime_bytes=runtime,
             )
     fields.update(extra)
@@ -54,8 +89,10 @@ def make_result(run_dir: Path, run_id: str = "r1", *, status: str = "succeeded",
 
 
 def metrics_rows(n: int) -> list[dict]:
-    return [dict(step=i, loss=3.0 - 0.1 * i, lr=1e-4, grad_norm=0.5, tokens=512 * i,
-                 elapsed_s=0.5 * i) for i in range(1, n + 1)]
+    return [
+        dict(step=i, loss=3.0 - 0.1 * i, lr=1e-4, grad_norm=0.5, tokens=512 * i, elapsed_s=0.5 * i)
+        for i in range(1, n + 1)
+    ]
 
 
 def count(db: Path, table: str) -> int:
@@ -81,15 +118,24 @@ def test_connect_creates_schema_and_is_idempotent(tmp_path):
         assert [v for (v,) in versions] == [m[0] for m in store.MIGRATIONS]
         assert store.schema_version(con) == store.SCHEMA_VERSION
         assert store.migrate(con) == []
-        names = {r[0]: r[1] for r in con.execute(
-            "SELECT table_name, table_type FROM information_schema.tables").fetchall()}
+        names = {
+            r[0]: r[1]
+            for r in con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall()
+        }
         assert names["runs"] == "BASE TABLE" and names["metrics"] == "BASE TABLE"
         for view in ("run_predictions", "run_learning", "method_summary"):
             assert names[view] == "VIEW"
         cols = [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
         assert cols == [c for c, _ in store.RUN_COLUMNS]
         assert [r[0] for r in con.execute("DESCRIBE metrics").fetchall()] == [
-            "run_id", "step", "loss", "lr", "grad_norm", "tokens", "elapsed_s"]
+            "run_id",
+            "step",
+            "loss",
+            "lr",
+            "grad_norm",
+            "tokens",
+            "elapsed_s",
+        ]
     finally:
         con.close()
 
@@ -98,16 +144,17 @@ def test_older_database_is_upgraded_and_keeps_rows(tmp_path):
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))
     assert old_ledger_schema(con, 1) == [1]
-    con.execute("INSERT INTO runs (run_id, status, method, predicted_peak_bytes, "
-                "measured_peak_bytes) VALUES ('old', 'succeeded', 'full', 150, 100)")
+    con.execute(
+        "INSERT INTO runs (run_id, status, method, predicted_peak_bytes, "
+        "measured_peak_bytes) VALUES ('old', 'succeeded', 'full', 150, 100)"
+    )
     assert store.schema_version(con) == 1
     con.close()
 
     con = store.connect(db)
     try:
         assert store.schema_version(con) == store.SCHEMA_VERSION
-        assert con.execute("SELECT run_id, relative_error FROM run_predictions").fetchall() == [
-            ("old", 0.5)]
+        assert con.execute("SELECT run_id, relative_error FROM run_predictions").fetchall() == [("old", 0.5)]
     finally:
         con.close()
 
@@ -121,13 +168,18 @@ def test_v3_database_is_upgraded_to_v4_and_keeps_rows(tmp_path):
     assert old_ledger_schema(con, 3) == [1, 2, 3]
     plan = json.dumps({"memory": {"breakdown": {"framework_overhead": 300}}})
     old_result = json.dumps({"measured": {"device_kind": "cpu", "peak_bytes": 1000}})
-    con.execute("INSERT INTO runs (run_id, status, method, predicted_peak_bytes, "
-                "measured_peak_bytes, plan_json, result_json) VALUES "
-                "('old', 'succeeded', 'lora', 1500, 1000, ?, ?), "
-                "('unmeasured', 'failed', 'full', 1500, NULL, ?, NULL)", [plan, old_result, plan])
+    con.execute(
+        "INSERT INTO runs (run_id, status, method, predicted_peak_bytes, "
+        "measured_peak_bytes, plan_json, result_json) VALUES "
+        "('old', 'succeeded', 'lora', 1500, 1000, ?, ?), "
+        "('unmeasured', 'failed', 'full', 1500, NULL, ?, NULL)",
+        [plan, old_result, plan],
+    )
     con.execute("INSERT INTO metrics VALUES ('old', 1, 2.0, 1e-4, 0.5, 10, 0.1)")
-    con.execute("INSERT INTO comparisons VALUES ('c1', 'old', 'lora', 'lora', 'medium', "
-                "TIMESTAMP '2025-01-01 00:00:00')")
+    con.execute(
+        "INSERT INTO comparisons VALUES ('c1', 'old', 'lora', 'lora', 'medium', "
+        "TIMESTAMP '2025-01-01 00:00:00')"
+    )
     assert "runtime_bytes" not in [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
     v3_view = [r[0] for r in con.execute("DESCRIBE run_memory_checks").fetchall()]
     assert "measured_comparable_bytes" not in v3_view
@@ -138,15 +190,19 @@ def test_v3_database_is_upgraded_to_v4_and_keeps_rows(tmp_path):
         assert store.schema_version(con) == store.SCHEMA_VERSION >= 4
         assert [r[0] for r in con.execute("DESCRIBE runs").fetchall()] == [c for c, _ in store.RUN_COLUMNS]
         assert con.execute("SELECT run_id, runtime_bytes FROM runs ORDER BY run_id").fetchall() == [
-            ("old", 0), ("unmeasured", None)]
+            ("old", 0),
+            ("unmeasured", None),
+        ]
         assert con.execute("SELECT count(*) FROM metrics").fetchone()[0] == 1
         assert con.execute("SELECT count(*) FROM comparisons").fetchone()[0] == 1
         rows = con.execute(
             "SELECT run_id, predicted_comparable_bytes, measured_comparable_bytes, memory_error, "
-            "memory_error_comparable FROM run_memory_checks ORDER BY run_id").fetchall()
+            "memory_error_comparable FROM run_memory_checks ORDER BY run_id"
+        ).fetchall()
         assert rows == [("old", 1200, 1000, 0.5, 0.2), ("unmeasured", 1200, None, None, None)]
-        assert con.execute("SELECT runs, measured_runs FROM audit_memory_predictions "
-                           "WHERE method = 'lora'").fetchall() == [(1, 1)]
+        assert con.execute(
+            "SELECT runs, measured_runs FROM audit_memory_predictions WHERE method = 'lora'"
+        ).fetchall() == [(1, 1)]
     finally:
         con.close()
     con = store.connect(db)  # idempotent: nothing left to apply
@@ -160,9 +216,12 @@ def test_v3_database_is_upgraded_to_v4_and_keeps_rows(tmp_path):
     run_dir.mkdir(parents=True)
     (run_dir / "plan.json").write_text(plan)
     store.record(db, make_result(run_dir, "new", predicted=1500, measured=1000, runtime=400))
-    _, rows = store.query(db, "SELECT runtime_bytes, measured_comparable_bytes, "
-                              "memory_error_comparable FROM runs JOIN run_memory_checks "
-                              "USING (run_id) WHERE run_id = 'new'")
+    _, rows = store.query(
+        db,
+        "SELECT runtime_bytes, measured_comparable_bytes, "
+        "memory_error_comparable FROM runs JOIN run_memory_checks "
+        "USING (run_id) WHERE run_id = 'new'",
+    )
     assert rows == [(400, 600, pytest.approx((1200 - 600) / 600))]
 
 
@@ -241,12 +300,16 @@ def test_parquet_files_pool_across_run_dirs(tmp_path):
     glob = str(runs / "*" / "run.parquet")
     got = con.execute(
         f"SELECT run_id, method, predicted_peak_bytes, measured_peak_bytes, substitutions "
-        f"FROM read_parquet('{glob}') ORDER BY run_id").fetchall()
-    assert got == [("a", "lora", 1100, 1000, ["bf16-mixed -> fp32 on CPU"]),
-                   ("b", "full", 900, 1000, ["bf16-mixed -> fp32 on CPU"])]
+        f"FROM read_parquet('{glob}') ORDER BY run_id"
+    ).fetchall()
+    assert got == [
+        ("a", "lora", 1100, 1000, ["bf16-mixed -> fp32 on CPU"]),
+        ("b", "full", 900, 1000, ["bf16-mixed -> fp32 on CPU"]),
+    ]
     mglob = str(runs / "*" / "metrics.parquet")
-    assert con.execute(f"SELECT run_id, count(*) FROM read_parquet('{mglob}') "
-                       f"GROUP BY ALL ORDER BY 1").fetchall() == [("a", 2), ("b", 3)]
+    assert con.execute(
+        f"SELECT run_id, count(*) FROM read_parquet('{mglob}') GROUP BY ALL ORDER BY 1"
+    ).fetchall() == [("a", 2), ("b", 3)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,10 +319,15 @@ def test_parquet_files_pool_across_run_dirs(tmp_path):
 def test_list_runs_keys_and_order(tmp_path):
     db = tmp_path / "runs.duckdb"
     store.record(db, make_result(tmp_path / "old", "old", started_at="2025-01-01T09:00:00Z"))
-    store.record(db, make_result(tmp_path / "new", "new", started_at="2025-01-02T09:00:00Z",
-                                 num_processes=2, strategy="ddp"))
-    store.record(db, make_result(tmp_path / "mid", "mid", status="running",
-                                 started_at="2025-01-01T12:00:00+01:00"))
+    store.record(
+        db,
+        make_result(
+            tmp_path / "new", "new", started_at="2025-01-02T09:00:00Z", num_processes=2, strategy="ddp"
+        ),
+    )
+    store.record(
+        db, make_result(tmp_path / "mid", "mid", status="running", started_at="2025-01-01T12:00:00+01:00")
+    )
     runs = store.list_runs(db)
     assert [r["run_id"] for r in runs] == ["new", "mid", "old"]
     for r in runs:
@@ -277,40 +345,75 @@ def test_list_runs_keys_and_order(tmp_path):
 
 def test_views_compute_error_learning_forgetting(tmp_path):
     db = tmp_path / "runs.duckdb"
-    store.record(db, make_result(tmp_path / "a", "a", predicted=1200, measured=1000,
-                                 eval_loss_before=2.0, eval_loss_after=1.5,
-                                 forgetting_loss_before=3.0, forgetting_loss_after=3.5,
-                                 tokens_per_second=100.0))
-    store.record(db, make_result(tmp_path / "b", "b", predicted=900, measured=1000,
-                                 eval_loss_before=2.0, eval_loss_after=1.0,
-                                 forgetting_loss_before=3.0, forgetting_loss_after=3.0,
-                                 tokens_per_second=300.0))
-    store.record(db, make_result(tmp_path / "c", "c", status="failed", measured=None,
-                                 error="RuntimeError: boom"))
-    store.record(db, make_result(tmp_path / "d", "d", method="qlora", model="other",
-                                 predicted=500, measured=400))
+    store.record(
+        db,
+        make_result(
+            tmp_path / "a",
+            "a",
+            predicted=1200,
+            measured=1000,
+            eval_loss_before=2.0,
+            eval_loss_after=1.5,
+            forgetting_loss_before=3.0,
+            forgetting_loss_after=3.5,
+            tokens_per_second=100.0,
+        ),
+    )
+    store.record(
+        db,
+        make_result(
+            tmp_path / "b",
+            "b",
+            predicted=900,
+            measured=1000,
+            eval_loss_before=2.0,
+            eval_loss_after=1.0,
+            forgetting_loss_before=3.0,
+            forgetting_loss_after=3.0,
+            tokens_per_second=300.0,
+        ),
+    )
+    store.record(
+        db, make_result(tmp_path / "c", "c", status="failed", measured=None, error="RuntimeError: boom")
+    )
+    store.record(
+        db, make_result(tmp_path / "d", "d", method="qlora", model="other", predicted=500, measured=400)
+    )
 
     # the per-run views carry only their own columns: the runs columns come from a join
-    _, pred = store.query(db, "SELECT run_id, predicted_peak_bytes, measured_peak_bytes, "
-                              "error_bytes, relative_error FROM runs JOIN run_predictions "
-                              "USING (run_id) ORDER BY run_id")
+    _, pred = store.query(
+        db,
+        "SELECT run_id, predicted_peak_bytes, measured_peak_bytes, "
+        "error_bytes, relative_error FROM runs JOIN run_predictions "
+        "USING (run_id) ORDER BY run_id",
+    )
     assert pred[0] == ("a", 1200, 1000, 200, pytest.approx(0.2))
     assert pred[1] == ("b", 900, 1000, -100, pytest.approx(-0.1))
     assert pred[2] == ("c", 1200, None, None, None)
     assert pred[3][4] == pytest.approx(0.25)
 
-    _, learn = store.query(db, "SELECT run_id, learning, forgetting FROM run_learning "
-                               "WHERE run_id IN ('a', 'b') ORDER BY run_id")
-    assert learn == [("a", pytest.approx(0.5), pytest.approx(0.5)),
-                     ("b", pytest.approx(1.0), pytest.approx(0.0))]
+    _, learn = store.query(
+        db, "SELECT run_id, learning, forgetting FROM run_learning WHERE run_id IN ('a', 'b') ORDER BY run_id"
+    )
+    assert learn == [
+        ("a", pytest.approx(0.5), pytest.approx(0.5)),
+        ("b", pytest.approx(1.0), pytest.approx(0.0)),
+    ]
 
     cols, summary = store.query(db, "SELECT * FROM method_summary ORDER BY method, model")
-    assert cols == ["method", "model", "runs", "succeeded", "mean_memory_error",
-                    "mean_abs_memory_error", "mean_learning", "mean_forgetting",
-                    "mean_tokens_per_second"]
+    assert cols == [
+        "method",
+        "model",
+        "runs",
+        "succeeded",
+        "mean_memory_error",
+        "mean_abs_memory_error",
+        "mean_learning",
+        "mean_forgetting",
+        "mean_tokens_per_second",
+    ]
     lora = dict(zip(cols, summary[0]))
-    assert (lora["method"], lora["model"], lora["runs"], lora["succeeded"]) == (
-        "lora", "tiny", 3, 2)
+    assert (lora["method"], lora["model"], lora["runs"], lora["succeeded"]) == ("lora", "tiny", 3, 2)
     assert lora["mean_memory_error"] == pytest.approx(0.05)
     assert lora["mean_abs_memory_error"] == pytest.approx(0.15)
     assert lora["mean_learning"] == pytest.approx(0.75)
@@ -323,24 +426,27 @@ def test_views_compute_error_learning_forgetting(tmp_path):
 # Read-only SQL
 
 
-@pytest.mark.parametrize("sql", [
-    "INSERT INTO runs (run_id, status) VALUES ('x', 'failed')",
-    "DELETE FROM runs",
-    "UPDATE runs SET status = 'failed'",
-    "DROP TABLE metrics",
-    "DROP VIEW method_summary",
-    "CREATE TABLE t AS SELECT 1",
-    "ATTACH '{tmp}/other.duckdb' AS other",
-    "COPY runs TO '{tmp}/leak.csv'",
-    "EXPORT DATABASE '{tmp}/export'",
-    "SELECT 1; DELETE FROM runs",
-    "EXPLAIN ANALYZE DELETE FROM runs",
-    "WITH x AS (SELECT 1) INSERT INTO metrics SELECT 'r1', 99, 0, 0, 0, 0, 0 FROM x",
-    "PRAGMA enable_profiling",
-    "SET threads = 1",
-    "INSTALL httpfs",
-    "CHECKPOINT",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO runs (run_id, status) VALUES ('x', 'failed')",
+        "DELETE FROM runs",
+        "UPDATE runs SET status = 'failed'",
+        "DROP TABLE metrics",
+        "DROP VIEW method_summary",
+        "CREATE TABLE t AS SELECT 1",
+        "ATTACH '{tmp}/other.duckdb' AS other",
+        "COPY runs TO '{tmp}/leak.csv'",
+        "EXPORT DATABASE '{tmp}/export'",
+        "SELECT 1; DELETE FROM runs",
+        "EXPLAIN ANALYZE DELETE FROM runs",
+        "WITH x AS (SELECT 1) INSERT INTO metrics SELECT 'r1', 99, 0, 0, 0, 0, 0 FROM x",
+        "PRAGMA enable_profiling",
+        "SET threads = 1",
+        "INSTALL httpfs",
+        "CHECKPOINT",
+    ],
+)
 def test_query_refuses_writes_and_changes_nothing(tmp_path, sql):
     db = tmp_path / "runs.duckdb"
     store.record(db, make_result(tmp_path / "r1"), metrics_rows(2))
@@ -353,16 +459,19 @@ def test_query_refuses_writes_and_changes_nothing(tmp_path, sql):
     assert not (tmp_path / "export").exists()
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT run_id FROM runs",
-    "  -- comment\nWITH a AS (SELECT run_id FROM runs) SELECT * FROM a",
-    "FROM runs SELECT run_id",
-    "DESCRIBE runs",
-    "SHOW TABLES",
-    "EXPLAIN SELECT * FROM runs",
-    "PRAGMA table_info('runs')",
-    "SUMMARIZE metrics",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT run_id FROM runs",
+        "  -- comment\nWITH a AS (SELECT run_id FROM runs) SELECT * FROM a",
+        "FROM runs SELECT run_id",
+        "DESCRIBE runs",
+        "SHOW TABLES",
+        "EXPLAIN SELECT * FROM runs",
+        "PRAGMA table_info('runs')",
+        "SUMMARIZE metrics",
+    ],
+)
 def test_query_allows_reads(tmp_path, sql):
     db = tmp_path / "runs.duckdb"
     store.record(db, make_result(tmp_path / "r1"), metrics_rows(2))
@@ -396,8 +505,7 @@ HOLD_LOCK = textwrap.dedent("""
 """)
 
 
-def write_run_files(run_dir: Path, result: RunResult, metrics: list[dict],
-                    plan: dict | None = None) -> None:
+def write_run_files(run_dir: Path, result: RunResult, metrics: list[dict], plan: dict | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "result.json").write_text(result.model_dump_json(indent=2))
     lines = [json.dumps(m) for m in metrics]
@@ -413,8 +521,7 @@ def test_locked_database_raises_store_error_then_ingest_recovers(tmp_path):
     result = make_result(run_dir)
     write_run_files(run_dir, result, metrics_rows(4))
 
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(db)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(db)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(store.StoreError) as info:
@@ -424,10 +531,12 @@ def test_locked_database_raises_store_error_then_ingest_recovers(tmp_path):
         assert str(db) in message and "tuneplan runs ingest" in message
         # The run can still be pooled: parquet written without the shared database.
         con = duckdb.connect()
-        assert con.execute(f"SELECT run_id FROM read_parquet('{run_dir}/run.parquet')"
-                           ).fetchall() == [("r1",)]
-        assert con.execute(f"SELECT count(*) FROM read_parquet('{run_dir}/metrics.parquet')"
-                           ).fetchone() == (4,)
+        assert con.execute(f"SELECT run_id FROM read_parquet('{run_dir}/run.parquet')").fetchall() == [
+            ("r1",)
+        ]
+        assert con.execute(f"SELECT count(*) FROM read_parquet('{run_dir}/metrics.parquet')").fetchone() == (
+            4,
+        )
         with pytest.raises(store.DatabaseLocked):
             store.query(db, "SELECT 1")
     finally:
@@ -443,10 +552,10 @@ def test_locked_database_raises_store_error_then_ingest_recovers(tmp_path):
 def test_ingest_rebuilds_rows_from_hand_written_files(tmp_path):
     db = tmp_path / "runs.duckdb"
     root = tmp_path / "team"
-    a = make_result(root / "alice" / "a1", "a1", eval_loss_before=2.0, eval_loss_after=1.2,
-                    runtime=250)
-    b = make_result(root / "bob" / "deep" / "b1", "b1", status="interrupted", measured=None,
-                    error="KeyboardInterrupt")
+    a = make_result(root / "alice" / "a1", "a1", eval_loss_before=2.0, eval_loss_after=1.2, runtime=250)
+    b = make_result(
+        root / "bob" / "deep" / "b1", "b1", status="interrupted", measured=None, error="KeyboardInterrupt"
+    )
     write_run_files(Path(a.run_dir), a, metrics_rows(3), plan={"method": "lora"})
     write_run_files(Path(b.run_dir), b, metrics_rows(2))
     # A killed writer can leave a cut-off last line; lines without a step are not metrics.

@@ -47,16 +47,29 @@ def tiny_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     plan = tiny_plan(root)
     db, out = root / "runs.duckdb", root / "out"
-    code, text = cli("sweep", str(plan), "--lr", "1e-4,1e-2,3e-2", "--max-steps", "2", "--db", str(db),
-                     "--output", str(out))
+    code, text = cli(
+        "sweep",
+        str(plan),
+        "--lr",
+        "1e-4,1e-2,3e-2",
+        "--max-steps",
+        "2",
+        "--db",
+        str(db),
+        "--output",
+        str(out),
+    )
     return code, text, db, out
 
 
 def test_sweep_runs_every_trial_records_it_and_picks_lowest_eval_loss(tiny_sweep):
     code, text, db, out = tiny_sweep
     assert code == 0, text
-    cols, rows = store.query(db, "SELECT axis, value, learning_rate, status, eval_loss_after, run_id, "
-                                 "advised_value FROM sweep_trials ORDER BY learning_rate")
+    cols, rows = store.query(
+        db,
+        "SELECT axis, value, learning_rate, status, eval_loss_after, run_id, "
+        "advised_value FROM sweep_trials ORDER BY learning_rate",
+    )
     assert [r[0] for r in rows] == ["learning_rate"] * 3
     assert [r[1] for r in rows] == ["0.0001", "0.01", "0.03"]
     assert [r[2] for r in rows] == pytest.approx([1e-4, 1e-2, 3e-2])
@@ -95,9 +108,10 @@ def test_pick_best_respects_the_forgetting_tolerance():
 
 def test_parsers_and_bad_input(tmp_path):
     plan = make_plan("lora", "x")
-    assert sweep.parse_lr("band", plan) == pytest.approx([plan.training.learning_rate / 3,
-                                                          plan.training.learning_rate,
-                                                          plan.training.learning_rate * 3], rel=1e-2)
+    assert sweep.parse_lr("band", plan) == pytest.approx(
+        [plan.training.learning_rate / 3, plan.training.learning_rate, plan.training.learning_rate * 3],
+        rel=1e-2,
+    )
     assert sweep.parse_targets("attention,q_proj+v_proj") == [["attention"], ["q_proj", "v_proj"]]
     for bad in ("abc", "2", "1e-3,1e-3"):
         with pytest.raises(InputError):
@@ -113,13 +127,16 @@ def test_v4_comparisons_upgraded_in_place(tmp_path):
     db = tmp_path / "v4.duckdb"
     con = duckdb.connect(str(db))
     assert old_ledger_schema(con, 4) == [1, 2, 3, 4]
-    con.execute("INSERT INTO comparisons VALUES ('c1', 'old', 'lora', 'full', 'medium', "
-                "TIMESTAMP '2025-01-01 00:00:00')")
+    con.execute(
+        "INSERT INTO comparisons VALUES ('c1', 'old', 'lora', 'full', 'medium', "
+        "TIMESTAMP '2025-01-01 00:00:00')"
+    )
     con.close()
     con = store.connect(db)
     try:
-        assert con.execute("SELECT compare_id, method, chosen_method, axis, value, advised_value "
-                           "FROM comparisons").fetchall() == [("c1", "lora", "full", "method", "lora", "full")]
+        assert con.execute(
+            "SELECT compare_id, method, chosen_method, axis, value, advised_value FROM comparisons"
+        ).fetchall() == [("c1", "lora", "full", "method", "lora", "full")]
         con.execute("SELECT * FROM comparison_runs").fetchall()  # the old view still works
     finally:
         con.close()
@@ -142,18 +159,49 @@ def test_sweep_three_learning_rates_on_the_embedded_model(tmp_path, monkeypatch)
     (tmp_path / "probe.txt").write_text(probe_text()[:300])
     plan = tmp_path / "plan.json"
     with contextlib.redirect_stdout(io.StringIO()):
-        code = advise_main(["advise", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct", "--cpu",
-                            "--domain", "near", "--forgetting", "high", "--batch-size", "1",
-                            "--data", str(tmp_path / "train.jsonl"), "--eval-data", str(tmp_path / "eval.jsonl"),
-                            "--probe-data", str(tmp_path / "probe.txt"), "-o", str(plan)])
+        code = advise_main(
+            [
+                "advise",
+                "--model",
+                "HuggingFaceTB/SmolLM2-135M-Instruct",
+                "--cpu",
+                "--domain",
+                "near",
+                "--forgetting",
+                "high",
+                "--batch-size",
+                "1",
+                "--data",
+                str(tmp_path / "train.jsonl"),
+                "--eval-data",
+                str(tmp_path / "eval.jsonl"),
+                "--probe-data",
+                str(tmp_path / "probe.txt"),
+                "-o",
+                str(plan),
+            ]
+        )
     assert code == 0
     db, out = tmp_path / "runs.duckdb", tmp_path / "out"
-    code, text = cli("sweep", str(plan), "--lr", "1e-5,1e-3,3e-1", "--max-steps", "2", "--db", str(db),
-                     "--output", str(out))
+    code, text = cli(
+        "sweep",
+        str(plan),
+        "--lr",
+        "1e-5,1e-3,3e-1",
+        "--max-steps",
+        "2",
+        "--db",
+        str(db),
+        "--output",
+        str(out),
+    )
     assert code == 0, text
-    _, trials = store.query(db, "SELECT learning_rate, eval_loss_after, status FROM sweep_trials "
-                                "ORDER BY learning_rate")
-    assert [t[0] for t in trials] == pytest.approx([1e-5, 1e-3, 3e-1]) and all(t[2] == "succeeded" for t in trials)
+    _, trials = store.query(
+        db, "SELECT learning_rate, eval_loss_after, status FROM sweep_trials ORDER BY learning_rate"
+    )
+    assert [t[0] for t in trials] == pytest.approx([1e-5, 1e-3, 3e-1]) and all(
+        t[2] == "succeeded" for t in trials
+    )
     best = min(trials, key=lambda t: t[1])
     tuned = Plan.model_validate_json((out / "plan-tuned.json").read_text())
     assert tuned.training.learning_rate == pytest.approx(best[0])

@@ -203,7 +203,7 @@ def test_no_torch_after_mounting(tmp_path):
         from tuneplan.advisor import catalog
         from tuneplan.tui.app import TunePlanApp
         async def main():
-            app = TunePlanApp(out={str(tmp_path / 'p.json')!r}, db={str(tmp_path / 'r.duckdb')!r},
+            app = TunePlanApp(out={str(tmp_path / "p.json")!r}, db={str(tmp_path / "r.duckdb")!r},
                               detect=lambda: catalog.gpu_hardware("A100-80GB"))
             async with app.run_test(size=(100, 40)) as pilot:
                 while not app.fully_mounted: await pilot.pause(0.02)
@@ -225,10 +225,12 @@ def test_no_torch_after_mounting(tmp_path):
 
 
 def test_cli_module_imports_only_argparse():
-    code = ("import sys, argparse; import tuneplan.cli.tui as c; "
-            "p = argparse.ArgumentParser(); s = p.add_subparsers(); c.add_tui(s); "
-            "a = p.parse_args(['tui', '--db', 'x.duckdb']); "
-            "print(a.out, a.db, 'textual' in sys.modules)")
+    code = (
+        "import sys, argparse; import tuneplan.cli.tui as c; "
+        "p = argparse.ArgumentParser(); s = p.add_subparsers(); c.add_tui(s); "
+        "a = p.parse_args(['tui', '--db', 'x.duckdb']); "
+        "print(a.out, a.db, 'textual' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.split() == ["plan.json", "x.duckdb", "False"], out.stderr
 
@@ -335,18 +337,34 @@ def recorded_db(tmp_path: Path) -> Path:
 
     db = tmp_path / "runs.duckdb"
     for i, (method, status, measured, pred) in enumerate(
-            [("lora", "succeeded", 2 * GIB, int(2.2 * GIB)), ("qlora", "interrupted", GIB, int(0.9 * GIB))]):
+        [("lora", "succeeded", 2 * GIB, int(2.2 * GIB)), ("qlora", "interrupted", GIB, int(0.9 * GIB))]
+    ):
         run_dir = tmp_path / f"run{i}"
         run_dir.mkdir()
-        store.record(db, RunResult(
-            run_id=f"20250101-00000{i}-abc00{i}", status=status, plan_hash="0" * 16, method=method,
-            model="HuggingFaceTB/SmolLM2-135M", hardware="cpu (2 cores)",
-            started_at=f"2025-01-01T00:00:0{i}+00:00", finished_at=f"2025-01-01T00:01:0{i}+00:00",
-            run_dir=str(run_dir), predicted_peak_bytes=pred,
-            measured=MeasuredMemory(device_kind="cpu", peak_bytes=measured),
-            eval_loss_before=3.2, eval_loss_after=2.5 + i, forgetting_loss_before=4.0,
-            forgetting_loss_after=4.2, steps=10, tokens=5000, tokens_per_second=1234.5 + i,
-            wall_seconds=60.0))
+        store.record(
+            db,
+            RunResult(
+                run_id=f"20250101-00000{i}-abc00{i}",
+                status=status,
+                plan_hash="0" * 16,
+                method=method,
+                model="HuggingFaceTB/SmolLM2-135M",
+                hardware="cpu (2 cores)",
+                started_at=f"2025-01-01T00:00:0{i}+00:00",
+                finished_at=f"2025-01-01T00:01:0{i}+00:00",
+                run_dir=str(run_dir),
+                predicted_peak_bytes=pred,
+                measured=MeasuredMemory(device_kind="cpu", peak_bytes=measured),
+                eval_loss_before=3.2,
+                eval_loss_after=2.5 + i,
+                forgetting_loss_before=4.0,
+                forgetting_loss_after=4.2,
+                steps=10,
+                tokens=5000,
+                tokens_per_second=1234.5 + i,
+                wall_seconds=60.0,
+            ),
+        )
     return db
 
 
@@ -360,8 +378,18 @@ async def test_runs_tab_lists_runs_and_sql_box_is_read_only(tmp_path):
         table = app.query_one("#runs-table")
         assert table.row_count == 2
         newest = [c.plain for c in table.get_row_at(0)]
-        assert newest == ["20250101-000001-abc001", "interrupted", "QLoRA", "0.90", "1.00", "-10.0%",
-                          "3.200→3.500", "4.000→4.200", "1,236", "SmolLM2-135M"]
+        assert newest == [
+            "20250101-000001-abc001",
+            "interrupted",
+            "QLoRA",
+            "0.90",
+            "1.00",
+            "-10.0%",
+            "3.200→3.500",
+            "4.000→4.200",
+            "1,236",
+            "SmolLM2-135M",
+        ]
         assert table.get_row_at(1)[5].plain == "+10.0%"
         assert "2 runs in" in text(app, "runs-status")
 
@@ -423,26 +451,48 @@ def frozen_advise(inputs, **kw):
     assert plan.method == "lora"
     sizes = {"full": int(98.5 * GIB), "lora": int(45.5 * GIB), "qlora": int(35.9 * GIB)}
     usable = plan.memory.usable_bytes
-    return plan.model_copy(update={
-        "feasible": True, "warnings": [
-            "Pinned numbers for the snapshot; the real advisor's warnings appear here."],
-        "ways_out": [],
-        "training": Training(learning_rate=2e-4, per_device_batch_size=4,
-                             gradient_accumulation_steps=2, num_epochs=3, seq_len=4096,
-                             gradient_checkpointing=True),
-        "lora": LoraSettings(rank=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj",
-                                                                 "o_proj", "gate_proj", "up_proj",
-                                                                 "down_proj"]),
-        "memory": plan.memory.model_copy(update={"per_device_bytes": sizes["lora"], "fits": True}),
-        "alternatives": [a.model_copy(update={"per_device_bytes": sizes[a.method],
-                                              "fits": sizes[a.method] <= usable,
-                                              "reason": f"{a.method}: pinned reason"})
-                         for a in plan.alternatives],
-        "decisions": [Decision(rule="TP010", name="target-all-linear", source="test",
-                               message="LoRA targets all linear layers."),
-                      Decision(rule="TP011", name="rank-by-distance", source="test",
-                               message="LoRA rank 16: near domain.")],
-    })
+    return plan.model_copy(
+        update={
+            "feasible": True,
+            "warnings": ["Pinned numbers for the snapshot; the real advisor's warnings appear here."],
+            "ways_out": [],
+            "training": Training(
+                learning_rate=2e-4,
+                per_device_batch_size=4,
+                gradient_accumulation_steps=2,
+                num_epochs=3,
+                seq_len=4096,
+                gradient_checkpointing=True,
+            ),
+            "lora": LoraSettings(
+                rank=16,
+                alpha=32,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            ),
+            "memory": plan.memory.model_copy(update={"per_device_bytes": sizes["lora"], "fits": True}),
+            "alternatives": [
+                a.model_copy(
+                    update={
+                        "per_device_bytes": sizes[a.method],
+                        "fits": sizes[a.method] <= usable,
+                        "reason": f"{a.method}: pinned reason",
+                    }
+                )
+                for a in plan.alternatives
+            ],
+            "decisions": [
+                Decision(
+                    rule="TP010",
+                    name="target-all-linear",
+                    source="test",
+                    message="LoRA targets all linear layers.",
+                ),
+                Decision(
+                    rule="TP011", name="rank-by-distance", source="test", message="LoRA rank 16: near domain."
+                ),
+            ],
+        }
+    )
 
 
 @pytest.mark.parametrize("size", [(160, 50), (80, 24)], ids=["160x50", "80x24"])
@@ -481,8 +531,10 @@ def test_snapshot_runs_tab(snap_compare, tmp_path, monkeypatch, size):
 def test_real_terminal_with_tmux(tmp_path):
     session = f"tuneplan-test-{int(time.time() * 1000) % 10**8}"
     out = tmp_path / "p.json"
-    cmd = (f"cd {tmp_path} && TUNEPLAN_DB={tmp_path / 'r.duckdb'} "
-           f"{sys.executable} -m tuneplan.cli tui --out {out}")
+    cmd = (
+        f"cd {tmp_path} && TUNEPLAN_DB={tmp_path / 'r.duckdb'} "
+        f"{sys.executable} -m tuneplan.cli tui --out {out}"
+    )
 
     def tmux(*args: str) -> str:
         return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
@@ -518,7 +570,10 @@ def test_real_terminal_with_tmux(tmp_path):
         wait_screen("plan saved")
         plan = load_plan_dict(json.loads(out.read_text()))
         assert plan.inputs.model.name == "meta-llama/Llama-3.1-8B"
-        assert f"Method: {'LoRA' if plan.method == 'lora' else 'QLoRA' if plan.method == 'qlora' else 'Full FT'}" in screen()
+        assert (
+            f"Method: {'LoRA' if plan.method == 'lora' else 'QLoRA' if plan.method == 'qlora' else 'Full FT'}"
+            in screen()
+        )
         keys("C-q")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

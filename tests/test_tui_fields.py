@@ -41,7 +41,11 @@ def test_choices_are_the_schema_literals():
             ann = next(a for a in typing.get_args(ann) if a is not type(None))
         return [str(v) for v in typing.get_args(ann)]
 
-    assert advising.choices("task.domain_distance") == literal(Task, "domain_distance") == ["near", "moderate", "far"]
+    assert (
+        advising.choices("task.domain_distance")
+        == literal(Task, "domain_distance")
+        == ["near", "moderate", "far"]
+    )
     assert advising.choices("pins.optimizer") == literal(Pins, "optimizer")
     assert advising.choices("task.needs_fresh_facts") == ["no", "yes"]
     assert "Biderman" in advising.describe("task.domain_distance")
@@ -58,6 +62,9 @@ async def test_the_form_lists_what_the_schema_allows(tmp_path):
             values = [v for _, v in select._options if isinstance(v, str)]
             assert sorted(values) == sorted(advising.choices(q.schema)), q.id
             assert select.tooltip == advising.describe(q.schema)
-        options = [(str(label), v) for label, v in app.query_one("#checkpointing", Select)._options
-                   if isinstance(v, str)]
+        options = [
+            (str(label), v)
+            for label, v in app.query_one("#checkpointing", Select)._options
+            if isinstance(v, str)
+        ]
         assert options == [("on", "yes"), ("off", "no")]

@@ -29,6 +29,7 @@ def _luminance(c) -> float:
     def f(v):
         v /= 255
         return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+
     return 0.2126 * f(c.red) + 0.7152 * f(c.green) + 0.0722 * f(c.blue)
 
 
@@ -62,8 +63,20 @@ async def test_focus_is_visible_in_truecolor_and_256_colours_and_runs_top_to_bot
         for _ in range(11):
             await pilot.press("tab")
             order.append(app.focused.id)
-        assert order == ["hw", "gpus", "nodes", "model", "domain", "domain-label", "forgetting",
-                         "regime", "data", "eval-data", "probe-data", "seq-len"]
+        assert order == [
+            "hw",
+            "gpus",
+            "nodes",
+            "model",
+            "domain",
+            "domain-label",
+            "forgetting",
+            "regime",
+            "data",
+            "eval-data",
+            "probe-data",
+            "seq-len",
+        ]
         ys = [app.query_one(f"#{w}").region.y for w in order[:8]]
         assert ys == sorted(ys)  # on screen, top to bottom
         for wid in ("hw", "gpus", "model", "domain"):
@@ -91,7 +104,11 @@ async def test_burst_of_keys_under_a_slow_advisor_lands_in_the_right_fields(tmp_
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
         await mounted(app, pilot)
-        for wid, value in (("model", "meta-llama/Llama-3.1-8B"), ("domain", "near"), ("forgetting", "medium")):
+        for wid, value in (
+            ("model", "meta-llama/Llama-3.1-8B"),
+            ("domain", "near"),
+            ("forgetting", "medium"),
+        ):
             app.query_one(f"#{wid}").value = value
         await settle(app, pilot)
         before = app.recompute_count
@@ -106,7 +123,11 @@ async def test_burst_of_keys_under_a_slow_advisor_lands_in_the_right_fields(tmp_
         assert typing < 0.4 * 10  # the UI loop never waited for the advisor once per key
         assert app.recompute_count - before <= 3  # debounced: not one per key (10 keys)
         t = app.plan.training
-        assert (t.seq_len, app.plan.inputs.task.batch_size, app.plan.inputs.task.dataset_tokens) == (4096, 16, 50_000_000)
+        assert (t.seq_len, app.plan.inputs.task.batch_size, app.plan.inputs.task.dataset_tokens) == (
+            4096,
+            16,
+            50_000_000,
+        )
 
 
 async def test_recompute_is_debounced_and_follows_the_last_change(tmp_path):
@@ -133,8 +154,14 @@ async def test_bars_share_one_scale_with_the_usable_line(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(160, 50)) as pilot:
         await mounted(app, pilot)
-        await fill(app, pilot, model="meta-llama/Llama-3.1-8B", domain="near", forgetting="medium",
-                   hw="NVIDIA GeForce RTX 3060 12GB")
+        await fill(
+            app,
+            pilot,
+            model="meta-llama/Llama-3.1-8B",
+            domain="near",
+            forgetting="medium",
+            hw="NVIDIA GeForce RTX 3060 12GB",
+        )
         plan = app.plan
         lines = memory_bars(plan, 24).plain.splitlines()
         assert "usable" in lines[0] and "of 12.0 GiB" in lines[0]
@@ -148,7 +175,7 @@ async def test_bars_share_one_scale_with_the_usable_line(tmp_path):
         scale = max([plan.memory.device_capacity_bytes] + sizes)
         assert scale == max(sizes)  # here the largest method sets the scale, not the card
         for row, size in zip(rows, sizes):
-            cells = row[10:10 + 24]
+            cells = row[10 : 10 + 24]
             filled = cells.count("█")
             u = cells.index("┃")
             expect = round(24 * size / scale)
@@ -162,12 +189,26 @@ async def test_data_is_shown_as_text_never_markup(tmp_path):
     db = recorded_db(tmp_path)
     run_dir = tmp_path / "run9"
     run_dir.mkdir()
-    store.record(db, RunResult(
-        run_id="20250101-000009-abc009", status="failed", plan_hash="0" * 16, method="lora",
-        model="[red]hi :x:", hardware="cpu", started_at="2025-01-01T00:00:09+00:00",
-        finished_at="2025-01-01T00:01:09+00:00", run_dir=str(run_dir), predicted_peak_bytes=1,
-        measured=MeasuredMemory(device_kind="cpu", peak_bytes=1), steps=1, tokens=1, wall_seconds=1.0,
-        error="[bold]boom[/bold] :x:"))
+    store.record(
+        db,
+        RunResult(
+            run_id="20250101-000009-abc009",
+            status="failed",
+            plan_hash="0" * 16,
+            method="lora",
+            model="[red]hi :x:",
+            hardware="cpu",
+            started_at="2025-01-01T00:00:09+00:00",
+            finished_at="2025-01-01T00:01:09+00:00",
+            run_dir=str(run_dir),
+            predicted_peak_bytes=1,
+            measured=MeasuredMemory(device_kind="cpu", peak_bytes=1),
+            steps=1,
+            tokens=1,
+            wall_seconds=1.0,
+            error="[bold]boom[/bold] :x:",
+        ),
+    )
     app = make_app(tmp_path, db=str(db))
     async with app.run_test(size=(160, 50)) as pilot:
         await mounted(app, pilot)
@@ -204,8 +245,15 @@ async def test_infeasible_plan_leads_with_ways_out_and_saving_says_so(tmp_path):
     out = tmp_path / "plan.json"
     async with app.run_test(size=(160, 50)) as pilot:
         await mounted(app, pilot)
-        await fill(app, pilot, hw="custom", gpu_mem="2", model="meta-llama/Llama-3.1-70B",
-                   domain="near", forgetting="medium")
+        await fill(
+            app,
+            pilot,
+            hw="custom",
+            gpu_mem="2",
+            model="meta-llama/Llama-3.1-70B",
+            domain="near",
+            forgetting="medium",
+        )
         assert app.plan is not None and not app.plan.feasible
         ways = app.query_one("#rec-ways")
         assert ways.display and "Ways out" in text(app, "rec-ways")
@@ -221,8 +269,15 @@ async def test_data_file_sets_seq_len_steps_and_the_other_advise_inputs(tmp_path
     app = make_app(tmp_path)
     async with app.run_test(size=(160, 50)) as pilot:
         await mounted(app, pilot)
-        await fill(app, pilot, hw="cpu", model="HuggingFaceTB/SmolLM2-135M-Instruct", domain="near",
-                   forgetting="medium", data=str(TRAIN))
+        await fill(
+            app,
+            pilot,
+            hw="cpu",
+            model="HuggingFaceTB/SmolLM2-135M-Instruct",
+            domain="near",
+            forgetting="medium",
+            data=str(TRAIN),
+        )
         t = app.plan.training
         assert (t.seq_len, t.planned_steps) == (72, 180)  # longest row 66 tokens, 10% held out
         assert "seq 72" in text(app, "rec-details")
@@ -233,15 +288,24 @@ async def test_data_file_sets_seq_len_steps_and_the_other_advise_inputs(tmp_path
         assert app.plan.training.seq_len == 2048 and "longest row has 66" in text(app, "rec-warnings")
         await fill(app, pilot, seq_len="", fresh_facts="yes")
         assert "Retrieval comes first" in text(app, "rec-warnings")
-        await fill(app, pilot, fresh_facts="no", hw=catalog.get_gpu("A100-80GB").name, gpus="8", nodes="2",
-                   model="meta-llama/Llama-3.1-8B")
+        await fill(
+            app,
+            pilot,
+            fresh_facts="no",
+            hw=catalog.get_gpu("A100-80GB").name,
+            gpus="8",
+            nodes="2",
+            model="meta-llama/Llama-3.1-8B",
+        )
         assert app.plan.distributed.num_nodes == 2
         await fill(app, pilot, probe_data=str(tmp_path / "missing.txt"))
         assert "no file" in text(app, "err-probe-data")
         await fill(app, pilot, probe_data="", calibrated="yes")
         assert "no calibration" in text(app, "err-calibrated")
         assert "the calibrated switch" in text(app, "err-calibrated")  # TUI words, not --calibrated
-        (tmp_path / "calibration.json").write_text(json.dumps({"factors": {"cuda|llama": {"activations": 1.1}}}))
+        (tmp_path / "calibration.json").write_text(
+            json.dumps({"factors": {"cuda|llama": {"activations": 1.1}}})
+        )
         await fill(app, pilot, calibrated="no")
         await fill(app, pilot, calibrated="yes")
         assert app.plan.inputs.calibrated is True
@@ -289,7 +353,7 @@ async def test_number_fields_reject_what_they_cannot_parse_visibly(tmp_path):
         assert "'eight' is not a whole number" in text(app, "err-batch")
 
 
-PHASED_RUN = textwrap.dedent(r'''
+PHASED_RUN = textwrap.dedent(r"""
     import json, os, sys, time
     mode, plan, *rest = sys.argv[1:]
     out = rest[rest.index("--output") + 1]
@@ -308,7 +372,7 @@ PHASED_RUN = textwrap.dedent(r'''
     say("saving the adapter to " + d)
     json.dump({"run_id": "20250101-000000-fake02", "status": "succeeded", "steps": 4},
               open(os.path.join(d, "result.json"), "w"))
-''')
+""")
 
 
 async def test_run_tab_shows_phases_eta_and_a_sparkline_from_one_point(tmp_path, monkeypatch):
@@ -328,8 +392,9 @@ async def test_run_tab_shows_phases_eta_and_a_sparkline_from_one_point(tmp_path,
         await mounted(app, pilot)
         data = tmp_path / "train.jsonl"
         data.write_text('{"prompt": "a", "completion": "b"}\n')
-        await fill(app, pilot, model="meta-llama/Llama-3.1-8B", domain="near", forgetting="medium",
-                   data=str(data))
+        await fill(
+            app, pilot, model="meta-llama/Llama-3.1-8B", domain="near", forgetting="medium", data=str(data)
+        )
         await pilot.press("ctrl+r")
         end = time.monotonic() + 30
         one_point_checked = False
@@ -338,7 +403,11 @@ async def test_run_tab_shows_phases_eta_and_a_sparkline_from_one_point(tmp_path,
                 assert not app.query_one("#run-loss").display
                 assert "first step" in text(app, "run-loss-note")
                 one_point_checked = True
-            if app.run_pane.phase == "training" and app.run_pane.total_steps and len({st for _, st in app.run_pane.step_times}) >= 2:
+            if (
+                app.run_pane.phase == "training"
+                and app.run_pane.total_steps
+                and len({st for _, st in app.run_pane.step_times}) >= 2
+            ):
                 assert "left" in text(app, "run-status")  # an ETA once two steps are timed
             assert time.monotonic() < end
             await pilot.pause(0.05)
@@ -359,12 +428,21 @@ async def test_palette_has_app_commands_and_the_footer_follows_context(tmp_path)
         await mounted(app, pilot)
         await settle(app, pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for want in ("Save plan", "Run plan", "Cancel run", "Help: keys", "Show Plan tab",
-                     "Show Run tab", "Show Runs tab"):
+        for want in (
+            "Save plan",
+            "Run plan",
+            "Cancel run",
+            "Help: keys",
+            "Show Plan tab",
+            "Show Run tab",
+            "Show Runs tab",
+        ):
             assert want in titles
 
         def shown() -> set[str]:
-            return {b.binding.action for b in app.screen.active_bindings.values() if b.enabled and b.binding.show}
+            return {
+                b.binding.action for b in app.screen.active_bindings.values() if b.enabled and b.binding.show
+            }
 
         assert "cancel_run" not in shown() and "refresh_runs" not in shown()
         assert "save" in shown()
@@ -392,7 +470,7 @@ def test_first_screen_opens_no_database(tmp_path):
         from tuneplan.advisor import catalog
         from tuneplan.tui.app import TunePlanApp
         async def main():
-            app = TunePlanApp(out={str(tmp_path / 'p.json')!r}, db={str(tmp_path / 'r.duckdb')!r},
+            app = TunePlanApp(out={str(tmp_path / "p.json")!r}, db={str(tmp_path / "r.duckdb")!r},
                               detect=lambda: catalog.gpu_hardware("A100-80GB"))
             async with app.run_test(size=(100, 40)) as pilot:
                 while not app.fully_mounted: await pilot.pause(0.02)

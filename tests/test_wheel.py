@@ -15,10 +15,29 @@ def test_wheel_has_only_tuneplan_top_level(tmp_path) -> None:
     # built from a copy without build/: setuptools reuses build/lib, whose stale files (a module
     # since moved into a package) would hide a package missing from pyproject's list
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "runs", ".tuneplan"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path)], check=True, capture_output=True)
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "runs", ".tuneplan"
+        ),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("tuneplan-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if ".dist-info/" not in n}
@@ -26,9 +45,11 @@ def test_wheel_has_only_tuneplan_top_level(tmp_path) -> None:
     for sub in ("schemas", "advisor", "executor", "tui"):
         assert f"tuneplan/{sub}/__init__.py" in names
     # every module of the source tree, sub-packages included (pyproject lists them one by one)
-    source = {f"tuneplan/{path.relative_to(src).as_posix()}"
-              for top in ("base", "schemas", "advisor", "executor", "tui", "cli")
-              for path in (src / top).rglob("*.py")}
+    source = {
+        f"tuneplan/{path.relative_to(src).as_posix()}"
+        for top in ("base", "schemas", "advisor", "executor", "tui", "cli")
+        for path in (src / top).rglob("*.py")
+    }
     assert source - set(names) == set()
     assert "tuneplan/schemas/plan.schema.json" in names
     assert "tuneplan/executor/probe.txt" in names

@@ -20,8 +20,20 @@ from tuneplan.advisor.render import METHOD_LABEL, method_rows
 from tuneplan.base.errors import InputError, Problem
 from tuneplan.schemas import CPUHardware, GPUHardware, Pins, Plan, Task
 
-__all__ = ["Answers", "METHOD_LABEL", "advise", "advise_answers", "choices", "describe",
-           "detect", "detected_text", "gpu_options", "hw_default", "method_rows", "model_names"]
+__all__ = [
+    "Answers",
+    "METHOD_LABEL",
+    "advise",
+    "advise_answers",
+    "choices",
+    "describe",
+    "detect",
+    "detected_text",
+    "gpu_options",
+    "hw_default",
+    "method_rows",
+    "model_names",
+]
 
 GIB = 1024**3
 HW_CUSTOM = "custom"
@@ -92,8 +104,9 @@ def describe(where: str) -> str:
     return " ".join((_field(where).description or "").split())
 
 
-def advise_answers(answers: Answers, problems: list[Problem], calibrated: bool,
-                   db: Optional[str]) -> tuple[Optional[Plan], list[Problem]]:
+def advise_answers(
+    answers: Answers, problems: list[Problem], calibrated: bool, db: Optional[str]
+) -> tuple[Optional[Plan], list[Problem]]:
     """Validate and advise, as `tuneplan advise` does (pure; run in a worker thread).
     Returns (plan or None, every problem: the form's own first, then the advisor's)."""
     plan = None
@@ -107,8 +120,10 @@ def advise_answers(answers: Answers, problems: list[Problem], calibrated: bool,
         else:
             calibration = None
     except InputError as e:
-        problems = problems + [Problem(p.where, "not answered yet", "choose one") if
-                               p.message == "Field required" else p for p in e.problems]
+        problems = problems + [
+            Problem(p.where, "not answered yet", "choose one") if p.message == "Field required" else p
+            for p in e.problems
+        ]
     else:
         if not problems:
             try:

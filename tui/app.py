@@ -74,9 +74,13 @@ class TunePlanApp(App[int]):
     """The parts that arrive after the first paint: the advisor and the task questions, the Run
     and Runs tabs' bodies (textual.lazy.Lazy)."""
 
-    def __init__(self, out: Union[str, Path] = "plan.json", db: Optional[str] = None,
-                 detect: Optional[Callable[[], object]] = None,
-                 command: Callable[[], list[str]] = run_prefix) -> None:
+    def __init__(
+        self,
+        out: Union[str, Path] = "plan.json",
+        db: Optional[str] = None,
+        detect: Optional[Callable[[], object]] = None,
+        command: Callable[[], list[str]] = run_prefix,
+    ) -> None:
         """out: where ctrl+s writes; db: run database (None: the store's default); detect: the
         hardware probe (None: the advisor's hardware.detect_hardware, run after the first paint);
         command: the `tuneplan run` prefix (tests swap in a fake)."""
@@ -333,14 +337,20 @@ class TunePlanApp(App[int]):
     def get_system_commands(self, screen):
         """App commands in the command palette (ctrl+p), next to Textual's own."""
         yield SystemCommand("Save plan", "Write the plan to the --out file (ctrl+s)", self.action_save)
-        yield SystemCommand("Run plan", "Save, then train in a subprocess and follow it (ctrl+r)",
-                            self.action_run)
-        yield SystemCommand("Cancel run", "Stop the run; it is recorded as interrupted (ctrl+g)",
-                            self.action_cancel_run)
+        yield SystemCommand(
+            "Run plan", "Save, then train in a subprocess and follow it (ctrl+r)", self.action_run
+        )
+        yield SystemCommand(
+            "Cancel run", "Stop the run; it is recorded as interrupted (ctrl+g)", self.action_cancel_run
+        )
         yield SystemCommand("Help: keys", "Every key and what it does (F1)", self.action_help)
-        yield SystemCommand("Show Plan tab", "Questions and the live plan (F2)", lambda: self.action_tab("plan"))
+        yield SystemCommand(
+            "Show Plan tab", "Questions and the live plan (F2)", lambda: self.action_tab("plan")
+        )
         yield SystemCommand("Show Run tab", "The current run (F3)", lambda: self.action_tab("run"))
-        yield SystemCommand("Show Runs tab", "Recorded runs and the SQL box (F4)", lambda: self.action_tab("runs"))
+        yield SystemCommand(
+            "Show Runs tab", "Recorded runs and the SQL box (F4)", lambda: self.action_tab("runs")
+        )
         yield SystemCommand("Reload runs", "Read the run database again (F5)", self.action_refresh_runs)
         yield from super().get_system_commands(screen)
 
@@ -366,7 +376,9 @@ class TunePlanApp(App[int]):
         plan = self.plan
         data = self.questions.text("data")
         if data:
-            plan = plan.model_copy(update={"data": DataSpec(train_path=str(Path(data).expanduser().resolve()))})
+            plan = plan.model_copy(
+                update={"data": DataSpec(train_path=str(Path(data).expanduser().resolve()))}
+            )
         try:
             write_text_atomic(self.out, plan_to_json(plan, SCHEMA_ID))
         except OSError as e:
@@ -382,8 +394,9 @@ class TunePlanApp(App[int]):
             return
         data = self.questions.text("data")
         if not data:
-            self.problems.append(Problem("--data", "a run needs training data",
-                                         "give a JSONL/JSON/CSV/Parquet file"))
+            self.problems.append(
+                Problem("--data", "a run needs training data", "give a JSONL/JSON/CSV/Parquet file")
+            )
             self.questions.touched.add("data")
             self._show_problems()
             messages.needs_data(self)

@@ -33,8 +33,11 @@ def keys_text() -> Text:
     for key, what in KEYS:
         text.append(f"{key:>16}  ", style="bold cyan")
         text.append(f"{what}\n")
-    text.append("\nAnswers are checked as you type; a problem shows under its question and the "
-                "plan pane keeps the last valid plan until it is fixed.", style="dim")
+    text.append(
+        "\nAnswers are checked as you type; a problem shows under its question and the "
+        "plan pane keeps the last valid plan until it is fixed.",
+        style="dim",
+    )
     return text
 
 

@@ -42,15 +42,25 @@ def problem_lines(problems: list[Problem]) -> Text:
 
 def not_saved(app: App, problems: list[Problem]) -> None:
     fixes = "; ".join(f"{field_name(p)}: {tui_words(p.message)}" for p in problems[:4])
-    app.notify(f"Not saved. Fix first — {fixes}", title="Plan is not valid",
-               severity="error", timeout=8, markup=False)
+    app.notify(
+        f"Not saved. Fix first — {fixes}",
+        title="Plan is not valid",
+        severity="error",
+        timeout=8,
+        markup=False,
+    )
 
 
 def saved(app: App, out: Path, method_label: str, feasible: bool) -> None:
     if not feasible:
-        app.notify(f"Saved to {out.resolve()}, marked infeasible: nothing fits this "
-                   "hardware. The ways out are at the top of the plan.",
-                   title="Infeasible plan saved", severity="warning", timeout=8, markup=False)
+        app.notify(
+            f"Saved to {out.resolve()}, marked infeasible: nothing fits this "
+            "hardware. The ways out are at the top of the plan.",
+            title="Infeasible plan saved",
+            severity="warning",
+            timeout=8,
+            markup=False,
+        )
     else:
         app.notify(f"Plan saved to {out.resolve()}", title=f"{method_label} plan saved", markup=False)
 
@@ -60,13 +70,16 @@ def write_failed(app: App, out: Path, error: OSError) -> None:
 
 
 def needs_data(app: App) -> None:
-    app.notify("Give a training data file (Task → training data) to run.",
-               title="Cannot run", severity="error")
+    app.notify(
+        "Give a training data file (Task → training data) to run.", title="Cannot run", severity="error"
+    )
 
 
 def run_outcome(app: App, status: str, cancelled: bool) -> None:
-    app.notify("Run cancelled" if cancelled else f"Run {status}",
-               severity="information" if status == "succeeded" else "warning")
+    app.notify(
+        "Run cancelled" if cancelled else f"Run {status}",
+        severity="information" if status == "succeeded" else "warning",
+    )
 
 
 def store_error_words(e: Exception) -> str:

@@ -68,16 +68,24 @@ class PlanView(VerticalScroll):
     def _part(self, wid: str) -> Static:
         return self.query_one(f"#{wid}", Static)
 
-    def show(self, plan, problems: list[Problem], visible: Callable[[str], bool],
-             field_for: Callable[[str], Optional[str]]) -> None:
+    def show(
+        self,
+        plan,
+        problems: list[Problem],
+        visible: Callable[[str], bool],
+        field_for: Callable[[str], Optional[str]],
+    ) -> None:
         """Problems first (visible(field id): whether that question's problem shows yet), then
         the plan, or nothing while there has never been a valid one."""
         status = self._part("rec-status")
         if problems:
             missing = all(not visible(field_for(p.where) or "hw") for p in problems)
-            head = ("Answer the questions to see a plan:" if missing and plan is None else
-                    f"Fix {len(problems)} problem{'s' if len(problems) != 1 else ''}"
-                    + (" (the plan below is from the last valid answers):" if plan else ":"))
+            head = (
+                "Answer the questions to see a plan:"
+                if missing and plan is None
+                else f"Fix {len(problems)} problem{'s' if len(problems) != 1 else ''}"
+                + (" (the plan below is from the last valid answers):" if plan else ":")
+            )
             status.update(Text(head, style="bold yellow") + problem_lines(problems))
             status.display = True
             status.set_class(not missing or plan is not None, "stale")
@@ -95,10 +103,13 @@ class PlanView(VerticalScroll):
 
         hw = plan.inputs.hardware
         head = Text()
-        head.append(f"Method: {METHOD_LABEL[plan.method]}", style="bold reverse " +
-                    ("green" if plan.feasible else "red"))
-        head.append("  fits" if plan.feasible else "  does not fit",
-                    style="green" if plan.feasible else "bold red")
+        head.append(
+            f"Method: {METHOD_LABEL[plan.method]}",
+            style="bold reverse " + ("green" if plan.feasible else "red"),
+        )
+        head.append(
+            "  fits" if plan.feasible else "  does not fit", style="green" if plan.feasible else "bold red"
+        )
         head.append(f"\n{plan.inputs.model.name} on {f'{hw.count}× ' if hw.count > 1 else ''}{hw.name}")
         self._part("rec-method").update(head)
 
@@ -112,10 +123,14 @@ class PlanView(VerticalScroll):
         if plan.quantization:
             q = plan.quantization
             lines.append(f"base in {q.quant_type.upper()} {q.bits}-bit, compute {q.compute_dtype}")
-        lines.append(f"micro-batch {t.per_device_batch_size} × accumulation "
-                     f"{t.gradient_accumulation_steps}, seq {t.seq_len}")
-        lines.append(f"{t.precision}, {t.optimizer}, checkpointing "
-                     f"{'on' if t.gradient_checkpointing else 'off'}, attention {t.attention}")
+        lines.append(
+            f"micro-batch {t.per_device_batch_size} × accumulation "
+            f"{t.gradient_accumulation_steps}, seq {t.seq_len}"
+        )
+        lines.append(
+            f"{t.precision}, {t.optimizer}, checkpointing "
+            f"{'on' if t.gradient_checkpointing else 'off'}, attention {t.attention}"
+        )
         if plan.distributed.num_processes > 1:
             lines.append(f"{plan.distributed.num_processes} processes, {plan.distributed.strategy}")
         self._part("rec-details").update(Text("\n".join(f"• {x}" for x in lines)))

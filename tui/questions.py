@@ -25,8 +25,17 @@ from textual.widgets import Collapsible, Input, OptionList, Select, Static
 
 from tuneplan.base.errors import Problem
 
-from .fields import (BY_ID, CHOICES_OF, FIELD_FOR_FLAG, FIELD_LABEL, HW_CPU, HW_CUSTOM, PIN_IDS, QUESTIONS,
-                     Question)
+from .fields import (
+    BY_ID,
+    CHOICES_OF,
+    FIELD_FOR_FLAG,
+    FIELD_LABEL,
+    HW_CPU,
+    HW_CUSTOM,
+    PIN_IDS,
+    QUESTIONS,
+    Question,
+)
 from .search import rank
 from .words import tui_words
 
@@ -68,9 +77,17 @@ class Questions(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Static("Hardware", classes="group")
-        yield field_box(BY_ID["hw"].label, Select([("This CPU", HW_CPU), ("Custom memory (GiB)", HW_CUSTOM)],
-                                                   value=HW_CPU, allow_blank=False, id="hw", compact=True),
-                        "Detecting the hardware…")
+        yield field_box(
+            BY_ID["hw"].label,
+            Select(
+                [("This CPU", HW_CPU), ("Custom memory (GiB)", HW_CUSTOM)],
+                value=HW_CPU,
+                allow_blank=False,
+                id="hw",
+                compact=True,
+            ),
+            "Detecting the hardware…",
+        )
         yield self._input(BY_ID["gpu-mem"])
         yield self._input(BY_ID["gpus"], "1")
         yield self._input(BY_ID["nodes"])
@@ -92,8 +109,13 @@ class Questions(VerticalScroll):
         if set(q.shown) == set(values):  # every value has its words: listed in their order
             values = list(q.shown)
         options = [(q.shown.get(v, v), v) for v in values]
-        select = Select(options, id=q.id, compact=True, prompt=q.prompt,
-                        **({"value": q.value, "allow_blank": False} if q.value else {}))
+        select = Select(
+            options,
+            id=q.id,
+            compact=True,
+            prompt=q.prompt,
+            **({"value": q.value, "allow_blank": False} if q.value else {}),
+        )
         return field_box(q.label, select, q.help, bridge.describe(q.schema) if q.schema else "")
 
     def _question(self, q: Question) -> Vertical:
@@ -155,8 +177,13 @@ class Questions(VerticalScroll):
                 raise ValueError
         except ValueError:
             what = "a whole number" if kind is int else "a number"
-            problems.append(Problem(q.flag, f"{text!r} is not {what}", f"type {what}, e.g. "
-                                    + ("8" if kind is int else "24 or 5e7")))
+            problems.append(
+                Problem(
+                    q.flag,
+                    f"{text!r} is not {what}",
+                    f"type {what}, e.g. " + ("8" if kind is int else "24 or 5e7"),
+                )
+            )
             return None
         if kind is int:
             if value != int(value):
@@ -186,24 +213,42 @@ class Questions(VerticalScroll):
         for wid in ("data", "eval-data", "probe-data"):
             path = self.text(wid)
             if path and not Path(path).expanduser().is_file():
-                problems.append(Problem(BY_ID[wid].flag, f"no file {path!r}", "give the path of an existing file"))
+                problems.append(
+                    Problem(BY_ID[wid].flag, f"no file {path!r}", "give the path of an existing file")
+                )
                 path = ""
             files[wid] = str(Path(path).expanduser()) if path else None
         answers = bridge.Answers(
-            model=None if is_params else (model or None), params=model if is_params else None,
-            gpu=hw if hw not in (HW_CUSTOM, HW_CPU) else None, gpu_memory=mem, cpu=hw == HW_CPU,
-            gpus=gpus if gpus is not None else 1, nodes=nodes if nodes is not None else 1,
-            task={"domain_distance": self.choice("domain"), "forgetting_tolerance": self.choice("forgetting"),
-                  "domain_label": self.choice("domain-label"), "regime": self.choice("regime"),
-                  "seq_len": num("seq-len"), "batch_size": num("batch"),
-                  "dataset_tokens": None if tokens is None else int(tokens),
-                  "needs_fresh_facts": True if self.choice("fresh-facts") == "yes" else None},
-            pins={"method": self.choice("method"), "lora_rank": num("rank"),
-                  "learning_rate": num("lr"), "max_steps": num("max-steps"), "target_modules": targets,
-                  "precision": self.choice("precision"), "optimizer": self.choice("optimizer"),
-                  "attention": self.choice("attention"),
-                  "gradient_checkpointing": None if ckpt is None else ckpt == "yes"},
-            data=files["data"], eval_data=files["eval-data"],
+            model=None if is_params else (model or None),
+            params=model if is_params else None,
+            gpu=hw if hw not in (HW_CUSTOM, HW_CPU) else None,
+            gpu_memory=mem,
+            cpu=hw == HW_CPU,
+            gpus=gpus if gpus is not None else 1,
+            nodes=nodes if nodes is not None else 1,
+            task={
+                "domain_distance": self.choice("domain"),
+                "forgetting_tolerance": self.choice("forgetting"),
+                "domain_label": self.choice("domain-label"),
+                "regime": self.choice("regime"),
+                "seq_len": num("seq-len"),
+                "batch_size": num("batch"),
+                "dataset_tokens": None if tokens is None else int(tokens),
+                "needs_fresh_facts": True if self.choice("fresh-facts") == "yes" else None,
+            },
+            pins={
+                "method": self.choice("method"),
+                "lora_rank": num("rank"),
+                "learning_rate": num("lr"),
+                "max_steps": num("max-steps"),
+                "target_modules": targets,
+                "precision": self.choice("precision"),
+                "optimizer": self.choice("optimizer"),
+                "attention": self.choice("attention"),
+                "gradient_checkpointing": None if ckpt is None else ckpt == "yes",
+            },
+            data=files["data"],
+            eval_data=files["eval-data"],
         )
         return answers, problems
 
@@ -238,16 +283,29 @@ class Questions(VerticalScroll):
                 err = self.query_one(f"#err-{wid}", Static)
             except NoMatches:
                 continue
-            err.update(Text("\n".join(f"✗ {tui_words(p.message)}" + (f" — {tui_words(p.fix)}" if p.fix else "")
-                                      for p in found)) if shown else "")
+            err.update(
+                Text(
+                    "\n".join(
+                        f"✗ {tui_words(p.message)}" + (f" — {tui_words(p.fix)}" if p.fix else "")
+                        for p in found
+                    )
+                )
+                if shown
+                else ""
+            )
             err.display = bool(shown)
             err.remove_class("hint")
             self.query_one(f"#{wid}").set_class(bool(shown), "bad")
         if self.searching() and not self.show_all_errors:
             n = self.query_one("#model-list", OptionList).option_count
             hint = self.query_one("#err-model", Static)
-            hint.update(Text(f"{n} match{'es' if n != 1 else ''}: ↓ to choose, enter takes "
-                             f"{'it' if n == 1 else 'the top one'}", style="italic"))
+            hint.update(
+                Text(
+                    f"{n} match{'es' if n != 1 else ''}: ↓ to choose, enter takes "
+                    f"{'it' if n == 1 else 'the top one'}",
+                    style="italic",
+                )
+            )
             hint.display = True
             hint.set_class(True, "hint")
 
@@ -319,8 +377,12 @@ class Questions(VerticalScroll):
         all_names = self.bridge.model_names() if self.bridge is not None else []
         names = {n.lower() for n in all_names}
         text = text.strip()
-        hide = (not all_names or text.lower() in names or _PARAMS.fullmatch(text) is not None
-                or text.startswith((".", "/", "~")))
+        hide = (
+            not all_names
+            or text.lower() in names
+            or _PARAMS.fullmatch(text) is not None
+            or text.startswith((".", "/", "~"))
+        )
         box.clear_options()
         if not hide:
             box.add_options([Option(name, id=name) for name in rank(text, all_names)])

@@ -32,7 +32,8 @@ _TOTAL_STEPS = re.compile(r"\b(\d+) steps\b")
 # (they are still written to the run's full log file).
 _NOISE = re.compile(
     r"site-packages/|\b[A-Z]\w*Warning\b|^\s*warnings\.warn\(|\d+(\.\d+)?\s*(it/s|s/it)\]"
-    r"|\|[█▏▎▍▌▋▊▉ ]{3,}\||^\s*$|^`?torch_dtype`? is deprecated|Some weights of|You are using a model of type")
+    r"|\|[█▏▎▍▌▋▊▉ ]{3,}\||^\s*$|^`?torch_dtype`? is deprecated|Some weights of|You are using a model of type"
+)
 PHASES = {
     "loading": "Loading the model and data…",
     "eval-before": "Evaluating before training (eval and probe loss)…",
@@ -131,8 +132,12 @@ class RunPane(Vertical):
             return
         proc.send_signal(signal.SIGINT)
         self.cancel_requested = True
-        self._status().update(Text(
-            "Cancelling… the run stops at the next step and is recorded as interrupted.", style="bold yellow"))
+        self._status().update(
+            Text(
+                "Cancelling… the run stops at the next step and is recorded as interrupted.",
+                style="bold yellow",
+            )
+        )
         self.app.notify("Cancelling the run…")
 
     @on(Button.Pressed, "#cancel")
@@ -147,13 +152,25 @@ class RunPane(Vertical):
         call = self.app.call_from_thread
         output.mkdir(parents=True, exist_ok=True)
         before = {p.name for p in output.iterdir()}
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TRANSFORMERS_VERBOSITY="error",
-                   TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            TRANSFORMERS_VERBOSITY="error",
+            TQDM_DISABLE="1",
+            PYTHONWARNINGS="ignore",
+        )
         self.full_log = output / f"tui-run-{time.strftime('%Y%m%d-%H%M%S')}.log"
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as e:
             call(self.finished, None, {"error": str(e)}, None)
             return
@@ -241,9 +258,13 @@ class RunPane(Vertical):
         step = int(last.get("step", 0))
         of = f"/{self.total_steps}" if self.total_steps else ""
         loss = last.get("loss")
-        self.query_one("#run-metrics", Static).update(Text(
-            f"step {step}{of} · loss {loss:.4f} · {self.tokens:,} tokens · {last.get('elapsed_s', 0):.1f} s"
-            if loss is not None else f"step {step}{of}"))
+        self.query_one("#run-metrics", Static).update(
+            Text(
+                f"step {step}{of} · loss {loss:.4f} · {self.tokens:,} tokens · {last.get('elapsed_s', 0):.1f} s"
+                if loss is not None
+                else f"step {step}{of}"
+            )
+        )
         self.query_one("#run-progress", ProgressBar).update(progress=step)
         now = time.monotonic()
         self.step_times.append((now, step))
@@ -268,16 +289,25 @@ class RunPane(Vertical):
         losses = self.losses
         if len(losses) < 2:
             spark.display = False
-            note.update(Text(f"loss {losses[0]:.4f} at the first step; the curve starts at the second"
-                             if losses else ""))
+            note.update(
+                Text(
+                    f"loss {losses[0]:.4f} at the first step; the curve starts at the second"
+                    if losses
+                    else ""
+                )
+            )
             return
         spark.display = True
         avail = max(8, (self.size.width or 80) - 4)
         shown = losses[-avail:]
         spark.styles.width = len(shown)
         spark.data = list(shown)
-        note.update(Text(f"loss {shown[0]:.4f} → {shown[-1]:.4f} over {len(losses)} steps "
-                         f"(min {min(losses):.4f})", style="dim"))
+        note.update(
+            Text(
+                f"loss {shown[0]:.4f} → {shown[-1]:.4f} over {len(losses)} steps (min {min(losses):.4f})",
+                style="dim",
+            )
+        )
 
     def finished(self, code: Optional[int], result: Optional[dict], run_dir: Optional[Path]) -> None:
         if self.closing:
@@ -296,14 +326,18 @@ class RunPane(Vertical):
             text = Text(f"Run {result.get('run_id', '')} {status}".replace("  ", " "), style=style)
             text.append(f" (exit {code})" if code is not None else "")
         if result.get("steps") is not None:
-            text.append(f"\n{result.get('steps')} steps, eval loss "
-                        f"{messages.before_after(result.get('eval_loss_before'), result.get('eval_loss_after'))}, "
-                        f"probe loss {messages.before_after(result.get('forgetting_loss_before'), result.get('forgetting_loss_after'))}")
+            text.append(
+                f"\n{result.get('steps')} steps, eval loss "
+                f"{messages.before_after(result.get('eval_loss_before'), result.get('eval_loss_after'))}, "
+                f"probe loss {messages.before_after(result.get('forgetting_loss_before'), result.get('forgetting_loss_after'))}"
+            )
         if result.get("error") and not cancelled:
             text.append(f"\n{result['error']}", style="red")
         if self.hidden_lines:
-            text.append(f"\n{self.hidden_lines} lines of library output kept out of view; full log: "
-                        f"{self.full_log}", style="dim")
+            text.append(
+                f"\n{self.hidden_lines} lines of library output kept out of view; full log: {self.full_log}",
+                style="dim",
+            )
         if run_dir is not None:
             text.append(f"\n{run_dir}", style="dim")
         self._status().update(text)

@@ -18,8 +18,18 @@ from textual.widgets import DataTable, Static, TextArea
 from . import messages
 
 GIB = 1024**3
-COLUMNS = ("run", "status", "method", "pred GiB", "meas GiB", "error", "eval loss", "probe loss",
-           "tok/s", "model")
+COLUMNS = (
+    "run",
+    "status",
+    "method",
+    "pred GiB",
+    "meas GiB",
+    "error",
+    "eval loss",
+    "probe loss",
+    "tok/s",
+    "model",
+)
 
 
 def gib(n: Optional[float]) -> str:
@@ -66,8 +76,9 @@ class RunsPane(Vertical):
         yield Static("", id="runs-status")
         yield DataTable(id="runs-table", zebra_stripes=True, cursor_type="row")
         yield Static("Read-only SQL (ctrl+o or F9 runs; ctrl+up/down: history)", classes="q")
-        yield SQLBox("SELECT * FROM method_summary", id="sql", language=None,
-                     soft_wrap=True, show_line_numbers=False)
+        yield SQLBox(
+            "SELECT * FROM method_summary", id="sql", language=None, soft_wrap=True, show_line_numbers=False
+        )
         yield Static("", id="sql-status")
         yield DataTable(id="sql-table", zebra_stripes=True)
 
@@ -88,8 +99,9 @@ class RunsPane(Vertical):
         try:
             rows = store.list_runs(self.db)
         except store.NoDatabase:
-            status.update(Text(f"No runs recorded yet in {label}: ctrl+r on the Plan tab runs one.",
-                               style="yellow"))
+            status.update(
+                Text(f"No runs recorded yet in {label}: ctrl+r on the Plan tab runs one.", style="yellow")
+            )
             return
         except store.StoreError as e:
             status.update(Text(f"Could not read the run database: {e}", style="yellow"))
@@ -98,15 +110,24 @@ class RunsPane(Vertical):
             err = r.get("memory_error")
             tps = r.get("tokens_per_second")
             cells = (
-                r["run_id"], r["status"], METHOD_LABEL.get(r["method"], r["method"]),
-                gib(r.get("predicted_peak_bytes")), gib(r.get("measured_peak_bytes")),
+                r["run_id"],
+                r["status"],
+                METHOD_LABEL.get(r["method"], r["method"]),
+                gib(r.get("predicted_peak_bytes")),
+                gib(r.get("measured_peak_bytes")),
                 "" if err is None else f"{err * 100:+.1f}%",
                 messages.before_after(r.get("eval_loss_before"), r.get("eval_loss_after")),
                 messages.before_after(r.get("forgetting_loss_before"), r.get("forgetting_loss_after")),
-                "-" if tps is None else f"{tps:,.0f}", str(r["model"]).rsplit("/", 1)[-1])
+                "-" if tps is None else f"{tps:,.0f}",
+                str(r["model"]).rsplit("/", 1)[-1],
+            )
             table.add_row(*(Text(str(c)) for c in cells), key=r["run_id"])  # data, never markup
-        status.update(Text(f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {label} "
-                           f"(F5 reloads; error = (predicted − measured) / measured)"))
+        status.update(
+            Text(
+                f"{len(rows)} run{'s' if len(rows) != 1 else ''} in {label} "
+                f"(F5 reloads; error = (predicted − measured) / measured)"
+            )
+        )
 
     def run_sql(self) -> None:
         """Run the SQL box's statement through the sealed read-only connection."""
@@ -128,7 +149,11 @@ class RunsPane(Vertical):
         table.add_columns(*(Text(str(c)) for c in columns))
         for row in rows:
             table.add_row(*(cell(v) for v in row))
-        more = " (the first ones; more exist — add a LIMIT or use `tuneplan sql --no-limit`)" if truncated else ""
+        more = (
+            " (the first ones; more exist — add a LIMIT or use `tuneplan sql --no-limit`)"
+            if truncated
+            else ""
+        )
         status.update(Text(f"{len(rows)} row{'s' if len(rows) != 1 else ''}{more}", style="green"))
 
     def walk_history(self, delta: int) -> None:

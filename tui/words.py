@@ -8,7 +8,9 @@ from .fields import QUESTIONS
 
 # CLI flag -> what the questionnaire calls that answer (from the one table of questions).
 FLAG_WORDS = {flag: q.said for q in QUESTIONS for flag in (q.flag, *q.aliases) if flag.startswith("--")}
-_FLAG = re.compile(r"(?:\b(use|pass|give|try|set) )?`?(--[a-z][a-z0-9-]*)(?:[ =]([0-9][^\s,;)`]*|[a-z][a-z0-9.-]*(?=`|$|[,;)])))?`?")
+_FLAG = re.compile(
+    r"(?:\b(use|pass|give|try|set) )?`?(--[a-z][a-z0-9-]*)(?:[ =]([0-9][^\s,;)`]*|[a-z][a-z0-9.-]*(?=`|$|[,;)])))?`?"
+)
 _COMMAND = re.compile(r"`?tuneplan (models|gpus)`?")
 
 
@@ -24,6 +26,7 @@ def tui_words(text: str) -> str:
             return f"set {words} to {value}" if value else f"set {words}"
         return f"{words} = {value}" if value else words
 
-    text = _COMMAND.sub(lambda m: "the list under the model box" if m.group(1) == "models"
-                        else "the hardware list", text)
+    text = _COMMAND.sub(
+        lambda m: "the list under the model box" if m.group(1) == "models" else "the hardware list", text
+    )
     return _FLAG.sub(flag, text)

@@ -19,7 +19,20 @@ from .guesses import guess_model, parse_params
 from .models import ModelRow, get_model, list_models
 
 __all__ = [
-    "GPURow", "MODEL_TYPES", "ModelRow", "custom_gpu", "get_gpu", "get_model", "gpu_hardware", "guess_model",
-    "list_gpus", "list_models", "lookup_gpu", "model_from_config_dict", "model_from_dir", "param_kind",
-    "parse_params", "portable_path",
+    "GPURow",
+    "MODEL_TYPES",
+    "ModelRow",
+    "custom_gpu",
+    "get_gpu",
+    "get_model",
+    "gpu_hardware",
+    "guess_model",
+    "list_gpus",
+    "list_models",
+    "lookup_gpu",
+    "model_from_config_dict",
+    "model_from_dir",
+    "param_kind",
+    "parse_params",
+    "portable_path",
 ]

@@ -51,4 +51,3 @@ def param_kind(param_name: str) -> Optional[str]:
     if "mlp" in parts:
         return "mlp"
     return None
-

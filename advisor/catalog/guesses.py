@@ -1,5 +1,4 @@
-"""--params guesses: a Llama-shaped architecture for a bare parameter count (origin "guess").
-"""
+"""--params guesses: a Llama-shaped architecture for a bare parameter count (origin "guess")."""
 
 from __future__ import annotations
 
@@ -14,13 +13,18 @@ from tuneplan.base.errors import InputError
 from ..modelspec import build_spec
 
 
-
-
 # (total params, hidden size) of real Llama-shaped models: SmolLM2-135M/360M, Llama-3.2-1B/3B,
 # Llama-2-7B/13B, LLaMA-30B, Llama-3.1-70B/405B. The guess interpolates hidden size in log-log.
 _HIDDEN_ANCHORS = (
-    (134.5e6, 576), (361.8e6, 960), (1.236e9, 2048), (3.213e9, 3072), (6.738e9, 4096),
-    (13.02e9, 5120), (32.53e9, 6656), (70.55e9, 8192), (405.9e9, 16384),
+    (134.5e6, 576),
+    (361.8e6, 960),
+    (1.236e9, 2048),
+    (3.213e9, 3072),
+    (6.738e9, 4096),
+    (13.02e9, 5120),
+    (32.53e9, 6656),
+    (70.55e9, 8192),
+    (405.9e9, 16384),
 )
 _SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 _PARAMS_RANGE = (1e7, 2e12)
@@ -40,8 +44,9 @@ def parse_params(params: Union[float, int, str]) -> float:
         value = float(m.group(1)) * _SUFFIX[m.group(2)]
     low, high = _PARAMS_RANGE
     if not (low <= value <= high):
-        raise InputError.one("--params", f"{params!r} is outside the supported range",
-                             "use a count between 10M and 2T")
+        raise InputError.one(
+            "--params", f"{params!r} is outside the supported range", "use a count between 10M and 2T"
+        )
     return value
 
 
@@ -90,10 +95,18 @@ def guess_model(params: Union[float, int, str]) -> ModelSpec:
     layers = max(1, round((n - fixed) / per_layer))
     label = _format_count(n)
     return build_spec(
-        name=f"guess-{label}", family="llama", num_layers=layers, hidden_size=h,
-        intermediate_size=ffn, num_attention_heads=heads, num_key_value_heads=kv,
-        vocab_size=vocab, head_dim=head_dim, tie_word_embeddings=tie,
-        max_position_embeddings=ctx, origin="guess",
+        name=f"guess-{label}",
+        family="llama",
+        num_layers=layers,
+        hidden_size=h,
+        intermediate_size=ffn,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        vocab_size=vocab,
+        head_dim=head_dim,
+        tie_word_embeddings=tie,
+        max_position_embeddings=ctx,
+        origin="guess",
         source=f"guess from --params {label}: a Llama-shaped architecture, not a real model's "
-               f"config; layer count chosen so the total is about {_format_count(n)}",
+        f"config; layer count chosen so the total is about {_format_count(n)}",
     )

@@ -45,40 +45,82 @@ def block_inventory(model: ModelSpec, st: MemorySettings, rg: Regime, targets: l
     n_norms = 4 if model.family == "gemma2" else 2
     if gpt:
         per = n_norms * (R * h + 8)
-        items.append(SavedItem("norms", f"{n_norms} LayerNorm inputs (+mean, rstd)", per,
-                           f"{n_norms}·({R}·h + 8) = {n_norms}·({R}·{h} + 8)"))
+        items.append(
+            SavedItem(
+                "norms",
+                f"{n_norms} LayerNorm inputs (+mean, rstd)",
+                per,
+                f"{n_norms}·({R}·h + 8) = {n_norms}·({R}·{h} + 8)",
+            )
+        )
     else:
         normed = R * h if full else 0
         per = n_norms * (4 * h + 4 + normed)
-        items.append(SavedItem("norms", f"{n_norms} RMSNorm fp32 inputs + rsqrt" + (" + normalised (trainable weight)" if full else ""),
-                           per, f"{n_norms}·(4·h + 4{f' + {R}·h' if full else ''}) with h={h}"))
+        items.append(
+            SavedItem(
+                "norms",
+                f"{n_norms} RMSNorm fp32 inputs + rsqrt"
+                + (" + normalised (trainable weight)" if full else ""),
+                per,
+                f"{n_norms}·(4·h + 4{f' + {R}·h' if full else ''}) with h={h}",
+            )
+        )
 
     # Attention core.
     if st.attention in ("sdpa", "flash"):
         per = D * (q_w + 2 * kv_w + q_w) + 4 * a
-        items.append(SavedItem("attention", "sdpa/flash: q, k, v, output (+fp32 logsumexp)", per,
-                           f"{D}·(q {q_w} + k {kv_w} + v {kv_w} + out {q_w}) + 4·a {a}"))
+        items.append(
+            SavedItem(
+                "attention",
+                "sdpa/flash: q, k, v, output (+fp32 logsumexp)",
+                per,
+                f"{D}·(q {q_w} + k {kv_w} + v {kv_w} + out {q_w}) + 4·a {a}",
+            )
+        )
     else:
         s = st.seq_len
         per_qkv = D * 3 * q_w
         cast = D * a * s if D == 2 else 0
-        items.append(SavedItem("attention", "eager: q and k, v repeated to all heads", per_qkv,
-                           f"{D}·3·a·head_dim = {D}·3·{q_w}"))
-        items.append(SavedItem("scores", "eager: fp32 softmax(QK^T)" + (" + its 16-bit cast" if cast else ""),
-                           4 * a * s + cast,
-                           f"(4{' + ' + str(D) if cast else ''})·a·s = {4 + (D if cast else 0)}·{a}·{s}"))
+        items.append(
+            SavedItem(
+                "attention",
+                "eager: q and k, v repeated to all heads",
+                per_qkv,
+                f"{D}·3·a·head_dim = {D}·3·{q_w}",
+            )
+        )
+        items.append(
+            SavedItem(
+                "scores",
+                "eager: fp32 softmax(QK^T)" + (" + its 16-bit cast" if cast else ""),
+                4 * a * s + cast,
+                f"(4{' + ' + str(D) if cast else ''})·a·s = {4 + (D if cast else 0)}·{a}·{s}",
+            )
+        )
 
     # MLP internals needed for input gradients regardless of which weights train.
     M = rg.mlp_out
     if model.gated_mlp:
-        items.append(SavedItem("mlp", "gated MLP: gate, up and act(gate) outputs"
-                           + (" (fp32: Linear4bit casts back to the fp32 input dtype)" if M != D else ""),
-                           3 * M * f, f"3·{M}·ffn = 3·{M}·{f}"))
+        items.append(
+            SavedItem(
+                "mlp",
+                "gated MLP: gate, up and act(gate) outputs"
+                + (" (fp32: Linear4bit casts back to the fp32 input dtype)" if M != D else ""),
+                3 * M * f,
+                f"3·{M}·ffn = 3·{M}·{f}",
+            )
+        )
     else:
         items.append(SavedItem("mlp", "MLP: fc output (activation input)", M * f, f"{M}·ffn = {M}·{f}"))
     if gpt:
-        items.append(SavedItem("mlp", "GPT-2 residual dropout masks (2 per block)", 2 * rg.mask * h,
-                           f"2·{rg.mask}·h = 2·{rg.mask}·{h}"))
+        items.append(
+            SavedItem(
+                "mlp",
+                "GPT-2 residual dropout masks (2 per block)",
+                2 * rg.mask * h,
+                f"2·{rg.mask}·h = 2·{rg.mask}·{h}",
+            )
+        )
 
     # Inputs of the linear layers, grouped by the tensor they read.
     attn = [m for m in model.linear_modules if m.kind == "attention"]
@@ -112,7 +154,9 @@ def block_inventory(model: ModelSpec, st: MemorySettings, rg: Regime, targets: l
                 b = D * width
                 parts.append(f"{D}·{width} ({label})")
             per += b
-        items.append(SavedItem("linear_inputs", "inputs saved by trainable linear layers", per, " + ".join(parts)))
+        items.append(
+            SavedItem("linear_inputs", "inputs saved by trainable linear layers", per, " + ".join(parts))
+        )
     else:
         r = st.lora_rank or 0
         dropout = st.lora_dropout is None or st.lora_dropout > 0
@@ -141,8 +185,9 @@ def block_inventory(model: ModelSpec, st: MemorySettings, rg: Regime, targets: l
                     shared_done = True
                 per += b
         if per:
-            what = ("dropout mask + dropped input" if dropout else
-                    "input (dropout 0: no mask, no dropped copy)") + " + A output per target"
+            what = (
+                "dropout mask + dropped input" if dropout else "input (dropout 0: no mask, no dropped copy)"
+            ) + " + A output per target"
             items.append(SavedItem("lora", f"LoRA: {what}", per, " + ".join(parts)))
     return items
 
@@ -157,13 +202,17 @@ def block_phase(model: ModelSpec, st: MemorySettings, rg: Regime, items: list[Sa
     mlp_saved = sum(i.per_token for i in items if i.group == "mlp")
     phase_mlp = block + 2 * rg.mlp_out * f_mlp
     phase_attn = block - mlp_saved + 8 * model.num_attention_heads * s if st.attention == "eager" else 0
-    f = (f"max(block {num(block)} + 2·{rg.mlp_out}·ffn {f_mlp}"
-         + (f", block − MLP {num(mlp_saved)} + 8·a·s (fp32 softmax grads)" if st.attention == "eager" else "")
-         + ")")
+    f = (
+        f"max(block {num(block)} + 2·{rg.mlp_out}·ffn {f_mlp}"
+        + (f", block − MLP {num(mlp_saved)} + 8·a·s (fp32 softmax grads)" if st.attention == "eager" else "")
+        + ")"
+    )
     return max(phase_mlp, phase_attn), f
 
 
-def backward_working_set(model: ModelSpec, st: MemorySettings, rg: Regime, targets: list[str]) -> tuple[int, str]:
+def backward_working_set(
+    model: ModelSpec, st: MemorySettings, rg: Regime, targets: list[str]
+) -> tuple[int, str]:
     """Activation-like bytes still live at the end of backward, when every gradient exists.
 
     The last block back-propagated (block 0) still holds its saved tensors (recomputed under
@@ -189,8 +238,14 @@ def backward_working_set(model: ModelSpec, st: MemorySettings, rg: Regime, targe
     return out, text
 
 
-def activation_terms(t: Terms, model: ModelSpec, st: MemorySettings, rg: Regime, targets: list[str],
-                      compiled_loss: bool = False) -> None:
+def activation_terms(
+    t: Terms,
+    model: ModelSpec,
+    st: MemorySettings,
+    rg: Regime,
+    targets: list[str],
+    compiled_loss: bool = False,
+) -> None:
     """Saved activations over all blocks (or checkpointed inputs + one block) plus outside-block tensors."""
     b, s, L, h = st.micro_batch, st.seq_len, model.num_layers, model.hidden_size
     tokens = b * s
@@ -202,33 +257,51 @@ def activation_terms(t: Terms, model: ModelSpec, st: MemorySettings, rg: Regime,
         for i in items:
             by_group.setdefault(i.group, []).append(i)
         names = {
-            "norms": "activations: block norms", "attention": "activations: attention core",
+            "norms": "activations: block norms",
+            "attention": "activations: attention core",
             "scores": "activations: eager attention scores (Korthikanti 5as/h term)",
-            "mlp": "activations: MLP internals", "linear_inputs": "activations: inputs of trainable linears",
+            "mlp": "activations: MLP internals",
+            "linear_inputs": "activations: inputs of trainable linears",
             "lora": "activations: LoRA adapter inputs",
         }
         for g, its in by_group.items():
             per = sum(i.per_token for i in its)
             f = "; ".join(f"{i.label}: {i.formula} = {num(i.per_token)} B/token" for i in its)
-            src = {"attention": cite("attention-sdpa") if st.attention != "eager" else cite("attention-eager"),
-                   "scores": cite("attention-eager"), "lora": cite("lora-activations")}.get(g, cite("korthikanti"))
-            t.add("activations", names[g], per * tokens * L,
-                  f"b·s·L·({f}) = {b}·{s}·{L}·{num(per)} = {num(per * tokens * L)} B", src)
+            src = {
+                "attention": cite("attention-sdpa") if st.attention != "eager" else cite("attention-eager"),
+                "scores": cite("attention-eager"),
+                "lora": cite("lora-activations"),
+            }.get(g, cite("korthikanti"))
+            t.add(
+                "activations",
+                names[g],
+                per * tokens * L,
+                f"b·s·L·({f}) = {b}·{s}·{L}·{num(per)} = {num(per * tokens * L)} B",
+                src,
+            )
     else:
         ck = rg.resid * h * tokens * L
-        t.add("activations", "checkpointed block inputs (gradient checkpointing)", ck,
-              f"b·s·h·L·{rg.resid} B = {b}·{s}·{h}·{L}·{rg.resid} = {num(ck)} B", cite("checkpointing"))
+        t.add(
+            "activations",
+            "checkpointed block inputs (gradient checkpointing)",
+            ck,
+            f"b·s·h·L·{rg.resid} B = {b}·{s}·{h}·{L}·{rg.resid} = {num(ck)} B",
+            cite("checkpointing"),
+        )
         # While the last block is recomputed and back-propagated the loss buffers are already freed,
         # so that phase and the loss phase do not add up: only the excess over the loss buffers counts.
         phase_tok, phase_f = block_phase(model, st, rg, items)
         phase = phase_tok * tokens
         loss = loss_bytes(model, st, rg, compiled_loss)
         extra = max(0, phase - loss)
-        t.add("activations", "one block recomputed in backward (+ its gradient transients), beyond the loss buffers",
-              extra,
-              f"max(0, b·s·{phase_f} − loss buffers {num(loss)}) = max(0, {num(phase)} − {num(loss)}) = {num(extra)} B; "
-              f"block: {detail}",
-              cite("checkpointing", "korthikanti", "measured-checkpointing-rss"))
+        t.add(
+            "activations",
+            "one block recomputed in backward (+ its gradient transients), beyond the loss buffers",
+            extra,
+            f"max(0, b·s·{phase_f} − loss buffers {num(loss)}) = max(0, {num(phase)} − {num(loss)}) = {num(extra)} B; "
+            f"block: {detail}",
+            cite("checkpointing", "korthikanti", "measured-checkpointing-rss"),
+        )
 
     # Outside the blocks: final norm (+ lm_head input when lm_head trains) and the token ids.
     full = st.method == "full"
@@ -242,9 +315,14 @@ def activation_terms(t: Terms, model: ModelSpec, st: MemorySettings, rg: Regime,
     head_in = (rg.act if rg.cast_per_linear else rg.resid) * h if full and st.loss_chunk_size is None else 0
     ids = 8 if full else 0
     per = norm + head_in + ids
-    t.add("activations", "final norm, lm_head input and token ids", per * tokens,
-          f"b·s·({nf} [final norm] + {head_in // h if h else 0}·h [lm_head input] + {ids} [int64 ids]) "
-          f"= {b}·{s}·{num(per)} = {num(per * tokens)} B", cite("korthikanti"))
+    t.add(
+        "activations",
+        "final norm, lm_head input and token ids",
+        per * tokens,
+        f"b·s·({nf} [final norm] + {head_in // h if h else 0}·h [lm_head input] + {ids} [int64 ids]) "
+        f"= {b}·{s}·{num(per)} = {num(per * tokens)} B",
+        cite("korthikanti"),
+    )
 
     if rg.cast_per_linear and st.strategy in ("none", "ddp"):
         # autocast caches a 16-bit cast of every fp32 leaf weight it feeds to a matmul and F.linear
@@ -252,33 +330,50 @@ def activation_terms(t: Terms, model: ModelSpec, st: MemorySettings, rg: Regime,
         # mixed precision the gathered parameters are already 16-bit, so there is no copy.
         lw = linear_weight_params(model) + model.vocab_size * model.hidden_size
         sh = lw * 2
-        t.add("activations", "16-bit autocast copies of the linear and lm_head weights, saved for backward", sh,
-              f"({num(linear_weight_params(model))} linear + {num(model.vocab_size * model.hidden_size)} lm_head "
-              f"weights) × 2 B = {num(sh)} B", cite("hf-anatomy", "measured-autocast-copies"))
+        t.add(
+            "activations",
+            "16-bit autocast copies of the linear and lm_head weights, saved for backward",
+            sh,
+            f"({num(linear_weight_params(model))} linear + {num(model.vocab_size * model.hidden_size)} lm_head "
+            f"weights) × 2 B = {num(sh)} B",
+            cite("hf-anatomy", "measured-autocast-copies"),
+        )
 
     if rg.kbit_upcast:
         # The upcast lm_head is a frozen fp32 leaf: autocast casts it to 16 bits on every call without
         # caching (only grad-requiring leaves are cached) and F.linear saves that cast for the input grad.
         lh = model.vocab_size * model.hidden_size * 2
-        t.add("activations", "16-bit autocast cast of the fp32 (upcast) lm_head weight, saved for backward", lh,
-              f"V·h·2 B = {model.vocab_size}·{model.hidden_size}·2 = {num(lh)} B",
-              cite("kbit-upcast", "autocast-per-call"))
+        t.add(
+            "activations",
+            "16-bit autocast cast of the fp32 (upcast) lm_head weight, saved for backward",
+            lh,
+            f"V·h·2 B = {model.vocab_size}·{model.hidden_size}·2 = {num(lh)} B",
+            cite("kbit-upcast", "autocast-per-call"),
+        )
 
     if st.method == "qlora":
         big = max(m.in_features * m.out_features for m in model.linear_modules)
-        t.add("activations", "dequantised weight temporary (largest linear of a block)", big * rg.act,
-              f"max(in·out) {num(big)} × {rg.act} B = {num(big * rg.act)} B", cite("dequant"))
+        t.add(
+            "activations",
+            "dequantised weight temporary (largest linear of a block)",
+            big * rg.act,
+            f"max(in·out) {num(big)} × {rg.act} B = {num(big * rg.act)} B",
+            cite("dequant"),
+        )
 
 
 # Chunked cross-entropy and activation offloading, as executor/memsave.py runs them (issue 14).
 
-OFFLOADABLE = ("activations: ", "final norm, lm_head input and token ids",
-                "16-bit autocast cast of the fp32 (upcast) lm_head weight")
+OFFLOADABLE = (
+    "activations: ",
+    "final norm, lm_head input and token ids",
+    "16-bit autocast cast of the fp32 (upcast) lm_head weight",
+)
 
 
-
-def offload_activation_terms(t: Terms, model: ModelSpec, st: MemorySettings, rg: Regime,
-                              targets: list[str]) -> int:
+def offload_activation_terms(
+    t: Terms, model: ModelSpec, st: MemorySettings, rg: Regime, targets: list[str]
+) -> int:
     """Under training.activation_offload, move the saved activations to host RAM; returns host bytes.
 
     The executor's saved-tensor hooks copy every saved tensor of >= 1 KiB that is not a parameter
@@ -291,25 +386,40 @@ def offload_activation_terms(t: Terms, model: ModelSpec, st: MemorySettings, rg:
     if not st.activation_offload:
         return 0
     if st.gradient_checkpointing:
-        t.add("activations", "activation offload: nothing moved under gradient checkpointing", 0,
-              "torch.utils.checkpoint holds the checkpointed block inputs itself; 0 B moved", cite("activation-offload"))
+        t.add(
+            "activations",
+            "activation offload: nothing moved under gradient checkpointing",
+            0,
+            "torch.utils.checkpoint holds the checkpointed block inputs itself; 0 B moved",
+            cite("activation-offload"),
+        )
         return 0
     host = 0
     out: list[MemoryTerm] = []
     for x in t.items:
         if x.component == "activations" and x.label.startswith(OFFLOADABLE) and x.bytes > 0:
             host += x.bytes
-            out.append(x.model_copy(update={
-                "bytes": 0, "label": f"{x.label} — offloaded to host RAM ({gib_text(x.bytes)})",
-                "formula": f"{x.formula}; in host memory, 0 B on the device",
-                "source": x.source + "; " + cite("activation-offload")}))
+            out.append(
+                x.model_copy(
+                    update={
+                        "bytes": 0,
+                        "label": f"{x.label} — offloaded to host RAM ({gib_text(x.bytes)})",
+                        "formula": f"{x.formula}; in host memory, 0 B on the device",
+                        "source": x.source + "; " + cite("activation-offload"),
+                    }
+                )
+            )
         else:
             out.append(x)
     t.items = out
     b, s = st.micro_batch, st.seq_len
     per = sum(i.per_token for i in block_inventory(model, st, rg, targets))
     flight = min(host, per * b * s)
-    t.add("activations", "activation offload: one block's saved tensors in flight", flight,
-          f"b·s·(one block's inventory) = {b}·{s}·{num(per)} = {num(flight)} B; host RAM holds {num(host)} B",
-          cite("activation-offload"))
+    t.add(
+        "activations",
+        "activation offload: one block's saved tensors in flight",
+        flight,
+        f"b·s·(one block's inventory) = {b}·{s}·{num(per)} = {num(flight)} B; host RAM holds {num(host)} B",
+        cite("activation-offload"),
+    )
     return host

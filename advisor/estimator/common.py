@@ -19,10 +19,15 @@ GiB = 1024**3
 MiB = 1024**2
 
 Component = Literal[
-    "weights", "quantization_constants", "adapter_weights", "gradients",
-    "optimizer_states", "activations", "logits_and_loss", "framework_overhead",
+    "weights",
+    "quantization_constants",
+    "adapter_weights",
+    "gradients",
+    "optimizer_states",
+    "activations",
+    "logits_and_loss",
+    "framework_overhead",
 ]
-
 
 
 def num(x: int | float) -> str:
@@ -97,8 +102,20 @@ def regime_for(method: str, precision: str, device: str, kbit_upcast: bool = Fal
     adapter_in = 2 if autocast else 4
     mask = 1 if device == "cuda" else 4
     adapter_cast = autocast or act != 4 or resid != 4
-    return Regime(method, precision, device, act, resid, autocast, cast_per_linear, adapter_in, mask,
-                   mlp_out, upcast, adapter_cast)
+    return Regime(
+        method,
+        precision,
+        device,
+        act,
+        resid,
+        autocast,
+        cast_per_linear,
+        adapter_in,
+        mask,
+        mlp_out,
+        upcast,
+        adapter_cast,
+    )
 
 
 class Terms:
@@ -110,8 +127,9 @@ class Terms:
     def add(self, component: Component, label: str, nbytes: int, formula: str, source: str) -> None:
         """Append one itemised line (bytes are clamped at 0 and made integer)."""
         self.items.append(
-            MemoryTerm(component=component, label=label, bytes=max(0, int(nbytes)),
-                       formula=formula, source=source)
+            MemoryTerm(
+                component=component, label=label, bytes=max(0, int(nbytes)), formula=formula, source=source
+            )
         )
 
 

@@ -10,8 +10,9 @@ from .citations import cite
 from .common import Regime, Terms, num
 
 
-def loss_parts(model: ModelSpec, st: MemorySettings, rg: Regime,
-                compiled: bool = False) -> list[tuple[str, int, str, str]]:
+def loss_parts(
+    model: ModelSpec, st: MemorySettings, rg: Regime, compiled: bool = False
+) -> list[tuple[str, int, str, str]]:
     """The loss buffers at their peak as (label, bytes, formula, source) lines.
 
     Unchunked (loss_chunk_size None), as transformers 5 ForCausalLMLoss and the executor's
@@ -36,19 +37,35 @@ def loss_parts(model: ModelSpec, st: MemorySettings, rg: Regime,
         c = min(st.loss_chunk_size or n, n)
         kept = lb * n * V + 4 * n
         return [
-            (f"{lb * 8}-bit logits + fp32 logsumexp saved by the compiled cross-entropy", kept,
-             f"b·s·V·{lb} + b·s·4 = {b}·{s}·{V}·{lb} + {n}·4 = {num(kept)} B", cite("chunked-ce", "compiled-ce")),
-            ("fp32 buffers of one loss chunk (upper bound; may be fused away)", 8 * c * V,
-             f"c·V·8 = {c}·{V}·8 = {num(8 * c * V)} B (c = {c} tokens)", cite("chunked-ce", "compiled-ce")),
+            (
+                f"{lb * 8}-bit logits + fp32 logsumexp saved by the compiled cross-entropy",
+                kept,
+                f"b·s·V·{lb} + b·s·4 = {b}·{s}·{V}·{lb} + {n}·4 = {num(kept)} B",
+                cite("chunked-ce", "compiled-ce"),
+            ),
+            (
+                "fp32 buffers of one loss chunk (upper bound; may be fused away)",
+                8 * c * V,
+                f"c·V·8 = {c}·{V}·8 = {num(8 * c * V)} B (c = {c} tokens)",
+                cite("chunked-ce", "compiled-ce"),
+            ),
         ]
     if st.loss_chunk_size is None:
         e = n * V
         return [
-            ("fp32 log-softmax saved by cross_entropy", 4 * e,
-             f"b·s·V·4 = {b}·{s}·{V}·4 = {num(4 * e)} B", cite("logits")),
-            ("fp32 gradients in loss backward: d(log-softmax) from nll_loss + d(logits)", 8 * e,
-             f"b·s·V·(4+4) = {b}·{s}·{V}·8 = {num(8 * e)} B (the {lb}-byte logits and their fp32 copy, "
-             f"{lb}+4 = {lb + 4} B/element, are freed before backward and peak lower in forward)", cite("logits")),
+            (
+                "fp32 log-softmax saved by cross_entropy",
+                4 * e,
+                f"b·s·V·4 = {b}·{s}·{V}·4 = {num(4 * e)} B",
+                cite("logits"),
+            ),
+            (
+                "fp32 gradients in loss backward: d(log-softmax) from nll_loss + d(logits)",
+                8 * e,
+                f"b·s·V·(4+4) = {b}·{s}·{V}·8 = {num(8 * e)} B (the {lb}-byte logits and their fp32 copy, "
+                f"{lb}+4 = {lb + 4} B/element, are freed before backward and peak lower in forward)",
+                cite("logits"),
+            ),
         ]
     return chunked_loss_parts(model, st, rg)
 
@@ -62,7 +79,6 @@ def logits_terms(t: Terms, model: ModelSpec, st: MemorySettings, rg: Regime, com
     """Add the loss-buffer terms (unchunked or chunked, eager or compiled cross-entropy)."""
     for label, nbytes, formula, source in loss_parts(model, st, rg, compiled):
         t.add("logits_and_loss", label, nbytes, formula, source)
-
 
 
 def chunked_loss_parts(model: ModelSpec, st: MemorySettings, rg: Regime) -> list[tuple[str, int, str, str]]:
@@ -81,9 +97,17 @@ def chunked_loss_parts(model: ModelSpec, st: MemorySettings, rg: Regime) -> list
     hid = rg.resid * n * h
     chunk = 12 * c * V
     return [
-        ("hidden states saved as the chunked loss's input", hid,
-         f"b·s·h·{rg.resid} = {b}·{s}·{h}·{rg.resid} = {num(hid)} B", cite("chunked-recompute")),
-        ("fp32 buffers of one loss chunk (recomputed in backward: log-softmax + 2 gradients)", chunk,
-         f"c·V·(4+4+4) = {c}·{V}·12 = {num(chunk)} B (c = {c} of {n} tokens per chunk; unchunked: "
-         f"b·s·V·12 = {num(12 * n * V)} B)", cite("chunked-recompute")),
+        (
+            "hidden states saved as the chunked loss's input",
+            hid,
+            f"b·s·h·{rg.resid} = {b}·{s}·{h}·{rg.resid} = {num(hid)} B",
+            cite("chunked-recompute"),
+        ),
+        (
+            "fp32 buffers of one loss chunk (recomputed in backward: log-softmax + 2 gradients)",
+            chunk,
+            f"c·V·(4+4+4) = {c}·{V}·12 = {num(chunk)} B (c = {c} of {n} tokens per chunk; unchunked: "
+            f"b·s·V·12 = {num(12 * n * V)} B)",
+            cite("chunked-recompute"),
+        ),
     ]

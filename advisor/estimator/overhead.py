@@ -1,5 +1,4 @@
-"""Framework overhead terms: the CUDA context (or the CPU process) and allocator fragmentation.
-"""
+"""Framework overhead terms: the CUDA context (or the CPU process) and allocator fragmentation."""
 
 from __future__ import annotations
 
@@ -25,10 +24,25 @@ def overhead_terms(t: Terms, device: str) -> None:
     churn = sum(x.bytes for x in t.items if x.component in ("activations", "logits_and_loss"))
     frag = int(churn * FRAGMENTATION_SHARE)
     if device == "cuda":
-        t.add("framework_overhead", "CUDA context, cuBLAS workspace and kernels", CUDA_CONTEXT_BYTES,
-              f"0.75 GiB = {num(CUDA_CONTEXT_BYTES)} B", cite("cuda-context"))
+        t.add(
+            "framework_overhead",
+            "CUDA context, cuBLAS workspace and kernels",
+            CUDA_CONTEXT_BYTES,
+            f"0.75 GiB = {num(CUDA_CONTEXT_BYTES)} B",
+            cite("cuda-context"),
+        )
     else:
-        t.add("framework_overhead", "Python + torch + transformers + peft process", CPU_RUNTIME_BYTES,
-              f"384 MiB = {num(CPU_RUNTIME_BYTES)} B", cite("cpu-runtime"))
-    t.add("framework_overhead", "allocator fragmentation", frag,
-          f"{FRAGMENTATION_SHARE} × (activations + logits) {num(churn)} B = {num(frag)} B", cite("fragmentation"))
+        t.add(
+            "framework_overhead",
+            "Python + torch + transformers + peft process",
+            CPU_RUNTIME_BYTES,
+            f"384 MiB = {num(CPU_RUNTIME_BYTES)} B",
+            cite("cpu-runtime"),
+        )
+    t.add(
+        "framework_overhead",
+        "allocator fragmentation",
+        frag,
+        f"{FRAGMENTATION_SHARE} × (activations + logits) {num(churn)} B = {num(frag)} B",
+        cite("fragmentation"),
+    )

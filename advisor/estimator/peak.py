@@ -22,17 +22,23 @@ from .weights import untied_head_terms, weight_terms
 def grads_persist(st: MemorySettings) -> tuple[bool, str]:
     """Whether the parameter gradients are resident during forward (and why)."""
     if st.gradient_accumulation_steps > 1:
-        return True, (f"gradient accumulation {st.gradient_accumulation_steps}: gradients persist across "
-                      f"micro-batches, so they are resident at the loss peak")
+        return True, (
+            f"gradient accumulation {st.gradient_accumulation_steps}: gradients persist across "
+            f"micro-batches, so they are resident at the loss peak"
+        )
     if st.strategy in ("deepspeed-zero2", "deepspeed-zero3"):
-        return True, ("DeepSpeed keeps its flat gradient partitions allocated across steps "
-                      "(assumed, conservative)")
-    return False, ("accumulation 1 with zero_grad(set_to_none=True): gradients are created during backward "
-                   "while the saved activations are freed")
+        return True, (
+            "DeepSpeed keeps its flat gradient partitions allocated across steps (assumed, conservative)"
+        )
+    return False, (
+        "accumulation 1 with zero_grad(set_to_none=True): gradients are created during backward "
+        "while the saved activations are freed"
+    )
 
 
-def phase_max(terms: list[MemoryTerm], grad_idx: list[int], work: int, work_text: str,
-               persist: bool, why: str) -> list[MemoryTerm]:
+def phase_max(
+    terms: list[MemoryTerm], grad_idx: list[int], work: int, work_text: str, persist: bool, why: str
+) -> list[MemoryTerm]:
     """Replace the plain sum by the max over the two phases of a step.
 
     Loss peak (start of backward): states + activations + loss buffers (+ gradients if they persist).
@@ -55,20 +61,29 @@ def phase_max(terms: list[MemoryTerm], grad_idx: list[int], work: int, work_text
         x = terms[i]
         c = min(left, x.bytes)
         left -= c
-        out[i] = x.model_copy(update={
-            "bytes": c,
-            "label": f"{x.label} (counted where they exceed the activations freed by then)",
-            "formula": (f"{x.formula}; {why}: peak = max(loss peak: activations + loss A = {num(act)} B, "
-                        f"end of backward: gradients G = {num(g_n)} B + working set W = {num(work)} B) ⇒ "
-                        f"gradients counted max(0, G + W − A) = {num(extra)} B in all, {num(c)} B here; "
-                        f"W = {work_text}"),
-            "source": x.source + "; " + cite("zero-grad-set-to-none"),
-        })
+        out[i] = x.model_copy(
+            update={
+                "bytes": c,
+                "label": f"{x.label} (counted where they exceed the activations freed by then)",
+                "formula": (
+                    f"{x.formula}; {why}: peak = max(loss peak: activations + loss A = {num(act)} B, "
+                    f"end of backward: gradients G = {num(g_n)} B + working set W = {num(work)} B) ⇒ "
+                    f"gradients counted max(0, G + W − A) = {num(extra)} B in all, {num(c)} B here; "
+                    f"W = {work_text}"
+                ),
+                "source": x.source + "; " + cite("zero-grad-set-to-none"),
+            }
+        )
     if left > 0:
-        out.append(MemoryTerm(
-            component="activations", label="backward working set beyond the loss-peak activations", bytes=left,
-            formula=f"G + W − A − G = {num(work)} − {num(act)} = {num(left)} B; W = {work_text}",
-            source=cite("checkpointing", "korthikanti")))
+        out.append(
+            MemoryTerm(
+                component="activations",
+                label="backward working set beyond the loss-peak activations",
+                bytes=left,
+                formula=f"G + W − A − G = {num(work)} − {num(act)} = {num(left)} B; W = {work_text}",
+                source=cite("checkpointing", "korthikanti"),
+            )
+        )
     return out
 
 
@@ -154,10 +169,14 @@ def estimate(
             if m < 0:
                 raise ValueError(f"calibration multiplier for {x.component} must be >= 0")
             nb = int(round(x.bytes * m))
-            out.append(x.model_copy(update={
-                "bytes": nb,
-                "formula": f"{x.formula}; × calibration {m:g} (tuneplan calibrate) = {num(nb)} B",
-            }))
+            out.append(
+                x.model_copy(
+                    update={
+                        "bytes": nb,
+                        "formula": f"{x.formula}; × calibration {m:g} (tuneplan calibrate) = {num(nb)} B",
+                    }
+                )
+            )
         before = sum(x.bytes for x in phase_max(terms, grad_idx, work, work_text, persist, why))
         terms = out
         work = int(round(work * calibration.get("activations", 1.0)))

@@ -38,14 +38,27 @@ def sharding(settings: MemorySettings) -> Shard:
     return Shard(n, n, n, off, off, off, f"{s} over N_d={n}: parameters, gradients and optimizer states /N_d")
 
 
-def place(t: Terms, component: Component, label: str, raw: int, divisor: int, offloaded: bool,
-          formula: str, source: str) -> None:
+def place(
+    t: Terms,
+    component: Component,
+    label: str,
+    raw: int,
+    divisor: int,
+    offloaded: bool,
+    formula: str,
+    source: str,
+) -> None:
     """Add a state term after sharding; offloaded states become a 0-byte host-memory note."""
     per_dev = ceil_div(raw, divisor)
     shard_txt = f" / N_d={divisor}" if divisor > 1 else ""
     if offloaded:
-        t.add(component, f"{label} — offloaded to host RAM ({gib_text(per_dev)} per rank on the host)", 0,
-              f"{formula}{shard_txt} = {num(per_dev)} B in host memory, 0 B on the device", cite("cpu-offload"))
+        t.add(
+            component,
+            f"{label} — offloaded to host RAM ({gib_text(per_dev)} per rank on the host)",
+            0,
+            f"{formula}{shard_txt} = {num(per_dev)} B in host memory, 0 B on the device",
+            cite("cpu-offload"),
+        )
     else:
         t.add(component, label, per_dev, f"{formula}{shard_txt} = {num(per_dev)} B", source)
 
@@ -55,17 +68,30 @@ def strategy_buffer_terms(t: Terms, model: ModelSpec, st: MemorySettings) -> Non
     (ZeRO-3's) all-gather of one block plus the prefetched next one."""
     if st.strategy == "ddp" and st.num_devices > 1:
         g = sum(x.bytes for x in t.items if x.component == "gradients")
-        t.add("gradients", "DDP allreduce buckets (gradient-sized)", g,
-              f"= gradient bytes {num(g)} B (gradient_as_bucket_view=False)", cite("ddp-buckets"))
+        t.add(
+            "gradients",
+            "DDP allreduce buckets (gradient-sized)",
+            g,
+            f"= gradient bytes {num(g)} B (gradient_as_bucket_view=False)",
+            cite("ddp-buckets"),
+        )
     if st.strategy in ("fsdp", "deepspeed-zero3") and st.num_devices > 1:
         bp = block_params(model)
         if st.method == "qlora":
-            per, per_f = ((0.5 + 0.127 / 8, "0.516 B (NF4+DQ)") if st.double_quant
-                          else (0.5 + 0.5 / 8, "0.5625 B (NF4, fp32 absmax)"))
+            per, per_f = (
+                (0.5 + 0.127 / 8, "0.516 B (NF4+DQ)")
+                if st.double_quant
+                else (0.5 + 0.5 / 8, "0.5625 B (NF4, fp32 absmax)")
+            )
             gb = int(2 * bp * per)
         else:
             pb = 4 if st.precision == "fp32" else 2
             per_f = f"{pb} B"
             gb = 2 * bp * pb
-        t.add("weights", "all-gathered parameters of one block (+ the prefetched next block)", gb,
-              f"2 × {num(bp)} block params × {per_f} = {num(gb)} B", cite("fsdp-gather"))
+        t.add(
+            "weights",
+            "all-gathered parameters of one block (+ the prefetched next block)",
+            gb,
+            f"2 × {num(bp)} block params × {per_f} = {num(gb)} B",
+            cite("fsdp-gather"),
+        )

@@ -23,7 +23,13 @@ from __future__ import annotations
 from ._base import Outcome, Rule, RuleFn, rule
 from .adapter import alpha_fixed, dropout_by_size, rank_by_distance, seq_len_from_data, target_all_linear
 from .calibration import calibrated_estimate
-from .framing import attention_kernel, guessed_architecture, memory_headroom, precision_by_hardware, retrieval_first
+from .framing import (
+    attention_kernel,
+    guessed_architecture,
+    memory_headroom,
+    precision_by_hardware,
+    retrieval_first,
+)
 from .memory import fit_ladder, infeasible_ways_out, shorten_sequences
 from .method import (
     far_domain_full,

@@ -15,7 +15,6 @@ from ..draft import Draft
 GIB = 1024**3
 
 
-
 @dataclass(frozen=True)
 class Outcome:
     """What a rule decided: a message for people, field updates and warnings for the plan."""
@@ -65,4 +64,3 @@ def size_phrase(d: Draft) -> str:
 
 def method_word(m: str) -> str:
     return {"full": "full fine-tuning", "lora": "16-bit LoRA", "qlora": "QLoRA (4-bit NF4 base)"}[m]
-

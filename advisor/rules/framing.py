@@ -10,8 +10,11 @@ from ..draft import Draft
 from ._base import Outcome, gib, rule
 
 
-@rule("TP001", "retrieval-first",
-      "Seed document (fine-tuning vs RAG is the prior question); LoRA paper §7.2 fn 6")
+@rule(
+    "TP001",
+    "retrieval-first",
+    "Seed document (fine-tuning vs RAG is the prior question); LoRA paper §7.2 fn 6",
+)
 def retrieval_first(d: Draft) -> Optional[Outcome]:
     """Why: facts that change or must be cited belong in a retrieval index, not in weights —
     fine-tuning teaches behaviour and format, and its knowledge goes stale with the next release.
@@ -22,8 +25,7 @@ def retrieval_first(d: Draft) -> Optional[Outcome]:
     return Outcome(
         "The need is facts that change or must be cited: start with retrieval (RAG); fine-tune "
         "afterwards only for format, tone or skills. The plan below is for that second step.",
-        warnings=("Retrieval comes first: fine-tuning does not keep changing facts current or "
-                  "citable.",),
+        warnings=("Retrieval comes first: fine-tuning does not keep changing facts current or citable.",),
     )
 
 
@@ -40,13 +42,18 @@ def guessed_architecture(d: Draft) -> Optional[Outcome]:
         f"Architecture guessed from the parameter count: {m.num_layers} layers, hidden "
         f"{m.hidden_size}, MLP {m.intermediate_size}, {m.num_key_value_heads} KV heads, vocab "
         f"{m.vocab_size}.",
-        warnings=("The model's architecture is a guess from its parameter count; give --model "
-                  "(catalog id or a local directory) for exact numbers.",),
+        warnings=(
+            "The model's architecture is a guess from its parameter count; give --model "
+            "(catalog id or a local directory) for exact numbers.",
+        ),
     )
 
 
-@rule("TP003", "precision-by-hardware",
-      "QLoRA README (fp16 compute 'can lead to instabilities'); bf16 needs Ampere or newer")
+@rule(
+    "TP003",
+    "precision-by-hardware",
+    "QLoRA README (fp16 compute 'can lead to instabilities'); bf16 needs Ampere or newer",
+)
 def precision_by_hardware(d: Draft) -> Optional[Outcome]:
     """Why: bf16 mixed precision has fp32's range, so no loss scaling; cards without bf16 fall back
     to fp16 mixed precision; CPUs train in fp32 (bf16 on many CPUs is emulated and slow).
@@ -58,13 +65,23 @@ def precision_by_hardware(d: Draft) -> Optional[Outcome]:
     if pin:
         warnings: tuple[str, ...] = ()
         if pin.startswith("bf16") and not hw.bf16:
-            warnings = (f"--precision {pin} pinned, but {hw.name} has no bf16 support; "
-                        f"the advisor would use {advised}.",)
+            warnings = (
+                f"--precision {pin} pinned, but {hw.name} has no bf16 support; "
+                f"the advisor would use {advised}.",
+            )
         return Outcome(f"Precision pinned to {pin}.", {"precision": pin}, warnings)
-    reason = ("CPU: fp32" if d.on_cpu else
-              f"{hw.name} computes in bf16" if hw.bf16 else f"{hw.name} lacks bf16: fp16 with loss scaling")
-    warnings = () if d.on_cpu or hw.bf16 else (
-        "fp16 mixed precision is less stable than bf16 (QLoRA README: 80% of 7B fp16 runs completed).",)
+    reason = (
+        "CPU: fp32"
+        if d.on_cpu
+        else f"{hw.name} computes in bf16"
+        if hw.bf16
+        else f"{hw.name} lacks bf16: fp16 with loss scaling"
+    )
+    warnings = (
+        ()
+        if d.on_cpu or hw.bf16
+        else ("fp16 mixed precision is less stable than bf16 (QLoRA README: 80% of 7B fp16 runs completed).",)
+    )
     return Outcome(f"Precision {advised} ({reason}).", {"precision": advised}, warnings)
 
 
@@ -79,14 +96,18 @@ def attention_kernel(d: Draft) -> Optional[Outcome]:
     if pin == "eager":
         extra = 5 * d.model.num_attention_heads * d.seq_len / d.model.hidden_size
         return Outcome(
-            "Attention pinned to eager.", {"attention": "eager"},
-            (f"--attention eager stores the s x s attention scores: about {extra:.0f}·sbh extra "
-             f"bytes per layer vs 34·sbh for the rest of the block; sdpa avoids it.",),
+            "Attention pinned to eager.",
+            {"attention": "eager"},
+            (
+                f"--attention eager stores the s x s attention scores: about {extra:.0f}·sbh extra "
+                f"bytes per layer vs 34·sbh for the rest of the block; sdpa avoids it.",
+            ),
         )
     if pin:
         return Outcome(f"Attention pinned to {pin}.", {"attention": pin})
-    return Outcome("Attention: sdpa (memory linear in sequence length; flash where installed).",
-                   {"attention": "sdpa"})
+    return Outcome(
+        "Attention: sdpa (memory linear in sequence length; flash where installed).", {"attention": "sdpa"}
+    )
 
 
 @rule("TP005", "memory-headroom", "accelerate model-size estimator docs ('add up to 20%')")
@@ -99,4 +120,5 @@ def memory_headroom(d: Draft) -> Optional[Outcome]:
     usable = int(cap * (1 - d.headroom_fraction))
     return Outcome(
         f"Headroom: {d.headroom_fraction:.0%} of {gib(cap)} kept free; plans must fit in "
-        f"{gib(usable)} per device.")
+        f"{gib(usable)} per device."
+    )

@@ -25,8 +25,11 @@ def _adapter_that_fits(d: Draft) -> Optional[str]:
     return None
 
 
-@rule("TP020", "far-domain-full",
-      "Biderman et al. 2024 §4.1, §4.6 (full FT learns 10-100x higher-rank updates on code/math)")
+@rule(
+    "TP020",
+    "far-domain-full",
+    "Biderman et al. 2024 §4.1, §4.6 (full FT learns 10-100x higher-rank updates on code/math)",
+)
 def far_domain_full(d: Draft) -> Optional[Outcome]:
     """Why: on far domains (code, math, a new language, continued pretraining) full fine-tuning's
     high-rank updates learn more than LoRA at any practical rank; if the user can bear the
@@ -48,8 +51,11 @@ def far_domain_full(d: Draft) -> Optional[Outcome]:
     )
 
 
-@rule("TP021", "far-domain-low-forgetting-lora",
-      "Biderman et al. 2024 §4.2, §4.5 (LoRA forgets less; rank controls forgetting)")
+@rule(
+    "TP021",
+    "far-domain-low-forgetting-lora",
+    "Biderman et al. 2024 §4.2, §4.5 (LoRA forgets less; rank controls forgetting)",
+)
 def far_low_forgetting_lora(d: Draft) -> Optional[Outcome]:
     """Why: the user cannot afford to lose general ability; LoRA forgets less than full fine-tuning
     (and than weight decay or dropout), at the price of learning less on far domains — so a higher
@@ -63,13 +69,18 @@ def far_low_forgetting_lora(d: Draft) -> Optional[Outcome]:
         f"Far domain, low forgetting tolerance: {method_word(m)} at r={d.lora_rank}; LoRA "
         f"forgets less than full fine-tuning.",
         {"advised_method": m},
-        (f"LoRA learns less than full fine-tuning on far domains (Biderman et al. 2024); expect "
-         f"a capacity ceiling even at r={d.lora_rank}. Evaluate on held-out in-domain data.",),
+        (
+            f"LoRA learns less than full fine-tuning on far domains (Biderman et al. 2024); expect "
+            f"a capacity ceiling even at r={d.lora_rank}. Evaluate on held-out in-domain data.",
+        ),
     )
 
 
-@rule("TP022", "far-domain-full-unaffordable",
-      "Biderman et al. 2024 §4.1; QLoRA Tables 3-4 (QLoRA ≈ 16-bit LoRA)")
+@rule(
+    "TP022",
+    "far-domain-full-unaffordable",
+    "Biderman et al. 2024 §4.1; QLoRA Tables 3-4 (QLoRA ≈ 16-bit LoRA)",
+)
 def far_full_unaffordable(d: Draft) -> Optional[Outcome]:
     """Why: full fine-tuning would learn more on this far domain, but it does not fit the devices
     even with sharding, checkpointing, 8-bit AdamW and micro-batch 1; LoRA (or QLoRA when 16-bit
@@ -83,14 +94,19 @@ def far_full_unaffordable(d: Draft) -> Optional[Outcome]:
         f"Far domain, but full fine-tuning needs {_peak(d, 'full')} per device (does not fit): "
         f"{method_word(m)} instead.",
         {"advised_method": m},
-        (f"Full fine-tuning would learn more on this far domain but does not fit; "
-         f"{method_word(m)} may hit a capacity ceiling. More or larger GPUs (sharded full "
-         f"fine-tuning) lift it.",),
+        (
+            f"Full fine-tuning would learn more on this far domain but does not fit; "
+            f"{method_word(m)} may hit a capacity ceiling. More or larger GPUs (sharded full "
+            f"fine-tuning) lift it.",
+        ),
     )
 
 
-@rule("TP023", "near-domain-lora-then-qlora",
-      "Biderman et al. 2024 App. C (LoRA r=16 matches full FT on Tülu); QLoRA Tables 3-4, §4")
+@rule(
+    "TP023",
+    "near-domain-lora-then-qlora",
+    "Biderman et al. 2024 App. C (LoRA r=16 matches full FT on Tülu); QLoRA Tables 3-4, §4",
+)
 def near_lora_then_qlora(d: Draft) -> Optional[Outcome]:
     """Why: on near and moderate domains LoRA matches full fine-tuning, and QLoRA (NF4 + double
     quantisation) matches 16-bit LoRA, so between them the choice is only memory: 16-bit LoRA when it
@@ -103,13 +119,15 @@ def near_lora_then_qlora(d: Draft) -> Optional[Outcome]:
         return Outcome(
             f"{d.task.domain_distance.capitalize()} domain: LoRA matches full fine-tuning here, "
             f"and 16-bit LoRA fits ({_peak(d, 'lora')} per device).",
-            {"advised_method": "lora"})
+            {"advised_method": "lora"},
+        )
     if fits(d, "qlora"):
         return Outcome(
             f"{d.task.domain_distance.capitalize()} domain: 16-bit LoRA needs "
             f"{_peak(d, 'lora')} per device (does not fit); QLoRA matches it at "
             f"{_peak(d, 'qlora')}.",
-            {"advised_method": "qlora"})
+            {"advised_method": "qlora"},
+        )
     return None
 
 
@@ -121,8 +139,10 @@ def nothing_fits_take_qlora(d: Draft) -> Optional[Outcome]:
     Source: QLoRA §1 — 4-bit NF4 base plus adapters is the lowest-memory of the three methods."""
     if d.advised_method:
         return None
-    return Outcome("No method fits at the requested sequence length; planning QLoRA, the "
-                   "smallest road.", {"advised_method": "qlora"})
+    return Outcome(
+        "No method fits at the requested sequence length; planning QLoRA, the smallest road.",
+        {"advised_method": "qlora"},
+    )
 
 
 @rule("TP025", "method-pin", "tuneplan: a pin stays, with a warning saying why it differs")

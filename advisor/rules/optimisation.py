@@ -59,9 +59,12 @@ def lr_band(lr: float) -> tuple[float, float, float]:
     return lo, mid, hi
 
 
-@rule("TP040", "learning-rate",
-      "tinker-cookbook get_lr fit and recipes/chat_sl sft_sweep.md; LoRA Without Regret (LoRA ≈ 10x "
-      "full FT, ~15x under ~100 steps); Malladi et al. 2022 (sqrt batch scaling for Adam)")
+@rule(
+    "TP040",
+    "learning-rate",
+    "tinker-cookbook get_lr fit and recipes/chat_sl sft_sweep.md; LoRA Without Regret (LoRA ≈ 10x "
+    "full FT, ~15x under ~100 steps); Malladi et al. 2022 (sqrt batch scaling for Adam)",
+)
 def learning_rate(d: Draft) -> Optional[Outcome]:
     """Why: the learning rate is the lever that decides the outcome, and its best value follows the
     model's width, not its parameter count: full fine-tuning LR = 5e-5 x (2000 / h)^p at batch 128,
@@ -80,35 +83,46 @@ def learning_rate(d: Draft) -> Optional[Outcome]:
     pin = d.pins.learning_rate
     if pin:
         band = lr_band(pin)
-        return Outcome(f"Learning rate pinned to {pin:g}; sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
-                       {"learning_rate": pin, "learning_rate_band": band})
+        return Outcome(
+            f"Learning rate pinned to {pin:g}; sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
+            {"learning_rate": pin, "learning_rate_band": band},
+        )
     m = d.model
     family = m.family
     p = LR_FIT_EXPONENT.get(family)
     warnings: tuple[str, ...] = ()
     if p is None:
         p = LR_FIT_EXPONENT["llama"]
-        warnings = (f"Uncalibrated family {family!r}: the learning rate uses the Llama-family fit; "
-                    f"sweep it (`tuneplan sweep plan.json --lr band`).",)
+        warnings = (
+            f"Uncalibrated family {family!r}: the learning rate uses the Llama-family fit; "
+            f"sweep it (`tuneplan sweep plan.json --lr band`).",
+        )
     lo, hi = LR_HIDDEN_RANGE
     h = min(max(m.hidden_size, lo), hi)
     hnote = "" if h == m.hidden_size else f" (hidden {m.hidden_size} clamped to {h})"
     batch = d.task.batch_size
     bfac = min(max(math.sqrt(batch / LR_REF_BATCH), LR_BATCH_CLAMP[0]), LR_BATCH_CLAMP[1])
     full = LR_FIT_BASE * (2000 / h) ** p * bfac
-    parts = [f"full-FT fit 5e-5 x (2000/{h})^{p:g}{hnote} x sqrt({batch}/{LR_REF_BATCH})"
-             f"{' clamped' if bfac != math.sqrt(batch / LR_REF_BATCH) else ''} = {full:.3g}"]
+    parts = [
+        f"full-FT fit 5e-5 x (2000/{h})^{p:g}{hnote} x sqrt({batch}/{LR_REF_BATCH})"
+        f"{' clamped' if bfac != math.sqrt(batch / LR_REF_BATCH) else ''} = {full:.3g}"
+    ]
     if d.method == "full":
         lr = min(full, FULL_LR_CAP)
         if lr < full:
             parts.append(f"capped at {FULL_LR_CAP:g}")
         band = lr_band(lr)
-        return Outcome(f"Learning rate {band[1]:g} for full fine-tuning of a {size_phrase(d)} {family} "
-                       f"model: {'; '.join(parts)}. Sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
-                       {"learning_rate": band[1], "learning_rate_band": band}, warnings)
+        return Outcome(
+            f"Learning rate {band[1]:g} for full fine-tuning of a {size_phrase(d)} {family} "
+            f"model: {'; '.join(parts)}. Sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
+            {"learning_rate": band[1], "learning_rate_band": band},
+            warnings,
+        )
     steps = planned_steps(d)
     mult = 15.0 if steps is not None and steps < SHORT_RUN_STEPS else 10.0
-    parts.append(f"x {mult:g} for LoRA" + (f" ({steps} planned steps < {SHORT_RUN_STEPS})" if mult == 15 else ""))
+    parts.append(
+        f"x {mult:g} for LoRA" + (f" ({steps} planned steps < {SHORT_RUN_STEPS})" if mult == 15 else "")
+    )
     lr = full * mult
     alpha = d.lora_alpha
     if alpha != FIXED_ALPHA:
@@ -118,14 +132,20 @@ def learning_rate(d: Draft) -> Optional[Outcome]:
         parts.append(f"capped at {LORA_LR_CAP:g} (sweeps diverged above)")
         lr = LORA_LR_CAP
     band = lr_band(lr)
-    return Outcome(f"Learning rate {band[1]:g} for {method_word(d.chosen_method)} ({family}): {'; '.join(parts)}. "
-                   f"Sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
-                   {"learning_rate": band[1], "learning_rate_band": band}, warnings)
+    return Outcome(
+        f"Learning rate {band[1]:g} for {method_word(d.chosen_method)} ({family}): {'; '.join(parts)}. "
+        f"Sweep band {band[0]:g}, {band[1]:g}, {band[2]:g}.",
+        {"learning_rate": band[1], "learning_rate_band": band},
+        warnings,
+    )
 
 
-@rule("TP041", "schedule-recipe",
-      "QLoRA repo (constant LR, warmup 0.03, max_grad_norm 0.3, wd 0); Biderman App. A "
-      "(cosine, 10% warmup, clip 1.0)")
+@rule(
+    "TP041",
+    "schedule-recipe",
+    "QLoRA repo (constant LR, warmup 0.03, max_grad_norm 0.3, wd 0); Biderman App. A "
+    "(cosine, 10% warmup, clip 1.0)",
+)
 def schedule_recipe(d: Draft) -> Optional[Outcome]:
     """Why: each method keeps the schedule it was validated with: QLoRA a constant rate after 3%
     warmup with gradient clipping at 0.3 and no weight decay; LoRA and full fine-tuning cosine decay
@@ -133,8 +153,12 @@ def schedule_recipe(d: Draft) -> Optional[Outcome]:
     When not: --max-steps pinned replaces epochs.
     Source: artidoro/qlora qlora.py defaults; Biderman et al. App. A and App. C (epochs)."""
     if d.method == "qlora":
-        upd: dict[str, Any] = {"lr_scheduler": "constant_with_warmup", "warmup_ratio": 0.03, "max_grad_norm": 0.3,
-               "weight_decay": 0.0}
+        upd: dict[str, Any] = {
+            "lr_scheduler": "constant_with_warmup",
+            "warmup_ratio": 0.03,
+            "max_grad_norm": 0.3,
+            "weight_decay": 0.0,
+        }
         msg = "QLoRA recipe: constant LR after 3% warmup, clip 0.3, no weight decay"
     elif d.method == "lora":
         upd = {"lr_scheduler": "cosine", "warmup_ratio": 0.1, "max_grad_norm": 1.0, "weight_decay": 0.0}
@@ -152,9 +176,12 @@ def schedule_recipe(d: Draft) -> Optional[Outcome]:
     return Outcome(msg + ".", upd)
 
 
-@rule("TP042", "qlora-recipe",
-      "QLoRA §3, Table 2, Table 4 (NF4 + double quantisation; FP4 a point behind); transformers "
-      "BitsAndBytesConfig defaults")
+@rule(
+    "TP042",
+    "qlora-recipe",
+    "QLoRA §3, Table 2, Table 4 (NF4 + double quantisation; FP4 a point behind); transformers "
+    "BitsAndBytesConfig defaults",
+)
 def qlora_recipe(d: Draft) -> Optional[Outcome]:
     """Why: QLoRA only matches 16-bit LoRA with its full recipe — NF4 storage, double quantisation
     (4.127 instead of 4.5 bits/param), bf16 compute — while the libraries' defaults are FP4, no
@@ -164,15 +191,22 @@ def qlora_recipe(d: Draft) -> Optional[Outcome]:
     if d.method != "qlora":
         return None
     compute: ComputeDtype = "float32" if d.on_cpu else ("bfloat16" if d.hardware.bf16 else "float16")
-    q = Quantization(bits=4, quant_type="nf4", double_quant=True, compute_dtype=compute,
-                     kbit_upcast=d.kbit_upcast)
-    up = ("non-quantised parameters upcast to fp32 (peft prepare_model_for_kbit_training)" if d.kbit_upcast
-          else "non-quantised parameters kept in the compute dtype (kbit_upcast off, as qlora.py/torchtune)")
+    q = Quantization(
+        bits=4, quant_type="nf4", double_quant=True, compute_dtype=compute, kbit_upcast=d.kbit_upcast
+    )
+    up = (
+        "non-quantised parameters upcast to fp32 (peft prepare_model_for_kbit_training)"
+        if d.kbit_upcast
+        else "non-quantised parameters kept in the compute dtype (kbit_upcast off, as qlora.py/torchtune)"
+    )
     return Outcome(f"4-bit NF4 with double quantisation, {compute} compute; {up}.", {"quantization": q})
 
 
-@rule("TP043", "paged-optimizer",
-      "QLoRA §3-4 (paged optimizers critical for 33B/65B on one 24/48 GB GPU); bitsandbytes docs")
+@rule(
+    "TP043",
+    "paged-optimizer",
+    "QLoRA §3-4 (paged optimizers critical for 33B/65B on one 24/48 GB GPU); bitsandbytes docs",
+)
 def paged_optimizer(d: Draft) -> Optional[Outcome]:
     """Why: paged optimizer states spill to CPU RAM during memory spikes instead of failing, at no
     cost when everything fits; the QLoRA recipe uses them. They need NVIDIA unified memory.
@@ -185,8 +219,11 @@ def paged_optimizer(d: Draft) -> Optional[Outcome]:
     return None
 
 
-@rule("TP044", "lora-small-batch",
-      "LoRA Without Regret ('Batch size effects': LoRA pays more at large batch, at any rank)")
+@rule(
+    "TP044",
+    "lora-small-batch",
+    "LoRA Without Regret ('Batch size effects': LoRA pays more at large batch, at any rank)",
+)
 def lora_small_batch(d: Draft) -> Optional[Outcome]:
     """Why: LoRA is less tolerant of large batches than full fine-tuning, independent of rank; the
     gap was small at 32 and grew above it.
@@ -196,12 +233,18 @@ def lora_small_batch(d: Draft) -> Optional[Outcome]:
         return None
     return Outcome(
         f"Effective batch {d.task.batch_size} is large for LoRA.",
-        warnings=(f"LoRA trains worse than full fine-tuning at large batches (LoRA Without Regret); "
-                  f"consider an effective batch of 32 or less instead of {d.task.batch_size}.",))
+        warnings=(
+            f"LoRA trains worse than full fine-tuning at large batches (LoRA Without Regret); "
+            f"consider an effective batch of 32 or less instead of {d.task.batch_size}.",
+        ),
+    )
 
 
-@rule("TP045", "lora-capacity",
-      "LoRA Without Regret ('How much capacity': ~2 bits/param stored vs ~1 bit/token of data)")
+@rule(
+    "TP045",
+    "lora-capacity",
+    "LoRA Without Regret ('How much capacity': ~2 bits/param stored vs ~1 bit/token of data)",
+)
 def lora_capacity(d: Draft) -> Optional[Outcome]:
     """Why: an adapter stores at most ~2 bits per parameter, and instruction data carries up to ~1
     bit per token; an adapter with fewer than half as many parameters as the dataset has tokens is
@@ -216,12 +259,18 @@ def lora_capacity(d: Draft) -> Optional[Outcome]:
         return None
     return Outcome(
         f"Adapter has {params / 1e6:.1f}M parameters for {tokens / 1e6:.0f}M tokens.",
-        warnings=(f"The adapter ({params / 1e6:.1f}M params at r={d.lora_rank}) may be capacity-bound "
-                  f"for {tokens / 1e6:.0f}M tokens; raise the rank or consider full fine-tuning.",))
+        warnings=(
+            f"The adapter ({params / 1e6:.1f}M params at r={d.lora_rank}) may be capacity-bound "
+            f"for {tokens / 1e6:.0f}M tokens; raise the rank or consider full fine-tuning.",
+        ),
+    )
 
 
-@rule("TP046", "continued-pretraining-with-lora",
-      "Biderman et al. 2024 §4.7 rec. (a): LoRA for instruction finetuning, not continued pretraining")
+@rule(
+    "TP046",
+    "continued-pretraining-with-lora",
+    "Biderman et al. 2024 §4.7 rec. (a): LoRA for instruction finetuning, not continued pretraining",
+)
 def cpt_with_lora(d: Draft) -> Optional[Outcome]:
     """Why: on continued pretraining (billions of raw tokens) LoRA trailed full fine-tuning at every
     rank, even r=256 after 20B tokens.
@@ -229,10 +278,14 @@ def cpt_with_lora(d: Draft) -> Optional[Outcome]:
     Source: Biderman et al. §4.1 and recommendation (a) in §4.7."""
     if d.task.regime != "continued-pretraining" or d.method == "full":
         return None
-    return Outcome("Continued pretraining with adapters.",
-                   warnings=("LoRA is recommended for instruction tuning, not continued "
-                             "pretraining, where it learns less at every rank (Biderman et al. "
-                             "2024); full fine-tuning on more devices would learn more.",))
+    return Outcome(
+        "Continued pretraining with adapters.",
+        warnings=(
+            "LoRA is recommended for instruction tuning, not continued "
+            "pretraining, where it learns less at every rank (Biderman et al. "
+            "2024); full fine-tuning on more devices would learn more.",
+        ),
+    )
 
 
 @rule("TP047", "gradient-accumulation", "tuneplan: effective batch = micro x accumulation x devices")
@@ -244,18 +297,25 @@ def gradient_accumulation(d: Draft) -> Optional[Outcome]:
     per_step = d.micro_batch * d.num_devices
     accum = max(1, math.ceil(d.task.batch_size / per_step))
     eff = per_step * accum
-    msg = (f"Effective batch {eff} = micro-batch {d.micro_batch} x {accum} accumulation steps x "
-           f"{d.num_devices} device{'s' if d.num_devices > 1 else ''}.")
+    msg = (
+        f"Effective batch {eff} = micro-batch {d.micro_batch} x {accum} accumulation steps x "
+        f"{d.num_devices} device{'s' if d.num_devices > 1 else ''}."
+    )
     warnings: tuple[str, ...] = ()
     if eff != d.task.batch_size:
-        warnings = (f"Effective batch is {eff}, not {d.task.batch_size}: it must be a multiple of "
-                    f"micro-batch x devices ({per_step}).",)
+        warnings = (
+            f"Effective batch is {eff}, not {d.task.batch_size}: it must be a multiple of "
+            f"micro-batch x devices ({per_step}).",
+        )
     return Outcome(msg, {"grad_accum": accum}, warnings)
 
 
-@rule("TP048", "steps-from-data",
-      "tuneplan: steps = epochs x ceil(training rows / (micro-batch x devices)) / accumulation, "
-      "as the executor counts them (executor/train.py total_steps)")
+@rule(
+    "TP048",
+    "steps-from-data",
+    "tuneplan: steps = epochs x ceil(training rows / (micro-batch x devices)) / accumulation, "
+    "as the executor counts them (executor/train.py total_steps)",
+)
 def steps_from_data(d: Draft) -> Optional[Outcome]:
     """Why: with the row count known the plan can say how many optimizer steps it will take, and
     warmup and schedule lengths stop being abstract. Under ~100 steps a run is short: warmup is a
@@ -272,13 +332,18 @@ def steps_from_data(d: Draft) -> Optional[Outcome]:
     carve = "" if ds.train_rows == ds.rows else f" ({ds.rows - ds.train_rows:,} held out for eval)"
     if d.max_steps is not None:
         epochs = d.max_steps / per_epoch
-        return Outcome(f"{d.max_steps} steps pinned: {epochs:.2g} epochs over {ds.train_rows:,} training "
-                       f"rows{carve} at an effective batch of {eff}.", {"planned_steps": d.max_steps})
+        return Outcome(
+            f"{d.max_steps} steps pinned: {epochs:.2g} epochs over {ds.train_rows:,} training "
+            f"rows{carve} at an effective batch of {eff}.",
+            {"planned_steps": d.max_steps},
+        )
     epochs = d.num_epochs or 1.0
     steps = max(1, math.ceil(epochs * micro_per_epoch / d.grad_accum))
-    msg = (f"{steps} optimizer steps planned: {epochs:g} epochs x {per_epoch} steps per epoch "
-           f"({ds.train_rows:,} training rows{carve} / effective batch {eff}); "
-           f"{ds.trained_tokens:,} loss-bearing tokens per epoch.")
+    msg = (
+        f"{steps} optimizer steps planned: {epochs:g} epochs x {per_epoch} steps per epoch "
+        f"({ds.train_rows:,} training rows{carve} / effective batch {eff}); "
+        f"{ds.trained_tokens:,} loss-bearing tokens per epoch."
+    )
     if steps < 100:
         msg += " A short run (< 100 steps)."
     return Outcome(msg, {"planned_steps": steps})

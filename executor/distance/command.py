@@ -14,8 +14,12 @@ from . import measure as _m
 
 
 DEFAULTS = {
-    "measure_rows": 256, "tokens_per_batch": _m.DEFAULT_TOKENS_PER_BATCH, "micro_batches": _m.DEFAULT_MICRO_BATCHES,
-    "depths": _m.DEFAULT_DEPTHS, "measure_seq_len": _m.DEFAULT_SEQ_LEN, "measure_seed": 0,
+    "measure_rows": 256,
+    "tokens_per_batch": _m.DEFAULT_TOKENS_PER_BATCH,
+    "micro_batches": _m.DEFAULT_MICRO_BATCHES,
+    "depths": _m.DEFAULT_DEPTHS,
+    "measure_seq_len": _m.DEFAULT_SEQ_LEN,
+    "measure_seed": 0,
 }
 """The measurement options' values when a flag is not given (cli/measure.py leaves them None, so
 the command line imports nothing of this package to build its parser)."""
@@ -32,22 +36,37 @@ def _check_options(args) -> None:
     from tuneplan.base.errors import Problem
 
     problems = []
-    for flag, value, low in (("--measure-rows", args.measure_rows, 1), ("--tokens-per-batch", args.tokens_per_batch, 1),
-                             ("--micro-batches", args.micro_batches, 1), ("--depths", args.depths, 1),
-                             ("--measure-seq-len", args.measure_seq_len, 8)):
+    for flag, value, low in (
+        ("--measure-rows", args.measure_rows, 1),
+        ("--tokens-per-batch", args.tokens_per_batch, 1),
+        ("--micro-batches", args.micro_batches, 1),
+        ("--depths", args.depths, 1),
+        ("--measure-seq-len", args.measure_seq_len, 8),
+    ):
         if value < low:
-            problems.append(Problem(flag, f"must be at least {low}, got {value}", f"use {flag} {max(low, 1)} or more"))
+            problems.append(
+                Problem(flag, f"must be at least {low}, got {value}", f"use {flag} {max(low, 1)} or more")
+            )
     declared = getattr(args, "declared", None)
     if declared is not None and declared not in ("near", "moderate", "far"):
-        problems.append(Problem("--domain", f"{declared!r} is not near, moderate or far", "use --domain near|moderate|far"))
+        problems.append(
+            Problem(
+                "--domain", f"{declared!r} is not near, moderate or far", "use --domain near|moderate|far"
+            )
+        )
     if problems:
         raise InputError(problems)
 
 
 def _options(args) -> dict:
-    return dict(tokens_per_batch=args.tokens_per_batch, micro_batches=args.micro_batches, depths=args.depths,
-                seq_len=args.measure_seq_len, seed=args.measure_seed,
-                probe_path=getattr(args, "probe_data", None))
+    return dict(
+        tokens_per_batch=args.tokens_per_batch,
+        micro_batches=args.micro_batches,
+        depths=args.depths,
+        seq_len=args.measure_seq_len,
+        seed=args.measure_seed,
+        probe_path=getattr(args, "probe_data", None),
+    )
 
 
 def _record(db, ev, *, plan_model: str, plan_hash: Optional[str]) -> Optional[str]:
@@ -72,11 +91,16 @@ def cmd_measure(args) -> int:
     try:
         _check_options(args)
         if bool(args.data) == bool(args.reference):
-            raise InputError.one("--data", "give --data FILE or --reference TASK (one of them)",
-                                 "e.g. --data train.jsonl, or --reference date,code,arithmetic")
+            raise InputError.one(
+                "--data",
+                "give --data FILE or --reference TASK (one of them)",
+                "e.g. --data train.jsonl, or --reference date,code,arithmetic",
+            )
         tasks = [t.strip() for t in args.reference.split(",") if t.strip()] if args.reference else [None]
         target = resolve_target(model_name, model_path=args.model_path, proxy_model=args.proxy_model)
-        sources = [load_rows(args.data, task, rows=args.measure_rows, seed=args.measure_seed) for task in tasks]
+        sources = [
+            load_rows(args.data, task, rows=args.measure_rows, seed=args.measure_seed) for task in tasks
+        ]
     except InputError as e:
         print(e.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -94,17 +118,28 @@ def cmd_measure(args) -> int:
     out = []
     probe_loss = None
     try:
-        for (rows, label) in sources:
+        for rows, label in sources:
             sample = rows
             if len(rows) > args.measure_rows:
                 import random
 
                 sample = random.Random(args.measure_seed).sample(list(rows), args.measure_rows)
-            m = measure_loaded(model, tokenizer, sample, model_name=target.model_name, model_dir=str(target.model_dir),
-                               load=load, device=device, known_probe_loss=probe_loss, **_options(args))
+            m = measure_loaded(
+                model,
+                tokenizer,
+                sample,
+                model_name=target.model_name,
+                model_dir=str(target.model_dir),
+                load=load,
+                device=device,
+                known_probe_loss=probe_loss,
+                **_options(args),
+            )
             probe_loss = m.probe_loss
             m.seconds += load_seconds if not out else 0.0
-            ev = to_evidence(m, data_label=label, declared=args.declared, proxy=target.proxy, lora_rank=args.lora_rank)
+            ev = to_evidence(
+                m, data_label=label, declared=args.declared, proxy=target.proxy, lora_rank=args.lora_rank
+            )
             out.append(ev)
             if not args.no_record:
                 note = _record(args.db, ev, plan_model=model_name, plan_hash=None)
@@ -123,8 +158,12 @@ def cmd_measure(args) -> int:
         docs = [json.loads(ev.model_dump_json()) for ev in out]
         print(json.dumps(docs if len(docs) > 1 else docs[0], indent=2))
     elif len(out) > 1:
-        print("ordering (nearest first): " + " < ".join(f"{ev.data} {ev.score:.2f} {ev.measured}"
-                                                      for ev in sorted(out, key=lambda e: e.score)))
+        print(
+            "ordering (nearest first): "
+            + " < ".join(
+                f"{ev.data} {ev.score:.2f} {ev.measured}" for ev in sorted(out, key=lambda e: e.score)
+            )
+        )
     return EXIT_OK
 
 
@@ -144,11 +183,15 @@ def measure_before_advise(args, model_name: Optional[str], family: Optional[str]
     fill_defaults(args)
     _check_options(args)
     if not args.data:
-        raise InputError.one("--measure-distance", "measuring the domain distance needs the training data",
-                             "pass --data FILE (or drop --measure-distance and declare --domain)")
+        raise InputError.one(
+            "--measure-distance",
+            "measuring the domain distance needs the training data",
+            "pass --data FILE (or drop --measure-distance and declare --domain)",
+        )
     name = model_name or args.model or EMBEDDED_MODEL
-    target = resolve_target(name, family=family, model_path=getattr(args, "model_path", None),
-                            proxy_model=args.proxy_model)
+    target = resolve_target(
+        name, family=family, model_path=getattr(args, "model_path", None), proxy_model=args.proxy_model
+    )
     rows, _label = load_rows(args.data, None, rows=args.measure_rows, seed=args.measure_seed)
     if len(rows) > args.measure_rows:
         import random
@@ -171,15 +214,24 @@ def attach_to_plan(plan, m, target, args, *, db=None):
 
     from .evidence import to_evidence, warning_for
 
-    ev = to_evidence(m, data_label=str(args.data), declared=args._distance_declared, proxy=target.proxy,
-                     lora_rank=plan.lora.rank if plan.lora else None)
+    ev = to_evidence(
+        m,
+        data_label=str(args.data),
+        declared=args._distance_declared,
+        proxy=target.proxy,
+        lora_rank=plan.lora.rank if plan.lora else None,
+    )
     warnings = list(plan.warnings)
     if warning_for(ev):
         warnings.append(warning_for(ev))
     if target.proxy:
-        warnings.append(f"domain distance measured on the proxy {target.model_name}, not on "
-                        f"{plan.inputs.model.name}: an estimate for the larger model")
-    plan = plan.model_copy(update={"inputs": plan.inputs.model_copy(update={"distance": ev}), "warnings": warnings})
+        warnings.append(
+            f"domain distance measured on the proxy {target.model_name}, not on "
+            f"{plan.inputs.model.name}: an estimate for the larger model"
+        )
+    plan = plan.model_copy(
+        update={"inputs": plan.inputs.model_copy(update={"distance": ev}), "warnings": warnings}
+    )
     notes = []
     if not getattr(args, "no_record", False):
         note = _record(db, ev, plan_model=plan.inputs.model.name, plan_hash=plan_hash(plan))

@@ -39,8 +39,13 @@ def _model_type(model_dir: Path) -> Optional[str]:
         return None
 
 
-def resolve_target(model_name: str, *, family: Optional[str] = None, model_path: Optional[str] = None,
-                   proxy_model: Optional[str] = None) -> Target:
+def resolve_target(
+    model_name: str,
+    *,
+    family: Optional[str] = None,
+    model_path: Optional[str] = None,
+    proxy_model: Optional[str] = None,
+) -> Target:
     """The model directory to measure on. With a proxy, the proxy's (refused when its family
     differs from the plan model's); else the plan's model (local directory, embedded SmolLM2 or
     the offline Hugging Face cache). Raises InputError naming --proxy-model as a way out."""
@@ -53,16 +58,22 @@ def resolve_target(model_name: str, *, family: Optional[str] = None, model_path:
             raise InputError.one("--proxy-model", e.problems[0].message, e.problems[0].fix) from None
         kind = _model_type(d)
         if family and kind and kind.lower() != family.lower():
-            raise InputError.one("--proxy-model", f"{proxy_model} is a {kind} model but the plan's model is "
-                                 f"{family}: a proxy must be of the same family",
-                                 f"pass a small {family} model (or drop --proxy-model)")
+            raise InputError.one(
+                "--proxy-model",
+                f"{proxy_model} is a {kind} model but the plan's model is "
+                f"{family}: a proxy must be of the same family",
+                f"pass a small {family} model (or drop --proxy-model)",
+            )
         return Target(d, proxy_model, True)
     try:
         d = resolve_model_dir(model_name, model_path)
     except InputError as e:
         p = e.problems[0]
-        raise InputError.one(p.where, p.message, p.fix + "; or measure on a small local model of the same "
-                             "family with --proxy-model NAME_OR_DIR") from None
+        raise InputError.one(
+            p.where,
+            p.message,
+            p.fix + "; or measure on a small local model of the same family with --proxy-model NAME_OR_DIR",
+        ) from None
     return Target(d, model_name, False)
 
 
@@ -74,12 +85,16 @@ def load_rows(data: Optional[str], reference_task: Optional[str], *, rows: int, 
 
     if reference_task:
         if reference_task not in TASKS:
-            raise InputError.one("--reference", f"unknown reference task {reference_task!r}",
-                                 f"use one of {', '.join(TASKS)}")
+            raise InputError.one(
+                "--reference", f"unknown reference task {reference_task!r}", f"use one of {', '.join(TASKS)}"
+            )
         return reference_rows(reference_task, rows, seed=seed or 20240607), f"reference:{reference_task}"
     if not data:
-        raise InputError.one("--data", "no data to measure", "pass --data FILE (the training file) "
-                             "or --reference date|code|arithmetic")
+        raise InputError.one(
+            "--data",
+            "no data to measure",
+            "pass --data FILE (the training file) or --reference date|code|arithmetic",
+        )
     return read_rows(data, field_name="--data").rows, str(data)
 
 
@@ -87,29 +102,67 @@ def new_measure_id() -> str:
     return "dm-" + uuid.uuid4().hex[:12]
 
 
-def to_evidence(m: Measurement, *, data_label: str, declared: Optional[str], proxy: bool,
-                lora_rank: Optional[int], measure_id: Optional[str] = None,
-                thresholds: verdict.Thresholds = verdict.DEFAULT) -> DistanceEvidence:
+def to_evidence(
+    m: Measurement,
+    *,
+    data_label: str,
+    declared: Optional[str],
+    proxy: bool,
+    lora_rank: Optional[int],
+    measure_id: Optional[str] = None,
+    thresholds: verdict.Thresholds = verdict.DEFAULT,
+) -> DistanceEvidence:
     """The plan's `inputs.distance` for a measurement: measured unless a --domain was declared."""
     rank_r = lora_rank or REFERENCE_RANK
     v = verdict.judge(m.mean_rank_90_share, m.high_loss_share, thresholds)
-    layers = [LayerRank(name=layer.name, kind=layer.kind if layer.kind in ("attention", "mlp") else "other",
-                        block=layer.block, out_features=layer.out_features, in_features=layer.in_features,
-                        rank_90=layer.rank_90, rank_90_share=round(layer.rank_90_share, 6),
-                        energy_at_lora_rank=round(layer.energy_at(rank_r), 6)) for layer in m.layers]
+    layers = [
+        LayerRank(
+            name=layer.name,
+            kind=layer.kind if layer.kind in ("attention", "mlp") else "other",
+            block=layer.block,
+            out_features=layer.out_features,
+            in_features=layer.in_features,
+            rank_90=layer.rank_90,
+            rank_90_share=round(layer.rank_90_share, 6),
+            energy_at_lora_rank=round(layer.energy_at(rank_r), 6),
+        )
+        for layer in m.layers
+    ]
     return DistanceEvidence(
-        source="declared" if declared else "measured", declared=declared, measured=v.distance,
-        score=v.score, rank_verdict=v.rank_verdict, fit_verdict=v.fit_verdict, thresholds=thresholds.label,
-        measure_id=measure_id or new_measure_id(), model=m.model, proxy=proxy, device=m.device,
-        load=m.load, data=data_label, rows=m.rows, seconds=round(m.seconds, 2),
-        fit=FitSignal(target_loss=round(m.target_loss, 6), probe_loss=round(m.probe_loss, 6),
-                      loss_ratio=round(m.loss_ratio, 6), high_loss_nats=HIGH_LOSS_NATS,
-                      high_loss_share=round(m.high_loss_share, 6), target_tokens=m.target_tokens),
-        rank=RankSignal(energy_share=spectrum.ENERGY_SHARE, micro_batches=m.micro_batches,
-                        tokens_per_batch=m.tokens_per_batch,
-                        mean_rank_90_share=round(m.mean_rank_90_share, 6), median_rank_90=m.median_rank_90,
-                        max_rank_90=max(layer.rank_90 for layer in m.layers), lora_rank=rank_r,
-                        mean_energy_at_lora_rank=round(m.mean_energy_at(rank_r), 6), layers=layers),
+        source="declared" if declared else "measured",
+        declared=declared,
+        measured=v.distance,
+        score=v.score,
+        rank_verdict=v.rank_verdict,
+        fit_verdict=v.fit_verdict,
+        thresholds=thresholds.label,
+        measure_id=measure_id or new_measure_id(),
+        model=m.model,
+        proxy=proxy,
+        device=m.device,
+        load=m.load,
+        data=data_label,
+        rows=m.rows,
+        seconds=round(m.seconds, 2),
+        fit=FitSignal(
+            target_loss=round(m.target_loss, 6),
+            probe_loss=round(m.probe_loss, 6),
+            loss_ratio=round(m.loss_ratio, 6),
+            high_loss_nats=HIGH_LOSS_NATS,
+            high_loss_share=round(m.high_loss_share, 6),
+            target_tokens=m.target_tokens,
+        ),
+        rank=RankSignal(
+            energy_share=spectrum.ENERGY_SHARE,
+            micro_batches=m.micro_batches,
+            tokens_per_batch=m.tokens_per_batch,
+            mean_rank_90_share=round(m.mean_rank_90_share, 6),
+            median_rank_90=m.median_rank_90,
+            max_rank_90=max(layer.rank_90 for layer in m.layers),
+            lora_rank=rank_r,
+            mean_energy_at_lora_rank=round(m.mean_energy_at(rank_r), 6),
+            layers=layers,
+        ),
         notes=list(m.notes),
     )
 
@@ -136,7 +189,9 @@ def summary_lines(ev: DistanceEvidence) -> list[str]:
         f"rank {ev.rank.lora_rank} captures {ev.rank.mean_energy_at_lora_rank:.1%}",
     ]
     for layer in ev.rank.layers:
-        lines.append(f"    {layer.name:<40} {layer.out_features}x{layer.in_features:<6} rank90 {layer.rank_90:>4} "
-                     f"({layer.rank_90_share:.1%})  r={ev.rank.lora_rank}: {layer.energy_at_lora_rank:.1%}")
+        lines.append(
+            f"    {layer.name:<40} {layer.out_features}x{layer.in_features:<6} rank90 {layer.rank_90:>4} "
+            f"({layer.rank_90_share:.1%})  r={ev.rank.lora_rank}: {layer.energy_at_lora_rank:.1%}"
+        )
     lines += [f"  note: {n}" for n in ev.notes]
     return lines

@@ -117,7 +117,6 @@ class Measurement:
         return statistics.median(layer.rank_90 for layer in self.layers)
 
 
-
 # ------------------------------------------------------------------------------------ loading
 
 
@@ -138,8 +137,9 @@ def _weight_bytes(model_dir: Path) -> int:
     try:
         import json
 
-        dtype = json.loads((model_dir / "config.json").read_text()).get("torch_dtype") or \
-            json.loads((model_dir / "config.json").read_text()).get("dtype")
+        dtype = json.loads((model_dir / "config.json").read_text()).get("torch_dtype") or json.loads(
+            (model_dir / "config.json").read_text()
+        ).get("dtype")
     except (OSError, ValueError):
         dtype = None
     return size // 2 if dtype in ("float32", None) else size
@@ -158,8 +158,11 @@ def load_base(model_dir: Path, device, load: str, trust_remote_code: bool = Fals
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
         kwargs["dtype"] = torch.bfloat16
         kwargs["device_map"] = {"": device.index or 0}
     else:
@@ -207,7 +210,9 @@ def sample_linears(model, depths: int = DEFAULT_DEPTHS) -> list[tuple[str, int, 
 
     prefix, blocks = _blocks(model)
     n = len(blocks)
-    picks = sorted({round(i * (n - 1) / max(1, depths - 1)) for i in range(depths)}) if depths > 1 else [n // 2]
+    picks = (
+        sorted({round(i * (n - 1) / max(1, depths - 1)) for i in range(depths)}) if depths > 1 else [n // 2]
+    )
     out = []
     for b in picks:
         for name, module in blocks[b].named_modules():
@@ -218,8 +223,9 @@ def sample_linears(model, depths: int = DEFAULT_DEPTHS) -> list[tuple[str, int, 
     return out
 
 
-def target_batches(examples, *, tokens_per_batch: int, micro_batches: int, seed: int,
-                   max_rows: int = 64) -> list[list]:
+def target_batches(
+    examples, *, tokens_per_batch: int, micro_batches: int, seed: int, max_rows: int = 64
+) -> list[list]:
     """Seeded micro-batches of rows, each filled until it holds at least `tokens_per_batch`
     target tokens (or `max_rows` rows): every task is measured on about the same number of
     loss-bearing tokens, whatever its row lengths."""
@@ -263,7 +269,7 @@ def probe_loss(model, examples, *, batch_size: int, pad_id: int, device) -> floa
     total, count = 0.0, 0
     with torch.no_grad():
         for b in range(0, len(examples), batch_size):
-            logits, labels = _target_logits(model, collate(examples[b: b + batch_size], pad_id), device)
+            logits, labels = _target_logits(model, collate(examples[b : b + batch_size], pad_id), device)
             total += float(F.cross_entropy(logits, labels, reduction="sum"))
             count += int(labels.numel())
     return total / max(1, count)
@@ -276,8 +282,10 @@ def accumulate_gradients(model, batches, layers, *, pad_id: int, device) -> tupl
     import torch
     import torch.nn.functional as F
 
-    grads = {name: torch.zeros(m.out_features, m.in_features, dtype=torch.float32, device=device)
-             for name, _b, m in layers}
+    grads = {
+        name: torch.zeros(m.out_features, m.in_features, dtype=torch.float32, device=device)
+        for name, _b, m in layers
+    }
     handles = []
 
     def hook(name):
@@ -287,8 +295,10 @@ def accumulate_gradients(model, batches, layers, *, pad_id: int, device) -> tupl
             def backward_hook(g):
                 g2 = g.detach().reshape(-1, g.shape[-1]).float()
                 grads[name].add_(g2.T @ x.reshape(-1, x.shape[-1]).float())
+
             if output.requires_grad:
                 output.register_hook(backward_hook)
+
         return forward_hook
 
     for name, _b, module in layers:
@@ -309,12 +319,24 @@ def accumulate_gradients(model, batches, layers, *, pad_id: int, device) -> tupl
     return grads, losses
 
 
-def measure_loaded(model, tokenizer, rows: list[Row], *, model_name: str, model_dir: str, load: str,
-                   device, tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH,
-                   micro_batches: int = DEFAULT_MICRO_BATCHES, depths: int = DEFAULT_DEPTHS,
-                   seq_len: int = DEFAULT_SEQ_LEN, probe_path: Optional[str] = None,
-                   probe_tokens: int = PROBE_MAX_TOKENS, known_probe_loss: Optional[float] = None,
-                   seed: int = 0) -> Measurement:
+def measure_loaded(
+    model,
+    tokenizer,
+    rows: list[Row],
+    *,
+    model_name: str,
+    model_dir: str,
+    load: str,
+    device,
+    tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH,
+    micro_batches: int = DEFAULT_MICRO_BATCHES,
+    depths: int = DEFAULT_DEPTHS,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    probe_path: Optional[str] = None,
+    probe_tokens: int = PROBE_MAX_TOKENS,
+    known_probe_loss: Optional[float] = None,
+    seed: int = 0,
+) -> Measurement:
     """Measure fit and update rank of `rows` on an already loaded frozen base model.
     known_probe_loss: the model's probe loss when already measured (several tasks, one model)."""
     import torch
@@ -325,9 +347,14 @@ def measure_loaded(model, tokenizer, rows: list[Row], *, model_name: str, model_
     examples, enc_notes = encode_rows(list(rows), tokenizer, seq_len)
     notes += enc_notes
     if not examples:
-        raise InputError.one("--data", "no row has a trained token within the measured seq_len",
-                             f"raise --seq-len (now {seq_len}) or check the rows' completions")
-    batches = target_batches(examples, tokens_per_batch=tokens_per_batch, micro_batches=micro_batches, seed=seed)
+        raise InputError.one(
+            "--data",
+            "no row has a trained token within the measured seq_len",
+            f"raise --seq-len (now {seq_len}) or check the rows' completions",
+        )
+    batches = target_batches(
+        examples, tokens_per_batch=tokens_per_batch, micro_batches=micro_batches, seed=seed
+    )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     p_loss = known_probe_loss
     if p_loss is None:
@@ -336,23 +363,46 @@ def measure_loaded(model, tokenizer, rows: list[Row], *, model_name: str, model_
         p_loss = probe_loss(model, probe, batch_size=4, pad_id=pad, device=device)
     layers = sample_linears(model, depths)
     grads, target = accumulate_gradients(model, batches, layers, pad_id=pad, device=device)
-    spectra = [LayerSpectrum(name, _kind(name), block, m.out_features, m.in_features,
-                             spectrum.singular_values(grads[name])) for name, block, m in layers]
+    spectra = [
+        LayerSpectrum(
+            name, _kind(name), block, m.out_features, m.in_features, spectrum.singular_values(grads[name])
+        )
+        for name, block, m in layers
+    ]
     if len(batches) < micro_batches or len(target) < tokens_per_batch * micro_batches:
-        notes.append(f"{len(target)} target tokens in {len(batches)} micro-batch(es), fewer than the "
-                     f"{micro_batches} x {tokens_per_batch} asked: the data has {len(examples)} usable rows")
+        notes.append(
+            f"{len(target)} target tokens in {len(batches)} micro-batch(es), fewer than the "
+            f"{micro_batches} x {tokens_per_batch} asked: the data has {len(examples)} usable rows"
+        )
     return Measurement(
-        model=model_name, model_dir=str(model_dir), device=str(device), load=load,
-        rows=sum(len(b) for b in batches), target_tokens=len(target), micro_batches=len(batches),
-        tokens_per_batch=tokens_per_batch, seq_len=seq_len,
-        target_loss=sum(target) / len(target), probe_loss=p_loss,
-        high_loss_share=sum(x > HIGH_LOSS_NATS for x in target) / len(target), layers=spectra,
-        seconds=time.perf_counter() - started, notes=notes,
+        model=model_name,
+        model_dir=str(model_dir),
+        device=str(device),
+        load=load,
+        rows=sum(len(b) for b in batches),
+        target_tokens=len(target),
+        micro_batches=len(batches),
+        tokens_per_batch=tokens_per_batch,
+        seq_len=seq_len,
+        target_loss=sum(target) / len(target),
+        probe_loss=p_loss,
+        high_loss_share=sum(x > HIGH_LOSS_NATS for x in target) / len(target),
+        layers=spectra,
+        seconds=time.perf_counter() - started,
+        notes=notes,
     )
 
 
-def measure(rows: list[Row], model_dir: Path, *, model_name: str, device=None, load: Optional[str] = None,
-            trust_remote_code: bool = False, **options) -> Measurement:
+def measure(
+    rows: list[Row],
+    model_dir: Path,
+    *,
+    model_name: str,
+    device=None,
+    load: Optional[str] = None,
+    trust_remote_code: bool = False,
+    **options,
+) -> Measurement:
     """Load the model (see choose_load) and measure `rows` on it (options: measure_loaded's)."""
     from ..loading import load_tokenizer
     from ..models import pick_device
@@ -362,7 +412,15 @@ def measure(rows: list[Row], model_dir: Path, *, model_name: str, device=None, l
     load = load or choose_load(device, _weight_bytes(model_dir))
     tokenizer = load_tokenizer(model_dir, trust_remote_code)
     model = load_base(model_dir, device, load, trust_remote_code)
-    m = measure_loaded(model, tokenizer, rows, model_name=model_name, model_dir=str(model_dir), load=load,
-                       device=device, **options)
+    m = measure_loaded(
+        model,
+        tokenizer,
+        rows,
+        model_name=model_name,
+        model_dir=str(model_dir),
+        load=load,
+        device=device,
+        **options,
+    )
     m.seconds = time.perf_counter() - started
     return m

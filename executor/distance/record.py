@@ -18,11 +18,38 @@ from typing import Optional
 from tuneplan.schemas import DistanceEvidence
 
 COLUMNS = (
-    "measure_id", "measured_at", "plan_model", "model", "proxy", "data", "data_sha256", "plan_hash",
-    "device", "load", "rows", "target_tokens", "micro_batches", "tokens_per_batch", "target_loss",
-    "probe_loss", "loss_ratio", "high_loss_share", "mean_rank_90_share", "median_rank_90",
-    "max_rank_90", "lora_rank", "energy_at_lora_rank", "score", "verdict", "rank_verdict",
-    "fit_verdict", "declared", "source", "thresholds", "seconds", "evidence_json",
+    "measure_id",
+    "measured_at",
+    "plan_model",
+    "model",
+    "proxy",
+    "data",
+    "data_sha256",
+    "plan_hash",
+    "device",
+    "load",
+    "rows",
+    "target_tokens",
+    "micro_batches",
+    "tokens_per_batch",
+    "target_loss",
+    "probe_loss",
+    "loss_ratio",
+    "high_loss_share",
+    "mean_rank_90_share",
+    "median_rank_90",
+    "max_rank_90",
+    "lora_rank",
+    "energy_at_lora_rank",
+    "score",
+    "verdict",
+    "rank_verdict",
+    "fit_verdict",
+    "declared",
+    "source",
+    "thresholds",
+    "seconds",
+    "evidence_json",
 )
 """Columns of distance_measurements in insert order."""
 
@@ -44,12 +71,37 @@ def file_sha256(path: Optional[str]) -> Optional[str]:
 def row_values(ev: DistanceEvidence, *, plan_model: str, plan_hash: Optional[str]) -> list:
     """The row for one measurement, in COLUMNS order."""
     return [
-        ev.measure_id, datetime.now(timezone.utc).replace(tzinfo=None), plan_model, ev.model, ev.proxy,
-        ev.data, file_sha256(ev.data), plan_hash, ev.device, ev.load, ev.rows, ev.fit.target_tokens,
-        ev.rank.micro_batches, ev.rank.tokens_per_batch, ev.fit.target_loss, ev.fit.probe_loss,
-        ev.fit.loss_ratio, ev.fit.high_loss_share, ev.rank.mean_rank_90_share, ev.rank.median_rank_90,
-        ev.rank.max_rank_90, ev.rank.lora_rank, ev.rank.mean_energy_at_lora_rank, ev.score, ev.measured,
-        ev.rank_verdict, ev.fit_verdict, ev.declared, ev.source, ev.thresholds, ev.seconds,
+        ev.measure_id,
+        datetime.now(timezone.utc).replace(tzinfo=None),
+        plan_model,
+        ev.model,
+        ev.proxy,
+        ev.data,
+        file_sha256(ev.data),
+        plan_hash,
+        ev.device,
+        ev.load,
+        ev.rows,
+        ev.fit.target_tokens,
+        ev.rank.micro_batches,
+        ev.rank.tokens_per_batch,
+        ev.fit.target_loss,
+        ev.fit.probe_loss,
+        ev.fit.loss_ratio,
+        ev.fit.high_loss_share,
+        ev.rank.mean_rank_90_share,
+        ev.rank.median_rank_90,
+        ev.rank.max_rank_90,
+        ev.rank.lora_rank,
+        ev.rank.mean_energy_at_lora_rank,
+        ev.score,
+        ev.measured,
+        ev.rank_verdict,
+        ev.fit_verdict,
+        ev.declared,
+        ev.source,
+        ev.thresholds,
+        ev.seconds,
         ev.model_dump_json(),
     ]
 
@@ -63,8 +115,10 @@ def record_measurement(db, ev: DistanceEvidence, *, plan_model: str, plan_hash: 
     con = connect(db)
     try:
         placeholders = ", ".join("?" for _ in COLUMNS)
-        con.execute(f"INSERT OR REPLACE INTO distance_measurements ({', '.join(COLUMNS)}) VALUES ({placeholders})",
-                    row_values(ev, plan_model=plan_model, plan_hash=plan_hash))
+        con.execute(
+            f"INSERT OR REPLACE INTO distance_measurements ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+            row_values(ev, plan_model=plan_model, plan_hash=plan_hash),
+        )
     except duckdb.Error as exc:
         raise StoreError(f"could not record distance measurement {ev.measure_id}: {exc}") from exc
     finally:

@@ -42,8 +42,12 @@ def _suffix(day: int) -> str:
 
 def _spell(d: date, style: int) -> str:
     month, abbr = calendar.month_name[d.month], calendar.month_abbr[d.month]
-    return [f"{month} {d.day}, {d.year}", f"{d.day} {month} {d.year}", f"{abbr} {d.day} {d.year}",
-            f"the {d.day}{_suffix(d.day)} of {month}, {d.year}"][style]
+    return [
+        f"{month} {d.day}, {d.year}",
+        f"{d.day} {month} {d.year}",
+        f"{abbr} {d.day} {d.year}",
+        f"the {d.day}{_suffix(d.day)} of {month}, {d.year}",
+    ][style]
 
 
 def date_records(n: int, seed: int = DEFAULT_SEED) -> list[dict]:
@@ -51,10 +55,15 @@ def date_records(n: int, seed: int = DEFAULT_SEED) -> list[dict]:
     rng = random.Random(seed)
     start = date(2020, 1, 1)
     days = [start + timedelta(days=k) for k in rng.sample(range(40 * 365), n)]
-    return [{"messages": [
-        {"role": "user", "content": rng.choice(_ASKS).format(d=_spell(d, rng.randrange(4)))},
-        {"role": "assistant", "content": d.isoformat()},
-    ]} for d in days]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": rng.choice(_ASKS).format(d=_spell(d, rng.randrange(4)))},
+                {"role": "assistant", "content": d.isoformat()},
+            ]
+        }
+        for d in days
+    ]
 
 
 def stdlib_files() -> list[Path]:
@@ -71,8 +80,9 @@ def _code_lines(path: Path) -> list[str]:
     return [line.rstrip() for line in text.splitlines()]
 
 
-def code_records(n: int, seed: int = DEFAULT_SEED, *, context_lines: int = 8,
-                 answer_lines: int = 12) -> list[dict]:
+def code_records(
+    n: int, seed: int = DEFAULT_SEED, *, context_lines: int = 8, answer_lines: int = 12
+) -> list[dict]:
     """n rows: a user turn with `context_lines` of a stdlib module, the assistant continuing with
     the next `answer_lines` (windows with mostly non-blank code, from seeded random files)."""
     files = stdlib_files()
@@ -89,15 +99,22 @@ def code_records(n: int, seed: int = DEFAULT_SEED, *, context_lines: int = 8,
         if len(lines) < width + 1:
             continue
         at = rng.randrange(0, len(lines) - width)
-        window = lines[at: at + width]
+        window = lines[at : at + width]
         answer = "\n".join(window[context_lines:])
         if sum(bool(x.strip()) for x in window) < 0.75 * width or len(answer) > 900 or not answer.strip():
             continue
-        out.append({"messages": [
-            {"role": "user", "content": f"Continue this Python code from {path.name}:\n"
-                                        + "\n".join(window[:context_lines])},
-            {"role": "assistant", "content": answer},
-        ]})
+        out.append(
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": f"Continue this Python code from {path.name}:\n"
+                        + "\n".join(window[:context_lines]),
+                    },
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
     if len(out) < n:
         raise RuntimeError(f"only {len(out)} code windows found in {len(files)} stdlib files")
     return out
@@ -105,7 +122,7 @@ def code_records(n: int, seed: int = DEFAULT_SEED, *, context_lines: int = 8,
 
 def _multiply(rng: random.Random) -> tuple[str, str]:
     a, b = rng.randrange(100, 1000), rng.randrange(11, 1000)
-    parts = [int(d) * 10 ** i for i, d in enumerate(reversed(str(b))) if d != "0"]
+    parts = [int(d) * 10**i for i, d in enumerate(reversed(str(b))) if d != "0"]
     steps = "; ".join(f"{a} × {p} = {a * p}" for p in parts)
     total = " + ".join(str(a * p) for p in parts)
     return f"What is {a} × {b}?", f"{steps}; {total} = {a * b}. So {a} × {b} = {a * b}."
@@ -113,7 +130,10 @@ def _multiply(rng: random.Random) -> tuple[str, str]:
 
 def _add(rng: random.Random) -> tuple[str, str]:
     a, b, c = (rng.randrange(100, 10000) for _ in range(3))
-    return f"What is {a} + {b} + {c}?", f"{a} + {b} = {a + b}; {a + b} + {c} = {a + b + c}. So the sum is {a + b + c}."
+    return (
+        f"What is {a} + {b} + {c}?",
+        f"{a} + {b} = {a + b}; {a + b} + {c} = {a + b + c}. So the sum is {a + b + c}.",
+    )
 
 
 def _subtract(rng: random.Random) -> tuple[str, str]:
@@ -125,8 +145,10 @@ def _divide(rng: random.Random) -> tuple[str, str]:
     d, q, r = rng.randrange(3, 60), rng.randrange(10, 500), 0
     r = rng.randrange(0, d)
     n = d * q + r
-    return (f"Divide {n} by {d}, giving the quotient and remainder.",
-            f"{d} × {q} = {d * q}; {n} - {d * q} = {r}. So {n} = {d} × {q} + {r}: quotient {q}, remainder {r}.")
+    return (
+        f"Divide {n} by {d}, giving the quotient and remainder.",
+        f"{d} × {q} = {d * q}; {n} - {d * q} = {r}. So {n} = {d} × {q} + {r}: quotient {q}, remainder {r}.",
+    )
 
 
 def _percent(rng: random.Random) -> tuple[str, str]:
@@ -138,8 +160,10 @@ def _equation(rng: random.Random) -> tuple[str, str]:
     a, x, b = rng.randrange(2, 20), rng.randrange(-50, 50), rng.randrange(-200, 200)
     c = a * x + b
     sign = "+" if b >= 0 else "-"
-    return (f"Solve {a}x {sign} {abs(b)} = {c}.",
-            f"{a}x = {c} {'-' if b >= 0 else '+'} {abs(b)} = {c - b}; x = {c - b} / {a} = {x}.")
+    return (
+        f"Solve {a}x {sign} {abs(b)} = {c}.",
+        f"{a}x = {c} {'-' if b >= 0 else '+'} {abs(b)} = {c - b}; x = {c - b} / {a} = {x}.",
+    )
 
 
 _PROBLEMS = (_multiply, _add, _subtract, _divide, _percent, _equation)
@@ -153,8 +177,14 @@ def arithmetic_records(n: int, seed: int = DEFAULT_SEED) -> list[dict]:
     out = []
     for _ in range(n):
         q, ans = rng.choice(_PROBLEMS)(rng)
-        out.append({"messages": [{"role": "user", "content": q + " Work it out step by step."},
-                                 {"role": "assistant", "content": ans}]})
+        out.append(
+            {
+                "messages": [
+                    {"role": "user", "content": q + " Work it out step by step."},
+                    {"role": "assistant", "content": ans},
+                ]
+            }
+        )
     return out
 
 
@@ -170,4 +200,7 @@ def reference_records(task: str, n: int, seed: int = DEFAULT_SEED) -> list[dict]
 
 def reference_rows(task: str, n: int, seed: int = DEFAULT_SEED) -> list[Row]:
     """The reference task as the executor's validated rows (chat `messages` shape)."""
-    return [Row(f"reference:{task}[{i}]", "messages", rec) for i, rec in enumerate(reference_records(task, n, seed))]
+    return [
+        Row(f"reference:{task}[{i}]", "messages", rec)
+        for i, rec in enumerate(reference_records(task, n, seed))
+    ]

@@ -67,8 +67,12 @@ def disagreement(declared: str, measured: str, score: float) -> str:
     """The plan's warning when the user's --domain and the measurement differ ("" when they agree)."""
     if declared == measured:
         return ""
-    return (f"--domain {declared} was declared but the measurement says {measured} (distance score "
-            f"{score:.2f}; docs/domain-distance.md): the plan keeps {declared} as pinned. "
-            + ("If LoRA falls short, try full fine-tuning or a higher rank."
-               if ORDER.index(measured) > ORDER.index(declared)
-               else "LoRA or QLoRA may match full fine-tuning here for less memory."))
+    return (
+        f"--domain {declared} was declared but the measurement says {measured} (distance score "
+        f"{score:.2f}; docs/domain-distance.md): the plan keeps {declared} as pinned. "
+        + (
+            "If LoRA falls short, try full fine-tuning or a higher rank."
+            if ORDER.index(measured) > ORDER.index(declared)
+            else "LoRA or QLoRA may match full fine-tuning here for less memory."
+        )
+    )

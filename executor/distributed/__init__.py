@@ -11,13 +11,46 @@
 """
 
 from .context import DistContext, SingleProcess, init_worker, read_errors, shard, write_error
-from .layout import (ENV_FAIL_RANK, ENV_OFFLOAD, ENV_RUN_DIR, ENV_RUN_ID, ENV_STRATEGY, STRATEGIES, Layout,
-                     accelerate_config, deepspeed_section, dump_yaml, env_local_rank, env_rank,
-                     env_world_size, fsdp_section, layout_for, transformer_layer_classes)
+from .layout import (
+    ENV_FAIL_RANK,
+    ENV_OFFLOAD,
+    ENV_RUN_DIR,
+    ENV_RUN_ID,
+    ENV_STRATEGY,
+    STRATEGIES,
+    Layout,
+    accelerate_config,
+    deepspeed_section,
+    dump_yaml,
+    env_local_rank,
+    env_rank,
+    env_world_size,
+    fsdp_section,
+    layout_for,
+    transformer_layer_classes,
+)
 
 __all__ = [
-    "DistContext", "SingleProcess", "init_worker", "read_errors", "shard", "write_error",
-    "ENV_FAIL_RANK", "ENV_OFFLOAD", "ENV_RUN_DIR", "ENV_RUN_ID", "ENV_STRATEGY", "STRATEGIES", "Layout",
-    "accelerate_config", "deepspeed_section", "dump_yaml", "env_local_rank", "env_rank", "env_world_size",
-    "fsdp_section", "layout_for", "transformer_layer_classes",
+    "DistContext",
+    "SingleProcess",
+    "init_worker",
+    "read_errors",
+    "shard",
+    "write_error",
+    "ENV_FAIL_RANK",
+    "ENV_OFFLOAD",
+    "ENV_RUN_DIR",
+    "ENV_RUN_ID",
+    "ENV_STRATEGY",
+    "STRATEGIES",
+    "Layout",
+    "accelerate_config",
+    "deepspeed_section",
+    "dump_yaml",
+    "env_local_rank",
+    "env_rank",
+    "env_world_size",
+    "fsdp_section",
+    "layout_for",
+    "transformer_layer_classes",
 ]

@@ -18,8 +18,16 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .layout import (ENV_FAIL_RANK, Layout, _cuda_available, _mixed_precision, deepspeed_section,
-                     env_world_size, fsdp_section, transformer_layer_classes)
+from .layout import (
+    ENV_FAIL_RANK,
+    Layout,
+    _cuda_available,
+    _mixed_precision,
+    deepspeed_section,
+    env_world_size,
+    fsdp_section,
+    transformer_layer_classes,
+)
 
 __all__ = ["SingleProcess", "DistContext", "init_worker", "shard", "write_error", "read_errors"]
 
@@ -73,8 +81,9 @@ class DistContext:
 
     distributed = True
 
-    def __init__(self, accelerator, strategy: str, cpu_offload: bool = False,
-                 layer_classes: Optional[list[str]] = None):
+    def __init__(
+        self, accelerator, strategy: str, cpu_offload: bool = False, layer_classes: Optional[list[str]] = None
+    ):
         self.accelerator = accelerator
         self.strategy = strategy
         self.cpu_offload = cpu_offload
@@ -131,8 +140,13 @@ class DistContext:
                 fully_shard(module)
         fully_shard(model)
         new = dict(model.named_parameters())
-        groups = [{**{k: v for k, v in g.items() if k != "params"},
-                   "params": [new[names[id(p)]] for p in g["params"]]} for g in optimizer.param_groups]
+        groups = [
+            {
+                **{k: v for k, v in g.items() if k != "params"},
+                "params": [new[names[id(p)]] for p in g["params"]],
+            }
+            for g in optimizer.param_groups
+        ]
         import inspect
 
         accepted = inspect.signature(type(optimizer).__init__).parameters
@@ -222,7 +236,9 @@ class DistContext:
         if self.manual_fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-            state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            state = get_model_state_dict(
+                model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
             if self.is_main:
                 model.save_pretrained(str(path), state_dict=state, safe_serialization=True)
             acc.wait_for_everyone()
@@ -262,8 +278,16 @@ def _fsdp_plugin(section: dict[str, Any]):
 def _deepspeed_plugin(section: dict[str, Any], plan):
     from accelerate.utils import DeepSpeedPlugin
 
-    kwargs = {k: section[k] for k in ("zero_stage", "gradient_accumulation_steps", "gradient_clipping",
-                                      "offload_optimizer_device", "offload_param_device")}
+    kwargs = {
+        k: section[k]
+        for k in (
+            "zero_stage",
+            "gradient_accumulation_steps",
+            "gradient_clipping",
+            "offload_optimizer_device",
+            "offload_param_device",
+        )
+    }
     if section["zero_stage"] == 3:
         kwargs["zero3_init_flag"] = section["zero3_init_flag"]
         kwargs["zero3_save_16bit_model"] = section["zero3_save_16bit_model"]
@@ -272,8 +296,9 @@ def _deepspeed_plugin(section: dict[str, Any], plan):
     return plugin
 
 
-def init_worker(plan, *, strategy: str, cpu_offload: bool = False,
-                model_dir: Optional[Path] = None) -> DistContext:
+def init_worker(
+    plan, *, strategy: str, cpu_offload: bool = False, model_dir: Optional[Path] = None
+) -> DistContext:
     """Start this worker's process group through accelerate; the context is passed to run_plan.
 
     CPU: gloo; CUDA: nccl, one GPU per local rank. The plugins are built from the same sections
@@ -281,13 +306,15 @@ def init_worker(plan, *, strategy: str, cpu_offload: bool = False,
     from accelerate import Accelerator
 
     use_cpu = not _cuda_available()
-    layout = Layout(num_processes=env_world_size(), strategy=strategy, cpu_offload=cpu_offload,
-                    use_cpu=use_cpu)
+    layout = Layout(
+        num_processes=env_world_size(), strategy=strategy, cpu_offload=cpu_offload, use_cpu=use_cpu
+    )
     kwargs: dict[str, Any] = {"cpu": use_cpu}
     layers: list[str] = []
     if strategy == "fsdp":
-        layers = transformer_layer_classes(model_dir, trust_remote_code=plan.trust_remote_code,
-                                           family=plan.inputs.model.family)
+        layers = transformer_layer_classes(
+            model_dir, trust_remote_code=plan.trust_remote_code, family=plan.inputs.model.family
+        )
         if not use_cpu:  # on CPU the DistContext shards with torch's fully_shard itself
             kwargs["fsdp_plugin"] = _fsdp_plugin(fsdp_section(plan, layout, layers))
     elif strategy.startswith("deepspeed"):
@@ -311,8 +338,7 @@ def read_errors(run_dir: Path) -> dict[int, str]:
     out: dict[int, str] = {}
     for f in sorted(Path(run_dir).glob("error-rank*.txt")):
         try:
-            out[int(f.stem[len("error-rank"):])] = f.read_text(encoding="utf-8").strip()
+            out[int(f.stem[len("error-rank") :])] = f.read_text(encoding="utf-8").strip()
         except (ValueError, OSError):
             continue
     return out
-

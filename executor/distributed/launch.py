@@ -93,9 +93,15 @@ class Launch:
         self.layout = self._lay_out(args)
         self._check_strategy()
         self._check_inputs(args, plan_file)
-        self.layer_classes = (D.transformer_layer_classes(self.model_dir, family=self.plan.inputs.model.family,
-                                                          trust_remote_code=self.plan.trust_remote_code)
-                              if self.layout.strategy == "fsdp" else None)
+        self.layer_classes = (
+            D.transformer_layer_classes(
+                self.model_dir,
+                family=self.plan.inputs.model.family,
+                trust_remote_code=self.plan.trust_remote_code,
+            )
+            if self.layout.strategy == "fsdp"
+            else None
+        )
         self.config = D.accelerate_config(self.plan, self.layout, self.layer_classes)
         self._place(args)
         self.command = self._command()
@@ -118,7 +124,8 @@ class Launch:
         loaded = getattr(args, "loaded_plan", None)  # the command already read the file: not again
         self.plan, plan_file, _ = load_plan(
             loaded if loaded is not None else self.plan_path,
-            trust_remote_code=self.trust_remote_code and not self.dry_run)
+            trust_remote_code=self.trust_remote_code and not self.dry_run,
+        )
         if self.prior is not None:
             self.prior.check_plan(plan_hash(self.plan))
         return plan_file
@@ -137,27 +144,39 @@ class Launch:
         use_cpu = not cuda and not (self.dry_run and self.gpu_plan_here_on_cpu)
         try:
             return D.layout_for(
-                self.plan, num_processes=n, num_machines=getattr(args, "num_machines", None),
+                self.plan,
+                num_processes=n,
+                num_machines=getattr(args, "num_machines", None),
                 machine_rank=_opt(args, "machine_rank", 0),
                 main_process_ip=getattr(args, "main_process_ip", None),
-                main_process_port=getattr(args, "main_process_port", None), use_cpu=use_cpu)
+                main_process_port=getattr(args, "main_process_port", None),
+                use_cpu=use_cpu,
+            )
         except ValueError as exc:
-            raise InputError.one("--num-processes", str(exc),
-                                 "give a process count that divides evenly over the machines, a "
-                                 "machine rank below --num-machines and --main-process-ip") from None
+            raise InputError.one(
+                "--num-processes",
+                str(exc),
+                "give a process count that divides evenly over the machines, a "
+                "machine rank below --num-machines and --main-process-ip",
+            ) from None
 
     def _check_strategy(self) -> None:
         """DeepSpeed needs GPUs and the deepspeed package (a dry run shows its config without it)."""
         lay = self.layout
         if lay.strategy.startswith("deepspeed"):
             if lay.use_cpu:
-                raise InputError.one("distributed.strategy", f"{lay.strategy} needs CUDA GPUs",
-                                     "run on GPUs, or use --num-processes with a ddp plan on CPU")
+                raise InputError.one(
+                    "distributed.strategy",
+                    f"{lay.strategy} needs CUDA GPUs",
+                    "run on GPUs, or use --num-processes with a ddp plan on CPU",
+                )
             if not self.dry_run and not _has_deepspeed():
-                raise InputError.one("distributed.strategy",
-                                     f"{lay.strategy} needs the deepspeed package, which is not "
-                                     "installed", "pip install deepspeed, or set distributed.strategy "
-                                     "to \"fsdp\" in the plan; --dry-run shows the config without it")
+                raise InputError.one(
+                    "distributed.strategy",
+                    f"{lay.strategy} needs the deepspeed package, which is not installed",
+                    "pip install deepspeed, or set distributed.strategy "
+                    'to "fsdp" in the plan; --dry-run shows the config without it',
+                )
 
     def _check_inputs(self, args, plan_file: Optional[Path]) -> None:
         """--max-steps, the data file and the model directory, before any process starts (exit 2)."""
@@ -166,13 +185,21 @@ class Launch:
         spec = self.plan.data
         max_steps = getattr(args, "max_steps", None)
         if max_steps is not None and max_steps < 1:
-            raise InputError.one("--max-steps", f"must be at least 1, got {max_steps}", "pass a positive number")
+            raise InputError.one(
+                "--max-steps", f"must be at least 1, got {max_steps}", "pass a positive number"
+            )
         train_value = getattr(args, "data", None) or (spec.train_path if spec else None)
         if not train_value:
-            raise InputError.one("data.train_path", "no training data given",
-                                 "pass --data PATH or set data.train_path in the plan")
-        self.data_path = data_file(train_value, "--data" if getattr(args, "data", None) else "data.train_path",
-                                   plan_file.parent if plan_file else None).resolve()
+            raise InputError.one(
+                "data.train_path",
+                "no training data given",
+                "pass --data PATH or set data.train_path in the plan",
+            )
+        self.data_path = data_file(
+            train_value,
+            "--data" if getattr(args, "data", None) else "data.train_path",
+            plan_file.parent if plan_file else None,
+        ).resolve()
         if self.dry_run:
             self.model_dir = _model_dir_if_cheap(self.plan, getattr(args, "model_path", None))
         else:
@@ -219,18 +246,37 @@ class Launch:
     def _command(self) -> list[str]:
         lay = self.layout
         if lay.use_cpu:
-            launcher = [sys.executable, "-m", "torch.distributed.run",
-                        "--nnodes", str(lay.num_machines), "--nproc_per_node", str(lay.per_machine),
-                        "--node_rank", str(lay.machine_rank),
-                        "--master_addr", lay.main_process_ip or "127.0.0.1",
-                        "--master_port", str(lay.main_process_port)]
+            launcher = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                str(lay.num_machines),
+                "--nproc_per_node",
+                str(lay.per_machine),
+                "--node_rank",
+                str(lay.machine_rank),
+                "--master_addr",
+                lay.main_process_ip or "127.0.0.1",
+                "--master_port",
+                str(lay.main_process_port),
+            ]
         else:
-            launcher = [sys.executable, "-m", "accelerate.commands.launch",
-                        "--config_file", str(self.config_path),
-                        "--num_processes", str(lay.num_processes),
-                        "--num_machines", str(lay.num_machines),
-                        "--machine_rank", str(lay.machine_rank),
-                        "--main_process_port", str(lay.main_process_port)]
+            launcher = [
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--config_file",
+                str(self.config_path),
+                "--num_processes",
+                str(lay.num_processes),
+                "--num_machines",
+                str(lay.num_machines),
+                "--machine_rank",
+                str(lay.machine_rank),
+                "--main_process_port",
+                str(lay.main_process_port),
+            ]
             if lay.main_process_ip:
                 launcher += ["--main_process_ip", lay.main_process_ip]
         return launcher + ["-m", WORKER_MODULE] + self._worker_args()
@@ -264,19 +310,43 @@ class Launch:
         if self.gpu_plan_here_on_cpu and not lay.use_cpu:
             lines.append("# note: this machine has no CUDA GPU; the command is for the planned GPU machines")
         if lay.num_machines > 1:
-            lines.append(f"# run the same command on every machine with --machine-rank 0..{lay.num_machines - 1}")
-        lines += ["# command", f"{env} {shlex.join(self.command)}", f"# {self.config_path}",
-                  D.dump_yaml(self.config).rstrip()]
+            lines.append(
+                f"# run the same command on every machine with --machine-rank 0..{lay.num_machines - 1}"
+            )
+        lines += [
+            "# command",
+            f"{env} {shlex.join(self.command)}",
+            f"# {self.config_path}",
+            D.dump_yaml(self.config).rstrip(),
+        ]
         return "\n".join(lines)
 
     def write_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(D.dump_yaml(self.config), encoding="utf-8")
-        (self.run_dir / "launch.json").write_text(json.dumps(
-            {"command": self.command, "env": self.env, "layout": {
-                k: getattr(self.layout, k) for k in ("num_processes", "strategy", "cpu_offload", "use_cpu",
-                                                     "num_machines", "machine_rank", "main_process_ip",
-                                                     "main_process_port")}}, indent=2), encoding="utf-8")
+        (self.run_dir / "launch.json").write_text(
+            json.dumps(
+                {
+                    "command": self.command,
+                    "env": self.env,
+                    "layout": {
+                        k: getattr(self.layout, k)
+                        for k in (
+                            "num_processes",
+                            "strategy",
+                            "cpu_offload",
+                            "use_cpu",
+                            "num_machines",
+                            "machine_rank",
+                            "main_process_ip",
+                            "main_process_port",
+                        )
+                    },
+                },
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
 
 
 def _has_deepspeed() -> bool:
@@ -319,11 +389,20 @@ def _load_result(L: Launch):
             pass
     p = L.plan
     return RunResult(
-        run_id=L.run_id, status="running", plan_hash=plan_hash(p), method=p.method,
-        model=p.inputs.model.name, hardware=f"{L.layout.num_processes} x {'cpu' if L.layout.use_cpu else 'cuda'}",
-        num_processes=L.layout.num_processes, strategy=L.layout.strategy, started_at=utc_now(),
-        run_dir=str(L.run_dir), predicted_peak_bytes=p.memory.per_device_bytes,
-        predicted_fits=p.memory.fits, versions=versions(), data_path=str(L.data_path),
+        run_id=L.run_id,
+        status="running",
+        plan_hash=plan_hash(p),
+        method=p.method,
+        model=p.inputs.model.name,
+        hardware=f"{L.layout.num_processes} x {'cpu' if L.layout.use_cpu else 'cuda'}",
+        num_processes=L.layout.num_processes,
+        strategy=L.layout.strategy,
+        started_at=utc_now(),
+        run_dir=str(L.run_dir),
+        predicted_peak_bytes=p.memory.per_device_bytes,
+        predicted_fits=p.memory.fits,
+        versions=versions(),
+        data_path=str(L.data_path),
     )
 
 
@@ -375,7 +454,9 @@ def _finish(L: Launch, rc: int, interrupted: bool, tail: list[str]):
             recorded.result_status, recorded.result_error = result.status, None
         except OSError as exc:
             recorded.result_error = os_reason(exc)
-            print(f"warning: could not write {L.run_dir}/result.json: {recorded.result_error}", file=sys.stderr)
+            print(
+                f"warning: could not write {L.run_dir}/result.json: {recorded.result_error}", file=sys.stderr
+            )
         if record(getattr(L.args, "db", None), result, _read_metrics(L.run_dir), recorded) is None:
             recorded.db_status, recorded.db_error = result.status, None
     L.recorded = recorded
@@ -404,10 +485,20 @@ def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
     env = dict(os.environ)
     env.update(L.env)
     if not quiet:
-        print(f"launching {L.layout.num_processes} processes ({L.layout.strategy}); run directory "
-              f"{L.run_dir}", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(L.command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            errors="replace", start_new_session=True)
+        print(
+            f"launching {L.layout.num_processes} processes ({L.layout.strategy}); run directory {L.run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+    proc = subprocess.Popen(
+        L.command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     tail: collections.deque[str] = collections.deque(maxlen=60)
 
     def pump(stream, out, keep: bool) -> None:
@@ -418,8 +509,10 @@ def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
                 out.write(line)
                 out.flush()
 
-    readers = [threading.Thread(target=pump, args=(proc.stdout, sys.stdout, False), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, sys.stderr, True), daemon=True)]
+    readers = [
+        threading.Thread(target=pump, args=(proc.stdout, sys.stdout, False), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, sys.stderr, True), daemon=True),
+    ]
     for r in readers:
         r.start()
     interrupted = False
@@ -450,8 +543,13 @@ def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
 def in_process_command(args) -> list[str]:
     """The `tuneplan run` command line a 1-process run really executes (no launcher)."""
     cmd = ["tuneplan", "run", str(args.plan)]
-    for flag, attr in (("--data", "data"), ("--db", "db"), ("--output", "output"),
-                       ("--max-steps", "max_steps"), ("--model-path", "model_path")):
+    for flag, attr in (
+        ("--data", "data"),
+        ("--db", "db"),
+        ("--output", "output"),
+        ("--max-steps", "max_steps"),
+        ("--model-path", "model_path"),
+    ):
         value = getattr(args, attr, None)
         if value is not None:
             cmd += [flag, str(value)]
@@ -470,16 +568,22 @@ def dry_run_in_process(args) -> int:
     spec = plan.data
     train_value = getattr(args, "data", None) or (spec.train_path if spec else None)
     if not train_value:
-        raise InputError.one("data.train_path", "no training data given",
-                             "pass --data PATH or set data.train_path in the plan")
-    data_path = data_file(train_value, "--data" if getattr(args, "data", None) else "data.train_path",
-                           plan_file.parent if plan_file else None)
+        raise InputError.one(
+            "data.train_path", "no training data given", "pass --data PATH or set data.train_path in the plan"
+        )
+    data_path = data_file(
+        train_value,
+        "--data" if getattr(args, "data", None) else "data.train_path",
+        plan_file.parent if plan_file else None,
+    )
     t = plan.training
     device = "cuda:0" if D._cuda_available() else "cpu"
     planned = plan.distributed.num_processes
-    lines = [f"# 1 process, in-process (no accelerate launch, no torchrun), strategy none, device {device}; "
-             f"effective batch = {t.per_device_batch_size} x {t.gradient_accumulation_steps} x 1 = "
-             f"{t.per_device_batch_size * t.gradient_accumulation_steps}"]
+    lines = [
+        f"# 1 process, in-process (no accelerate launch, no torchrun), strategy none, device {device}; "
+        f"effective batch = {t.per_device_batch_size} x {t.gradient_accumulation_steps} x 1 = "
+        f"{t.per_device_batch_size * t.gradient_accumulation_steps}"
+    ]
     if planned > 1:
         lines.append(f"# note: the plan asks for {planned} processes; --num-processes 1 runs one")
     lines += [f"# data {data_path}", "# command", shlex.join(in_process_command(args))]
@@ -519,5 +623,4 @@ def interrupted_message(recorded) -> str:
 
 def _is_consequence(error: str) -> bool:
     """Whether a rank's error only reports that another rank went away."""
-    return any(k in error for k in ("Connection closed by peer", "Connection reset by peer",
-                                    "Broken pipe"))
+    return any(k in error for k in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))

@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 __all__ = [
-    "Layout", "layout_for", "accelerate_config", "deepspeed_section", "fsdp_section",
-    "transformer_layer_classes", "env_rank", "env_world_size", "env_local_rank", "dump_yaml",
+    "Layout",
+    "layout_for",
+    "accelerate_config",
+    "deepspeed_section",
+    "fsdp_section",
+    "transformer_layer_classes",
+    "env_rank",
+    "env_world_size",
+    "env_local_rank",
+    "dump_yaml",
 ]
 
 STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
@@ -84,9 +92,16 @@ class Layout:
         return max(1, self.num_processes // self.num_machines)
 
 
-def layout_for(plan, *, num_processes: Optional[int] = None, num_machines: Optional[int] = None,
-               machine_rank: int = 0, main_process_ip: Optional[str] = None,
-               main_process_port: Optional[int] = None, use_cpu: Optional[bool] = None) -> Layout:
+def layout_for(
+    plan,
+    *,
+    num_processes: Optional[int] = None,
+    num_machines: Optional[int] = None,
+    machine_rank: int = 0,
+    main_process_ip: Optional[str] = None,
+    main_process_port: Optional[int] = None,
+    use_cpu: Optional[bool] = None,
+) -> Layout:
     """The layout to launch: the plan's `distributed` block, overridden by the command line.
 
     A plan planned for one process but launched on several runs DDP (the only strategy that
@@ -102,8 +117,10 @@ def layout_for(plan, *, num_processes: Optional[int] = None, num_machines: Optio
         if n > 1:
             notes.append(f"distributed.strategy: none -> ddp ({n} processes)")
     if n != d.num_processes and d.num_processes > 1:
-        notes.append(f"distributed.num_processes: {d.num_processes} -> {n}; effective batch = "
-                     f"micro-batch x accumulation x {n}")
+        notes.append(
+            f"distributed.num_processes: {d.num_processes} -> {n}; effective batch = "
+            f"micro-batch x accumulation x {n}"
+        )
     if machines < 1 or n < machines or n % machines:
         raise ValueError(f"{n} processes cannot be split evenly over {machines} machines")
     if not 0 <= machine_rank < machines:
@@ -112,10 +129,17 @@ def layout_for(plan, *, num_processes: Optional[int] = None, num_machines: Optio
         raise ValueError("several machines need --main-process-ip (the address of machine rank 0)")
     if use_cpu is None:
         use_cpu = not _cuda_available()
-    return Layout(num_processes=n, strategy=strategy, cpu_offload=d.cpu_offload, use_cpu=use_cpu,
-                  num_machines=machines, machine_rank=machine_rank,
-                  main_process_ip=main_process_ip, main_process_port=main_process_port or 29500,
-                  notes=notes)
+    return Layout(
+        num_processes=n,
+        strategy=strategy,
+        cpu_offload=d.cpu_offload,
+        use_cpu=use_cpu,
+        num_machines=machines,
+        machine_rank=machine_rank,
+        main_process_ip=main_process_ip,
+        main_process_port=main_process_port or 29500,
+        notes=notes,
+    )
 
 
 def _cuda_available() -> bool:
@@ -126,8 +150,9 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def transformer_layer_classes(model_dir: Optional[Path], *, trust_remote_code: bool = False,
-                              family: Optional[str] = None) -> list[str]:
+def transformer_layer_classes(
+    model_dir: Optional[Path], *, trust_remote_code: bool = False, family: Optional[str] = None
+) -> list[str]:
     """Class names FSDP auto-wraps one unit each: the model class's `_no_split_modules` (e.g.
     LlamaDecoderLayer), found from config.json alone. Falls back to `<Arch>DecoderLayer` from the
     config's architecture, then from the family name."""

@@ -50,14 +50,28 @@ def main(argv: list[str] | None = None) -> int:
         loaded = read_once(args.plan)
         plan, _, _ = load_plan(loaded, trust_remote_code=args.trust_remote_code)
         strategy = os.environ.get(layout.ENV_STRATEGY) or (
-            "ddp" if plan.distributed.strategy == "none" else plan.distributed.strategy)
+            "ddp" if plan.distributed.strategy == "none" else plan.distributed.strategy
+        )
         offload = os.environ.get(layout.ENV_OFFLOAD, "0") == "1"
-        ctx = dist_mod.init_worker(plan, strategy=strategy, cpu_offload=offload,
-                                   model_dir=Path(args.model_path) if args.model_path else None)
-        run_plan(loaded, ctx=ctx, data=args.data, db=args.db, output_dir=args.output,
-                 max_steps=args.max_steps, model_path=args.model_path,
-                 progress=False, trust_remote_code=args.trust_remote_code, resume=args.resume,
-                 report_to=args.report_to)
+        ctx = dist_mod.init_worker(
+            plan,
+            strategy=strategy,
+            cpu_offload=offload,
+            model_dir=Path(args.model_path) if args.model_path else None,
+        )
+        run_plan(
+            loaded,
+            ctx=ctx,
+            data=args.data,
+            db=args.db,
+            output_dir=args.output,
+            max_steps=args.max_steps,
+            model_path=args.model_path,
+            progress=False,
+            trust_remote_code=args.trust_remote_code,
+            resume=args.resume,
+            report_to=args.report_to,
+        )
         return 0
     except KeyboardInterrupt:
         return 130

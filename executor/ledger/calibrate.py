@@ -76,8 +76,14 @@ def _estimate(plan, device: str, calibration: Optional[dict[str, float]] = None)
     from tuneplan.advisor.estimator import estimate
 
     mem = plan.memory
-    return estimate(plan.inputs.model, mem.settings, capacity_bytes=mem.device_capacity_bytes,
-                    device=device, headroom_fraction=mem.headroom_fraction, calibration=calibration)
+    return estimate(
+        plan.inputs.model,
+        mem.settings,
+        capacity_bytes=mem.device_capacity_bytes,
+        device=device,
+        headroom_fraction=mem.headroom_fraction,
+        calibration=calibration,
+    )
 
 
 def comparable_bytes(est: MemoryEstimate) -> int:
@@ -85,15 +91,17 @@ def comparable_bytes(est: MemoryEstimate) -> int:
     but framework overhead (computed so for estimates written before that field)."""
     if est.allocated_peak_bytes is not None:
         return est.allocated_peak_bytes
-    return like_for_like(est.per_device_bytes, est.breakdown.framework_overhead,
-                         None, 0).predicted_comparable_bytes
+    return like_for_like(
+        est.per_device_bytes, est.breakdown.framework_overhead, None, 0
+    ).predicted_comparable_bytes
 
 
 def _samples(con) -> tuple[list[Sample], list[tuple[str, str]]]:
     rows = con.execute(
         "SELECT r.run_id, r.device_kind, r.measured_peak_bytes, m.measured_comparable_bytes, "
         "r.plan_json FROM runs r JOIN run_memory_checks m USING (run_id) "
-        "WHERE r.status = 'succeeded' ORDER BY r.run_id").fetchall()
+        "WHERE r.status = 'succeeded' ORDER BY r.run_id"
+    ).fetchall()
     out: list[Sample] = []
     skipped: list[tuple[str, str]] = []
     for run_id, kind, peak, measured, plan_json in rows:
@@ -122,8 +130,9 @@ def _samples(con) -> tuple[list[Sample], list[tuple[str, str]]]:
         if act <= 0:
             skipped.append((run_id, "the estimate has no activation terms to scale"))
             continue
-        out.append(Sample(run_id, factor_key(kind, plan.inputs.model.family), int(measured),
-                          states, act, plan))
+        out.append(
+            Sample(run_id, factor_key(kind, plan.inputs.model.family), int(measured), states, act, plan)
+        )
     return out, skipped
 
 
@@ -173,8 +182,9 @@ def fit(db: DBPath = None) -> Fit:
         after = [abs(_error(s, factors)) for s in group]
         before_all += before
         after_all += after
-        result.keys[key] = KeyFit(key, factors, [s.run_id for s in group],
-                                  sum(before) / len(before), sum(after) / len(after))
+        result.keys[key] = KeyFit(
+            key, factors, [s.run_id for s in group], sum(before) / len(before), sum(after) / len(after)
+        )
     if before_all:
         result.mean_abs_error_before = sum(before_all) / len(before_all)
         result.mean_abs_error_after = sum(after_all) / len(after_all)
@@ -189,15 +199,20 @@ def write(db: DBPath, result: Fit) -> Path:
         "factors": {k: v.factors for k, v in result.keys.items()},
         "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "method": "weighted median of (measured - predicted model states) / predicted "
-                  "activation-like terms, weights act/measured; minimises mean |relative error| "
-                  "like-for-like: predicted memory.allocated_peak_bytes (per_device_bytes less "
-                  "framework overhead) vs measured peak less runtime bytes; see docs/checks.md",
+        "activation-like terms, weights act/measured; minimises mean |relative error| "
+        "like-for-like: predicted memory.allocated_peak_bytes (per_device_bytes less "
+        "framework overhead) vs measured peak less runtime bytes; see docs/checks.md",
         "terms": list(ACTIVATION_TERMS),
         "runs_used": sum(len(v.run_ids) for v in result.keys.values()),
-        "keys": {k: {"runs": len(v.run_ids), "run_ids": v.run_ids,
-                     "mean_abs_error_before": v.mean_abs_error_before,
-                     "mean_abs_error_after": v.mean_abs_error_after}
-                 for k, v in result.keys.items()},
+        "keys": {
+            k: {
+                "runs": len(v.run_ids),
+                "run_ids": v.run_ids,
+                "mean_abs_error_before": v.mean_abs_error_before,
+                "mean_abs_error_after": v.mean_abs_error_after,
+            }
+            for k, v in result.keys.items()
+        },
         "mean_abs_error_before": result.mean_abs_error_before,
         "mean_abs_error_after": result.mean_abs_error_after,
         "skipped": [{"run_id": r, "reason": why} for r, why in result.skipped],

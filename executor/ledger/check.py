@@ -32,10 +32,23 @@ from typing import Any, Optional
 from .connect import DBPath, open_read
 from .migrate import LEARNING_MATCH_SHARE, MEMORY_UNDER_PREDICTION_LIMIT
 
-__all__ = ["MEMORY_UNDER_PREDICTION_LIMIT", "MEMORY_OVER_PREDICTION_NOTE", "FORGETTING_THRESHOLDS",
-           "LEARNING_MATCH_SHARE", "NOISE_BAND_NATS", "MIN_AUDIT_STEPS", "RULE_PROMISES",
-           "RunCheck", "judge_run", "check_runs", "gate", "summarise", "audit_rules", "audit_distance",
-           "to_json"]
+__all__ = [
+    "MEMORY_UNDER_PREDICTION_LIMIT",
+    "MEMORY_OVER_PREDICTION_NOTE",
+    "FORGETTING_THRESHOLDS",
+    "LEARNING_MATCH_SHARE",
+    "NOISE_BAND_NATS",
+    "MIN_AUDIT_STEPS",
+    "RULE_PROMISES",
+    "RunCheck",
+    "judge_run",
+    "check_runs",
+    "gate",
+    "summarise",
+    "audit_rules",
+    "audit_distance",
+    "to_json",
+]
 
 MEMORY_OVER_PREDICTION_NOTE = 0.50
 """A note (not a break) when the like-for-like prediction is more than 50 % above the measurement:
@@ -59,11 +72,11 @@ RULE_PROMISES: dict[str, str] = {
     "TP021": "LoRA forgets less than full fine-tuning",
     "TP023": f"QLoRA learns about as much as LoRA (>= {LEARNING_MATCH_SHARE:.0%}) with less memory",
     "TP030": "a plan predicted to fit runs without OOM, its peak within "
-             f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%} of the prediction",
+    f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%} of the prediction",
     "TP040": "the advised learning rate is within 2x of the best rate of each recorded "
-             "learning-rate sweep (lowest eval loss)",
+    "learning-rate sweep (lowest eval loss)",
     "distance": "a measured far domain distance precedes LoRA falling short of full fine-tuning's "
-                "learning, a measured near one LoRA matching it (docs/domain-distance.md thresholds)",
+    "learning, a measured near one LoRA matching it (docs/domain-distance.md thresholds)",
 }
 
 
@@ -116,9 +129,11 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
     fits = row.get("predicted_fits")
     err = _finite(row.get("memory_error"))
     cerr = _finite(row.get("memory_error_comparable"))
-    non_finite = [k for k in ("eval_loss_before", "eval_loss_after", "forgetting_loss_before",
-                              "forgetting_loss_after")
-                  if row.get(k) is not None and not math.isfinite(float(row[k]))]
+    non_finite = [
+        k
+        for k in ("eval_loss_before", "eval_loss_after", "forgetting_loss_before", "forgetting_loss_after")
+        if row.get(k) is not None and not math.isfinite(float(row[k]))
+    ]
     if row.get("non_finite_metrics"):
         non_finite.append(f"{row['non_finite_metrics']} metrics row(s) (loss or grad_norm)")
     if non_finite:
@@ -139,14 +154,18 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
         measured = row.get("measured_comparable_bytes")
         if measured is None:
             measured = row["measured_peak_bytes"]
-        reasons.append(f"memory under-predicted: measured {measured:,} B (tensor bytes, peak less "
-                       f"runtime) is {-cerr:.0%} above the like-for-like prediction "
-                       f"{row['predicted_comparable_bytes']:,} B (memory.allocated_peak_bytes; limit "
-                       f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%})")
+        reasons.append(
+            f"memory under-predicted: measured {measured:,} B (tensor bytes, peak less "
+            f"runtime) is {-cerr:.0%} above the like-for-like prediction "
+            f"{row['predicted_comparable_bytes']:,} B (memory.allocated_peak_bytes; limit "
+            f"{MEMORY_UNDER_PREDICTION_LIMIT:.0%})"
+        )
     elif cerr > MEMORY_OVER_PREDICTION_NOTE:
-        notes.append(f"memory over-predicted by {cerr:.0%} like-for-like (memory.allocated_peak_bytes vs "
-                     f"the measured tensor peak; not a break: the plan "
-                     "is safe, but may have turned down a method that would have fit)")
+        notes.append(
+            f"memory over-predicted by {cerr:.0%} like-for-like (memory.allocated_peak_bytes vs "
+            f"the measured tensor peak; not a break: the plan "
+            "is safe, but may have turned down a method that would have fit)"
+        )
     if status == "succeeded" and fits is False:
         notes.append("ran although predicted not to fit")
 
@@ -167,27 +186,40 @@ def judge_run(row: dict[str, Any]) -> RunCheck:
             within = forgetting <= limit
             if not within:
                 broken = True
-                reasons.append(f"forgot {forgetting:+.4f} nats on the probe, beyond the {tol} "
-                               f"tolerance ({limit} nats)")
+                reasons.append(
+                    f"forgot {forgetting:+.4f} nats on the probe, beyond the {tol} tolerance ({limit} nats)"
+                )
 
     if status == "running":
-        notes.append("still running (or killed without a final record): judged on what it "
-                     "measured so far")
+        notes.append("still running (or killed without a final record): judged on what it measured so far")
     elif status == "interrupted":
         notes.append("interrupted: judged on what it measured before it stopped")
     elif status == "failed" and not oom:
-        notes.append(f"failed, not for memory ({row.get('error')}): not counted against the "
-                     "advice; judged on what it measured")
+        notes.append(
+            f"failed, not for memory ({row.get('error')}): not counted against the "
+            "advice; judged on what it measured"
+        )
     if status != "succeeded" and (learned is None or within is None):
         missing = [n for n, v in (("learning", learned), ("forgetting", within)) if v is None]
         notes.append(f"{' and '.join(missing)} not measured")
 
     return RunCheck(
-        run_id=row["run_id"], method=row.get("method"), status=status, memory_error=err,
-        memory_error_comparable=cerr, forgetting=forgetting, forgetting_within_tolerance=within,
-        learning=learning, learned=learned, out_of_memory=oom,
-        verdict="broken" if broken else "held", reasons=reasons, notes=notes,
-        forgetting_tolerance=tol, non_finite=non_finite, steps=row.get("steps"),
+        run_id=row["run_id"],
+        method=row.get("method"),
+        status=status,
+        memory_error=err,
+        memory_error_comparable=cerr,
+        forgetting=forgetting,
+        forgetting_within_tolerance=within,
+        learning=learning,
+        learned=learned,
+        out_of_memory=oom,
+        verdict="broken" if broken else "held",
+        reasons=reasons,
+        notes=notes,
+        forgetting_tolerance=tol,
+        non_finite=non_finite,
+        steps=row.get("steps"),
         started_at=None if row.get("started_at") is None else str(row.get("started_at")),
         memory_under_predicted=None if cerr is None else bool(row.get("memory_under_predicted")),
     )
@@ -209,8 +241,9 @@ ORDER BY r.started_at NULLS LAST, r.run_id
 """
 
 
-def _filters(run_ids: Optional[list[str]], plan_hashes: Optional[list[str]],
-             since: Optional[str]) -> tuple[str, list[Any]]:
+def _filters(
+    run_ids: Optional[list[str]], plan_hashes: Optional[list[str]], since: Optional[str]
+) -> tuple[str, list[Any]]:
     where, params = ["TRUE"], []
     if run_ids:
         where.append("(" + " OR ".join("starts_with(r.run_id, ?)" for _ in run_ids) + ")")
@@ -224,9 +257,14 @@ def _filters(run_ids: Optional[list[str]], plan_hashes: Optional[list[str]],
     return " AND ".join(where), params
 
 
-def check_runs(db: DBPath = None, *, con=None, run_ids: Optional[list[str]] = None,
-               plan_hashes: Optional[list[str]] = None, since: Optional[str] = None
-               ) -> dict[str, Any]:
+def check_runs(
+    db: DBPath = None,
+    *,
+    con=None,
+    run_ids: Optional[list[str]] = None,
+    plan_hashes: Optional[list[str]] = None,
+    since: Optional[str] = None,
+) -> dict[str, Any]:
     """{"runs": [RunCheck as dict, ...], "summary": {...}} for every run in the database, or
     those whose run_id starts with one of ``run_ids``, whose plan_hash is in ``plan_hashes``,
     started at or after ``since`` (ISO date or timestamp, UTC)."""
@@ -249,8 +287,9 @@ def gate(result: dict[str, Any]) -> list[str]:
     runs = result["runs"]
     reasons = []
     if not runs:
-        reasons.append("no runs to judge (an empty database, or the filters matched none): "
-                       "no evidence is not a pass")
+        reasons.append(
+            "no runs to judge (an empty database, or the filters matched none): no evidence is not a pass"
+        )
     for r in runs:
         expected_oom = r["out_of_memory"] and any("as predicted" in n for n in r["notes"])
         if r["status"] != "succeeded" and not expected_oom:
@@ -259,8 +298,10 @@ def gate(result: dict[str, Any]) -> list[str]:
             reasons.append(f"run {r['run_id']} broke the advice: {'; '.join(r['reasons'])}")
     for rule in result.get("rules") or []:
         if rule["status"] in ("broken", "mixed"):
-            reasons.append(f"rule {rule['rule']} audit is {rule['status']}: {rule['broken']} of "
-                           f"{rule['tested']} conclusive case(s) broke \"{rule['promise']}\"")
+            reasons.append(
+                f"rule {rule['rule']} audit is {rule['status']}: {rule['broken']} of "
+                f'{rule["tested"]} conclusive case(s) broke "{rule["promise"]}"'
+            )
     return reasons
 
 
@@ -287,8 +328,14 @@ def summarise(checks: list[RunCheck]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ rules
 
 
-def _rule(rule: str, cases: list[tuple[Optional[bool], str]], note: str = "", *,
-          noise_band: Optional[float] = None, min_steps: Optional[int] = None) -> dict[str, Any]:
+def _rule(
+    rule: str,
+    cases: list[tuple[Optional[bool], str]],
+    note: str = "",
+    *,
+    noise_band: Optional[float] = None,
+    min_steps: Optional[int] = None,
+) -> dict[str, Any]:
     """One rule's audit from its cases: (True held / False broken / None inconclusive, evidence).
     Status: untested (no case), inconclusive (no conclusive case), held, broken, or mixed."""
     tested = sum(c is not None for c, _ in cases)
@@ -304,27 +351,46 @@ def _rule(rule: str, cases: list[tuple[Optional[bool], str]], note: str = "", *,
         status = "broken"
     else:
         status = "mixed"
-    return {"rule": rule, "promise": RULE_PROMISES[rule], "tested": tested, "held": held,
-            "broken": tested - held, "inconclusive": inconclusive, "status": status,
-            "evidence": [e for _, e in cases], "note": note, "noise_band_nats": noise_band,
-            "min_steps": min_steps}
+    return {
+        "rule": rule,
+        "promise": RULE_PROMISES[rule],
+        "tested": tested,
+        "held": held,
+        "broken": tested - held,
+        "inconclusive": inconclusive,
+        "status": status,
+        "evidence": [e for _, e in cases],
+        "note": note,
+        "noise_band_nats": noise_band,
+        "min_steps": min_steps,
+    }
 
 
-def _pair(steps: dict[str, Any], a: str, b: str, diff: Optional[float], holds: Any,
-          band: Optional[float], min_steps: int) -> tuple[Optional[bool], str]:
+def _pair(
+    steps: dict[str, Any],
+    a: str,
+    b: str,
+    diff: Optional[float],
+    holds: Any,
+    band: Optional[float],
+    min_steps: int,
+) -> tuple[Optional[bool], str]:
     """(verdict, why) of one comparison pair: inconclusive below the minimum steps or inside
     the noise band."""
     short = [rid for rid in (a, b) if (steps.get(rid) or 0) < min_steps]
     if short:
-        return None, (f"inconclusive: {', '.join(f'{r} ran {steps.get(r) or 0} steps' for r in short)}"
-                      f" (minimum {min_steps})")
+        return None, (
+            f"inconclusive: {', '.join(f'{r} ran {steps.get(r) or 0} steps' for r in short)}"
+            f" (minimum {min_steps})"
+        )
     if band is not None and diff is not None and abs(diff) < band:
         return None, f"inconclusive: difference {diff:+.4f} nats is inside the noise band ±{band}"
     return bool(holds), "held" if holds else "broken"
 
 
-def audit_rules(db: DBPath = None, *, con=None, noise_band: float = NOISE_BAND_NATS,
-                min_steps: int = MIN_AUDIT_STEPS) -> list[dict[str, Any]]:
+def audit_rules(
+    db: DBPath = None, *, con=None, noise_band: float = NOISE_BAND_NATS, min_steps: int = MIN_AUDIT_STEPS
+) -> list[dict[str, Any]]:
     """Which rules' promises held across runs, from the audit_* views (one entry per rule). A
     comparison pair counts only when both runs trained at least ``min_steps`` steps and (TP020,
     TP021) their difference is outside ``noise_band`` nats; otherwise it is inconclusive."""
@@ -334,12 +400,16 @@ def audit_rules(db: DBPath = None, *, con=None, noise_band: float = NOISE_BAND_N
         qv = _rows(con, "SELECT * FROM audit_qlora_vs_lora_memory ORDER BY compare_id")
         fv = _rows(con, "SELECT * FROM audit_lora_vs_full_forgetting ORDER BY compare_id, adapter_method")
         lv = _rows(con, "SELECT * FROM audit_lora_vs_full_learning ORDER BY compare_id, adapter_method")
-        mv = _rows(con, "SELECT r.run_id, r.method, m.memory_error_comparable, "
-                        "m.memory_under_predicted, m.out_of_memory "
-                        "FROM runs r JOIN run_memory_checks m USING (run_id) WHERE r.predicted_fits "
-                        "AND (r.measured_peak_bytes > 0 OR m.out_of_memory) ORDER BY run_id")
-        lr = _rows(con, "SELECT * FROM audit_learning_rate WHERE advised_learning_rate > 0 "
-                        "ORDER BY compare_id")
+        mv = _rows(
+            con,
+            "SELECT r.run_id, r.method, m.memory_error_comparable, "
+            "m.memory_under_predicted, m.out_of_memory "
+            "FROM runs r JOIN run_memory_checks m USING (run_id) WHERE r.predicted_fits "
+            "AND (r.measured_peak_bytes > 0 OR m.out_of_memory) ORDER BY run_id",
+        )
+        lr = _rows(
+            con, "SELECT * FROM audit_learning_rate WHERE advised_learning_rate > 0 ORDER BY compare_id"
+        )
         steps = dict(con.execute("SELECT run_id, steps FROM runs").fetchall())
     finally:
         if own:
@@ -347,55 +417,100 @@ def audit_rules(db: DBPath = None, *, con=None, noise_band: float = NOISE_BAND_N
     out = []
     cases = []
     for r in qv:
-        verdict, why = _pair(steps, r["qlora_run_id"], r["lora_run_id"], None, r["holds"], None,
-                             min_steps)
-        cases.append((verdict, f"{r['compare_id']}: QLoRA {r['qlora_measured_bytes']:,} B vs LoRA "
-                      f"{r['lora_measured_bytes']:,} B, learning {r['qlora_learning']:+.4f} vs "
-                      f"{r['lora_learning']:+.4f} -> {why}"))
+        verdict, why = _pair(steps, r["qlora_run_id"], r["lora_run_id"], None, r["holds"], None, min_steps)
+        cases.append(
+            (
+                verdict,
+                f"{r['compare_id']}: QLoRA {r['qlora_measured_bytes']:,} B vs LoRA "
+                f"{r['lora_measured_bytes']:,} B, learning {r['qlora_learning']:+.4f} vs "
+                f"{r['lora_learning']:+.4f} -> {why}",
+            )
+        )
     out.append(_rule("TP023", cases, min_steps=min_steps))
     cases = []
     for r in fv:
-        verdict, why = _pair(steps, r["adapter_run_id"], r["full_run_id"],
-                             r["adapter_forgetting"] - r["full_forgetting"],
-                             r["lora_forgets_less"], noise_band, min_steps)
-        cases.append((verdict, f"{r['compare_id']}: {r['adapter_method']} forgot "
-                      f"{r['adapter_forgetting']:+.4f} vs full {r['full_forgetting']:+.4f} nats "
-                      f"-> {why}"))
+        verdict, why = _pair(
+            steps,
+            r["adapter_run_id"],
+            r["full_run_id"],
+            r["adapter_forgetting"] - r["full_forgetting"],
+            r["lora_forgets_less"],
+            noise_band,
+            min_steps,
+        )
+        cases.append(
+            (
+                verdict,
+                f"{r['compare_id']}: {r['adapter_method']} forgot "
+                f"{r['adapter_forgetting']:+.4f} vs full {r['full_forgetting']:+.4f} nats "
+                f"-> {why}",
+            )
+        )
     out.append(_rule("TP021", cases, noise_band=noise_band, min_steps=min_steps))
     far = [r for r in lv if r["far_domain"]]
     cases = []
     for r in far:
-        verdict, why = _pair(steps, r["adapter_run_id"], r["full_run_id"],
-                             r["full_learning"] - r["adapter_learning"], r["full_learns_more"],
-                             noise_band, min_steps)
-        cases.append((verdict, f"{r['compare_id']}: full learned {r['full_learning']:+.4f} vs "
-                      f"{r['adapter_method']} {r['adapter_learning']:+.4f} -> {why}"))
-    note = "" if len(far) == len(lv) else (
-        f"{len(lv) - len(far)} comparison pair(s) on near/moderate domains not counted (TP020 "
-        "promises nothing there)")
+        verdict, why = _pair(
+            steps,
+            r["adapter_run_id"],
+            r["full_run_id"],
+            r["full_learning"] - r["adapter_learning"],
+            r["full_learns_more"],
+            noise_band,
+            min_steps,
+        )
+        cases.append(
+            (
+                verdict,
+                f"{r['compare_id']}: full learned {r['full_learning']:+.4f} vs "
+                f"{r['adapter_method']} {r['adapter_learning']:+.4f} -> {why}",
+            )
+        )
+    note = (
+        ""
+        if len(far) == len(lv)
+        else (
+            f"{len(lv) - len(far)} comparison pair(s) on near/moderate domains not counted (TP020 "
+            "promises nothing there)"
+        )
+    )
     out.append(_rule("TP020", cases, note, noise_band=noise_band, min_steps=min_steps))
     cases = []
     for r in mv:
         ok = not r["out_of_memory"] and not r["memory_under_predicted"]
         if not ok:
-            cases.append((False, f"{r['run_id']} ({r['method']}): " + (
-                "out of memory" if r["out_of_memory"] else
-                f"like-for-like error {r['memory_error_comparable']:+.1%}")))
+            cases.append(
+                (
+                    False,
+                    f"{r['run_id']} ({r['method']}): "
+                    + (
+                        "out of memory"
+                        if r["out_of_memory"]
+                        else f"like-for-like error {r['memory_error_comparable']:+.1%}"
+                    ),
+                )
+            )
         else:
             cases.append((True, ""))
     rule = _rule("TP030", cases)
     rule["evidence"] = [e for e in rule["evidence"] if e]
     out.append(rule)
-    cases = [(bool(r["within_2x"]),
-              f"{r['compare_id']} ({r['model']}, {r['trials']} trials): best {r['best_learning_rate']:.3g} vs "
-              f"advised {r['advised_learning_rate']:.3g} ({r['ratio']:.2g}x) -> "
-              f"{'held' if r['within_2x'] else 'broken'}") for r in lr]
+    cases = [
+        (
+            bool(r["within_2x"]),
+            f"{r['compare_id']} ({r['model']}, {r['trials']} trials): best {r['best_learning_rate']:.3g} vs "
+            f"advised {r['advised_learning_rate']:.3g} ({r['ratio']:.2g}x) -> "
+            f"{'held' if r['within_2x'] else 'broken'}",
+        )
+        for r in lr
+    ]
     out.append(_rule("TP040", cases))
     return out
 
 
-def audit_distance(db: DBPath = None, *, con=None, noise_band: float = NOISE_BAND_NATS,
-                   min_steps: int = MIN_AUDIT_STEPS) -> dict[str, Any]:
+def audit_distance(
+    db: DBPath = None, *, con=None, noise_band: float = NOISE_BAND_NATS, min_steps: int = MIN_AUDIT_STEPS
+) -> dict[str, Any]:
     """The measured-distance thresholds (docs/domain-distance.md) against the recorded
     LoRA/QLoRA-vs-full comparisons whose plans carry a measurement (`check --rules`, reported
     apart from the rules and not part of the gate: the thresholds are not yet fitted)."""
@@ -423,7 +538,9 @@ ORDER BY l.compare_id, l.adapter_method
 (advise --measure-distance), with that measurement's verdict."""
 
 
-def _distance_rule(rows: list[dict[str, Any]], steps: dict[str, Any], band: float, min_steps: int) -> dict[str, Any]:
+def _distance_rule(
+    rows: list[dict[str, Any]], steps: dict[str, Any], band: float, min_steps: int
+) -> dict[str, Any]:
     """The measured-distance thresholds against outcomes: far should precede LoRA falling short
     of full fine-tuning (full learned more by more than the noise band), near LoRA matching it
     (full not ahead by more than the band). Moderate promises neither and is not counted."""
@@ -435,8 +552,10 @@ def _distance_rule(rows: list[dict[str, Any]], steps: dict[str, Any], band: floa
             continue
         short = [rid for rid in (r["adapter_run_id"], r["full_run_id"]) if (steps.get(rid) or 0) < min_steps]
         gap = r["full_learning"] - r["adapter_learning"]
-        head = (f"{r['compare_id']}: measured {r['verdict']} (score {r['score']:.2f}, {r['measure_id']}); full "
-                f"learned {r['full_learning']:+.4f} vs {r['adapter_method']} {r['adapter_learning']:+.4f}")
+        head = (
+            f"{r['compare_id']}: measured {r['verdict']} (score {r['score']:.2f}, {r['measure_id']}); full "
+            f"learned {r['full_learning']:+.4f} vs {r['adapter_method']} {r['adapter_learning']:+.4f}"
+        )
         if short:
             cases.append((None, f"{head} -> inconclusive: {', '.join(short)} below {min_steps} steps"))
         elif r["verdict"] == "far" and abs(gap) < band:

@@ -23,9 +23,20 @@ import duckdb
 if TYPE_CHECKING:  # pragma: no cover
     from duckdb import DuckDBPyConnection
 
-__all__ = ["DBPath", "ENV_DB", "StoreError", "DatabaseLocked", "NoDatabase", "QueryError",
-           "QueryRefused", "SchemaOutdated", "UPGRADE_COMMAND", "default_db_path", "connect",
-           "open_read"]
+__all__ = [
+    "DBPath",
+    "ENV_DB",
+    "StoreError",
+    "DatabaseLocked",
+    "NoDatabase",
+    "QueryError",
+    "QueryRefused",
+    "SchemaOutdated",
+    "UPGRADE_COMMAND",
+    "default_db_path",
+    "connect",
+    "open_read",
+]
 
 DBPath = Union[str, Path, None]
 

@@ -46,20 +46,35 @@ def _find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list]:
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
-            problems.append(Problem(str(raw), "no such file or directory",
-                                    "give a run directory or a directory that contains runs"))
+            problems.append(
+                Problem(
+                    str(raw),
+                    "no such file or directory",
+                    "give a run directory or a directory that contains runs",
+                )
+            )
             continue
         if path.is_file():
             if path.name == "result.json":
                 found[path.parent.resolve()] = None
             else:
-                problems.append(Problem(str(raw), "not a run directory or result.json",
-                                        "give the run directory that holds result.json"))
+                problems.append(
+                    Problem(
+                        str(raw),
+                        "not a run directory or result.json",
+                        "give the run directory that holds result.json",
+                    )
+                )
             continue
         hits = sorted(p.parent.resolve() for p in path.rglob("result.json") if p.is_file())
         if not hits:
-            problems.append(Problem(str(raw), "no result.json found in or below this directory",
-                                    "give a directory written by `tuneplan run`"))
+            problems.append(
+                Problem(
+                    str(raw),
+                    "no result.json found in or below this directory",
+                    "give a directory written by `tuneplan run`",
+                )
+            )
         for hit in hits:
             found[hit] = None
     return sorted(found), problems
@@ -98,8 +113,9 @@ def ingest(db: DBPath, paths: list[str | Path], *, notes: list[str] | None = Non
         except ValidationError as exc:
             problems.extend(pydantic_problems(exc, prefix=f"{path}:"))
         except (OSError, ValueError) as exc:
-            problems.append(Problem(str(path), f"cannot read: {exc}",
-                                    "restore the file or leave this directory out"))
+            problems.append(
+                Problem(str(path), f"cannot read: {exc}", "restore the file or leave this directory out")
+            )
     if problems:
         raise InputError(problems)
     trials = _trials(loaded, notes)
@@ -139,8 +155,10 @@ def _settle_running(run_dir: Path, result: RunResult, notes: list[str] | None) -
     metrics = read_metrics_jsonl(run_dir / "metrics.jsonl")
     lost = result.model_copy(deep=True)
     lost.status = "interrupted"
-    lost.error = (f"lost: {why} (killed, e.g. SIGKILL or the out-of-memory killer, or crashed) "
-                  f"after {len(metrics)} steps; recorded by `tuneplan runs ingest` from the metrics so far")
+    lost.error = (
+        f"lost: {why} (killed, e.g. SIGKILL or the out-of-memory killer, or crashed) "
+        f"after {len(metrics)} steps; recorded by `tuneplan runs ingest` from the metrics so far"
+    )
     lost.steps = len(metrics)
     lost.tokens = int(sum(int(m.get("tokens") or 0) for m in metrics))
     last = metrics[-1].get("elapsed_s") if metrics else None
@@ -170,12 +188,22 @@ def _trials(loaded: list[tuple[Path, RunResult]], notes: list[str] | None) -> li
         if path.is_file():
             try:
                 item = json.loads(path.read_text("utf-8"))
-                row = {k: item.get(k) for k in ("compare_id", "method", "chosen_method",
-                                                "forgetting_tolerance", "axis", "value",
-                                                "advised_value")}
+                row = {
+                    k: item.get(k)
+                    for k in (
+                        "compare_id",
+                        "method",
+                        "chosen_method",
+                        "forgetting_tolerance",
+                        "axis",
+                        "value",
+                        "advised_value",
+                    )
+                }
                 row["run_id"] = result.run_id
-                row["created_at"] = _timestamp(item.get("created_at")) or datetime.now(
-                    timezone.utc).replace(tzinfo=None)
+                row["created_at"] = _timestamp(item.get("created_at")) or datetime.now(timezone.utc).replace(
+                    tzinfo=None
+                )
                 if row["compare_id"] and row["method"]:
                     found[(row["compare_id"], row["run_id"])] = row
                     continue
@@ -194,11 +222,16 @@ def _trials(loaded: list[tuple[Path, RunResult]], notes: list[str] | None) -> li
                 run_id = (outcome or {}).get("run_id")
                 if run_id in run_ids and (cmp["compare_id"], run_id) not in found:
                     found[(cmp["compare_id"], run_id)] = {
-                        "compare_id": cmp["compare_id"], "run_id": run_id, "method": method,
+                        "compare_id": cmp["compare_id"],
+                        "run_id": run_id,
+                        "method": method,
                         "chosen_method": cmp.get("advised_method"),
                         "forgetting_tolerance": cmp.get("forgetting_tolerance"),
-                        "created_at": created, "axis": "method", "value": method,
-                        "advised_value": cmp.get("advised_method")}
+                        "created_at": created,
+                        "axis": "method",
+                        "value": method,
+                        "advised_value": cmp.get("advised_method"),
+                    }
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
             if notes is not None:
                 notes.append(f"{path}: unreadable ({exc}); its comparison is not ingested")

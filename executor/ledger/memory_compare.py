@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["LikeForLike", "like_for_like", "from_result", "framework_overhead_of",
-           "relative_error"]
+__all__ = ["LikeForLike", "like_for_like", "from_result", "framework_overhead_of", "relative_error"]
 
 
 def relative_error(predicted: Optional[int], measured: Optional[int]) -> Optional[float]:
@@ -77,8 +76,12 @@ class LikeForLike:
         return relative_error(self.predicted_bytes, self.measured_bytes or None)
 
 
-def like_for_like(predicted_bytes: Optional[int], overhead_bytes: Optional[int],
-                  measured_bytes: Optional[int], runtime_bytes: Optional[int]) -> LikeForLike:
+def like_for_like(
+    predicted_bytes: Optional[int],
+    overhead_bytes: Optional[int],
+    measured_bytes: Optional[int],
+    runtime_bytes: Optional[int],
+) -> LikeForLike:
     """A LikeForLike from raw figures; None overhead or runtime counts as 0 (as in SQL)."""
     return LikeForLike(
         predicted_bytes=None if predicted_bytes is None else int(predicted_bytes),
@@ -126,6 +129,9 @@ def from_result(result: Any, plan: Any = None) -> LikeForLike:
     if plan is None:
         plan = _plan_of_run_dir(getattr(result, "run_dir", None))
     m = result.measured
-    return like_for_like(result.predicted_peak_bytes, framework_overhead_of(plan),
-                         m.peak_bytes if m is not None else None,
-                         m.runtime_bytes if m is not None else 0)
+    return like_for_like(
+        result.predicted_peak_bytes,
+        framework_overhead_of(plan),
+        m.peak_bytes if m is not None else None,
+        m.runtime_bytes if m is not None else 0,
+    )

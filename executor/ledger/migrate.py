@@ -32,9 +32,22 @@ from .connect import StoreError
 if TYPE_CHECKING:  # pragma: no cover
     from duckdb import DuckDBPyConnection
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "MEMORY_UNDER_PREDICTION_LIMIT", "LEARNING_MATCH_SHARE",
-           "OOM_PATTERN", "VIEW_CONSTANTS", "VIEWS_SQL", "MACROS_SQL", "VIEWS_HASH",
-           "schema_version", "migrate", "create_views", "outdated", "view_names"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "MEMORY_UNDER_PREDICTION_LIMIT",
+    "LEARNING_MATCH_SHARE",
+    "OOM_PATTERN",
+    "VIEW_CONSTANTS",
+    "VIEWS_SQL",
+    "MACROS_SQL",
+    "VIEWS_HASH",
+    "schema_version",
+    "migrate",
+    "create_views",
+    "outdated",
+    "view_names",
+]
 
 MEMORY_UNDER_PREDICTION_LIMIT = 0.25
 """A run's memory promise is broken when the measured peak exceeds the like-for-like prediction
@@ -66,8 +79,9 @@ def _load_migrations() -> list[tuple[int, str, str]]:
     for entry in sorted(_PACKAGE.joinpath("migrations").iterdir(), key=lambda p: p.name):
         match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
         if match:
-            out.append((int(match.group(1)), match.group(2).replace("_", " "),
-                        entry.read_text(encoding="utf-8")))
+            out.append(
+                (int(match.group(1)), match.group(2).replace("_", " "), entry.read_text(encoding="utf-8"))
+            )
     versions = [v for v, _, _ in out]
     if versions != list(range(1, len(out) + 1)):
         raise RuntimeError(f"ledger migrations must be numbered 1..n without gaps, found {versions}")
@@ -96,9 +110,13 @@ def _utcnow() -> datetime:
 
 
 def _has_table(con: "DuckDBPyConnection", name: str) -> bool:
-    return con.execute(
-        "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_name = ? AND table_schema = 'main'", [name]).fetchone()[0] > 0
+    return (
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
+            [name],
+        ).fetchone()[0]
+        > 0
+    )
 
 
 def _is_empty_script(sql: str) -> bool:
@@ -127,8 +145,10 @@ def outdated(con: "DuckDBPyConnection") -> str | None:
     if version == 0 or version > SCHEMA_VERSION:
         return None  # not a ledger (nothing to upgrade), or written by a newer tuneplan
     if version < SCHEMA_VERSION:
-        return (f"has schema version {version}, older than this tuneplan's {SCHEMA_VERSION} "
-                "(missing: " + ", ".join(f"{v} {n}" for v, n, _ in MIGRATIONS if v > version) + ")")
+        return (
+            f"has schema version {version}, older than this tuneplan's {SCHEMA_VERSION} "
+            "(missing: " + ", ".join(f"{v} {n}" for v, n, _ in MIGRATIONS if v > version) + ")"
+        )
     if _views_hash(con) != VIEWS_HASH:
         return "has views from another tuneplan version"
     return None
@@ -139,8 +159,10 @@ def create_views(con: "DuckDBPyConnection") -> None:
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(VIEWS_SQL)
-        con.execute("CREATE TABLE IF NOT EXISTS schema_views "
-                    "(hash VARCHAR PRIMARY KEY, created_at TIMESTAMP NOT NULL)")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_views "
+            "(hash VARCHAR PRIMARY KEY, created_at TIMESTAMP NOT NULL)"
+        )
         con.execute("DELETE FROM schema_views")
         con.execute("INSERT INTO schema_views VALUES (?, ?)", [VIEWS_HASH, _utcnow()])
         con.execute("COMMIT")
@@ -162,8 +184,10 @@ def migrate(con: "DuckDBPyConnection", target: int | None = None) -> list[int]:
     if current:
         return []
     con.execute(MACROS_SQL)
-    con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+    )
     done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
     applied: list[int] = []
     for number, name, sql in pending:

@@ -21,12 +21,36 @@ from .connect import DBPath, StoreError, _resolve, open_read
 __all__ = ["LIST_KEYS", "list_runs", "query", "check_read_only_sql"]
 
 LIST_KEYS: list[str] = [
-    "run_id", "status", "method", "model", "hardware", "device_kind", "num_processes",
-    "strategy", "started_at", "finished_at", "predicted_peak_bytes", "predicted_fits",
-    "measured_peak_bytes", "memory_error", "eval_loss_before", "eval_loss_after", "learning",
-    "forgetting_loss_before", "forgetting_loss_after", "forgetting", "steps", "tokens",
-    "tokens_per_second", "wall_seconds", "run_dir", "error",
-    "predicted_overhead_bytes", "runtime_bytes", "memory_error_comparable", "planned_hardware",
+    "run_id",
+    "status",
+    "method",
+    "model",
+    "hardware",
+    "device_kind",
+    "num_processes",
+    "strategy",
+    "started_at",
+    "finished_at",
+    "predicted_peak_bytes",
+    "predicted_fits",
+    "measured_peak_bytes",
+    "memory_error",
+    "eval_loss_before",
+    "eval_loss_after",
+    "learning",
+    "forgetting_loss_before",
+    "forgetting_loss_after",
+    "forgetting",
+    "steps",
+    "tokens",
+    "tokens_per_second",
+    "wall_seconds",
+    "run_dir",
+    "error",
+    "predicted_overhead_bytes",
+    "runtime_bytes",
+    "memory_error_comparable",
+    "planned_hardware",
 ]
 """Keys of each dict :func:`list_runs` returns: columns of ``runs`` and, from the views,
 ``memory_error`` (raw) and ``memory_error_comparable`` (like-for-like) of run_memory_checks and
@@ -88,8 +112,9 @@ def check_read_only_sql(sql: str) -> None:
     check_statement(sql)
 
 
-def query(db: DBPath, sql: str, *, read_paths: Iterable[str | Path] = (),
-          limit: int | None = None) -> tuple[list[str], list[tuple]]:
+def query(
+    db: DBPath, sql: str, *, read_paths: Iterable[str | Path] = (), limit: int | None = None
+) -> tuple[list[str], list[tuple]]:
     """Run one read-only SQL statement against the run database and return (column names,
     rows), on sqlsafe.py's sealed connection: the statement is checked with DuckDB's parser, the
     database is opened read-only with external access off (only ``read_paths`` readable),

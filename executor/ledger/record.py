@@ -27,7 +27,15 @@ import duckdb
 from tuneplan.schemas.run import RunResult
 
 from .connect import DBPath, StoreError, _reason, _resolve, connect
-from .rows import _read_plan_json, compact_plan_json, _replace_metrics, _row, _upsert_run, _utcnow, read_metrics_jsonl
+from .rows import (
+    _read_plan_json,
+    compact_plan_json,
+    _replace_metrics,
+    _row,
+    _upsert_run,
+    _utcnow,
+    read_metrics_jsonl,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from duckdb import DuckDBPyConnection
@@ -66,8 +74,7 @@ def _write_parquet(con: "DuckDBPyConnection", run_id: str, run_dir: Path) -> Non
         ) from exc
 
 
-def _write_parquet_standalone(row: dict[str, Any], metrics: list[dict] | None,
-                              run_dir: Path) -> None:
+def _write_parquet_standalone(row: dict[str, Any], metrics: list[dict] | None, run_dir: Path) -> None:
     """Write the parquet files from an in-memory database (used when the real one is locked),
     so the run can still be pooled with read_parquet."""
     if metrics is None:
@@ -81,9 +88,9 @@ def _write_parquet_standalone(row: dict[str, Any], metrics: list[dict] | None,
         con.close()
 
 
-
-def record(db: DBPath, result: RunResult, metrics: list[dict] | None = None, *,
-           plan_text: str | None = None) -> None:
+def record(
+    db: DBPath, result: RunResult, metrics: list[dict] | None = None, *, plan_text: str | None = None
+) -> None:
     """Insert or update the ``runs`` row of ``result`` (keyed by run_id).
 
     Called at run start (status "running") and at the end. When ``metrics`` is given (dicts with
@@ -158,18 +165,36 @@ _COMPARISON_SQL = (
     "forgetting_tolerance = excluded.forgetting_tolerance, axis = excluded.axis, "
     "value = excluded.value, advised_value = excluded.advised_value"
 )
-_COMPARISON_KEYS = ("compare_id", "run_id", "method", "chosen_method", "forgetting_tolerance",
-                    "created_at", "axis", "value", "advised_value")
+_COMPARISON_KEYS = (
+    "compare_id",
+    "run_id",
+    "method",
+    "chosen_method",
+    "forgetting_tolerance",
+    "created_at",
+    "axis",
+    "value",
+    "advised_value",
+)
 
 
 def _upsert_comparison(con: "DuckDBPyConnection", row: dict[str, Any]) -> None:
     con.execute(_COMPARISON_SQL, [row[k] for k in _COMPARISON_KEYS])
 
 
-def record_comparison(db: DBPath, compare_id: str, run_id: str, method: str,
-                      chosen_method: str | None, forgetting_tolerance: str | None, *,
-                      axis: str = "method", value: str | None = None,
-                      advised_value: str | None = None, run_dir: str | Path | None = None) -> None:
+def record_comparison(
+    db: DBPath,
+    compare_id: str,
+    run_id: str,
+    method: str,
+    chosen_method: str | None,
+    forgetting_tolerance: str | None,
+    *,
+    axis: str = "method",
+    value: str | None = None,
+    advised_value: str | None = None,
+    run_dir: str | Path | None = None,
+) -> None:
     """Record that ``run_id`` was one trial of comparison or sweep ``compare_id``: on ``axis``
     ("method" for ``tuneplan compare``; "learning_rate", "lora_rank", ... for ``tuneplan
     sweep``) it took ``value`` (default: the method) where the advisor advised ``advised_value``
@@ -181,9 +206,17 @@ def record_comparison(db: DBPath, compare_id: str, run_id: str, method: str,
         value = method
     if advised_value is None and axis == "method":
         advised_value = chosen_method
-    row = {"compare_id": compare_id, "run_id": run_id, "method": method,
-           "chosen_method": chosen_method, "forgetting_tolerance": forgetting_tolerance,
-           "created_at": _utcnow(), "axis": axis, "value": value, "advised_value": advised_value}
+    row = {
+        "compare_id": compare_id,
+        "run_id": run_id,
+        "method": method,
+        "chosen_method": chosen_method,
+        "forgetting_tolerance": forgetting_tolerance,
+        "created_at": _utcnow(),
+        "axis": axis,
+        "value": value,
+        "advised_value": advised_value,
+    }
     if run_dir is not None:
         _write_trial(Path(run_dir), row)
     con = connect(db)

@@ -51,14 +51,18 @@ def _memory_figure(plt, runs: list[dict], path: Path) -> None:
     if pts:
         for method in sorted({m for m, _, _ in pts}):
             sel = [p for p in pts if p[0] == method]
-            ax.scatter([p[1] / MIB for p in sel], [p[2] / MIB for p in sel],
-                       label=method, color=COLORS.get(method), alpha=0.8)
+            ax.scatter(
+                [p[1] / MIB for p in sel],
+                [p[2] / MIB for p in sel],
+                label=method,
+                color=COLORS.get(method),
+                alpha=0.8,
+            )
         lo = min(min(p[1], p[2]) for p in pts) / MIB
         hi = max(max(p[1], p[2]) for p in pts) / MIB
         lo, hi = max(lo * 0.8, 1e-3), hi * 1.25
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x (exact)")
-        ax.plot([lo, hi], [lo * 1.25, hi * 1.25], ":", color="gray", lw=1,
-                label="25% under-prediction")
+        ax.plot([lo, hi], [lo * 1.25, hi * 1.25], ":", color="gray", lw=1, label="25% under-prediction")
         from matplotlib.ticker import FormatStrFormatter
 
         ax.set_xscale("log")
@@ -83,8 +87,13 @@ def _learning_figure(plt, checks: list[dict], path: Path) -> None:
     if pts:
         for method in sorted({c["method"] for c in pts}):
             sel = [c for c in pts if c["method"] == method]
-            ax.scatter([c["forgetting"] for c in sel], [c["learning"] for c in sel], label=method,
-                       color=COLORS.get(method), alpha=0.8)
+            ax.scatter(
+                [c["forgetting"] for c in sel],
+                [c["learning"] for c in sel],
+                label=method,
+                color=COLORS.get(method),
+                alpha=0.8,
+            )
         top = max(c["forgetting"] for c in pts)
         for level, limit in FORGETTING_THRESHOLDS.items():
             if limit <= max(top * 1.5, FORGETTING_THRESHOLDS["low"]):
@@ -112,8 +121,14 @@ def _loss_figure(plt, metrics: list[dict], methods: dict[str, str], path: Path) 
     if by_run:
         for run_id, rows in sorted(by_run.items()):
             method = methods.get(run_id, "?")
-            ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker="." if len(rows) < 30 else None,
-                    color=COLORS.get(method), alpha=0.8, label=f"{method} {run_id[-6:]}")
+            ax.plot(
+                [r["step"] for r in rows],
+                [r["loss"] for r in rows],
+                marker="." if len(rows) < 30 else None,
+                color=COLORS.get(method),
+                alpha=0.8,
+                label=f"{method} {run_id[-6:]}",
+            )
         if len(by_run) <= 12:
             ax.legend(fontsize=7)
     else:
@@ -212,8 +227,11 @@ def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict])
         f"Database: `{db_label}`. {s['runs']} runs: {s['succeeded']} succeeded, {s['failed']} "
         f"failed, {s['interrupted']} interrupted, {s['running']} running. Verdicts (`tuneplan "
         f"check`): **{s['held']} held, {s['broken']} broken**."
-        + (f" Mean |memory error| (like-for-like): {s['mean_abs_memory_error_comparable']:.1%}."
-           if s["mean_abs_memory_error_comparable"] is not None else ""),
+        + (
+            f" Mean |memory error| (like-for-like): {s['mean_abs_memory_error_comparable']:.1%}."
+            if s["mean_abs_memory_error_comparable"] is not None
+            else ""
+        ),
         "",
         "## Runs",
         "",
@@ -232,7 +250,8 @@ def _markdown(db_label: str, runs: list[dict], checked: dict, rules: list[dict])
             f"{_fmt(pred / MIB if pred is not None else None, '.2f')} | "
             f"{_fmt(meas / MIB if meas else None, '.2f')} | "
             f"{_fmt(r['memory_error_comparable'], '+.1%')} | {_fmt(c.get('learning'), '+.4f')} | "
-            f"{_fmt(c.get('forgetting'), '+.4f')} | {_fmt(r['tokens_per_second'], ',.0f')} | {verdict} |")
+            f"{_fmt(c.get('forgetting'), '+.4f')} | {_fmt(r['tokens_per_second'], ',.0f')} | {verdict} |"
+        )
     lines += [
         "",
         "Memory is like-for-like, tensor bytes on both sides: predicted = the plan's peak less "
@@ -286,9 +305,12 @@ def write_report(db: DBPath, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     con = open_read(db)
     try:
-        runs = _rows(con, "SELECT r.run_id, r.method, r.status, r.tokens_per_second, r.started_at, "
-                          "m.* EXCLUDE (run_id) FROM runs r JOIN run_memory_checks m USING (run_id) "
-                          "ORDER BY r.started_at NULLS LAST, run_id")
+        runs = _rows(
+            con,
+            "SELECT r.run_id, r.method, r.status, r.tokens_per_second, r.started_at, "
+            "m.* EXCLUDE (run_id) FROM runs r JOIN run_memory_checks m USING (run_id) "
+            "ORDER BY r.started_at NULLS LAST, run_id",
+        )
         metrics = _rows(con, "SELECT run_id, step, loss FROM metrics ORDER BY run_id, step")
         curves = _curves(con)
         checked = check_runs(con=con)

@@ -104,6 +104,7 @@ METRIC_COLUMNS: list[tuple[str, str]] = [
 ]
 """Columns of ``metrics`` in order; primary key (run_id, step)."""
 
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -219,7 +220,9 @@ def _update_sql(column: str) -> str:
 
 
 _UPSERT_SQL = (
-    "INSERT INTO runs (" + ", ".join(c for c, _ in RUN_COLUMNS) + ") VALUES ("
+    "INSERT INTO runs ("
+    + ", ".join(c for c, _ in RUN_COLUMNS)
+    + ") VALUES ("
     + ", ".join(_value_sql(c) for c, _ in RUN_COLUMNS)
     + ") ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(_update_sql(c) for c, _ in RUN_COLUMNS if c != "run_id")
@@ -311,5 +314,3 @@ def read_metrics_jsonl(path: str | Path) -> list[dict]:
             if isinstance(item, dict):
                 out.append(item)
     return out
-
-

@@ -28,7 +28,7 @@ TABLE_DOCS = {
     "sweep_trials": "every trial of a sweep or comparison joined to its run (one row per trial)",
     "audit_learning_rate": "per learning-rate sweep: the best trial's rate against the advised one (TP040)",
     "distance_measurements": "one row per measured domain distance (tuneplan measure, advise --measure-distance); "
-                             "a run joins it through its plan's inputs.distance.measure_id (docs/domain-distance.md)",
+    "a run joins it through its plan's inputs.distance.measure_id (docs/domain-distance.md)",
 }
 
 COLUMN_DOCS = {
@@ -196,10 +196,19 @@ TABLE_COLUMN_DOCS: dict[tuple[str, str], str] = {
     ("distance_measurements", "measured_at"): "when the measurement was recorded (UTC)",
     ("distance_measurements", "plan_model"): "the model the distance is for (the plan's model)",
     ("distance_measurements", "model"): "the model measured on (the proxy when proxy is true)",
-    ("distance_measurements", "proxy"): "true when a smaller model of the same family stood in (--proxy-model)",
-    ("distance_measurements", "data"): "the data measured: a file path, or reference:<task> for a shipped reference task",
+    (
+        "distance_measurements",
+        "proxy",
+    ): "true when a smaller model of the same family stood in (--proxy-model)",
+    (
+        "distance_measurements",
+        "data",
+    ): "the data measured: a file path, or reference:<task> for a shipped reference task",
     ("distance_measurements", "data_sha256"): "SHA-256 of the data file (null for reference tasks)",
-    ("distance_measurements", "plan_hash"): "hash of the plan advise wrote with this measurement (joins runs.plan_hash; null for tuneplan measure)",
+    (
+        "distance_measurements",
+        "plan_hash",
+    ): "hash of the plan advise wrote with this measurement (joins runs.plan_hash; null for tuneplan measure)",
     ("distance_measurements", "device"): "where it ran: cpu, cuda:0, ...",
     ("distance_measurements", "load"): "how the weights were loaded: fp32, bf16 or 4bit",
     ("distance_measurements", "rows"): "rows the signals were read on",
@@ -207,23 +216,50 @@ TABLE_COLUMN_DOCS: dict[tuple[str, str], str] = {
     ("distance_measurements", "micro_batches"): "micro-batches the gradient was accumulated over",
     ("distance_measurements", "tokens_per_batch"): "target tokens each micro-batch was filled to",
     ("distance_measurements", "target_loss"): "base model's mean loss per target token, nats",
-    ("distance_measurements", "probe_loss"): "base model's mean loss per token of the general-text probe, nats",
+    (
+        "distance_measurements",
+        "probe_loss",
+    ): "base model's mean loss per token of the general-text probe, nats",
     ("distance_measurements", "loss_ratio"): "target_loss / probe_loss",
-    ("distance_measurements", "high_loss_share"): "fit signal: share of target tokens above high_loss_nats (2.3), 0..1",
-    ("distance_measurements", "mean_rank_90_share"): "update-rank signal: mean over sampled layers of rank holding 90% of gradient energy / min(out, in)",
-    ("distance_measurements", "median_rank_90"): "median over sampled layers of the rank holding 90% of gradient energy",
+    (
+        "distance_measurements",
+        "high_loss_share",
+    ): "fit signal: share of target tokens above high_loss_nats (2.3), 0..1",
+    (
+        "distance_measurements",
+        "mean_rank_90_share",
+    ): "update-rank signal: mean over sampled layers of rank holding 90% of gradient energy / min(out, in)",
+    (
+        "distance_measurements",
+        "median_rank_90",
+    ): "median over sampled layers of the rank holding 90% of gradient energy",
     ("distance_measurements", "max_rank_90"): "largest per-layer rank holding 90% of gradient energy",
-    ("distance_measurements", "lora_rank"): "the LoRA rank the captured energy is read at (the plan's, else 16)",
-    ("distance_measurements", "energy_at_lora_rank"): "mean over sampled layers of the gradient energy share lora_rank captures, 0..1",
-    ("distance_measurements", "score"): "distance score: mean of the two signals each over its far threshold (orders tasks)",
+    (
+        "distance_measurements",
+        "lora_rank",
+    ): "the LoRA rank the captured energy is read at (the plan's, else 16)",
+    (
+        "distance_measurements",
+        "energy_at_lora_rank",
+    ): "mean over sampled layers of the gradient energy share lora_rank captures, 0..1",
+    (
+        "distance_measurements",
+        "score",
+    ): "distance score: mean of the two signals each over its far threshold (orders tasks)",
     ("distance_measurements", "verdict"): "measured distance: near, moderate or far",
     ("distance_measurements", "rank_verdict"): "what the update-rank signal alone says",
     ("distance_measurements", "fit_verdict"): "what the fit signal alone says",
     ("distance_measurements", "declared"): "the user's --domain, if one was given",
-    ("distance_measurements", "source"): "declared (the user's --domain kept) or measured (the verdict set the plan's distance)",
+    (
+        "distance_measurements",
+        "source",
+    ): "declared (the user's --domain kept) or measured (the verdict set the plan's distance)",
     ("distance_measurements", "thresholds"): "which thresholds gave the verdict (version)",
     ("distance_measurements", "seconds"): "wall time of the measurement, model load included",
-    ("distance_measurements", "evidence_json"): "the full evidence (the plan's inputs.distance, per-layer ranks included), JSON",
+    (
+        "distance_measurements",
+        "evidence_json",
+    ): "the full evidence (the plan's inputs.distance, per-layer ranks included), JSON",
 }
 
 
@@ -238,16 +274,23 @@ def render_schema(rows: list[tuple[str, str, str, str]], fmt: str = "text") -> s
 
     tables: dict[str, dict] = {}
     for table, kind, column, dtype in rows:
-        t = tables.setdefault(table, {"name": table, "kind": kind, "description": TABLE_DOCS.get(table, ""),
-                                      "columns": []})
+        t = tables.setdefault(
+            table, {"name": table, "kind": kind, "description": TABLE_DOCS.get(table, ""), "columns": []}
+        )
         t["columns"].append({"name": column, "type": dtype, "description": describe(table, column)})
     if fmt == "json":
         return json.dumps(list(tables.values()), indent=2) + "\n"
     out: list[str] = []
     for t in tables.values():
         if fmt == "markdown":
-            out += [f"### `{t['name']}` ({t['kind'].lower()})", "", t["description"], "",
-                    "| column | type | meaning |", "|---|---|---|"]
+            out += [
+                f"### `{t['name']}` ({t['kind'].lower()})",
+                "",
+                t["description"],
+                "",
+                "| column | type | meaning |",
+                "|---|---|---|",
+            ]
             out += [f"| `{c['name']}` | {c['type']} | {c['description']} |" for c in t["columns"]]
             out.append("")
         else:

@@ -79,11 +79,22 @@ Ten million rows as JSON once took 124 s and 6.3 GB; a thousand is more than a t
 BATCH_ROWS = 2048
 """Rows fetched per ``fetchmany`` call when streaming (bounded memory for CSV/JSON output)."""
 
-READ_PRAGMAS = frozenset({
-    "table_info", "show_tables", "show_tables_expanded", "show", "database_size",
-    "storage_info", "version", "platform", "database_list", "functions", "collations",
-    "user_agent",
-})
+READ_PRAGMAS = frozenset(
+    {
+        "table_info",
+        "show_tables",
+        "show_tables_expanded",
+        "show",
+        "database_size",
+        "storage_info",
+        "version",
+        "platform",
+        "database_list",
+        "functions",
+        "collations",
+        "user_agent",
+    }
+)
 """PRAGMAs that only read: everything else (enable_profiling, checkpoint, memory_limit, ...)
 changes state and is refused."""
 
@@ -94,9 +105,11 @@ _READ_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NOD
 # Table functions that act rather than read.
 _ACTING_FUNCTIONS = frozenset({"checkpoint", "force_checkpoint"})
 
-_ALLOWED_TEXT = ("runs only one read statement: SELECT (WITH, FROM-first, VALUES), DESCRIBE, "
-                 "SHOW, SUMMARIZE, EXPLAIN of one of those, or a read-only PRAGMA such as "
-                 "table_info. Nothing was changed.")
+_ALLOWED_TEXT = (
+    "runs only one read statement: SELECT (WITH, FROM-first, VALUES), DESCRIBE, "
+    "SHOW, SUMMARIZE, EXPLAIN of one of those, or a read-only PRAGMA such as "
+    "table_info. Nothing was changed."
+)
 
 DBPath = Union[str, Path, None]
 
@@ -159,8 +172,7 @@ def _check_select_tree(sql: str) -> None:
     tree = json.loads(text)
     if tree.get("error"):
         # Statement types DuckDB reports as SELECT but cannot serialize: refuse, never guess.
-        raise _refuse(f"a statement DuckDB cannot show to be a read "
-                      f"({tree.get('error_message', 'unknown')})")
+        raise _refuse(f"a statement DuckDB cannot show to be a read ({tree.get('error_message', 'unknown')})")
     kinds: set = set()
     functions: set = set()
     _walk(tree.get("statements", []), kinds, functions)
@@ -214,8 +226,7 @@ def check_statement(sql: str) -> str:
     if kind == duckdb.StatementType.PRAGMA:
         tokens = _significant_tokens(text)
         pragma = _word_at(text, tokens[1][0]) if len(tokens) > 1 else ""
-        if pragma in READ_PRAGMAS and not any(
-                text[o] == "=" for o, k in tokens if k == "operator"):
+        if pragma in READ_PRAGMAS and not any(text[o] == "=" for o, k in tokens if k == "operator"):
             return text
         name = f"PRAGMA {pragma}".strip()
     raise _refuse(f"{name} statement")
@@ -237,14 +248,15 @@ def _directory_entries(read_paths: Iterable[Union[str, Path]]) -> list[str]:
     for p in read_paths:
         path = Path(p).expanduser()
         if not path.is_dir():
-            raise QueryError(f"--read {p}: not a directory; give a run directory (or the "
-                             f"directory holding them) that exists")
+            raise QueryError(
+                f"--read {p}: not a directory; give a run directory (or the "
+                f"directory holding them) that exists"
+            )
         out.append(str(path.resolve()).rstrip(os.sep) + os.sep)
     return out
 
 
-def sealed_connection(db: DBPath = None, read_paths: Sequence[Union[str, Path]] = ()
-                      ) -> "DuckDBPyConnection":
+def sealed_connection(db: DBPath = None, read_paths: Sequence[Union[str, Path]] = ()) -> "DuckDBPyConnection":
     """Open the run database read-only with every way out closed.
 
     ``read_paths`` are directories whose files queries may read (``read_parquet('runs/*/...')``
@@ -264,8 +276,9 @@ def sealed_connection(db: DBPath = None, read_paths: Sequence[Union[str, Path]] 
                 f"point --db / $TUNEPLAN_DB at an existing database."
             )
         if path.is_dir():
-            raise QueryError(f"--db {path} is a directory; give the run database file "
-                             f"(e.g. {path / 'runs.duckdb'})")
+            raise QueryError(
+                f"--db {path} is a directory; give the run database file (e.g. {path / 'runs.duckdb'})"
+            )
         try:
             con = duckdb.connect(str(path), read_only=True, config=config)
         except duckdb.Error as exc:
@@ -285,7 +298,8 @@ def sealed_connection(db: DBPath = None, read_paths: Sequence[Union[str, Path]] 
                 raise SchemaOutdated(
                     f"the run database {_resolve(db)} {why}; `tuneplan sql` never changes it. "
                     f"Upgrade it in place with `{UPGRADE_COMMAND} --db {_resolve(db)}` (every row "
-                    f"is kept), then run the query again.")
+                    f"is kept), then run the query again."
+                )
     except BaseException:
         con.close()
         raise
@@ -320,20 +334,28 @@ def _execute(con: "DuckDBPyConnection", sql: str) -> Any:
         ) from exc
     except duckdb.InvalidInputException as exc:
         if "read-only" in str(exc) or "locked" in str(exc):
-            raise QueryRefused(f"refused: {str(exc).splitlines()[0]}. Nothing was changed."
-                               ) from exc
+            raise QueryRefused(f"refused: {str(exc).splitlines()[0]}. Nothing was changed.") from exc
         raise QueryError(str(exc)) from exc
-    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
-            duckdb.ConversionException) as exc:
+    except (
+        duckdb.ParserException,
+        duckdb.BinderException,
+        duckdb.CatalogException,
+        duckdb.ConversionException,
+    ) as exc:
         raise QueryError(str(exc)) from exc
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {exc}") from exc
 
 
 @contextmanager
-def stream(sql: str, db: DBPath = None, *, read_paths: Sequence[Union[str, Path]] = (),
-           limit: Optional[int] = DEFAULT_ROW_LIMIT, batch_rows: int = BATCH_ROWS
-           ) -> Iterator[QueryResult]:
+def stream(
+    sql: str,
+    db: DBPath = None,
+    *,
+    read_paths: Sequence[Union[str, Path]] = (),
+    limit: Optional[int] = DEFAULT_ROW_LIMIT,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[QueryResult]:
     """Check ``sql`` (:func:`check_statement`), run it on a :func:`sealed_connection` and yield a
     :class:`QueryResult` whose ``batches`` come from ``fetchmany`` — at most ``limit`` rows in
     all (``None``: no limit); ``truncated`` tells whether more rows existed. The connection is
@@ -376,10 +398,14 @@ def stream(sql: str, db: DBPath = None, *, read_paths: Sequence[Union[str, Path]
         con.close()
 
 
-def fetch(sql: str, db: DBPath = None, *, read_paths: Sequence[Union[str, Path]] = (),
-          limit: Optional[int] = DEFAULT_ROW_LIMIT) -> tuple[list[str], list[tuple], bool]:
+def fetch(
+    sql: str,
+    db: DBPath = None,
+    *,
+    read_paths: Sequence[Union[str, Path]] = (),
+    limit: Optional[int] = DEFAULT_ROW_LIMIT,
+) -> tuple[list[str], list[tuple], bool]:
     """Run one read statement sealed and return (columns, rows, truncated)."""
     with stream(sql, db, read_paths=read_paths, limit=limit) as result:
         rows = [row for batch in result.batches for row in batch]
         return result.columns, rows, result.truncated
-

@@ -18,8 +18,16 @@ from pathlib import Path
 
 from .common import LoadedModel, PrecisionSetup, load_tokenizer, resolve_attention, resolve_precision
 
-__all__ = ["LoadedModel", "PrecisionSetup", "import_runtime", "load_model", "load_tokenizer",
-           "loader", "resolve_attention", "resolve_precision"]
+__all__ = [
+    "LoadedModel",
+    "PrecisionSetup",
+    "import_runtime",
+    "load_model",
+    "load_tokenizer",
+    "loader",
+    "resolve_attention",
+    "resolve_precision",
+]
 
 
 def loader(method: str):

@@ -97,8 +97,16 @@ def freeze(model) -> None:
         p.requires_grad_(False)
 
 
-def load_base(plan, model_dir: Path, device, dist, *, precision: PrecisionSetup, extra: dict | None = None,
-              to_device: bool = True) -> tuple[object, object, str, list[str]]:
+def load_base(
+    plan,
+    model_dir: Path,
+    device,
+    dist,
+    *,
+    precision: PrecisionSetup,
+    extra: dict | None = None,
+    to_device: bool = True,
+) -> tuple[object, object, str, list[str]]:
     """(model, tokenizer, attn_implementation, substitutions): the base model in ``precision``'s
     weight dtype (``extra`` adds from_pretrained arguments, e.g. a quantization config), on
     ``device`` when ``to_device``, with the KV cache off (training)."""
@@ -114,8 +122,12 @@ def load_base(plan, model_dir: Path, device, dist, *, precision: PrecisionSetup,
             "-> 1 process/none (the executor trains on one device)"
         )
     tokenizer = load_tokenizer(model_dir, plan.trust_remote_code)
-    kwargs: dict = {"attn_implementation": attn, "trust_remote_code": plan.trust_remote_code,
-                    "dtype": precision.param_dtype, **(extra or {})}
+    kwargs: dict = {
+        "attn_implementation": attn,
+        "trust_remote_code": plan.trust_remote_code,
+        "dtype": precision.param_dtype,
+        **(extra or {}),
+    }
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if to_device:
         model.to(device)

@@ -56,8 +56,11 @@ def quantization_config(plan, compute, dist):
         bnb_4bit_use_double_quant=q.double_quant,
         bnb_4bit_compute_dtype=compute,
         # FSDP-QLoRA: sharding needs the packed 4-bit weights stored in the compute dtype.
-        **({"bnb_4bit_quant_storage": compute}
-           if dist is not None and dist.strategy in ("fsdp", "deepspeed-zero3") else {}),
+        **(
+            {"bnb_4bit_quant_storage": compute}
+            if dist is not None and dist.strategy in ("fsdp", "deepspeed-zero3")
+            else {}
+        ),
     )
 
 
@@ -71,8 +74,14 @@ def load(plan, model_dir: Path, device, dist=None) -> LoadedModel:
     precision = PrecisionSetup(compute, half, compute == torch.float16, planned.substitutions)
     device_map = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
     model, tokenizer, attn, subs = load_base(
-        plan, model_dir, device, dist, precision=precision, to_device=False,
-        extra={"quantization_config": quantization_config(plan, compute, dist), "device_map": device_map})
+        plan,
+        model_dir,
+        device,
+        dist,
+        precision=precision,
+        to_device=False,
+        extra={"quantization_config": quantization_config(plan, compute, dist), "device_map": device_map},
+    )
     subs = planned.substitutions + subs + csubs
     gc = plan.training.gradient_checkpointing
     keep_cpu_4bit_differentiable(model)
@@ -81,7 +90,8 @@ def load(plan, model_dir: Path, device, dist=None) -> LoadedModel:
 
         before = {n: p.dtype for n, p in model.named_parameters()}
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs={"use_reentrant": False})
+            model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
         upcast = [n for n, p in model.named_parameters() if before.get(n) != p.dtype]
         if upcast:
             subs.append(

@@ -74,15 +74,19 @@ def execute(p: Prepared, ex: Execution, ctx, signals: RunSignals, progress: Opti
     ex.bar = bar = Progress(steps, progress if ctx.is_main else False)
     if not ctx.is_main:  # rank 0 reports for the job
         bar.log = bar.step = lambda *a, **k: None
-    bar.log(f"run {p.run_id}: {p.plan.method} on {result.model} ({result.hardware}), {steps} steps, "
-            f"{len(data.train)} train / {len(data.eval)} eval sequences")
+    bar.log(
+        f"run {p.run_id}: {p.plan.method} on {result.model} ({result.hardware}), {steps} steps, "
+        f"{len(data.train)} train / {len(data.eval)} eval sequences"
+    )
     if p.prior is None:
         bar.log("evaluating before training (eval and probe loss)")
         result.eval_loss_before = _eval(data.eval)
         result.forgetting_loss_before = _eval(data.probe)
     else:
-        bar.log(f"resuming from {p.prior.checkpoint.name} (step {p.prior.step}); the before-training "
-                "evaluation is kept from the first attempt")
+        bar.log(
+            f"resuming from {p.prior.checkpoint.name} (step {p.prior.step}); the before-training "
+            "evaluation is kept from the first attempt"
+        )
     ex.meter = MemoryMeter(loaded.model, ctx.device, runtime_bytes=runtime_bytes)
     _train(p, ex, ctx, signals, loaded, data, steps, lambda: (_eval(data.eval), _eval(data.probe)))
     result.measured = ctx.measured_max(ex.meter.result(), ex.state.wrapped_model)
@@ -98,8 +102,14 @@ def execute(p: Prepared, ex: Execution, ctx, signals: RunSignals, progress: Opti
 def _evaluate(loaded, examples, batch_size: int, device):
     from ..train import evaluate
 
-    return evaluate(loaded.model, examples, batch_size=batch_size, pad_id=loaded.tokenizer.pad_token_id,
-                    device=device, autocast_dtype=loaded.precision.autocast_dtype)
+    return evaluate(
+        loaded.model,
+        examples,
+        batch_size=batch_size,
+        pad_id=loaded.tokenizer.pad_token_id,
+        device=device,
+        autocast_dtype=loaded.precision.autocast_dtype,
+    )
 
 
 def _encode(p: Prepared, loaded, ctx, substitutions: list[str]) -> _Data:
@@ -110,21 +120,31 @@ def _encode(p: Prepared, loaded, ctx, substitutions: list[str]) -> _Data:
     train_ex, notes = D.encode_rows(p.train_rows, tok, t.seq_len)
     substitutions += [f"data: {n}" for n in notes]
     if not train_ex:
-        raise InputError.one(p.where, f"no training row has a trained token within seq_len={t.seq_len}",
-                             "raise training.seq_len or shorten the prompts")
+        raise InputError.one(
+            p.where,
+            f"no training row has a trained token within seq_len={t.seq_len}",
+            "raise training.seq_len or shorten the prompts",
+        )
     if t.packing:
         n_before = len(train_ex)
         train_ex = D.pack(train_ex, t.seq_len)
-        substitutions.append(f"data: packed {n_before} sequences into {len(train_ex)} of at most "
-                             f"{t.seq_len} tokens (position ids reset per example)")
+        substitutions.append(
+            f"data: packed {n_before} sequences into {len(train_ex)} of at most "
+            f"{t.seq_len} tokens (position ids reset per example)"
+        )
         if t.attention != "flash" and loaded.model.config._attn_implementation != "flash_attention_2":
-            substitutions.append("packing: with sdpa/eager attention packed examples attend to earlier "
-                                 "ones in their sequence (only flash_attention_2 separates them)")
+            substitutions.append(
+                "packing: with sdpa/eager attention packed examples attend to earlier "
+                "ones in their sequence (only flash_attention_2 separates them)"
+            )
     n_train = len(train_ex)
     if ctx.distributed:  # each rank trains on its interleaved share; steps agree on all ranks
         if n_train < ctx.world_size:
-            raise InputError.one(p.where, f"{n_train} training sequences for {ctx.world_size} processes",
-                                 "give at least one sequence per process")
+            raise InputError.one(
+                p.where,
+                f"{n_train} training sequences for {ctx.world_size} processes",
+                "give at least one sequence per process",
+            )
         n_train = -(-n_train // ctx.world_size)
         train_ex = ctx.shard(train_ex)
     eval_ex, _ = D.encode_rows(p.eval_rows, tok, t.seq_len)
@@ -132,13 +152,16 @@ def _encode(p: Prepared, loaded, ctx, substitutions: list[str]) -> _Data:
     bs = t.per_device_batch_size
     for name, exs in (("eval", eval_ex), ("probe", probe_ex)):
         if len(exs) > EVAL_MAX_BATCHES * bs:
-            substitutions.append(f"{name}: loss over the first {EVAL_MAX_BATCHES * bs} of {len(exs)} "
-                                 f"sequences (cap: {EVAL_MAX_BATCHES} batches of {bs})")
+            substitutions.append(
+                f"{name}: loss over the first {EVAL_MAX_BATCHES * bs} of {len(exs)} "
+                f"sequences (cap: {EVAL_MAX_BATCHES} batches of {bs})"
+            )
     return _Data(train_ex, eval_ex, probe_ex, n_train)
 
 
-def _train(p: Prepared, ex: Execution, ctx, signals: RunSignals, loaded, data: _Data, steps: int,
-           evaluate_fn) -> None:
+def _train(
+    p: Prepared, ex: Execution, ctx, signals: RunSignals, loaded, data: _Data, steps: int, evaluate_fn
+) -> None:
     """The training loop, each step appended to metrics.jsonl (rank 0) and the trackers."""
     from ..train import train
 
@@ -146,11 +169,20 @@ def _train(p: Prepared, ex: Execution, ctx, signals: RunSignals, loaded, data: _
     if p.tracker_names and ctx.is_main:
         from ..trackers import Trackers
 
-        ex.trackers = Trackers(p.tracker_names, p.run_dir, p.run_id, {
-            "method": p.plan.method, "model": p.result.model, "plan_hash": p.phash,
-            **{k: v for k, v in t.model_dump().items() if isinstance(v, (int, float, str, bool))}})
+        ex.trackers = Trackers(
+            p.tracker_names,
+            p.run_dir,
+            p.run_id,
+            {
+                "method": p.plan.method,
+                "model": p.result.model,
+                "plan_hash": p.phash,
+                **{k: v for k, v in t.model_dump().items() if isinstance(v, (int, float, str, bool))},
+            },
+        )
     bar, trackers = ex.bar, ex.trackers
     with p.metrics_file.open("a", encoding="utf-8") if ctx.is_main else open(os.devnull, "w") as mf:
+
         def on_step(m: dict) -> None:
             mf.write(json.dumps(m) + "\n")
             mf.flush()
@@ -161,9 +193,20 @@ def _train(p: Prepared, ex: Execution, ctx, signals: RunSignals, loaded, data: _
                 pause("training", signals)
 
         ex.substitutions += train(
-            loaded, data.train, t, steps=steps, meter=ex.meter, state=ex.state, on_step=on_step,
-            run_dir=p.run_dir, plan_hash=p.phash, resume_from=p.prior.checkpoint if p.prior is not None else None,
-            evaluate_fn=evaluate_fn, signals=signals, dist=ctx.collectives)
+            loaded,
+            data.train,
+            t,
+            steps=steps,
+            meter=ex.meter,
+            state=ex.state,
+            on_step=on_step,
+            run_dir=p.run_dir,
+            plan_hash=p.phash,
+            resume_from=p.prior.checkpoint if p.prior is not None else None,
+            evaluate_fn=evaluate_fn,
+            signals=signals,
+            dist=ctx.collectives,
+        )
 
 
 def _save(p: Prepared, ctx, loaded, state, bar: Progress) -> None:

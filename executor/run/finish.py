@@ -18,8 +18,9 @@ from .execute import Execution
 from .prepare import Prepared, utc_now
 
 
-def finish(p: Prepared, ex: Execution, ctx, db: Optional[str], signals: RunSignals,
-           recorded: Recorded) -> None:
+def finish(
+    p: Prepared, ex: Execution, ctx, db: Optional[str], signals: RunSignals, recorded: Recorded
+) -> None:
     """Complete p.result and write it (rank 0); a signal now waits for both writes."""
     result, state = p.result, ex.state
     with signals.critical():
@@ -47,13 +48,20 @@ def check_recorded(p: Prepared, ctx, recorded: Recorded) -> None:
     result = p.result
     if not ctx.is_main or (recorded.result_status == result.status and recorded.db_status == result.status):
         return
-    missing = [] if recorded.result_status == result.status else [
-        f"result.json ({recorded.result_error or 'not written'})"]
+    missing = (
+        []
+        if recorded.result_status == result.status
+        else [f"result.json ({recorded.result_error or 'not written'})"]
+    )
     if recorded.db_status != result.status:
         missing.append(f"the database row ({recorded.db_error or 'not written'})")
     full = " - no space left on device" if any("no space left" in m.lower() for m in missing) else ""
-    raise RecordingFailed(f"run {p.run_id} {result.status} but could not be recorded{full}: "
-                          f"{'; '.join(missing)}. {recorded.describe()}", recorded, result)
+    raise RecordingFailed(
+        f"run {p.run_id} {result.status} but could not be recorded{full}: "
+        f"{'; '.join(missing)}. {recorded.describe()}",
+        recorded,
+        result,
+    )
 
 
 def training_outcome(result: RunResult, state) -> None:
@@ -81,8 +89,15 @@ def training_outcome(result: RunResult, state) -> None:
         result.stop_reason = result.error
 
 
-def final_write(db, run_dir: Path, result: RunResult, metrics: list[dict], recorded: Recorded,
-                signals: Optional[RunSignals] = None, plan_text: Optional[str] = None) -> None:
+def final_write(
+    db,
+    run_dir: Path,
+    result: RunResult,
+    metrics: list[dict],
+    recorded: Recorded,
+    signals: Optional[RunSignals] = None,
+    plan_text: Optional[str] = None,
+) -> None:
     """Write the final result.json, then the database row; note in ``recorded`` what landed.
 
     On a full disk the atomic write (a temporary file, then a rename) needs space the disk does
@@ -97,8 +112,11 @@ def final_write(db, run_dir: Path, result: RunResult, metrics: list[dict], recor
         if no_space(exc) and rewrite_in_place(path, result.model_dump_json()):
             recorded.result_status = result.status
             recorded.notes.append("result.json rewritten in place (compact): the disk is full")
-            print(f"warning: {path}: {recorded.result_error}; rewritten in place (compact JSON) with "
-                  f"status {result.status}", file=sys.stderr)
+            print(
+                f"warning: {path}: {recorded.result_error}; rewritten in place (compact JSON) with "
+                f"status {result.status}",
+                file=sys.stderr,
+            )
         else:
             print(f"warning: could not write {path}: {recorded.result_error}", file=sys.stderr)
     pause("final", signals)
@@ -123,7 +141,7 @@ def rewrite_in_place(path: Path, text: str) -> bool:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.ftruncate(fd, len(data))
         os.fsync(fd)
         return True
@@ -133,8 +151,13 @@ def rewrite_in_place(path: Path, text: str) -> bool:
         os.close(fd)
 
 
-def record(db: Optional[str], result: RunResult, metrics: list[dict],
-           recorded: Optional[Recorded] = None, plan_text: Optional[str] = None) -> Optional[str]:
+def record(
+    db: Optional[str],
+    result: RunResult,
+    metrics: list[dict],
+    recorded: Optional[Recorded] = None,
+    plan_text: Optional[str] = None,
+) -> Optional[str]:
     """Land the run in DuckDB; never lose it when the store is missing or fails.
     Returns None when the row was written, else why not (also noted in ``recorded``)."""
     try:
@@ -149,9 +172,12 @@ def record(db: Optional[str], result: RunResult, metrics: list[dict],
             error = os_reason(exc) if no_space(exc) else f"{type(exc).__name__}: {exc}"
     if recorded is not None:
         recorded.db_error = error
-    print(f"warning: recording run {result.run_id} ({result.status}) in the database failed: {error}; "
-          f"it is saved in {result.run_dir}/result.json and `tuneplan runs ingest {result.run_dir}` "
-          "will recover it", file=sys.stderr)
+    print(
+        f"warning: recording run {result.run_id} ({result.status}) in the database failed: {error}; "
+        f"it is saved in {result.run_dir}/result.json and `tuneplan runs ingest {result.run_dir}` "
+        "will recover it",
+        file=sys.stderr,
+    )
     return error
 
 

@@ -45,8 +45,11 @@ def read_once(plan: "Plan | LoadedPlan | str | Path") -> LoadedPlan:
     return plan if isinstance(plan, LoadedPlan) else read_plan(plan)
 
 
-def load_plan(plan: "Plan | LoadedPlan | str | Path", *, trust_remote_code: bool = False,
-              ) -> tuple[Plan, Optional[Path], Optional[str]]:
+def load_plan(
+    plan: "Plan | LoadedPlan | str | Path",
+    *,
+    trust_remote_code: bool = False,
+) -> tuple[Plan, Optional[Path], Optional[str]]:
     """Return (plan, its file or None, the file's text or None); InputError for unreadable/invalid
     (base/planio.py: directories, invalid UTF-8, deep nesting, unknown schema versions).
 
@@ -92,9 +95,18 @@ class Prepared:
         return self.run_dir / "metrics.jsonl"
 
 
-def prepare(plan, *, data: Optional[str], output_dir: Optional[str], max_steps: Optional[int],
-            model_path: Optional[str], trust_remote_code: bool, resume: Optional[str],
-            report_to: Optional[str], ctx) -> Prepared:
+def prepare(
+    plan,
+    *,
+    data: Optional[str],
+    output_dir: Optional[str],
+    max_steps: Optional[int],
+    model_path: Optional[str],
+    trust_remote_code: bool,
+    resume: Optional[str],
+    report_to: Optional[str],
+    ctx,
+) -> Prepared:
     """Every check that can fail on bad input, before anything is created (InputError, Infeasible)."""
     from ..preflight import preflight
     from ..remote_code import effective_plan
@@ -119,8 +131,9 @@ def prepare(plan, *, data: Optional[str], output_dir: Optional[str], max_steps: 
     spec = plan_obj.data
     train_read, eval_read = checked.train_read, checked.eval_read
     if eval_read is None:
-        train_rows, eval_rows = D.split_eval(train_read.rows, spec.eval_fraction if spec else 0.1,
-                                             plan_obj.training.seed)
+        train_rows, eval_rows = D.split_eval(
+            train_read.rows, spec.eval_fraction if spec else 0.1, plan_obj.training.seed
+        )
     else:
         train_rows, eval_rows = train_read.rows, eval_read.rows
     if checked.model_dir is not None:
@@ -132,10 +145,21 @@ def prepare(plan, *, data: Optional[str], output_dir: Optional[str], max_steps: 
     run_id, run_dir = _run_id_and_dir(phash, output_dir, prior, ctx)
     result = _starting_result(plan_obj, phash, run_id, run_dir, checked.train_path, prior, ctx)
     prepared = Prepared(
-        plan=plan_obj, plan_text=checked.plan_text if plan_obj is checked.plan else None, phash=phash,
-        run_id=run_id, run_dir=run_dir, result=result, where="--data" if data else "data.train_path",
-        train_rows=train_rows, eval_rows=eval_rows, probe=D.probe_text(spec.probe_path if spec else None),
-        model_dir=model_dir, max_steps=max_steps, tracker_names=tracker_names, prior=prior)
+        plan=plan_obj,
+        plan_text=checked.plan_text if plan_obj is checked.plan else None,
+        phash=phash,
+        run_id=run_id,
+        run_dir=run_dir,
+        result=result,
+        where="--data" if data else "data.train_path",
+        train_rows=train_rows,
+        eval_rows=eval_rows,
+        probe=D.probe_text(spec.probe_path if spec else None),
+        model_dir=model_dir,
+        max_steps=max_steps,
+        tracker_names=tracker_names,
+        prior=prior,
+    )
     if train_read.skipped or (eval_read and eval_read.skipped):
         skipped = train_read.skipped + (eval_read.skipped if eval_read else 0)
         first = ", ".join(train_read.skipped_where + (eval_read.skipped_where if eval_read else []))
@@ -155,18 +179,28 @@ def _run_id_and_dir(phash: str, output_dir: Optional[str], prior, ctx) -> tuple[
     return run_id, Path(output_dir or DEFAULT_OUTPUT_DIR).expanduser() / run_id
 
 
-def _starting_result(plan: Plan, phash: str, run_id: str, run_dir: Path, train_path: Path, prior,
-                     ctx) -> RunResult:
+def _starting_result(
+    plan: Plan, phash: str, run_id: str, run_dir: Path, train_path: Path, prior, ctx
+) -> RunResult:
     from ..measure import describe_device
 
     task = plan.inputs.task
     result = RunResult(
-        run_id=run_id, status="running", plan_hash=phash, method=plan.method,
-        model=plan.inputs.model.name, hardware=describe_device(ctx.device), started_at=utc_now(),
-        run_dir=str(run_dir.expanduser().absolute()), predicted_peak_bytes=plan.memory.per_device_bytes,
-        predicted_fits=plan.memory.fits, forgetting_tolerance=task.forgetting_tolerance,
-        domain_distance=task.domain_distance, versions=versions(),
-        trust_remote_code=plan.trust_remote_code, data_path=str(train_path.resolve()),
+        run_id=run_id,
+        status="running",
+        plan_hash=phash,
+        method=plan.method,
+        model=plan.inputs.model.name,
+        hardware=describe_device(ctx.device),
+        started_at=utc_now(),
+        run_dir=str(run_dir.expanduser().absolute()),
+        predicted_peak_bytes=plan.memory.per_device_bytes,
+        predicted_fits=plan.memory.fits,
+        forgetting_tolerance=task.forgetting_tolerance,
+        domain_distance=task.domain_distance,
+        versions=versions(),
+        trust_remote_code=plan.trust_remote_code,
+        data_path=str(train_path.resolve()),
     )
     if ctx.distributed:
         result.num_processes, result.strategy = ctx.world_size, ctx.strategy

@@ -20,8 +20,11 @@ class Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(
-                TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"), TimeRemainingColumn(),
+                TextColumn("training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"),
+                TimeRemainingColumn(),
                 console=Console(stderr=True),
             )
             self.task = self.bar.add_task("train", total=total, loss="-", tps="-")
@@ -41,8 +44,12 @@ class Progress:
         if self.bar is not None:
             self.bar.update(self.task, completed=m["step"], loss=f"{m['loss']:.4f}", tps=f"{tps:,.0f}")
         elif m["step"] % self.every == 0 or m["step"] == self.total:
-            print(f"step {m['step']}/{self.total}  loss {m['loss']:.4f}  lr {m['lr']:.3g}  "
-                  f"grad_norm {m['grad_norm']:.3g}  {tps:,.0f} tok/s", file=sys.stderr, flush=True)
+            print(
+                f"step {m['step']}/{self.total}  loss {m['loss']:.4f}  lr {m['lr']:.3g}  "
+                f"grad_norm {m['grad_norm']:.3g}  {tps:,.0f} tok/s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         """Stop the bar."""
