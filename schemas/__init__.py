@@ -6,7 +6,6 @@ Imports only the standard library and pydantic (layering rule: the advise path s
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +56,10 @@ def __getattr__(name: str) -> Any:
 
 
 def tuneplan_version() -> str:
-    try:
-        return metadata.version("tuneplan")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "0.0.0+source"
+    """This tuneplan's version (schemas/version.py, which pyproject.toml reads)."""
+    from .version import VERSION
+
+    return VERSION
 
 
 def plan_json_schema() -> dict[str, Any]:
