@@ -21,11 +21,11 @@ $TP run "$OUT/plan.json" --max-steps "$STEPS" --db "$OUT/runs.duckdb" --output "
 echo; echo "== 3. did the advice hold? (DuckDB)"
 $TP runs --db "$OUT/runs.duckdb" --limit 5
 $TP sql --db "$OUT/runs.duckdb" "
-  SELECT p.run_id, p.method,
-         round(p.predicted_peak_bytes / 2^30, 2) AS predicted_gib,
-         round(p.measured_peak_bytes / 2^30, 2)  AS measured_gib,
-         round(100 * p.relative_error, 1)        AS error_pct,
+  SELECT r.run_id, r.method,
+         round(r.predicted_peak_bytes / 2^30, 2) AS predicted_gib,
+         round(r.measured_peak_bytes / 2^30, 2)  AS measured_gib,
+         round(100 * m.memory_error, 1)          AS error_pct,
          round(l.learning, 3)   AS learning_nats,
          round(l.forgetting, 3) AS forgetting_nats
-  FROM run_predictions p JOIN run_learning l USING (run_id)
-  ORDER BY p.run_id DESC LIMIT 1"
+  FROM runs r JOIN run_memory_checks m USING (run_id) JOIN run_learning l USING (run_id)
+  ORDER BY r.run_id DESC LIMIT 1"

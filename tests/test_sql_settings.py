@@ -136,3 +136,12 @@ def test_json_columns_come_out_as_json(db, capsys) -> None:
     assert isinstance(row["versions"], dict) and "tuneplan" in row["versions"]
     assert isinstance(row["lora"], dict) and row["lora"]["rank"] == row["plan_json"]["lora"]["rank"]
     assert row["method_text"] == "lora", "text extracted with ->> stays text"
+
+
+def test_the_demos_query_runs_on_recorded_rows(db, capsys) -> None:
+    """`make demo`'s last step (examples/demo.sh) answers "did the advice hold?" with this query."""
+    script = (ROOT / "examples" / "demo.sh").read_text()
+    query = re.search(r'\$TP sql --db "\$OUT/runs.duckdb" "(.*?)"', script, re.DOTALL).group(1)
+    (row,) = _sql(db, query, capsys)
+    assert row["run_id"] == "r2" and row["method"] == "full"
+    assert row["error_pct"] == pytest.approx(100 * (1200 - 3000) / 3000, abs=0.1)
