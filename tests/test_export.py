@@ -142,7 +142,7 @@ def _notes(text: str) -> str:
 
 @pytest.mark.parametrize("name", ["full", "lora", "qlora"])
 def test_trl_export_is_read_by_trls_own_sft_parser(tmp_path, capsys, name) -> None:
-    pytest.importorskip("trl")
+    # trl is in the `test` extra (pyproject.toml), so `make test` runs this, never skips it
     from trl import get_peft_config, get_quantization_config
     from trl.scripts.sft import make_parser
 
