@@ -224,6 +224,13 @@ def cmd_advise(args) -> int:
         return _cmd_check_plan(args)
     calibration = None
     measured = None
+    if args.pilot_steps is not None and not args.measure_distance:
+        input_error(
+            "--pilot-steps",
+            "the pilot is part of the distance measurement, and --measure-distance was not given",
+            "add --measure-distance (and --data FILE), or drop --pilot-steps",
+        )
+        return EXIT_BAD_INPUT
     if args.measure_distance:
         try:
             measured = _measure_distance(args)
@@ -256,7 +263,8 @@ def cmd_advise(args) -> int:
         if not args.json:
             from tuneplan.executor.distance.evidence import summary_lines
 
-            print("\n".join(summary_lines(plan.inputs.distance)[:3]))
+            lines = summary_lines(plan.inputs.distance)
+            print("\n".join(lines[:3] + [x for x in lines[3:] if x.startswith("  pilot:")]))
     text = plan_to_json(plan, SCHEMA_ID)
     if args.output:
         from tuneplan.base.fileio import write_text_atomic

@@ -44,6 +44,19 @@ def add_measure_options(p: argparse.ArgumentParser, *, with_model: bool = True) 
     )
     g.add_argument("--measure-seed", type=int, metavar="N", help="sampling seed (default 0)")
     g.add_argument(
+        "--pilot-steps",
+        type=int,
+        metavar="N",
+        help="also run a short LoRA-vs-full pilot of N steps on a subset of the data (through "
+        "`compare`; two training runs): the share of full fine-tuning's eval-loss drop LoRA reaches",
+    )
+    g.add_argument(
+        "--pilot-dir",
+        metavar="DIR",
+        help="directory the pilot's runs go under, one pilot-<measure id> folder per measurement "
+        "(default: runs/)",
+    )
+    g.add_argument(
         "--no-record",
         action="store_true",
         help="do not write the measurement to DuckDB (default: recorded in --db or the run ledger)",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import GB, GiB, METHODS, Strict
-from .distance import DistanceEvidence, FitSignal, LayerRank, RankSignal
+from .distance import DistanceEvidence, FitSignal, LayerRank, PilotSignal, RankSignal
 from .inputs import (
     CPUHardware,
     DataStats,
@@ -91,6 +91,7 @@ __all__ = [
     "FitSignal",
     "LayerRank",
     "RankSignal",
+    "PilotSignal",
     "GB",
     "GiB",
     "METHODS",

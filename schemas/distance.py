@@ -78,6 +78,50 @@ class RankSignal(Strict):
     """Every sampled layer (attention and MLP linears of blocks spread over depth)."""
 
 
+class PilotSignal(Strict):
+    """A short LoRA-vs-full pilot on a subset of the data (`--pilot-steps N`, through `compare`):
+    how much of full fine-tuning's eval-loss drop LoRA reaches in the same steps."""
+
+    steps: int = Field(ge=1)
+    """Optimizer steps each of the two runs took (the --pilot-steps budget). More steps read the
+    outcome more reliably (a gap between LoRA and full fine-tuning grows with training) but cost
+    two training runs of that length."""
+    train_rows: int = Field(ge=1)
+    """Rows of the seeded subset both runs trained on."""
+    eval_rows: int = Field(ge=1)
+    """Held-out rows of the same subset both runs were evaluated on (before and after)."""
+    full_drop: Optional[float] = None
+    """Full fine-tuning's eval-loss drop (eval loss before - after), nats; positive: it learned.
+    None when the run did not succeed."""
+    lora_drop: Optional[float] = None
+    """LoRA's eval-loss drop over the same steps and data, nats. None when the run did not succeed."""
+    min_full_drop: float = Field(gt=0)
+    """The guard, nats (0.02, the comparison audits' noise band): below this full fine-tuning's
+    drop (or when it is negative) the share is noise and is not computed."""
+    share: Optional[float] = None
+    """lora_drop / full_drop, unitless: 1 LoRA learned as much as full fine-tuning, above 1 more,
+    below 0 LoRA's eval loss rose. None when either run failed or full_drop < min_full_drop."""
+    verdict: Optional[DomainDistance] = None
+    """What the pilot alone says (share >= 0.8 near, >= 0.5 moderate, below 0.5 far;
+    docs/domain-distance.md); None when the share is None (inconclusive)."""
+    compare_id: str = Field(min_length=1)
+    """The pilot's comparison id: its rows in the DuckDB tables comparisons and runs."""
+    full_run_id: Optional[str] = None
+    """Run id of the full fine-tuning run (None when it did not start)."""
+    lora_run_id: Optional[str] = None
+    """Run id of the LoRA run (None when it did not start)."""
+    lora_rank: Optional[int] = Field(default=None, ge=1)
+    """The rank the pilot's LoRA run used (advised for the subset)."""
+    full_learning_rate: Optional[float] = Field(default=None, gt=0)
+    """Learning rate of the full run (each method gets its own advised rate)."""
+    lora_learning_rate: Optional[float] = Field(default=None, gt=0)
+    """Learning rate of the LoRA run."""
+    seconds: float = Field(ge=0)
+    """Wall time of the two runs, model loads included."""
+    note: Optional[str] = None
+    """Why the pilot is inconclusive, when it is."""
+
+
 class DistanceEvidence(Strict):
     """Where `inputs.task.domain_distance` came from, and what a measurement found."""
 
@@ -87,7 +131,8 @@ class DistanceEvidence(Strict):
     declared: Optional[DomainDistance] = None
     """The user's --domain, when one was given."""
     measured: DomainDistance
-    """The measurement's verdict (docs/domain-distance.md thresholds)."""
+    """The measurement's verdict (docs/domain-distance.md thresholds): the update-rank and fit
+    signals', moved by the pilot when one was run and is conclusive."""
     score: float = Field(ge=0)
     """Distance score: the mean of the rank and fit signals, each divided by its far threshold
     (0 near the base model; >= 1 at or past both far thresholds on average). Orders tasks."""
@@ -118,5 +163,9 @@ class DistanceEvidence(Strict):
     """The fit signal."""
     rank: RankSignal
     """The update-rank signal."""
+    pilot: Optional[PilotSignal] = None
+    """The optional third signal (`--pilot-steps N`): a short LoRA-vs-full run on a subset. When it
+    is conclusive it moves `measured`: up to its own verdict when it says farther, one step
+    toward it when it says nearer (docs/domain-distance.md). None: no pilot was run."""
     notes: list[str] = Field(default_factory=list)
     """What the measurement could not do as asked (truncated rows, fewer tokens than asked …)."""

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from tuneplan.base.errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 
 from . import measure as _m
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tuneplan.schemas import PilotSignal
 
 
 DEFAULTS = {
@@ -47,6 +50,19 @@ def _check_options(args) -> None:
             problems.append(
                 Problem(flag, f"must be at least {low}, got {value}", f"use {flag} {max(low, 1)} or more")
             )
+    pilot = getattr(args, "pilot_steps", None)
+    if pilot is not None and pilot < 1:
+        problems.append(
+            Problem("--pilot-steps", f"must be at least 1, got {pilot}", "use --pilot-steps 10 or more")
+        )
+    if pilot is not None and not getattr(args, "data", None) and not getattr(args, "reference", None):
+        problems.append(
+            Problem(
+                "--pilot-steps",
+                "the pilot trains on the data, and no data was given",
+                "pass --data FILE (or --reference TASK with `tuneplan measure`), or drop --pilot-steps",
+            )
+        )
     declared = getattr(args, "declared", None)
     if declared is not None and declared not in ("near", "moderate", "far"):
         problems.append(
@@ -84,18 +100,28 @@ def cmd_measure(args) -> int:
     """`tuneplan measure`: print (and record) the distance of a data file or reference task(s)."""
     from tuneplan.executor.models import EMBEDDED_MODEL
 
-    from .evidence import load_rows, resolve_target, summary_lines, to_evidence
+    from .evidence import load_rows, new_measure_id, resolve_target, summary_lines, to_evidence
 
     model_name = args.model or EMBEDDED_MODEL
     fill_defaults(args)
     try:
-        _check_options(args)
+        from tuneplan.base.errors import Problem
+
+        problems = []
+        try:
+            _check_options(args)
+        except InputError as e:
+            problems += e.problems
         if bool(args.data) == bool(args.reference):
-            raise InputError.one(
-                "--data",
-                "give --data FILE or --reference TASK (one of them)",
-                "e.g. --data train.jsonl, or --reference date,code,arithmetic",
+            problems.append(
+                Problem(
+                    "--data",
+                    "give --data FILE or --reference TASK (one of them)",
+                    "e.g. --data train.jsonl, or --reference date,code,arithmetic",
+                )
             )
+        if problems:
+            raise InputError(problems)
         tasks = [t.strip() for t in args.reference.split(",") if t.strip()] if args.reference else [None]
         target = resolve_target(model_name, model_path=args.model_path, proxy_model=args.proxy_model)
         sources = [
@@ -118,6 +144,7 @@ def cmd_measure(args) -> int:
     out = []
     probe_loss = None
     try:
+        measured = []
         for rows, label in sources:
             sample = rows
             if len(rows) > args.measure_rows:
@@ -136,9 +163,25 @@ def cmd_measure(args) -> int:
                 **_options(args),
             )
             probe_loss = m.probe_loss
-            m.seconds += load_seconds if not out else 0.0
+            m.seconds += load_seconds if not measured else 0.0
+            measured.append((m, sample, label))
+        if getattr(args, "pilot_steps", None):
+            # the pilot's runs load the model themselves: free the measurement's copy first
+            del model
+            _free(device)
+        for m, sample, label in measured:
+            measure_id = new_measure_id()
+            pilot = None
+            if getattr(args, "pilot_steps", None):
+                pilot = _pilot(args, sample, target, m, measure_id, device)
             ev = to_evidence(
-                m, data_label=label, declared=args.declared, proxy=target.proxy, lora_rank=args.lora_rank
+                m,
+                data_label=label,
+                declared=args.declared,
+                proxy=target.proxy,
+                lora_rank=args.lora_rank,
+                measure_id=measure_id,
+                pilot=pilot,
             )
             out.append(ev)
             if not args.no_record:
@@ -167,6 +210,38 @@ def cmd_measure(args) -> int:
     return EXIT_OK
 
 
+def _free(device) -> None:
+    import gc
+
+    gc.collect()
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _pilot(args, rows, target, m, measure_id: str, device) -> "PilotSignal":
+    """The pilot for one measurement (pilot.run_pilot), on the measured model, advised with the
+    rank and fit signals' verdict; its runs land in --db (or the run ledger)."""
+    from pathlib import Path
+
+    from .pilot import run_pilot
+    from .verdict import judge
+
+    out = Path(getattr(args, "pilot_dir", None) or "runs") / f"pilot-{measure_id}"
+    return run_pilot(
+        list(rows),
+        Path(target.model_dir),
+        steps=args.pilot_steps,
+        domain=judge(m.mean_rank_90_share, m.high_loss_share).distance,
+        out_dir=out,
+        db=getattr(args, "db", None),
+        device=str(device).split(":")[0] if device is not None else "cpu",
+        forgetting=getattr(args, "forgetting_tolerance", None) or "medium",
+        seed=args.measure_seed,
+    )
+
+
 # ------------------------------------------------------------------------------------ advise
 
 
@@ -176,18 +251,28 @@ def measure_before_advise(args, model_name: Optional[str], family: Optional[str]
     Raises InputError (no --data, a model that is not on this machine, a proxy of another family)."""
     from tuneplan.executor.models import EMBEDDED_MODEL
 
-    from .evidence import load_rows, resolve_target
+    from .evidence import load_rows, new_measure_id, resolve_target
     from .measure import measure
-    from .verdict import judge
+    from .verdict import judge, with_pilot
+
+    from tuneplan.base.errors import Problem
 
     fill_defaults(args)
-    _check_options(args)
+    problems = []
+    try:
+        _check_options(args)
+    except InputError as e:
+        problems += e.problems
     if not args.data:
-        raise InputError.one(
-            "--measure-distance",
-            "measuring the domain distance needs the training data",
-            "pass --data FILE (or drop --measure-distance and declare --domain)",
+        problems.append(
+            Problem(
+                "--measure-distance",
+                "measuring the domain distance needs the training data",
+                "pass --data FILE (or drop --measure-distance and declare --domain)",
+            )
         )
+    if problems:
+        raise InputError(problems)
     name = model_name or args.model or EMBEDDED_MODEL
     target = resolve_target(
         name, family=family, model_path=getattr(args, "model_path", None), proxy_model=args.proxy_model
@@ -198,8 +283,14 @@ def measure_before_advise(args, model_name: Optional[str], family: Optional[str]
 
         rows = random.Random(args.measure_seed).sample(list(rows), args.measure_rows)
     m = measure(rows, target.model_dir, model_name=target.model_name, **_options(args))
+    args._measure_id = new_measure_id()
+    args._pilot = None
+    if getattr(args, "pilot_steps", None):
+        _free(m.device)
+        args._pilot = _pilot(args, rows, target, m, args._measure_id, m.device)
     if not args.domain_distance:
-        args.domain_distance = judge(m.mean_rank_90_share, m.high_loss_share).distance
+        v = judge(m.mean_rank_90_share, m.high_loss_share).distance
+        args.domain_distance = with_pilot(v, args._pilot.verdict if args._pilot else None)
         args._distance_declared = None
     else:
         args._distance_declared = args.domain_distance
@@ -220,6 +311,8 @@ def attach_to_plan(plan, m, target, args, *, db=None):
         declared=args._distance_declared,
         proxy=target.proxy,
         lora_rank=plan.lora.rank if plan.lora else None,
+        measure_id=getattr(args, "_measure_id", None),
+        pilot=getattr(args, "_pilot", None),
     )
     warnings = list(plan.warnings)
     if warning_for(ev):

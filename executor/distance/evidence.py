@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from tuneplan.base.errors import InputError
-from tuneplan.schemas import DistanceEvidence, FitSignal, LayerRank, RankSignal
+from tuneplan.schemas import DistanceEvidence, FitSignal, LayerRank, PilotSignal, RankSignal
 
 from . import spectrum, verdict
 from .measure import HIGH_LOSS_NATS, Measurement
@@ -111,8 +111,10 @@ def to_evidence(
     lora_rank: Optional[int],
     measure_id: Optional[str] = None,
     thresholds: verdict.Thresholds = verdict.DEFAULT,
+    pilot: Optional[PilotSignal] = None,
 ) -> DistanceEvidence:
-    """The plan's `inputs.distance` for a measurement: measured unless a --domain was declared."""
+    """The plan's `inputs.distance` for a measurement: measured unless a --domain was declared;
+    a conclusive pilot moves the verdict (verdict.with_pilot)."""
     rank_r = lora_rank or REFERENCE_RANK
     v = verdict.judge(m.mean_rank_90_share, m.high_loss_share, thresholds)
     layers = [
@@ -131,7 +133,7 @@ def to_evidence(
     return DistanceEvidence(
         source="declared" if declared else "measured",
         declared=declared,
-        measured=v.distance,
+        measured=verdict.with_pilot(v.distance, pilot.verdict if pilot else None),
         score=v.score,
         rank_verdict=v.rank_verdict,
         fit_verdict=v.fit_verdict,
@@ -163,6 +165,7 @@ def to_evidence(
             mean_energy_at_lora_rank=round(m.mean_energy_at(rank_r), 6),
             layers=layers,
         ),
+        pilot=pilot,
         notes=list(m.notes),
     )
 
@@ -174,12 +177,18 @@ def warning_for(evidence: DistanceEvidence) -> str:
     return verdict.disagreement(evidence.declared, evidence.measured, evidence.score)
 
 
+def _pilot_says(ev: DistanceEvidence) -> str:
+    if ev.pilot is None:
+        return ""
+    return f", pilot says {ev.pilot.verdict or 'nothing (inconclusive)'}"
+
+
 def summary_lines(ev: DistanceEvidence) -> list[str]:
     """Readable lines for the terminal."""
     where = f"{ev.model}{' (proxy)' if ev.proxy else ''} on {ev.device} ({ev.load})"
     lines = [
         f"domain distance: {ev.measured} (score {ev.score:.2f}; rank says {ev.rank_verdict}, fit says "
-        f"{ev.fit_verdict}) - {ev.data}, {ev.rows} rows, measured on {where} in {ev.seconds:.1f} s",
+        f"{ev.fit_verdict}{_pilot_says(ev)}) - {ev.data}, {ev.rows} rows, measured on {where} in {ev.seconds:.1f} s",
         f"  fit: target loss {ev.fit.target_loss:.3f} nats vs general text {ev.fit.probe_loss:.3f} "
         f"(ratio {ev.fit.loss_ratio:.2f}); {ev.fit.high_loss_share:.1%} of {ev.fit.target_tokens} target tokens "
         f"above {ev.fit.high_loss_nats} nats",
@@ -193,5 +202,9 @@ def summary_lines(ev: DistanceEvidence) -> list[str]:
             f"    {layer.name:<40} {layer.out_features}x{layer.in_features:<6} rank90 {layer.rank_90:>4} "
             f"({layer.rank_90_share:.1%})  r={ev.rank.lora_rank}: {layer.energy_at_lora_rank:.1%}"
         )
+    if ev.pilot is not None:
+        from .pilot import summary_line
+
+        lines.append(summary_line(ev.pilot))
     lines += [f"  note: {n}" for n in ev.notes]
     return lines

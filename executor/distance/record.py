@@ -50,6 +50,14 @@ COLUMNS = (
     "thresholds",
     "seconds",
     "evidence_json",
+    "pilot_steps",
+    "pilot_full_drop",
+    "pilot_lora_drop",
+    "pilot_share",
+    "pilot_verdict",
+    "pilot_compare_id",
+    "pilot_full_run_id",
+    "pilot_lora_run_id",
 )
 """Columns of distance_measurements in insert order."""
 
@@ -103,6 +111,24 @@ def row_values(ev: DistanceEvidence, *, plan_model: str, plan_hash: Optional[str
         ev.thresholds,
         ev.seconds,
         ev.model_dump_json(),
+        *_pilot_values(ev),
+    ]
+
+
+def _pilot_values(ev: DistanceEvidence) -> list:
+    """The pilot columns (migration 0009; all NULL without a pilot)."""
+    p = ev.pilot
+    if p is None:
+        return [None] * 8
+    return [
+        p.steps,
+        p.full_drop,
+        p.lora_drop,
+        p.share,
+        p.verdict,
+        p.compare_id,
+        p.full_run_id,
+        p.lora_run_id,
     ]
 
 

@@ -16,6 +16,7 @@ signals, each divided by its far threshold, and orders tasks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 THRESHOLDS_VERSION = "v1"
 ORDER = ("near", "moderate", "far")
@@ -33,6 +34,12 @@ class Thresholds:
     """high-loss share at or above which the fit signal says moderate."""
     fit_far: float = 0.45
     """... and far."""
+    pilot_near: float = 0.8
+    """Pilot share (LoRA's eval-loss drop / full fine-tuning's) at or above which the pilot says
+    near: LoRA "matches" full fine-tuning, the same 80% as TP023 and compare's judge."""
+    pilot_far: float = 0.5
+    """Pilot share below which the pilot says far: LoRA reached under half of full fine-tuning's
+    drop in the same steps (between the two: moderate)."""
     label: str = f"docs/domain-distance.md defaults {THRESHOLDS_VERSION}"
     """Where these thresholds come from (shown in the plan's evidence)."""
 
@@ -61,6 +68,30 @@ def judge(mean_rank_90_share: float, high_loss_share: float, thresholds: Thresho
         distance = ORDER[ORDER.index(rank_v) + 1]
     score = 0.5 * (mean_rank_90_share / thresholds.rank_far + high_loss_share / thresholds.fit_far)
     return Verdict(distance, rank_v, fit_v, round(score, 4))
+
+
+def pilot_band(share: Optional[float], thresholds: Thresholds = DEFAULT) -> Optional[str]:
+    """What a pilot share alone says (None: no share, the pilot is inconclusive)."""
+    if share is None:
+        return None
+    return (
+        "near" if share >= thresholds.pilot_near else "moderate" if share >= thresholds.pilot_far else "far"
+    )
+
+
+def with_pilot(distance: str, pilot: Optional[str]) -> str:
+    """The verdict of the rank and fit signals moved by a conclusive pilot: up to the pilot's own
+    verdict when it says farther (LoRA already falls short after a few steps; the gap to full
+    fine-tuning grows with training, Biderman et al. 2024 §4.1), at most one step down when it
+    says nearer (a short pilot cannot show a gap that opens later)."""
+    if pilot is None:
+        return distance
+    i, j = ORDER.index(distance), ORDER.index(pilot)
+    if j > i:
+        return pilot
+    if j < i:
+        return ORDER[i - 1]
+    return distance
 
 
 def disagreement(declared: str, measured: str, score: float) -> str:

@@ -258,6 +258,23 @@ TABLE_COLUMN_DOCS: dict[tuple[str, str], str] = {
     ("distance_measurements", "seconds"): "wall time of the measurement, model load included",
     (
         "distance_measurements",
+        "pilot_steps",
+    ): "--pilot-steps: steps of the LoRA-vs-full pilot (null: no pilot)",
+    ("distance_measurements", "pilot_full_drop"): "pilot: full fine-tuning's eval-loss drop, nats",
+    ("distance_measurements", "pilot_lora_drop"): "pilot: LoRA's eval-loss drop over the same steps, nats",
+    (
+        "distance_measurements",
+        "pilot_share",
+    ): "pilot_lora_drop / pilot_full_drop (null when full's drop is under 0.02 nats or a run failed)",
+    (
+        "distance_measurements",
+        "pilot_verdict",
+    ): "what the pilot alone says: near, moderate, far (null: inconclusive)",
+    ("distance_measurements", "pilot_compare_id"): "the pilot's comparison (comparisons.compare_id)",
+    ("distance_measurements", "pilot_full_run_id"): "the pilot's full fine-tuning run (runs.run_id)",
+    ("distance_measurements", "pilot_lora_run_id"): "the pilot's LoRA run (runs.run_id)",
+    (
+        "distance_measurements",
         "evidence_json",
     ): "the full evidence (the plan's inputs.distance, per-layer ranks included), JSON",
 }
