@@ -82,10 +82,12 @@ def add_sql(subparsers: "argparse._SubParsersAction") -> None:
         "sql",
         help="run a read-only SQL query against the run database",
         description="Run one read-only statement (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN, PRAGMA "
-        "table_info) against the run database. Tables: runs, metrics, comparisons; views: "
-        "run_predictions, run_learning, method_summary, run_memory_checks, comparison_runs, "
+        "table_info) against the run database. Tables: runs, metrics, comparisons, "
+        "distance_measurements; views: run_settings, run_predictions, run_learning, "
+        "run_memory_checks, comparison_runs, sweep_trials, method_summary, "
         "audit_qlora_vs_lora_memory, audit_lora_vs_full_forgetting, audit_lora_vs_full_learning, "
-        "audit_memory_predictions, run_settings. The connection is sealed: read-only, no file "
+        "audit_memory_predictions, audit_learning_rate; each carries only its own columns and "
+        "its keys, so JOIN runs USING (run_id) is never ambiguous. The connection is sealed: read-only, no file "
         "outside the database and --read directories, no URL, no extension, configuration "
         "locked; the statement is checked with DuckDB's parser. Writes are refused (exit 2) and "
         "change nothing. `tuneplan sql --schema` lists every table and view with a line per "

@@ -411,7 +411,9 @@ def test_ingest_brings_comparison_and_sweep_trials_back(tmp_path):
     _, audit = ledger.query(pooled, "SELECT compare_id, qlora_less_memory FROM audit_qlora_vs_lora_memory")
     assert audit == [("cmp1", True)]
     _, trials = ledger.query(
-        pooled, "SELECT run_id, learning_rate FROM sweep_trials WHERE compare_id = 'sw1' ORDER BY run_id"
+        pooled,
+        "SELECT run_id, learning_rate FROM sweep_trials JOIN run_settings USING (run_id) "
+        "WHERE compare_id = 'sw1' ORDER BY run_id",
     )
     assert trials == [("s1", 1e-3), ("s2", 3e-3)]
 

@@ -17,7 +17,7 @@ from tuneplan.executor import ledger as store
 from tuneplan.executor.ledger.sqldocs import TABLE_DOCS, describe
 
 ROOT = Path(__file__).resolve().parent.parent
-SWEEP_SETTINGS = {"learning_rate", "lora_rank"}
+VIEWS_SQL = ROOT / "executor" / "ledger" / "views.sql"
 
 
 @pytest.fixture
@@ -29,7 +29,9 @@ def db(tmp_path) -> Path:
         shutil.copy(ROOT / "examples" / "plans" / f"{name}.json", run_dir / "plan.json")
         store.record(
             path,
-            make_result(run_dir, f"r{i}", method=name, measured=measured, predicted=1200),
+            make_result(
+                run_dir, f"r{i}", method=name, measured=measured, predicted=1200, domain_distance="far"
+            ),
             metrics_rows(3),
         )
     return path
@@ -56,29 +58,143 @@ def test_run_settings_has_each_runs_training_settings(db, capsys) -> None:
     assert full == {"lora_rank": None, "target_modules": None}
 
 
-def test_run_settings_joins_every_view_using_run_id(db) -> None:
-    con = duckdb.connect(str(db), read_only=True)
+@pytest.fixture
+def trials_db(db, tmp_path) -> Path:
+    """``db`` plus what `tuneplan compare` and `tuneplan sweep` record: r0-r2 as one comparison of
+    the three methods, and a two-trial learning-rate sweep (l0, l1) around an advised 2e-4."""
+    for rid, method in (("r0", "lora"), ("r1", "qlora"), ("r2", "full")):
+        store.record_comparison(db, "c1", rid, method, "lora", "medium")
+    plan = json.loads((ROOT / "examples" / "plans" / "lora.json").read_text())
+    for rid, lr, loss in (("l0", 1e-4, 2.1), ("l1", 3e-4, 1.9)):
+        run_dir = tmp_path / "runs" / rid
+        run_dir.mkdir(parents=True)
+        plan["training"]["learning_rate"] = lr
+        (run_dir / "plan.json").write_text(json.dumps(plan))
+        store.record(db, make_result(run_dir, rid, eval_loss_after=loss), metrics_rows(2))
+        store.record_comparison(
+            db,
+            "s1",
+            rid,
+            "lora",
+            "lora",
+            "medium",
+            axis="learning_rate",
+            value=str(lr),
+            advised_value="0.0002",
+        )
+    return db
+
+
+# Views without a run_id are keyed by what they group by: those keys are the only columns they
+# share with runs (a new aggregate view must say its keys here).
+GROUP_KEYS = {
+    "method_summary": ("method", "model"),
+    "audit_memory_predictions": ("method", "device_kind"),
+    "audit_learning_rate": ("compare_id", "model"),
+}
+# Shared between views: the keys of a per-trial view (comparison_runs, sweep_trials).
+VIEW_KEYS = {"run_id", "compare_id"}
+
+
+def _columns(con, name: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+
+
+def _select_all_unqualified(con, left: str, right: str, on: str) -> int:
+    """Every column of both sides named without a table prefix (an ambiguous name raises), the
+    join keys once; the row count."""
+    names = list(dict.fromkeys(_columns(con, left) + _columns(con, right)))
+    rows = con.execute(f"SELECT {', '.join(names)} FROM {left} JOIN {right} {on}").fetchall()
+    star = con.execute(f"SELECT * FROM {left} JOIN {right} {on}").fetchall()
+    assert len(star) == len(rows)
+    return len(rows)
+
+
+def test_every_view_joins_runs_run_settings_and_each_other_without_ambiguity(trials_db) -> None:
+    """Issue 13: views repeated the runs columns, so JOIN ... USING (run_id) was ambiguous. Every
+    view carries only its own columns and keys: joined to runs and to run_settings (USING run_id,
+    or ON its named run ids, or USING its group keys), to each other USING their shared keys, with
+    every column selected unqualified, on recorded runs, comparisons and a sweep."""
+    con = duckdb.connect(str(trials_db), read_only=True)
     try:
-        names = [
+        views = [
             r[0]
             for r in con.execute(
-                "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'run_id' "
-                "AND table_name <> 'run_settings'"
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY view_name"
             ).fetchall()
         ]
-        settings = {r[0] for r in con.execute("DESCRIBE run_settings").fetchall()}
-        assert len(names) >= 6
-        for name in names:
-            cols = {r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()}
-            # sweep_trials repeats the two settings a sweep varies (the same values, read from the
-            # same plan): select them qualified after a join
-            allowed = {"run_id"} | (SWEEP_SETTINGS if name == "sweep_trials" else set())
-            assert settings & cols <= allowed, (name, settings & cols - allowed)
-            shared = allowed - {"run_id"}
-            select = ", ".join(
-                sorted((settings | cols) - shared) + [f"run_settings.{c}" for c in sorted(shared)]
-            )
-            con.execute(f"SELECT {select} FROM run_settings JOIN {name} USING (run_id)").fetchall()
+        defined = re.findall(r"^CREATE OR REPLACE VIEW (\w+)", VIEWS_SQL.read_text(), re.MULTILINE)
+        assert sorted(defined) == views and len(views) >= 12
+        runs_cols = set(_columns(con, "runs"))
+        with_run_id = []
+        for name in views:
+            cols = _columns(con, name)
+            assert con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0, f"{name} has no rows"
+            run_ids = [c for c in cols if c.endswith("_run_id")]
+            for other in ("runs", "run_settings"):
+                if other == name:
+                    continue
+                if "run_id" in cols:
+                    assert set(cols) & set(_columns(con, other)) == {"run_id"}, (name, other)
+                    assert _select_all_unqualified(con, other, name, "USING (run_id)") > 0
+                for rid in run_ids:
+                    n = _select_all_unqualified(con, other, name, f"ON {other}.run_id = {name}.{rid}")
+                    assert n > 0, (name, rid, other)
+            if "run_id" in cols:
+                with_run_id.append(name)
+            elif not run_ids:
+                keys = GROUP_KEYS.get(name)
+                assert keys, f"{name}: neither a run id nor declared group keys (GROUP_KEYS)"
+                shared = sorted(set(cols) & runs_cols)
+                assert shared and set(shared) <= set(keys), (name, shared)
+                assert _select_all_unqualified(con, "runs", name, f"USING ({', '.join(shared)})") > 0
+            else:
+                assert not set(cols) & runs_cols, (name, set(cols) & runs_cols)
+        assert {"comparison_runs", "sweep_trials", "run_settings", "run_learning"} <= set(with_run_id)
+        for i, a in enumerate(with_run_id):
+            for b in with_run_id[i + 1 :]:
+                shared = set(_columns(con, a)) & set(_columns(con, b))
+                assert shared <= VIEW_KEYS, (a, b, shared - VIEW_KEYS)
+                using = ", ".join(sorted(shared))
+                assert _select_all_unqualified(con, a, b, f"USING ({using})") > 0, (a, b)
+    finally:
+        con.close()
+
+
+def test_comparison_and_sweep_views_read_through_runs(trials_db) -> None:
+    """The per-trial views hold only the comparison's columns; the outcome comes from runs and
+    run_settings, and the audits that read it join runs themselves."""
+    con = duckdb.connect(str(trials_db), read_only=True)
+    try:
+        assert con.execute(
+            "SELECT run_id, method, status, chosen_method FROM comparison_runs JOIN runs USING (run_id) "
+            "WHERE compare_id = 'c1' ORDER BY run_id"
+        ).fetchall() == [
+            ("r0", "lora", "succeeded", "lora"),
+            ("r1", "qlora", "succeeded", "lora"),
+            ("r2", "full", "succeeded", "lora"),
+        ]
+        trials = con.execute(
+            "SELECT run_id, axis, value, learning_rate, eval_loss_after FROM sweep_trials "
+            "JOIN runs USING (run_id) JOIN run_settings USING (run_id) WHERE compare_id = 's1' ORDER BY run_id"
+        ).fetchall()
+        assert trials == [
+            ("l0", "learning_rate", "0.0001", 1e-4, 2.1),
+            ("l1", "learning_rate", "0.0003", 3e-4, 1.9),
+        ]
+        (lr,) = con.execute(
+            "SELECT trials, best_learning_rate, ratio, within_2x FROM audit_learning_rate"
+        ).fetchall()
+        assert lr[:2] == (2, 3e-4) and lr[2] == pytest.approx(1.5) and lr[3] is True
+        (q,) = con.execute(
+            "SELECT lora_run_id, qlora_run_id, qlora_measured_bytes, lora_measured_bytes, holds "
+            "FROM audit_qlora_vs_lora_memory"
+        ).fetchall()
+        assert q == ("r0", "r1", 700, 1000, True)
+        assert con.execute(
+            "SELECT adapter_run_id, far_domain, full_learns_more FROM audit_lora_vs_full_learning "
+            "ORDER BY adapter_run_id"
+        ).fetchall() == [("r0", True, False), ("r1", True, False)]
     finally:
         con.close()
 
@@ -117,7 +233,11 @@ def _doc_queries() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("title,query", _doc_queries(), ids=[t for t, _ in _doc_queries()])
-def test_worked_queries_in_docs_run(db, capsys, title, query) -> None:
+def test_worked_queries_in_docs_run(db, capsys, request, title, query) -> None:
+    if title.startswith(("Did LoRA", "Every trial")):
+        rows = _sql(request.getfixturevalue("trials_db"), query, capsys)
+        assert rows, f"{title}: no rows from a recorded comparison and sweep"
+        return
     rows = _sql(db, query, capsys)
     if title.startswith(("Best learning rate", "Memory error", "Loss per step", "The settings")):
         assert rows, f"{title}: no rows from three recorded runs"

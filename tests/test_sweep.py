@@ -67,8 +67,8 @@ def test_sweep_runs_every_trial_records_it_and_picks_lowest_eval_loss(tiny_sweep
     assert code == 0, text
     cols, rows = store.query(
         db,
-        "SELECT axis, value, learning_rate, status, eval_loss_after, run_id, "
-        "advised_value FROM sweep_trials ORDER BY learning_rate",
+        "SELECT axis, value, learning_rate, status, eval_loss_after, run_id, advised_value "
+        "FROM sweep_trials JOIN runs USING (run_id) JOIN run_settings USING (run_id) ORDER BY learning_rate",
     )
     assert [r[0] for r in rows] == ["learning_rate"] * 3
     assert [r[1] for r in rows] == ["0.0001", "0.01", "0.03"]
@@ -197,7 +197,9 @@ def test_sweep_three_learning_rates_on_the_embedded_model(tmp_path, monkeypatch)
     )
     assert code == 0, text
     _, trials = store.query(
-        db, "SELECT learning_rate, eval_loss_after, status FROM sweep_trials ORDER BY learning_rate"
+        db,
+        "SELECT learning_rate, eval_loss_after, status FROM sweep_trials JOIN runs USING (run_id) "
+        "JOIN run_settings USING (run_id) ORDER BY learning_rate",
     )
     assert [t[0] for t in trials] == pytest.approx([1e-5, 1e-3, 3e-1]) and all(
         t[2] == "succeeded" for t in trials

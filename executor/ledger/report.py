@@ -188,7 +188,7 @@ def _curves(con) -> dict[str, list[dict]]:
 
 def _sweep_figure(plt, trials: list[dict], path: Path) -> None:
     """Eval loss after vs learning rate (log axis), one line per learning-rate sweep (and rank
-    when a sweep varied it), from the sweep_trials view."""
+    when a sweep varied it), from the sweep_trials view joined to runs and run_settings."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ok = [t for t in trials if t["status"] == "succeeded" and t["eval_loss_after"] is not None]
     lr_sweeps = sorted({t["compare_id"] for t in ok if "learning_rate" in (t["axis"] or "")})
@@ -315,7 +315,12 @@ def write_report(db: DBPath, out_dir: str | Path) -> list[Path]:
         curves = _curves(con)
         checked = check_runs(con=con)
         rules = audit_rules(con=con)
-        trials = _rows(con, "SELECT * FROM sweep_trials WHERE axis <> 'method'")
+        trials = _rows(
+            con,
+            "SELECT t.compare_id, t.run_id, t.axis, r.status, r.eval_loss_after, s.learning_rate, "
+            "s.lora_rank FROM sweep_trials t JOIN runs r USING (run_id) "
+            "LEFT JOIN run_settings s USING (run_id) WHERE t.axis <> 'method'",
+        )
     finally:
         con.close()
     _memory_figure(plt, runs, out / FIGURES[0])

@@ -15,17 +15,19 @@ TABLE_DOCS = {
     "schema_migrations": "which schema migrations this database has applied, and when",
     "schema_views": "the hash of the views and macros last created (read-only commands refuse another)",
     "plan_settings": "each run's planned training settings, recorded from its plan at record time (run_settings unnests them)",
-    "run_settings": "each run's planned training settings as typed columns (joins USING (run_id))",
+    "run_settings": "each run's planned training settings as typed columns (JOIN runs USING (run_id))",
     "run_predictions": "predicted vs measured peak memory per run (raw, framework overhead included)",
     "run_learning": "learning (eval loss drop) and forgetting (probe loss rise) per run",
     "method_summary": "per method and model: run counts and means over succeeded runs",
     "run_memory_checks": "per run: the like-for-like memory comparison `tuneplan check` audits",
-    "comparison_runs": "the runs of each comparison with their learning and forgetting",
+    "comparison_runs": "one row per recorded trial of a comparison or sweep: its comparison, the advisor's "
+    "method, when (JOIN runs USING (run_id) for method, status, peaks; run_learning for learning)",
     "audit_qlora_vs_lora_memory": "per comparison: did QLoRA use less memory and learn as well as LoRA",
     "audit_lora_vs_full_forgetting": "per comparison: did the adapter forget less than full fine-tuning",
     "audit_lora_vs_full_learning": "per comparison: did full fine-tuning learn more than the adapter",
     "audit_memory_predictions": "per method and device kind: how often the memory promise held",
-    "sweep_trials": "every trial of a sweep or comparison joined to its run (one row per trial)",
+    "sweep_trials": "one row per recorded trial of a sweep or comparison: what it varied and to what "
+    "(JOIN runs USING (run_id) for its outcome, run_settings for its learning rate and rank)",
     "audit_learning_rate": "per learning-rate sweep: the best trial's rate against the advised one (TP040)",
     "distance_measurements": "one row per measured domain distance (tuneplan measure, advise --measure-distance); "
     "a run joins it through its plan's inputs.distance.measure_id (docs/domain-distance.md)",
@@ -122,7 +124,7 @@ COLUMN_DOCS = {
     "holds": "the QLoRA promise held: less memory and matching learning",
     "lora_forgets_less": "the adapter forgot no more than full fine-tuning",
     "full_learns_more": "full fine-tuning learned more than the adapter",
-    "far_domain": "the comparison's domain distance is far",
+    "far_domain": "the adapter run's domain distance is far (runs.domain_distance = 'far')",
     # summaries
     "runs": "number of runs",
     "succeeded": "number of succeeded runs",

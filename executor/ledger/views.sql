@@ -4,9 +4,13 @@
 -- $${NAME} placeholders are Python constants (migrate.VIEW_CONSTANTS), so a threshold is written
 -- once for both languages.
 --
--- Per-run views (run_memory_checks, run_predictions, run_learning, run_settings) have run_id and
--- only their own columns, none repeating a column of `runs` or of another per-run view, so
--- `runs JOIN run_memory_checks USING (run_id) JOIN run_learning USING (run_id)` is never ambiguous.
+-- Every view carries only its own columns and its keys, none repeating a column of `runs`, of
+-- `run_settings` or of another view: per-run views (run_memory_checks, run_predictions,
+-- run_learning, run_settings) are keyed by run_id, per-trial views (comparison_runs,
+-- sweep_trials) by (compare_id, run_id), so `runs JOIN run_memory_checks USING (run_id) JOIN
+-- sweep_trials USING (run_id)` is never ambiguous. Pair audits name their runs (lora_run_id,
+-- adapter_run_id...); aggregates are keyed by what they group by (method, model, device_kind).
+-- tests/test_sql_settings.py joins every view to runs, run_settings and each other.
 
 -- The memory comparison: the one definition of the raw and the like-for-like memory error.
 --   memory_error             (predicted - measured) / measured, the whole figures
@@ -83,53 +87,68 @@ JOIN run_memory_checks m USING (run_id)
 JOIN run_learning l USING (run_id)
 GROUP BY r.method, r.model;
 
--- One row per trial of a comparison (tuneplan compare); keyed by (compare_id, run_id).
+-- One row per trial of a comparison or sweep (tuneplan compare / sweep), keyed by (compare_id,
+-- run_id): the comparison's own columns only. The trial's method, status, peaks, domain distance
+-- and forgetting tolerance are the run's: `JOIN runs USING (run_id)`; learning and forgetting:
+-- `JOIN run_learning USING (run_id)`; the axis and value: `JOIN sweep_trials USING (compare_id,
+-- run_id)`. Only trials whose run is recorded appear.
 CREATE OR REPLACE VIEW comparison_runs AS
-SELECT
-    c.compare_id, c.method, c.chosen_method, c.forgetting_tolerance, c.created_at,
-    r.run_id, r.status, r.domain_distance, r.device_kind,
-    r.predicted_peak_bytes, r.measured_peak_bytes,
-    l.learning, l.forgetting
-FROM comparisons c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id);
+SELECT c.compare_id, c.run_id, c.chosen_method, c.created_at
+FROM comparisons c SEMI JOIN runs r USING (run_id);
 
+-- The pair audits below read each trial's method, status, peak and learning from runs and
+-- run_learning themselves (comparison_runs carries none of them).
 -- TP023: QLoRA uses less memory than LoRA and learns at least LEARNING_MATCH_SHARE of what it did.
 CREATE OR REPLACE VIEW audit_qlora_vs_lora_memory AS
-WITH p AS (
+WITH t AS (
+    SELECT c.compare_id, r.run_id, r.method, r.status, r.measured_peak_bytes, l.learning
+    FROM comparison_runs c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id)
+), p AS (
     SELECT
-        q.compare_id, q.domain_distance, l.run_id AS lora_run_id, q.run_id AS qlora_run_id,
+        q.compare_id, l.run_id AS lora_run_id, q.run_id AS qlora_run_id,
         l.measured_peak_bytes AS lora_measured_bytes, q.measured_peak_bytes AS qlora_measured_bytes,
         l.learning AS lora_learning, q.learning AS qlora_learning,
         q.measured_peak_bytes < l.measured_peak_bytes AS qlora_less_memory,
         CASE WHEN l.learning > 0 THEN q.learning >= ${LEARNING_MATCH_SHARE} * l.learning
              ELSE q.learning >= l.learning END AS qlora_learning_matches
-    FROM comparison_runs q
-    JOIN comparison_runs l ON l.compare_id = q.compare_id AND l.method = 'lora'
+    FROM t q
+    JOIN t l ON l.compare_id = q.compare_id AND l.method = 'lora'
     WHERE q.method = 'qlora' AND q.status = 'succeeded' AND l.status = 'succeeded'
       AND q.measured_peak_bytes > 0 AND l.measured_peak_bytes > 0
 )
 SELECT *, qlora_less_memory AND qlora_learning_matches AS holds FROM p;
 
--- TP021: the adapter forgets no more than full fine-tuning.
+-- TP021: the adapter forgets no more than full fine-tuning. The domain distance and forgetting
+-- tolerance are the runs': `JOIN runs r ON r.run_id = adapter_run_id`.
 CREATE OR REPLACE VIEW audit_lora_vs_full_forgetting AS
+WITH t AS (
+    SELECT c.compare_id, r.run_id, r.method, r.status, l.forgetting
+    FROM comparison_runs c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id)
+)
 SELECT
-    a.compare_id, a.domain_distance, a.forgetting_tolerance, a.method AS adapter_method,
+    a.compare_id, a.method AS adapter_method,
     a.run_id AS adapter_run_id, f.run_id AS full_run_id,
     a.forgetting AS adapter_forgetting, f.forgetting AS full_forgetting,
     a.forgetting <= f.forgetting AS lora_forgets_less
-FROM comparison_runs a
-JOIN comparison_runs f ON f.compare_id = a.compare_id AND f.method = 'full'
+FROM t a
+JOIN t f ON f.compare_id = a.compare_id AND f.method = 'full'
 WHERE a.method IN ('lora', 'qlora') AND a.status = 'succeeded' AND f.status = 'succeeded'
   AND a.forgetting IS NOT NULL AND f.forgetting IS NOT NULL;
 
--- TP020: full fine-tuning learns more than the adapter (a promise on far domains).
+-- TP020: full fine-tuning learns more than the adapter (a promise on far domains: far_domain is
+-- the adapter run's domain_distance = 'far').
 CREATE OR REPLACE VIEW audit_lora_vs_full_learning AS
+WITH t AS (
+    SELECT c.compare_id, r.run_id, r.method, r.status, r.domain_distance, l.learning
+    FROM comparison_runs c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id)
+)
 SELECT
-    a.compare_id, a.domain_distance, a.domain_distance = 'far' AS far_domain,
+    a.compare_id, a.domain_distance = 'far' AS far_domain,
     a.method AS adapter_method, a.run_id AS adapter_run_id, f.run_id AS full_run_id,
     a.learning AS adapter_learning, f.learning AS full_learning,
     f.learning > a.learning AS full_learns_more
-FROM comparison_runs a
-JOIN comparison_runs f ON f.compare_id = a.compare_id AND f.method = 'full'
+FROM t a
+JOIN t f ON f.compare_id = a.compare_id AND f.method = 'full'
 WHERE a.method IN ('lora', 'qlora') AND a.status = 'succeeded' AND f.status = 'succeeded'
   AND a.learning IS NOT NULL AND f.learning IS NOT NULL;
 
@@ -148,26 +167,22 @@ SELECT
 FROM runs r JOIN run_memory_checks m USING (run_id)
 GROUP BY r.method, r.device_kind;
 
--- Every trial of a sweep or comparison joined to its run (one row per trial).
+-- What each trial of a sweep or comparison varied, keyed by (compare_id, run_id): the axis
+-- ("method", "learning_rate", "lora_rank", "target_modules" or several joined by ","), the
+-- trial's value and the advisor's. The trial's outcome is its run's (`JOIN runs USING (run_id)`:
+-- status, eval_loss_after, peaks...), its settings the plan's (`JOIN run_settings USING
+-- (run_id)`: learning_rate, lora_rank...). Only trials whose run is recorded appear.
 CREATE OR REPLACE VIEW sweep_trials AS
-SELECT
-    c.compare_id, c.axis, c.value, c.advised_value, c.method, c.chosen_method,
-    c.forgetting_tolerance, c.created_at,
-    r.run_id, r.status, r.model, r.domain_distance, r.device_kind,
-    s.settings.learning_rate AS learning_rate, s.settings.lora_rank AS lora_rank,
-    r.eval_loss_before, r.eval_loss_after, l.learning, l.forgetting,
-    r.measured_peak_bytes, r.tokens_per_second, r.wall_seconds
-FROM comparisons c
-JOIN runs r USING (run_id)
-JOIN run_learning l USING (run_id)
-LEFT JOIN plan_settings s USING (run_id);
+SELECT c.compare_id, c.run_id, c.axis, c.value, c.advised_value
+FROM comparisons c SEMI JOIN runs r USING (run_id);
 
 -- TP040: per learning-rate sweep, the best trial's rate (lowest eval loss) against the advised one.
 CREATE OR REPLACE VIEW audit_learning_rate AS
 WITH ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY compare_id ORDER BY eval_loss_after) AS k
-    FROM sweep_trials
-    WHERE axis = 'learning_rate' AND status = 'succeeded' AND eval_loss_after IS NOT NULL
+    SELECT t.compare_id, t.advised_value, r.model, r.eval_loss_after, s.learning_rate,
+           row_number() OVER (PARTITION BY t.compare_id ORDER BY r.eval_loss_after) AS k
+    FROM sweep_trials t JOIN runs r USING (run_id) LEFT JOIN run_settings s USING (run_id)
+    WHERE t.axis = 'learning_rate' AND r.status = 'succeeded' AND r.eval_loss_after IS NOT NULL
 )
 SELECT
     compare_id, model, count(*) AS trials,
