@@ -159,7 +159,9 @@ def test_failed_method_does_not_stop_the_others(tmp_path, plan_file, monkeypatch
     monkeypatch.setattr(runner, "run_plan", fake_runner({"full": "fail"}))
     db = tmp_path / "runs.duckdb"
     assert cli("compare", str(plan_file), "--db", str(db), "--output", str(tmp_path / "o")) == 1
-    cols, rows = store.query(db, "SELECT method, status FROM comparison_runs JOIN runs USING (run_id) ORDER BY method")
+    cols, rows = store.query(
+        db, "SELECT method, status FROM comparison_runs JOIN runs USING (run_id) ORDER BY method"
+    )
     assert rows == [("full", "failed"), ("lora", "succeeded"), ("qlora", "succeeded")]
     captured = capsys.readouterr()
     assert "full failed: RuntimeError: boom" in captured.err
@@ -172,7 +174,9 @@ def test_interrupt_stops_and_exits_130(tmp_path, plan_file, monkeypatch, capsys)
     monkeypatch.setattr(runner, "run_plan", fake_runner({"lora": "interrupt"}))
     db = tmp_path / "runs.duckdb"
     assert cli("compare", str(plan_file), "--db", str(db), "--output", str(tmp_path / "o")) == 130
-    cols, rows = store.query(db, "SELECT method, status FROM comparison_runs JOIN runs USING (run_id) ORDER BY method")
+    cols, rows = store.query(
+        db, "SELECT method, status FROM comparison_runs JOIN runs USING (run_id) ORDER BY method"
+    )
     assert rows == [("full", "succeeded"), ("lora", "interrupted")]  # qlora never started
     assert "interrupted" in capsys.readouterr().err
 
