@@ -77,12 +77,14 @@ def add_check(subparsers: "argparse._SubParsersAction") -> None:
 def add_calibrate(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser(
         "calibrate",
-        help="fit memory-estimator correction factors from succeeded runs",
+        help="fit memory-estimator correction factors from succeeded runs; propose distance thresholds",
         description="Fit, per device kind and architecture family, a factor for the "
         "estimator's activation-like terms (activations, logits_and_loss) from measured peaks; "
         "write <db dir>/calibration.json for `tuneplan advise --calibrated`. Prints the mean "
-        "absolute memory error before and after. Exit 0 written, 1 no usable runs, 2 no "
-        "database.",
+        "absolute memory error before and after. Then proposes the measured-distance thresholds "
+        "(docs/domain-distance.md) that best separate LoRA matching full fine-tuning from falling "
+        "short in the recorded comparisons, current vs proposed (printed, not applied). Exit 0 "
+        "written, 1 no usable runs, 2 no database.",
     )
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
     p.set_defaults(func=cmd_calibrate)
@@ -288,9 +290,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except StoreError as exc:
         err(f"error: {exc}")
         return EXIT_FAILED
+    distance = _distance_fit(args.db)
     for run_id, why in fitted.skipped:
         err(f"skipped {run_id}: {why}")
     if not fitted.keys:
+        if distance:
+            print("\n".join(distance))
         err(
             "error: no succeeded run with a measured peak and a plan to calibrate from "
             "(fix: run plans with `tuneplan run`, then calibrate); nothing written"
@@ -308,7 +313,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"runs): before {fitted.mean_abs_error_before:.1%}, after {fitted.mean_abs_error_after:.1%}"
     )
     print(f"wrote {path}; use it with `tuneplan advise ... --calibrated --db {db_label(args.db)}`")
+    if distance:
+        print("\n".join(distance))
     return EXIT_OK
+
+
+def _distance_fit(db) -> list[str]:
+    """The distance-threshold refit's lines (executor/ledger/distance_fit.py); a failure is one
+    line, never the memory calibration lost."""
+    from tuneplan.executor.ledger import distance_fit
+
+    try:
+        return distance_fit.lines(distance_fit.fit(db))
+    except Exception as exc:  # noqa: BLE001 - the memory part stands on its own
+        return [f"distance thresholds: not refitted ({type(exc).__name__}: {exc})"]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
