@@ -53,8 +53,8 @@ def add_sweep(subparsers: "argparse._SubParsersAction") -> None:
         "run every variant on the same data, seed and step budget, report eval loss (learning), "
         "probe loss (forgetting), peak memory and speed per trial, pick the lowest eval loss within "
         "the forgetting tolerance, and write a tuned plan whose decision cites the trials' run ids. "
-        "Trials land in DuckDB (comparisons / sweep_trials); sweep.png draws eval loss vs learning "
-        "rate (and vs rank). Exit 0 all succeeded, 1 any failed or was skipped, 2 bad input, "
+        "Trials land in DuckDB (comparisons / sweep_trials); sweep.png draws eval loss vs each swept "
+        "axis. `tuneplan compare` is this sweep over --methods alone. Exit 0 all succeeded, 1 any failed or was skipped, 2 bad input, "
         "130 interrupted.",
     )
     add_run_options(
@@ -121,14 +121,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     missing = no_file(args.plan, "PLAN", _PLAN_FIX)
     if missing is not None:
         return missing
-    from tuneplan.executor import compare, sweep
+    from tuneplan.executor import sweep
 
     holder: dict = {}
 
     def body() -> int:
         grid: dict = {}
         if args.methods:
-            grid["method"] = compare.parse_methods(args.methods)
+            grid["method"] = sweep.parse_methods(args.methods)
         if args.lr:
             grid["learning_rate"] = (
                 ["band"] if args.lr.strip().lower() == "band" else sweep.parse_lr(args.lr, None)
@@ -146,6 +146,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             data=args.data,
             model_path=args.model_path,
             write_plan=args.write,
+            **trust_kwargs(args),
         )
         return 0
 

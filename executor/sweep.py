@@ -1,13 +1,17 @@
-"""``tuneplan sweep``: spend the tuning budget on the levers — learning rate, rank, target modules.
+"""``tuneplan sweep``: spend the tuning budget on the levers — method, learning rate, rank, target
+modules. ``tuneplan compare`` is this sweep over the one axis ``method`` (executor/compare.py adds
+only its verdict on the advisor's pick).
 
 Every variant is the plan's own ``inputs`` re-advised with the swept values pinned (so each one
-gets a consistent memory estimate and fit), the plan's method pinned, and the plan's data kept.
-All variants run through :func:`tuneplan.executor.runner.run_plan` on the same data, seed and step
-budget. Each trial is recorded in the ``comparisons`` table with its axis and value (``tuneplan
-compare`` is the same table with axis "method"); ``sweep_trials`` joins them to the runs.
+gets a consistent memory estimate and fit; calibrated plans keep their calibration factors), the
+plan's method pinned unless method is the axis, and the plan's data kept (relative paths made
+absolute). All variants run through :func:`tuneplan.executor.runner.run_plan` on the same data,
+seed and step budget; a failed trial does not stop the others. Each trial is recorded in the
+``comparisons`` table with its axis, value and the advisor's own value on that axis;
+``sweep_trials`` joins them to the runs.
 
 The pick: the lowest eval loss among the succeeded trials whose forgetting (probe loss after -
-before) stays within the user's tolerance (executor/check.py FORGETTING_THRESHOLDS); when none
+before) stays within the user's tolerance (ledger/check.py FORGETTING_THRESHOLDS); when none
 does, the lowest eval loss overall, and the sweep says so. The tuned plan is the winning variant
 with a decision (TP060 sweep-tuned) citing the sweep and its run ids.
 """
@@ -17,34 +21,47 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from tuneplan.base.errors import InputError, Problem
 from tuneplan.base.planio import new_run_id
-from tuneplan.schemas import Decision, Plan, RunResult
+from tuneplan.schemas import METHODS, Decision, Plan, RunResult
 
 from .ledger.check import FORGETTING_THRESHOLDS
-from .compare import _absolute_data, _mem, _new_result, _outcome, _warn
+from .ledger.memory_compare import framework_overhead_of, like_for_like, relative_error
 
 AXES = ("method", "learning_rate", "lora_rank", "target_modules")
+GIB = 1024**3
 
 
 @dataclass
 class Trial:
-    """One variant of the sweep and what its run gave."""
+    """One variant of a sweep (or one method of a comparison) and what its run gave."""
 
-    values: dict[str, Any]
+    values: dict[str, Any] = field(default_factory=dict)
     """Axis -> value this trial took (only the swept axes)."""
+    method: str = ""
     status: str = "not started"
+    """succeeded | failed | interrupted | running | skipped (not run) | not started (input error)."""
     run_id: Optional[str] = None
+    run_dir: Optional[str] = None
     learning_rate: Optional[float] = None
     lora_rank: Optional[int] = None
     eval_loss_after: Optional[float] = None
     learning: Optional[float] = None
+    """eval_loss_before - eval_loss_after (positive: learned)."""
     forgetting: Optional[float] = None
+    """forgetting_loss_after - forgetting_loss_before (positive: forgot), nats."""
+    predicted_bytes: Optional[int] = None
+    predicted_comparable_bytes: Optional[int] = None
+    """The prediction less its framework overhead: predicted tensor bytes (memory_compare.py)."""
     measured_bytes: Optional[int] = None
+    """The measured peak (MeasuredMemory.peak_bytes)."""
+    measured_comparable_bytes: Optional[int] = None
+    """The measured peak less its runtime_bytes: measured tensor bytes (memory_compare.py)."""
     tokens_per_second: Optional[float] = None
     wall_seconds: Optional[float] = None
     error: Optional[str] = None
@@ -52,6 +69,11 @@ class Trial:
     @property
     def label(self) -> str:
         return ", ".join(f"{k}={_fmt_value(v)}" for k, v in self.values.items())
+
+    @property
+    def memory_error(self) -> Optional[float]:
+        """Like-for-like (predicted - measured) / measured on tensor bytes (memory_compare.py)."""
+        return relative_error(self.predicted_comparable_bytes, self.measured_comparable_bytes)
 
 
 @dataclass
@@ -63,6 +85,8 @@ class Sweep:
     forgetting_tolerance: str
     max_steps: Optional[int]
     output_dir: str
+    plan_method: str = ""
+    domain_distance: str = ""
     trials: list[Trial] = field(default_factory=list)
     best: Optional[int] = None
     """Index of the picked trial in ``trials``."""
@@ -87,6 +111,19 @@ def _store_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "+".join(v)
     return str(v)
+
+
+def _mem(value: Optional[int]) -> str:
+    """Bytes with a unit that keeps small (CPU, tiny-model) peaks readable."""
+    if value is None:
+        return "-"
+    if value < GIB:
+        return f"{value / 1024**2:,.1f} MiB"
+    return f"{value / GIB:,.2f} GiB"
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -136,24 +173,57 @@ def parse_targets(text: str) -> list[list[str]]:
     return out
 
 
+def parse_methods(text: str) -> list[str]:
+    """ "full,lora,qlora" -> ["full", "lora", "qlora"]; InputError on unknown or repeated names."""
+    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad:
+        raise InputError.one(
+            "--methods",
+            f"unknown method(s) {bad}" if bad else "no method given",
+            "use a comma-separated subset of full,lora,qlora",
+        )
+    if len(set(methods)) != len(methods):
+        raise InputError.one("--methods", f"a method is repeated in {text!r}", "name each once")
+    return methods
+
+
 # ----------------------------------------------------------------------------------- variants
 
 
-def _readvise(plan: Plan, pins: dict[str, Any]) -> Plan:
+def absolute_data(plan: Plan, plan_dir: Optional[Path]) -> Plan:
+    """The plan with relative data paths made absolute (cwd first, then the plan's directory, as
+    the runner resolves them), so variants written elsewhere read the same files."""
+    if plan.data is None:
+        return plan
+    updates = {}
+    for key in ("train_path", "eval_path", "probe_path"):
+        value = getattr(plan.data, key)
+        if not value or Path(value).expanduser().is_absolute():
+            continue
+        p = Path(value).expanduser()
+        if not p.exists() and plan_dir is not None and (plan_dir / p).exists():
+            p = plan_dir / p
+        updates[key] = str(p.resolve())
+    return plan.model_copy(update={"data": plan.data.model_copy(update=updates)}) if updates else plan
+
+
+def _readvise(plan: Plan, pins: dict[str, Any], calibration: Optional[dict[str, float]] = None) -> Plan:
     from tuneplan.advisor.engine import advise
 
     inputs = plan.inputs.model_copy(update={"pins": plan.inputs.pins.model_copy(update=pins)})
-    v = advise(inputs)
+    v = advise(inputs, calibration=calibration)
     return v.model_copy(update={"data": plan.data, "trust_remote_code": plan.trust_remote_code})
 
 
-def advised_values(plan: Plan, axes: list[str]) -> dict[str, Any]:
+def advised_values(
+    plan: Plan, axes: list[str], calibration: Optional[dict[str, float]] = None
+) -> dict[str, Any]:
     """What the advisor itself picks on each axis for the plan's inputs (that pin removed)."""
     out: dict[str, Any] = {}
     for axis in axes:
         # the axes are Pins fields; the plan's method stays pinned unless method is the axis
-        pins: dict[str, Any] = {"method": plan.method, axis: None}
-        p = _readvise(plan, pins)
+        p = _readvise(plan, {"method": plan.method, axis: None}, calibration)
         if axis == "method":
             out[axis] = p.method
         elif axis == "learning_rate":
@@ -165,7 +235,9 @@ def advised_values(plan: Plan, axes: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_trials(plan: Plan, grid: dict[str, list[Any]]) -> list[tuple[dict[str, Any], Plan]]:
+def build_trials(
+    plan: Plan, grid: dict[str, list[Any]], calibration: Optional[dict[str, float]] = None
+) -> list[tuple[dict[str, Any], Plan]]:
     """Every combination of the grid's values, each as (values, re-advised plan)."""
     axes = list(grid)
     problems: list[Problem] = []
@@ -193,8 +265,29 @@ def build_trials(plan: Plan, grid: dict[str, list[Any]]) -> list[tuple[dict[str,
                 pins["target_modules"] = values["target_modules"]
         elif "lora_rank" in values or "target_modules" in values:
             continue
-        out.append((values, _readvise(plan, pins)))
+        out.append((values, _readvise(plan, pins, calibration)))
     return out
+
+
+def _calibration(plan: Plan, db: Optional[str]) -> Optional[dict[str, float]]:
+    """The calibration factors a calibrated plan was advised with (None: uncalibrated)."""
+    if not plan.inputs.calibrated:
+        return None
+    from tuneplan.advisor.calibration import load_factors
+
+    try:
+        return load_factors(db, plan.inputs)
+    except InputError as exc:
+        _warn(
+            f"warning: the plan was calibrated, but its factors cannot be loaded ({exc.problems[0]});"
+            " variants use the uncalibrated estimator"
+        )
+        return None
+
+
+def _variant_file(out: Path, axes: list[str], values: dict[str, Any], n: int) -> Path:
+    """plan-NN.json; plan-<method>.json when the only axis is the method (as compare names them)."""
+    return out / (f"plan-{values['method']}.json" if axes == ["method"] else f"plan-{n:02d}.json")
 
 
 # -------------------------------------------------------------------------------------- judging
@@ -226,23 +319,35 @@ def pick_best(trials: list[Trial], tolerance: str) -> tuple[Optional[int], str]:
     )
 
 
-def _trial(values: dict[str, Any], plan: Plan, result: Optional[RunResult]) -> Trial:
-    o = _outcome(plan.method, plan, result)
+def trial_of(values: dict[str, Any], plan: Plan, result: Optional[RunResult]) -> Trial:
+    """The Trial of variant ``plan`` (on ``values``) from its run's result (None: not run)."""
+    m = result.measured if result is not None else None
+    lfl = like_for_like(
+        plan.memory.per_device_bytes,
+        framework_overhead_of(plan),
+        m.peak_bytes if m else None,
+        m.runtime_bytes if m else 0,
+    )
     t = Trial(
         values=values,
-        status=o.status,
-        run_id=o.run_id,
+        method=plan.method,
+        status=result.status if result else "not started",
         learning_rate=plan.training.learning_rate,
         lora_rank=plan.lora.rank if plan.lora else None,
-        learning=o.learning,
-        forgetting=o.forgetting,
-        measured_bytes=o.measured_bytes,
-        tokens_per_second=o.tokens_per_second,
-        wall_seconds=o.wall_seconds,
-        error=o.error,
+        predicted_bytes=plan.memory.per_device_bytes,
+        predicted_comparable_bytes=lfl.predicted_comparable_bytes,
     )
-    if result is not None:
-        t.eval_loss_after = result.eval_loss_after
+    if result is None:
+        return t
+    t.run_id, t.run_dir, t.error = result.run_id, result.run_dir, result.error
+    t.eval_loss_after = result.eval_loss_after
+    t.measured_bytes = lfl.measured_bytes
+    t.measured_comparable_bytes = lfl.measured_comparable_bytes
+    if result.eval_loss_before is not None and result.eval_loss_after is not None:
+        t.learning = result.eval_loss_before - result.eval_loss_after
+    if result.forgetting_loss_before is not None and result.forgetting_loss_after is not None:
+        t.forgetting = result.forgetting_loss_after - result.forgetting_loss_before
+    t.tokens_per_second, t.wall_seconds = result.tokens_per_second, result.wall_seconds
     return t
 
 
@@ -265,53 +370,57 @@ def tuned_plan(plan: Plan, sweep: Sweep) -> Plan:
         message=msg,
         source=f"tuneplan sweep {sweep.sweep_id} (runs in DuckDB: sweep_trials)",
     )
-    # The winner's values become pins, so re-advising the tuned plan's inputs gives it back.
+    # The winner's values are pins of its inputs, so re-advising the tuned plan gives it back.
     return plan.model_copy(update={"decisions": [*plan.decisions, decision]})
 
 
 # -------------------------------------------------------------------------------------- figure
 
 
-def write_figure(trials: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Eval loss vs learning rate (log axis) and, when ranks differ, vs rank; one PNG.
-    ``trials`` are dicts with learning_rate, lora_rank, eval_loss_after, status."""
+def figure_rows(trials: list[Trial], axes: list[str], sweep_id: str) -> list[dict[str, Any]]:
+    """The trials as the rows ``report`` reads from ``sweep_trials`` (one figure code for both)."""
+    return [
+        {
+            "compare_id": sweep_id,
+            "axis": ",".join(axes),
+            "value": ",".join(_store_value(t.values[a]) for a in axes),
+            "method": t.method,
+            "learning_rate": t.learning_rate,
+            "lora_rank": t.lora_rank,
+            "status": t.status,
+            "eval_loss_after": t.eval_loss_after,
+        }
+        for t in trials
+    ]
+
+
+def write_figure(trials: list[Trial], axes: list[str], sweep_id: str, path: Path) -> Path:
+    """Eval loss vs each swept axis, one panel each (ledger/report.py sweep_figure, the code
+    ``tuneplan report`` draws sweeps.png with), one PNG."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    ok = [t for t in trials if t.get("status") == "succeeded" and t.get("eval_loss_after") is not None]
-    ranks = sorted({t["lora_rank"] for t in ok if t.get("lora_rank") is not None})
-    lrs = sorted({t["learning_rate"] for t in ok})
-    panels = 2 if len(ranks) > 1 else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
-    ax = axes[0][0]
-    for r in ranks or [None]:
-        pts = sorted((t["learning_rate"], t["eval_loss_after"]) for t in ok if t.get("lora_rank") == r)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"r={r}" if r else None)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("eval loss after")
-    ax.set_title(title or "eval loss vs learning rate")
-    if ranks and len(ranks) > 1:
-        ax.legend()
-        ax2 = axes[0][1]
-        for lr in lrs:
-            pts = sorted((t["lora_rank"], t["eval_loss_after"]) for t in ok if t["learning_rate"] == lr)
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"lr={lr:.3g}")
-        ax2.set_xscale("log", base=2)
-        ax2.set_xlabel("LoRA rank")
-        ax2.set_ylabel("eval loss after")
-        ax2.set_title("eval loss vs rank")
-        ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from .ledger.report import sweep_figure
+
+    sweep_figure(plt, figure_rows(trials, axes, sweep_id), path, axes=axes)
     return path
 
 
 # ----------------------------------------------------------------------------------------- run
+
+
+def _new_result(out: Path, before: set[str]) -> Optional[RunResult]:
+    """The RunResult of the run directory that appeared under `out` since `before`."""
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in before):
+        f = d / "result.json"
+        if f.is_file():
+            try:
+                return RunResult.model_validate_json(f.read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+    return None
 
 
 def run_sweep(
@@ -326,9 +435,14 @@ def run_sweep(
     progress: Optional[bool] = None,
     write_plan: Optional[str] = None,
     runner: Optional[Callable[..., RunResult]] = None,
+    trust_remote_code: bool = False,
+    id_prefix: str = "swp",
+    kind: str = "sweep",
 ) -> Sweep:
     """Run every variant of the grid; a failed trial does not stop the others. Raises InputError
-    for bad input; on Ctrl-C the sweep so far is returned with ``interrupted`` set."""
+    for bad input (or when every trial failed input validation); on Ctrl-C the sweep so far is
+    returned with ``interrupted`` set. ``kind`` names it in messages (compare: "compare")."""
+    from tuneplan.base.fileio import write_text_atomic
     from tuneplan.base.planio import plan_to_json
 
     from .runner import load_plan
@@ -337,38 +451,46 @@ def run_sweep(
         raise InputError.one(
             "--lr/--rank/--targets/--methods", "nothing to sweep", "give at least one axis, e.g. --lr band"
         )
-    plan, plan_file, _ = load_plan(plan_path)
-    plan = _absolute_data(plan, plan_file.parent if plan_file else None)
+    plan, plan_file, _ = load_plan(plan_path, trust_remote_code=trust_remote_code)
+    plan = absolute_data(plan, plan_file.parent if plan_file else None)
     if "learning_rate" in grid and grid["learning_rate"] == ["band"]:
         grid["learning_rate"] = parse_lr("band", plan)
-    variants = build_trials(plan, grid)
+    calibration = _calibration(plan, db)
+    variants = build_trials(plan, grid, calibration)
     axes = list(grid)
-    sweep_id = new_run_id("swp")
+    sweep_id = new_run_id(id_prefix)
     out = Path(output_dir or Path("runs") / sweep_id).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     tol = plan.inputs.task.forgetting_tolerance
     sw = Sweep(
         sweep_id=sweep_id,
         axes=axes,
-        advised=advised_values(plan, axes),
+        advised=advised_values(plan, axes, calibration),
         forgetting_tolerance=tol,
         max_steps=max_steps,
         output_dir=str(out.resolve()),
+        plan_method=plan.method,
+        domain_distance=plan.inputs.task.domain_distance,
     )
     if runner is None:
         from .runner import run_plan as runner  # type: ignore[no-redef]
+    # --trust-remote-code reaches each variant's run only from the command line.
+    trust = {"trust_remote_code": True} if trust_remote_code else {}
     axis_name = ",".join(axes)
     advised_text = ",".join(_store_value(sw.advised[a]) for a in axes)
+    chosen = sw.advised.get("method", plan.method)
     plans: list[Plan] = []
+    input_errors: list[InputError] = []
     for n, (values, v) in enumerate(variants):
         plans.append(v)
-        vpath = out / f"plan-{n:02d}.json"
+        vpath = _variant_file(out, axes, values, n)
         vpath.write_text(plan_to_json(v), encoding="utf-8")
+        label = ", ".join(_fmt_value(x) for x in values.values())
         if not v.feasible or not v.memory.fits:
-            t = _trial(values, v, None)
+            t = trial_of(values, v, None)
             t.status, t.error = "skipped", "the advisor predicts it does not fit this hardware"
             sw.trials.append(t)
-            _warn(f"sweep: skipping {t.label}: {t.error}")
+            _warn(f"{kind}: skipping {label}: {t.error}")
             continue
         before = {p.name for p in out.iterdir() if p.is_dir()}
         result: Optional[RunResult] = None
@@ -381,131 +503,166 @@ def run_sweep(
                 max_steps=max_steps,
                 progress=progress,
                 model_path=model_path,
+                **trust,
             )
-        except InputError:
+        except InputError as exc:
             result = _new_result(out, before)
             if result is None:
-                raise
+                input_errors.append(exc)
+                t = trial_of(values, v, None)
+                t.error = exc.render()
+                sw.trials.append(t)
+                _warn(f"{kind}: {label} did not start:\n{exc.render()}")
+                continue
         except KeyboardInterrupt:
             result = _new_result(out, before)
             sw.interrupted = True
         except Exception as exc:  # noqa: BLE001 - the runner recorded it; carry on with the rest
             result = _new_result(out, before)
-            _warn(f"sweep: {values} failed: {type(exc).__name__}: {exc}")
-        t = _trial(values, v, result)
+            _warn(f"{kind}: {label} failed: {type(exc).__name__}: {exc}")
+        t = trial_of(values, v, result)
         if result is None and sw.interrupted:
             t.status = "interrupted"
         sw.trials.append(t)
         if result is not None:
-            _record(
-                db,
-                sweep_id,
-                result.run_id,
-                v.method,
-                plan.method,
-                tol,
-                axis_name,
-                ",".join(_store_value(values[a]) for a in axes),
-                advised_text,
-                result.run_dir,
-            )
+            value = ",".join(_store_value(values[a]) for a in axes)
+            _record(db, sweep_id, result, v.method, chosen, tol, axis_name, value, advised_text)
         if sw.interrupted:
             break
+    if input_errors and len(input_errors) == len(variants):
+        raise input_errors[0]
     sw.best, sw.sentence = pick_best(sw.trials, tol)
     if sw.best is not None:
-        tuned = tuned_plan(plans[sw.best], sw)
         tpath = Path(write_plan) if write_plan else out / "plan-tuned.json"
-        from tuneplan.base.fileio import write_text_atomic
-
-        write_text_atomic(tpath, plan_to_json(tuned))
+        write_text_atomic(tpath, plan_to_json(tuned_plan(plans[sw.best], sw)))
         sw.tuned_plan_path = str(tpath)
     try:
-        rows = [
-            {
-                "learning_rate": t.learning_rate,
-                "lora_rank": t.lora_rank,
-                "status": t.status,
-                "eval_loss_after": t.eval_loss_after,
-            }
-            for t in sw.trials
-        ]
-        sw.figure_path = str(write_figure(rows, out / "sweep.png", f"sweep {sweep_id}"))
+        sw.figure_path = str(write_figure(sw.trials, axes, sweep_id, out / "sweep.png"))
     except Exception as exc:  # noqa: BLE001 - the figure is a convenience; the numbers are stored
         _warn(f"warning: could not draw the sweep figure: {exc}")
     (out / "sweep.json").write_text(json.dumps(as_dict(sw), indent=2, default=str) + "\n")
     return sw
 
 
-def _record(db, sweep_id, run_id, method, plan_method, tol, axis, value, advised, run_dir=None) -> None:
+def _record(db, sweep_id, result, method, chosen, tol, axis, value, advised) -> None:
     try:
         from .ledger import record_comparison
 
         record_comparison(
             db,
             sweep_id,
-            run_id,
+            result.run_id,
             method,
-            plan_method,
+            chosen,
             tol,
             axis=axis,
             value=value,
             advised_value=advised,
-            run_dir=run_dir,
+            run_dir=result.run_dir,
         )
     except Exception as exc:  # noqa: BLE001 - the run itself is recorded
-        _warn(f"warning: could not record run {run_id} in sweep {sweep_id}: {exc}")
+        _warn(f"warning: could not record run {result.run_id} in {sweep_id}: {exc}")
+
+
+def trial_dict(t: Trial) -> dict[str, Any]:
+    return {**asdict(t), "memory_error": t.memory_error}
 
 
 def as_dict(sw: Sweep) -> dict:
-    return asdict(sw)
+    return {**asdict(sw), "trials": [trial_dict(t) for t in sw.trials]}
 
 
-def exit_code(sw: Sweep) -> int:
-    """0 all trials succeeded, 1 any failed or was skipped, 130 interrupted."""
+def exit_code(sw: Any) -> int:
+    """0 all trials succeeded, 1 any failed or was skipped, 130 interrupted (a Sweep or a
+    Comparison: anything with ``trials`` and ``interrupted``)."""
     if sw.interrupted:
         return 130
     return 0 if sw.trials and all(t.status == "succeeded" for t in sw.trials) else 1
 
 
-def print_sweep(sw: Sweep, console=None) -> None:
-    import sys
+# ---------------------------------------------------------------------------------------- print
 
+MEMORY_LEGEND = (
+    "like-for-like memory, tensor bytes on both sides: mem pred = the plan's "
+    "prediction less framework overhead (runtime / CUDA context, fragmentation); "
+    "mem meas = the measured peak less its runtime (CPU: RSS before the model "
+    "loaded; none on CUDA); mem err = (pred - meas) / meas; learning = eval loss before - after "
+    "(higher is better); forgetting = probe loss after - before, nats (lower is better)"
+)
+
+
+def print_trials(
+    trials: list[Trial],
+    *,
+    title: str,
+    axes: list[str],
+    advised: dict[str, Any],
+    best: Optional[int],
+    notes: list[str],
+    console=None,
+) -> None:
+    """The trials side by side (one row each, the advised and the best marked), then ``notes``."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     if console is None:
         console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False, highlight=False)
-    table = Table(
-        title=escape(
-            f"sweep {sw.sweep_id} over {', '.join(sw.axes)} ({sw.forgetting_tolerance} forgetting tolerance)"
-        ),
-        title_justify="left",
-    )
-    for name in ("trial", "status", "eval loss", "learning", "forgetting", "peak mem", "tok/s", "run"):
-        table.add_column(
-            name, justify="left" if name in ("trial", "status", "run") else "right", no_wrap=True
-        )
-    for i, t in enumerate(sw.trials):
-        marks = []
-        if i == sw.best:
-            marks.append("best")
-        if all(_fmt_value(t.values[a]) == _fmt_value(sw.advised.get(a)) for a in sw.axes):
-            marks.append("advised")
-        label = t.label + (f" ({', '.join(marks)})" if marks else "")
+    table = Table(title=escape(title), title_justify="left")
+    head = ", ".join(axes)
+    for name in (
+        head,
+        "status",
+        "eval loss",
+        "learning",
+        "forgetting",
+        "mem pred",
+        "mem meas",
+        "mem err",
+        "tok/s",
+        "wall s",
+        "run",
+    ):
+        table.add_column(name, justify="left" if name in (head, "status", "run") else "right", no_wrap=True)
+    styles = {"succeeded": "green", "failed": "red", "interrupted": "yellow"}
+    for i, t in enumerate(trials):
+        label = ", ".join(_fmt_value(t.values.get(a)) for a in axes)
+        if all(_fmt_value(t.values.get(a)) == _fmt_value(advised.get(a)) for a in axes):
+            label += " (advised)"
+        if i == best:
+            label += " (best)"
+        err = t.memory_error
         table.add_row(
             escape(label),
-            escape(t.status),
+            f"[{styles[t.status]}]{t.status}[/]" if t.status in styles else escape(t.status),
             "-" if t.eval_loss_after is None else f"{t.eval_loss_after:.4f}",
             "-" if t.learning is None else f"{t.learning:+.4f}",
             "-" if t.forgetting is None else f"{t.forgetting:+.4f}",
-            _mem(t.measured_bytes),
+            _mem(t.predicted_comparable_bytes),
+            _mem(t.measured_comparable_bytes),
+            "-" if err is None else f"{err * 100:+.1f}%",
             "-" if t.tokens_per_second is None else f"{t.tokens_per_second:,.0f}",
+            "-" if t.wall_seconds is None else f"{t.wall_seconds:.1f}",
             escape(t.run_id or "-"),
         )
     console.print(table)
-    console.print(escape(sw.sentence), soft_wrap=True)
+    console.print(MEMORY_LEGEND, soft_wrap=True)
+    for note in notes:
+        console.print(escape(note), soft_wrap=True)
+
+
+def print_sweep(sw: Sweep, console=None) -> None:
+    notes = [sw.sentence]
     if sw.tuned_plan_path:
-        console.print(escape(f"tuned plan: {sw.tuned_plan_path}"), soft_wrap=True)
+        notes.append(f"tuned plan: {sw.tuned_plan_path}")
     if sw.figure_path:
-        console.print(escape(f"figure: {sw.figure_path}"), soft_wrap=True)
+        notes.append(f"figure: {sw.figure_path}")
+    print_trials(
+        sw.trials,
+        title=f"sweep {sw.sweep_id} over {', '.join(sw.axes)} ({sw.forgetting_tolerance} forgetting tolerance)",
+        axes=sw.axes,
+        advised=sw.advised,
+        best=sw.best,
+        notes=notes,
+        console=console,
+    )

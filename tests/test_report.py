@@ -97,3 +97,55 @@ def test_report_on_empty_and_missing_db(tmp_path, capsys):
     for name in FIGURES:
         assert (tmp_path / "o" / name).read_bytes().startswith(PNG_MAGIC)
     assert "0 runs" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_report_draws_eval_loss_vs_learning_rate_and_rank_from_the_recorded_trials(tmp_path, capsys):
+    """A recorded 2 x 2 sweep over learning rate and rank (hand-made runs whose plans carry the
+    rates and ranks): sweeps.png is written, and its two panels plot exactly the recorded
+    (rate, eval loss) per rank and (rank, eval loss) per rate, read back from the drawn lines."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from exec_fixtures import make_plan
+    from tuneplan.executor.ledger.report import sweep_figure
+
+    db, runs = tmp_path / "runs.duckdb", tmp_path / "runs"
+    losses = {(1e-4, 8): 1.9, (1e-3, 8): 1.4, (1e-4, 64): 1.8, (1e-3, 64): 1.2}
+    for (lr, rank), loss in losses.items():
+        plan = make_plan("lora", "tiny", training={"learning_rate": lr}, lora={"rank": rank})
+        run_id = f"r-{lr:g}-{rank}"
+        record_run(db, runs, run_id, plan=plan, eval_losses=(2.0, loss))
+        store.record_comparison(
+            db,
+            "sw1",
+            run_id,
+            "lora",
+            "lora",
+            "medium",
+            axis="learning_rate,lora_rank",
+            value=f"{lr:g},{rank}",
+            advised_value="0.0003,16",
+        )
+    record_run(db, runs, "r-failed", status="failed", eval_losses=None, probe_losses=None, error="x")
+    store.record_comparison(
+        db, "sw1", "r-failed", "lora", "lora", "medium", axis="learning_rate,lora_rank", value="0.01,8"
+    )
+    out = tmp_path / "report"
+    assert cli("report", "--db", str(db), "--out", str(out)) == 0
+    data = (out / "sweeps.png").read_bytes()
+    assert len(data) > 1000 and data.startswith(PNG_MAGIC)
+    cols, rows = store.query(
+        db,
+        "SELECT t.*, r.status, r.eval_loss_after, s.learning_rate, s.lora_rank FROM sweep_trials t "
+        "JOIN runs r USING (run_id) JOIN run_settings s USING (run_id)",
+    )
+    drawn = sweep_figure(plt, [dict(zip(cols, r)) for r in rows], tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    assert drawn["learning_rate"] == {
+        f"sw1 lora_rank={rank}": [(lr, losses[(lr, rank)]) for lr in (1e-4, 1e-3)] for rank in (8, 64)
+    }
+    assert drawn["lora_rank"] == {
+        f"sw1 learning_rate={lr:g}": [(rank, losses[(lr, rank)]) for rank in (8, 64)] for lr in (1e-4, 1e-3)
+    }

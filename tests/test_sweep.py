@@ -208,3 +208,47 @@ def test_sweep_three_learning_rates_on_the_embedded_model(tmp_path, monkeypatch)
     tuned = Plan.model_validate_json((out / "plan-tuned.json").read_text())
     assert tuned.training.learning_rate == pytest.approx(best[0])
     assert best[0] != pytest.approx(3e-1)  # a rate 300x too high does not win
+
+
+def test_sweep_over_target_sets_records_each_and_tunes_the_plan(tmp_path):
+    """`--targets attention,all-linear` on the tiny Llama (2 steps each, the first is warmup): both trials land in DuckDB
+    with axis target_modules, the tuned plan carries the best trial's resolved modules and its
+    decision cites both run ids; the figure draws eval loss per target set."""
+    plan = tiny_plan(tmp_path)
+    db, out = tmp_path / "runs.duckdb", tmp_path / "out"
+    code, text = cli(
+        "sweep",
+        str(plan),
+        "--targets",
+        "attention,all-linear",
+        "--max-steps",
+        "2",
+        "--db",
+        str(db),
+        "--output",
+        str(out),
+    )
+    assert code == 0, text
+    _, rows = store.query(
+        db,
+        "SELECT t.value, t.advised_value, r.status, r.eval_loss_after, t.run_id, s.target_modules "
+        "FROM sweep_trials t JOIN runs r USING (run_id) JOIN run_settings s USING (run_id) "
+        "WHERE t.axis = 'target_modules' ORDER BY t.value",
+    )
+    assert [r[0] for r in rows] == ["all-linear", "attention"]
+    assert all(r[2] == "succeeded" and r[3] is not None for r in rows)
+    assert {r[1] for r in rows} == {"q_proj+k_proj+v_proj+o_proj+gate_proj+up_proj+down_proj"}
+    ran = {r[0]: json.loads((out / f"plan-{i:02d}.json").read_text()) for i, r in enumerate(reversed(rows))}
+    assert ran["attention"]["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert len(ran["all-linear"]["lora"]["target_modules"]) == 7
+    assert {r[0]: list(r[5]) for r in rows} == {k: v["lora"]["target_modules"] for k, v in ran.items()}
+    assert rows[0][3] != rows[1][3]  # the adapted modules made a difference
+    best = min(rows, key=lambda r: r[3])
+    tuned = Plan.model_validate_json((out / "plan-tuned.json").read_text())
+    assert tuned.lora.target_modules == ran[best[0]]["lora"]["target_modules"]
+    assert tuned.inputs.pins.target_modules == [best[0]]
+    last = tuned.decisions[-1]
+    assert last.rule == "TP060" and "target_modules" in last.message
+    assert all(r[4] in last.message for r in rows)
+    assert (out / "sweep.png").stat().st_size > 5000
+    assert "target_modules" in text and "(best)" in text

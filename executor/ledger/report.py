@@ -7,8 +7,9 @@ Writes into the output directory:
   learning_forgetting.png  learning (eval loss before - after) vs forgetting (probe loss after -
                            before) per run, coloured by method, with the tolerance thresholds
   loss_curves.png          training loss per optimizer step (metrics table), one line per run
-  sweeps.png               eval loss after vs learning rate (and vs LoRA rank), one line per
-                           `tuneplan sweep` (sweep_trials view)
+  sweeps.png               eval loss after vs learning rate, vs LoRA rank (and vs target
+                           modules when swept), one line per `tuneplan sweep` and value of its
+                           other axes (sweep_trials view)
   eval_curves.png          eval loss (learning) and probe loss (forgetting) over optimizer steps
                            for runs evaluated during training (training.eval_every_steps), best
                            step starred
@@ -186,32 +187,67 @@ def _curves(con) -> dict[str, list[dict]]:
     return out
 
 
-def _sweep_figure(plt, trials: list[dict], path: Path) -> None:
-    """Eval loss after vs learning rate (log axis), one line per learning-rate sweep (and rank
-    when a sweep varied it), from the sweep_trials view joined to runs and run_settings."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ok = [t for t in trials if t["status"] == "succeeded" and t["eval_loss_after"] is not None]
-    lr_sweeps = sorted({t["compare_id"] for t in ok if "learning_rate" in (t["axis"] or "")})
-    rank_sweeps = sorted({t["compare_id"] for t in ok if "lora_rank" in (t["axis"] or "")})
-    for sid in lr_sweeps:
-        pts = sorted((t["learning_rate"], t["eval_loss_after"]) for t in ok if t["compare_id"] == sid)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sid)
-    for sid in rank_sweeps:
-        pts = sorted((t["lora_rank"], t["eval_loss_after"]) for t in ok if t["compare_id"] == sid)
-        ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sid)
-    for a, done, x in ((ax, lr_sweeps, "learning rate"), (ax2, rank_sweeps, "LoRA rank")):
-        a.set_xlabel(x)
-        a.set_ylabel("eval loss after")
-        if done:
-            a.set_xscale("log", base=10 if a is ax else 2)
-            a.legend(fontsize=7)
+SWEEP_PANELS = {
+    "learning_rate": "learning rate",
+    "lora_rank": "LoRA rank",
+    "target_modules": "target modules",
+    "method": "method",
+}
+"""The axes a sweep figure draws eval loss against (numeric: a log x axis; the rest categories)."""
+
+
+def sweep_points(trials: list[dict], x: str) -> dict[str, list[tuple[Any, float]]]:
+    """Eval loss after vs ``x`` per line: one line per sweep (compare_id) and value of its other
+    swept axes, from rows shaped like the sweep_trials view (succeeded trials with an eval loss,
+    of sweeps whose axis includes ``x``). Numeric x (learning rate, rank) comes from the run's
+    own plan settings; a categorical x is the recorded value."""
+    lines: dict[str, list[tuple[Any, float]]] = {}
+    for t in trials:
+        axes = (t.get("axis") or "").split(",")
+        if t.get("status") != "succeeded" or t.get("eval_loss_after") is None or x not in axes:
+            continue
+        parts = dict(zip(axes, (t.get("value") or "").split(",")))
+        xv = t.get(x) if x in ("learning_rate", "lora_rank") else parts.get(x)
+        if xv is None:
+            continue
+        label = " ".join([str(t["compare_id"]), *(f"{k}={v}" for k, v in parts.items() if k != x)])
+        lines.setdefault(label, []).append((xv, float(t["eval_loss_after"])))
+    if x in ("learning_rate", "lora_rank"):
+        for pts in lines.values():
+            pts.sort()
+    return lines
+
+
+def sweep_figure(plt, trials: list[dict], path: Path, axes: list[str] | None = None) -> dict[str, dict]:
+    """Eval loss after vs each axis (default: learning rate and LoRA rank, plus target modules
+    when a sweep varied them), one panel each, one line per sweep (:func:`sweep_points`); returns
+    the points as drawn, read back from the figure: {axis: {line label: [(x, eval loss)]}}."""
+    if axes is None:
+        swept = {a for t in trials for a in (t.get("axis") or "").split(",")}
+        axes = ["learning_rate", "lora_rank"] + (["target_modules"] if "target_modules" in swept else [])
+    fig, panels = plt.subplots(1, len(axes), figsize=(5.5 * len(axes), 4), squeeze=False)
+    drawn: dict[str, dict] = {}
+    for ax, x in zip(panels[0], axes):
+        name = SWEEP_PANELS.get(x, x)
+        lines = sweep_points(trials, x)
+        for label, pts in sorted(lines.items()):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+        ax.set_xlabel(name)
+        ax.set_ylabel("eval loss after")
+        ax.set_title(f"eval loss vs {name}")
+        if lines:
+            if x in ("learning_rate", "lora_rank"):
+                ax.set_xscale("log", base=10 if x == "learning_rate" else 2)
+            ax.legend(fontsize=7)
         else:
-            _empty(a, f"no {x} sweep recorded (tuneplan sweep)")
-    ax.set_title("eval loss vs learning rate")
-    ax2.set_title("eval loss vs rank")
+            _empty(ax, f"no {name} sweep recorded (tuneplan sweep)")
+        drawn[x] = {
+            str(line.get_label()): list(zip(line.get_xdata(), line.get_ydata())) for line in ax.get_lines()
+        }
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return drawn
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -317,7 +353,7 @@ def write_report(db: DBPath, out_dir: str | Path) -> list[Path]:
         rules = audit_rules(con=con)
         trials = _rows(
             con,
-            "SELECT t.compare_id, t.run_id, t.axis, r.status, r.eval_loss_after, s.learning_rate, "
+            "SELECT t.compare_id, t.run_id, t.axis, t.value, r.status, r.eval_loss_after, s.learning_rate, "
             "s.lora_rank FROM sweep_trials t JOIN runs r USING (run_id) "
             "LEFT JOIN run_settings s USING (run_id) WHERE t.axis <> 'method'",
         )
@@ -326,7 +362,7 @@ def write_report(db: DBPath, out_dir: str | Path) -> list[Path]:
     _memory_figure(plt, runs, out / FIGURES[0])
     _learning_figure(plt, checked["runs"], out / FIGURES[1])
     _loss_figure(plt, metrics, {r["run_id"]: r["method"] for r in runs}, out / FIGURES[2])
-    _sweep_figure(plt, trials, out / FIGURES[3])
+    sweep_figure(plt, trials, out / FIGURES[3])
     _eval_curves_figure(plt, curves, {r["run_id"]: r["method"] for r in runs}, out / FIGURES[4])
     label = str(default_db_path() if db is None else Path(db).expanduser())
     md = out / "report.md"
