@@ -536,8 +536,9 @@ def run_sweep(
         tpath = Path(write_plan) if write_plan else out / "plan-tuned.json"
         write_text_atomic(tpath, plan_to_json(tuned_plan(plans[sw.best], sw)))
         sw.tuned_plan_path = str(tpath)
-    try:
-        sw.figure_path = str(write_figure(sw.trials, axes, sweep_id, out / "sweep.png"))
+    try:  # a sweep over the method alone (compare) draws none: its table is the picture
+        if set(axes) - {"method"}:
+            sw.figure_path = str(write_figure(sw.trials, axes, sweep_id, out / "sweep.png"))
     except Exception as exc:  # noqa: BLE001 - the figure is a convenience; the numbers are stored
         _warn(f"warning: could not draw the sweep figure: {exc}")
     (out / "sweep.json").write_text(json.dumps(as_dict(sw), indent=2, default=str) + "\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
+from exec_fixtures import make_plan, one_torch_thread, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.base.errors import InputError
 from tuneplan.executor import compare
 from tuneplan.executor import ledger as store
@@ -42,7 +42,7 @@ def real(tmp_path_factory):
     import io
 
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(buf), one_torch_thread():
         code = cli(
             "compare",
             str(plan),

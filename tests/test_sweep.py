@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
+from exec_fixtures import make_plan, one_torch_thread, overfit_rows, tiny_llama_dir, write_jsonl
 from ledger_fixtures import old_ledger_schema
 from tuneplan.base.errors import InputError
 from tuneplan.executor import ledger as store
@@ -47,18 +47,19 @@ def tiny_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     plan = tiny_plan(root)
     db, out = root / "runs.duckdb", root / "out"
-    code, text = cli(
-        "sweep",
-        str(plan),
-        "--lr",
-        "1e-4,1e-2,3e-2",
-        "--max-steps",
-        "2",
-        "--db",
-        str(db),
-        "--output",
-        str(out),
-    )
+    with one_torch_thread():
+        code, text = cli(
+            "sweep",
+            str(plan),
+            "--lr",
+            "1e-4,1e-2,3e-2",
+            "--max-steps",
+            "2",
+            "--db",
+            str(db),
+            "--output",
+            str(out),
+        )
     return code, text, db, out
 
 
@@ -216,18 +217,19 @@ def test_sweep_over_target_sets_records_each_and_tunes_the_plan(tmp_path):
     decision cites both run ids; the figure draws eval loss per target set."""
     plan = tiny_plan(tmp_path)
     db, out = tmp_path / "runs.duckdb", tmp_path / "out"
-    code, text = cli(
-        "sweep",
-        str(plan),
-        "--targets",
-        "attention,all-linear",
-        "--max-steps",
-        "2",
-        "--db",
-        str(db),
-        "--output",
-        str(out),
-    )
+    with one_torch_thread():
+        code, text = cli(
+            "sweep",
+            str(plan),
+            "--targets",
+            "attention,all-linear",
+            "--max-steps",
+            "2",
+            "--db",
+            str(db),
+            "--output",
+            str(out),
+        )
     assert code == 0, text
     _, rows = store.query(
         db,
