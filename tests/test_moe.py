@@ -190,3 +190,104 @@ def test_lora_on_a_tiny_mixtral_trains_expert_adapters_with_the_router_frozen(
         keys = list(f.keys())
     assert any("experts" in k for k in keys)
     assert not any(".mlp.gate." in k for k in keys), "the router must stay frozen"
+
+
+@pytest.fixture(scope="module")
+def qwen3_moe(tmp_path_factory) -> Path:
+    return _save(
+        tmp_path_factory.mktemp("moe"),
+        "qwen3_moe",
+        moe_intermediate_size=48,
+        intermediate_size=128,
+        num_experts=8,
+        num_experts_per_tok=2,
+        head_dim=16,
+    )
+
+
+def _advise(model_dir: Path, tmp_path: Path, method: str, steps: int, capsys) -> Path:
+    write_jsonl(tmp_path / "train.jsonl", overfit_rows(8))
+    plan_path = tmp_path / "plan.json"
+    argv = ["advise", "--model", str(model_dir), "--cpu", "--cpu-name", "t", "--cpu-memory", "8"]
+    argv += ["--cpu-cores", "2", "--domain", "near", "--forgetting", "medium", "--method", method]
+    argv += ["--seq-len", "32", "--batch-size", "4", "--max-steps", str(steps)]
+    argv += ["--data", str(tmp_path / "train.jsonl"), "--eval-data", str(tmp_path / "train.jsonl")]
+    assert main([*argv, "-o", str(plan_path), "--json"]) == 0
+    capsys.readouterr()
+    return plan_path
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "qwen3_moe"])
+def test_qlora_on_a_tiny_moe_quantizes_and_adapts_the_experts_with_the_router_frozen(
+    kind, request, tmp_path, capsys
+) -> None:
+    """QLoRA on a Mixtral- and a Qwen3-MoE-style model through the real executor on CPU: the
+    fused expert stacks the advisor targets are stored NF4 (transformers quantises nn.Linear only,
+    executor/loading/qlora.py quantises them) and carry LoRA; the router stays full precision and
+    frozen; the loss falls; the run lands in DuckDB."""
+    import bitsandbytes as bnb
+    import duckdb
+    import torch
+    from peft.tuners.lora.layer import ParamWrapper
+
+    from tuneplan.executor.loading import load_model
+    from tuneplan.executor.runner import run_plan
+
+    model_dir = request.getfixturevalue(kind)
+    plan_path = _advise(model_dir, tmp_path, "qlora", 8, capsys)
+    plan = load_plan_dict(json.loads(plan_path.read_text()))
+    assert plan.method == "qlora" and plan.quantization.quant_type == "nf4"
+    assert {"experts.gate_up_proj", "experts.down_proj"} <= set(plan.lora.target_modules)
+    assert not any(t == "gate" or t.endswith(".gate") for t in plan.lora.target_modules)
+
+    loaded = load_model(plan, model_dir, torch.device("cpu"))
+    model = loaded.model
+    layers = model.base_model.model.model.layers
+    for layer in layers:
+        experts = layer.mlp.experts
+        while isinstance(experts, ParamWrapper):
+            experts = experts.get_base_layer()
+        for name in ("gate_up_proj", "down_proj"):
+            original = experts.parametrizations[name].original
+            assert original.dtype == torch.uint8 and not original.requires_grad
+            assert (
+                original.quant_state.quant_type == "nf4"
+                and original.quant_state.nested is plan.quantization.double_quant
+            )
+            assert original.numel() * 2 == getattr(experts, name).numel(), "two 4-bit weights a byte"
+        router = layer.mlp.gate
+        assert router.weight.dtype.is_floating_point and router.weight.dtype != torch.uint8
+        assert not router.weight.requires_grad and not isinstance(router.weight, bnb.nn.Params4bit)
+        assert not any("lora" in n for n, _ in router.named_parameters())
+        assert isinstance(layer.self_attn.q_proj.base_layer, bnb.nn.Linear4bit)
+    wrapped = {m.parameter_name for m in model.modules() if isinstance(m, ParamWrapper)}
+    assert wrapped == {"gate_up_proj", "down_proj"}
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("experts" in n for n in trainable) and not any(".mlp.gate." in n for n in trainable)
+    ids = torch.randint(0, 300, (2, 16))
+    for _ in range(2):  # the LoRA proxy is removed after each forward, the 4-bit store stays
+        model(input_ids=ids, labels=ids).loss.backward()
+    experts = layers[0].mlp.experts
+    while isinstance(experts, ParamWrapper):
+        experts = experts.get_base_layer()
+    assert len(experts.parametrizations["gate_up_proj"]) == 1
+    nograd = [n for n, p in model.named_parameters() if p.requires_grad and "experts" in n and p.grad is None]
+    assert not nograd, nograd
+    del loaded, model
+
+    db = tmp_path / "runs.duckdb"
+    result = run_plan(str(plan_path), db=str(db), output_dir=str(tmp_path / "runs"), max_steps=8)
+    assert result.status == "succeeded", result.error
+    spec = plan.inputs.model
+    assert result.trainable_params == spec.lora_params(plan.lora.rank, plan.lora.target_modules)
+    assert result.total_params == spec.total_params + result.trainable_params  # 4-bit counted logically
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        (row,) = con.execute("SELECT method, status, model FROM runs").fetchall()
+        losses = [r[0] for r in con.execute("SELECT loss FROM metrics ORDER BY step").fetchall()]
+    finally:
+        con.close()
+    assert row[:2] == ("qlora", "succeeded")
+    assert len(losses) == 8 and losses[-1] < losses[0], losses
+    assert result.eval_loss_after < result.eval_loss_before

@@ -56,7 +56,10 @@ def import_runtime() -> None:
         import peft  # noqa: F401
 
 
-def lora_config(lora):
+def lora_config(lora, parameter_names: list[str] | None = None):
+    """peft's LoraConfig for the plan's lora block. ``parameter_names``: the full names of fused
+    expert parameters already parametrized (QLoRA's 4-bit store), which peft matches only by
+    their whole name, not by suffix."""
     from peft import LoraConfig
 
     targets = lora.target_modules
@@ -67,6 +70,10 @@ def lora_config(lora):
     fused = [t for t in targets if t.startswith("experts.")] if isinstance(target_modules, list) else []
     if fused:
         target_modules = [t for t in target_modules if t not in fused] or None
+    if fused and parameter_names:
+        fused = [n for n in parameter_names if any(n.endswith("." + t) for t in fused)] + [
+            t for t in fused if not any(n.endswith("." + t) for n in parameter_names)
+        ]
     extra = {"target_parameters": fused} if fused else {}
     return LoraConfig(
         r=lora.rank,
@@ -80,12 +87,12 @@ def lora_config(lora):
     )
 
 
-def add_adapters(model, plan):
+def add_adapters(model, plan, parameter_names: list[str] | None = None):
     """get_peft_model with the plan's LoRA settings; InputError when the targets match no layer."""
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, lora_config(plan.lora))
+        return get_peft_model(model, lora_config(plan.lora, parameter_names))
     except ValueError as exc:
         raise InputError.one(
             "lora.target_modules",
