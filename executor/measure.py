@@ -46,6 +46,8 @@ import torch
 
 from tuneplan.schemas import MeasuredMemory
 
+from .runlog import c_stderr_to_log
+
 
 def tensor_bytes(t: torch.Tensor) -> int:
     """Bytes of a tensor's elements (not its whole storage)."""
@@ -322,7 +324,8 @@ class MemoryMeter:
             from torch.profiler import ProfilerActivity, profile
 
             self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-            self._prof.start()
+            with c_stderr_to_log():  # libkineto's "USDT: ... profiler_start" line, printed on fd 2
+                self._prof.start()
             _RUNNING.add(self._prof)
         except Exception:  # e.g. a profiler is already running: components only for this step
             self._prof = None
@@ -337,7 +340,8 @@ class MemoryMeter:
             return
         self._marks.setdefault("optimizer", time.time_ns())
         _RUNNING.discard(prof)
-        prof.stop()
+        with c_stderr_to_log():  # "USDT: ... profiler_stop"
+            prof.stop()
         peak, phases = window_peaks(device_side(_alloc_events(prof), self.host_events), self._marks)
         live = self._live_at_start + peak
         self.last.update(live_at_start=self._live_at_start, window_peak=peak, phases=phases, live_peak=live)
@@ -420,7 +424,8 @@ class MemoryMeter:
         if prof is not None:
             _RUNNING.discard(prof)
             try:
-                prof.stop()
+                with c_stderr_to_log():
+                    prof.stop()
             except Exception:
                 pass
 

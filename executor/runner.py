@@ -6,6 +6,7 @@ Run directory `<output_dir or ./runs>/<run_id>/`:
                  positions, elapsed_s; eval_loss and probe_loss on evaluated steps)
   checkpoints/   resumable checkpoints (executor/checkpoint.py): step-<N>/, the last K kept
   result.json    the RunResult, rewritten atomically at start, and at the end whatever happens
+  run.log        third-party warnings and log lines (executor/runlog.py), appended by each attempt
   adapter/       PEFT adapter (lora, qlora) or model/ full weights (full), with the tokenizer
 The run is also recorded in DuckDB through tuneplan.executor.ledger; when that fails, result.json
 still holds everything and `tuneplan runs ingest` recovers the row.
@@ -20,6 +21,7 @@ from tuneplan.base.planio import LoadedPlan, plan_hash  # noqa: F401 - plan_hash
 from tuneplan.schemas import Plan, RunResult
 
 from .run.prepare import DEFAULT_OUTPUT_DIR, create_run_dir, load_plan, prepare  # noqa: F401 - re-exported
+from .runlog import RUN_LOG
 from .signals import Recorded, RunInterrupted, RunSignals, pause
 
 
@@ -61,24 +63,28 @@ def run_plan(
         from .distributed.context import SingleProcess
 
         ctx = SingleProcess()
+    from .runlog import run_log
+
     signals = RunSignals().install()
     recorded = Recorded()
     try:
-        return _stages(
-            plan,
-            ctx=ctx,
-            db=db,
-            progress=progress,
-            signals=signals,
-            recorded=recorded,
-            data=data,
-            output_dir=output_dir,
-            max_steps=max_steps,
-            model_path=model_path,
-            trust_remote_code=trust_remote_code,
-            resume=resume,
-            report_to=report_to,
-        )
+        with run_log(rank=ctx.rank) as log:
+            return _stages(
+                plan,
+                ctx=ctx,
+                db=db,
+                progress=progress,
+                signals=signals,
+                recorded=recorded,
+                log=log,
+                data=data,
+                output_dir=output_dir,
+                max_steps=max_steps,
+                model_path=model_path,
+                trust_remote_code=trust_remote_code,
+                resume=resume,
+                report_to=report_to,
+            )
     except RunInterrupted:
         raise
     except KeyboardInterrupt as exc:
@@ -93,7 +99,7 @@ def run_plan(
         signals.restore()
 
 
-def _stages(plan, *, ctx, db, progress, signals: RunSignals, recorded: Recorded, **inputs) -> RunResult:
+def _stages(plan, *, ctx, db, progress, signals: RunSignals, recorded: Recorded, log, **inputs) -> RunResult:
     from .run.execute import execute, start
     from .run.finish import check_recorded, finish
 
@@ -102,6 +108,8 @@ def _stages(plan, *, ctx, db, progress, signals: RunSignals, recorded: Recorded,
     ex = start(p)
     try:
         create_run_dir(p, ctx, db, signals, recorded)
+        if p.run_dir.is_dir():
+            log.attach(p.run_dir / RUN_LOG, f"run {p.run_id}" + (" (resumed)" if p.prior is not None else ""))
         pause("started", signals)
         execute(p, ex, ctx, signals, progress)
     except KeyboardInterrupt as exc:

@@ -54,3 +54,34 @@ def tuneplan(
         env=None if env is None else {**os.environ, **env},
         timeout=timeout,
     )
+
+
+# Third-party output a CPU run prints that the user can do nothing about (executor/runlog.py routes
+# it to the run's log file): one pattern per known source.
+THIRD_PARTY_NOISE = {
+    "bitsandbytes kernel hub": r"Failed to load CPU gemm_4bit_forward|kernels-community",
+    "torch profiler (libkineto)": r"^(USDT|STAGE):|ActivityProfiler|profiler_(start|stop)",
+    "python warnings": r"(Future|Deprecation|User|Runtime)Warning|warnings\.warn\(",
+    "transformers progress bars": r"Loading weights|Writing model shards|it/s\]",
+    "transformers/peft/accelerate loggers": r"\[(transformers|peft|accelerate|bitsandbytes|torch)[.\]]",
+}
+
+
+def noise_in(text: str) -> dict[str, list[str]]:
+    """{source: matching lines} of THIRD_PARTY_NOISE found in ``text``."""
+    import re
+
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        for name, pattern in THIRD_PARTY_NOISE.items():
+            if re.search(pattern, line):
+                found.setdefault(name, []).append(line)
+    return found
+
+
+OUR_STDERR_LINE = (
+    r"^(run \S+: (full|lora|qlora) on |evaluating (before|after) training|resuming from |"
+    r"step \d+/\d+  loss |saving the (adapter|model) to |early stop at step |warning: |interrupted|"
+    r"compare: |sweep: |\s*$)"
+)
+"""A line tuneplan itself prints on stderr during a non-TTY run."""

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tuneplan
+from helpers import noise_in, tuneplan
+from tuneplan.executor.runlog import RUN_LOG
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = "2"
@@ -52,6 +53,9 @@ def test_compare_runs_the_three_example_plans(db: Path, tmp_path: Path) -> None:
         str(out),
     )
     assert r.returncode == 0, r.stdout + r.stderr
+    assert noise_in(r.stderr + r.stdout) == {}, r.stderr  # third-party noise in each run.log instead
+    logs = {p.parent.name: p.read_text() for p in out.rglob(RUN_LOG)}
+    assert len(logs) == 3 and all("torch profiler (libkineto)" in noise_in(t) for t in logs.values()), logs
     for method in ("full", "lora", "qlora"):
         variant = json.loads((out / f"plan-{method}.json").read_text())
         committed = json.loads((ROOT / "examples" / "plans" / f"{method}.json").read_text())
@@ -74,6 +78,7 @@ def test_compare_runs_the_three_example_plans(db: Path, tmp_path: Path) -> None:
 def test_run_example_plan_and_check(db: Path, tmp_path: Path) -> None:
     r = tp("run", "examples/plan.json", "--max-steps", STEPS, "--db", str(db), "--output", str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
+    assert noise_in(r.stderr + r.stdout) == {}, r.stderr
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "succeeded" and result["steps"] == int(STEPS)
@@ -110,6 +115,7 @@ def test_example_plan_on_two_processes(db: Path, tmp_path: Path) -> None:
         str(tmp_path),
     )
     assert r.returncode == 0, r.stdout + r.stderr
+    assert noise_in(r.stderr + r.stdout) == {}, r.stderr
     from tuneplan.executor import ledger as store
 
     cols, rows = store.query(

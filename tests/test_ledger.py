@@ -286,7 +286,15 @@ def test_every_old_schema_upgrades_in_place_with_backfilled_columns(tmp_path, ve
         "('bare', 'failed', 'full', 10, NULL, NULL, NULL)",
         [
             json.dumps(_plan(300, gpu="L4 24GB", rank=4)),
-            json.dumps({"measured": {"peak_bytes": 1000, "runtime_bytes": 200}}),
+            json.dumps(
+                {
+                    "measured": {"peak_bytes": 1000, "runtime_bytes": 200},
+                    "best_step": 1,
+                    "best_eval_loss": 1.25,
+                    "early_stopped": True,
+                    "stop_reason": "early stop",
+                }
+            ),
         ],
     )
     con.execute("INSERT INTO metrics VALUES ('old', 1, 2.0, 1e-4, 0.5, 10, 0.1)")
@@ -308,11 +316,100 @@ def test_every_old_schema_upgrades_in_place_with_backfilled_columns(tmp_path, ve
             "SELECT run_id, lora_rank, planned_gpu FROM run_settings ORDER BY run_id"
         ).fetchall() == [("bare", None, None), ("old", 4, "L4 24GB")]
         assert con.execute("SELECT count(*) FROM metrics").fetchone()[0] == 1
+        # migration 10: the run's best step back-filled from result_json; old metrics rows keep NULL
+        assert con.execute(
+            "SELECT run_id, best_step, eval_loss_best, early_stopped, stop_reason FROM runs ORDER BY run_id"
+        ).fetchall() == [("bare", None, None, None, None), ("old", 1, 1.25, True, "early stop")]
+        assert con.execute(
+            "SELECT eval_loss, probe_loss, trained_tokens, positions FROM metrics"
+        ).fetchall() == [(None, None, None, None)]
     finally:
         con.close()
     (old,) = [r for r in ledger.list_runs(db) if r["run_id"] == "old"]
     expected = like_for_like(1500, 300, 1000, 200 if version < 4 else 0).error
     assert old["memory_error_comparable"] == expected
+
+
+def test_schema_9_upgrades_to_per_step_eval_losses_and_ingest_fills_them(tmp_path):
+    """A database as schema 9 wrote it (metrics without eval columns) upgrades in place; the run's
+    metrics.jsonl, ingested again, fills eval_loss / probe_loss; run_best_eval reads them."""
+    from tuneplan.executor.ledger.migrate import migrate
+
+    db = tmp_path / "v9.duckdb"
+    run_dir = tmp_path / "runs" / "a"
+    # a run directory with result.json (best step 3) and plan.json
+    _record(db, tmp_path / "runs", "a", _plan(10), best_step=3, best_eval_loss=1.6)
+    steps = [
+        {
+            "step": 1,
+            "loss": 2.0,
+            "lr": 1e-4,
+            "grad_norm": 0.5,
+            "tokens": 10,
+            "trained_tokens": 6,
+            "positions": 16,
+            "elapsed_s": 0.1,
+            "eval_loss": 1.8,
+            "probe_loss": 3.0,
+        },
+        {
+            "step": 2,
+            "loss": 1.5,
+            "lr": 1e-4,
+            "grad_norm": 0.4,
+            "tokens": 12,
+            "trained_tokens": 7,
+            "positions": 16,
+            "elapsed_s": 0.2,
+        },
+        {
+            "step": 3,
+            "loss": 1.2,
+            "lr": 1e-4,
+            "grad_norm": 0.3,
+            "tokens": 11,
+            "trained_tokens": 6,
+            "positions": 16,
+            "elapsed_s": 0.3,
+            "eval_loss": 1.6,
+            "probe_loss": 3.1,
+        },
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in steps))
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    migrate(con, target=9)
+    con.execute(
+        "INSERT INTO runs (run_id, status, method, run_dir) VALUES ('a', 'succeeded', 'lora', ?)",
+        [str(run_dir)],
+    )
+    con.execute("INSERT INTO metrics VALUES ('a', 1, 2.0, 1e-4, 0.5, 10, 0.1)")
+    con.close()
+    con = ledger.connect(old)
+    try:
+        assert ledger.schema_version(con) == ledger.SCHEMA_VERSION
+        assert [r[0] for r in con.execute("DESCRIBE metrics").fetchall()] == [
+            c for c, _ in ledger.METRIC_COLUMNS
+        ]
+        assert con.execute("SELECT step, eval_loss FROM metrics").fetchall() == [(1, None)]
+        assert con.execute("SELECT count(*) FROM run_best_eval").fetchone()[0] == 0
+    finally:
+        con.close()
+    assert ledger.ingest(old, [run_dir]) == ["a"]
+    _, rows = ledger.query(
+        old, "SELECT step, eval_loss, probe_loss, trained_tokens, positions FROM metrics ORDER BY step"
+    )
+    assert rows == [(1, 1.8, 3.0, 6, 16), (2, None, None, 7, 16), (3, 1.6, 3.1, 6, 16)]
+    _, best = ledger.query(
+        old,
+        "SELECT run_id, evaluations, best_step, eval_loss_best, round(best_learning, 6), "
+        "round(forgetting_at_best, 6) FROM run_best_eval JOIN runs USING (run_id)",
+    )
+    assert best == [("a", 2, 3, 1.6, 0.4, 0.1)]  # eval_loss_before 2.0, probe before 3.0
+    _, curve = ledger.query(
+        old, "SELECT step, round(step_learning, 6), is_best_step FROM run_eval_steps ORDER BY step"
+    )
+    assert curve == [(1, 0.2, False), (3, 0.4, True)]
 
 
 # ------------------------------------------------------------------------------ reads never write

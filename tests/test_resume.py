@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,8 @@ import pytest
 
 from exec_fixtures import make_plan, overfit_rows, tiny_llama_dir, write_jsonl
 from tuneplan.executor import ledger as store
-from helpers import TUNEPLAN, tuneplan
+from helpers import OUR_STDERR_LINE, TUNEPLAN, noise_in, tuneplan
+from tuneplan.executor.runlog import RUN_LOG
 from tuneplan.executor.checkpoint import MANIFEST, complete_checkpoints
 from tuneplan.executor.runner import run_plan
 from tuneplan.executor.signals import RunInterrupted
@@ -216,6 +218,14 @@ def test_sigterm_checkpoints_then_resume_latest_through_the_cli(tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     (row,) = store.list_runs(str(db))
     assert row["run_id"] == run_dir.name and row["status"] == "succeeded" and row["steps"] == 4
+    # clean logs (item 7): only tuneplan's own lines on stderr, one per logged step; the noise in run.log
+    assert noise_in(r.stderr + r.stdout) == {}, r.stderr
+    assert [x for x in r.stderr.splitlines() if not re.match(OUR_STDERR_LINE, x)] == [], r.stderr
+    assert [x.split()[1] for x in r.stderr.splitlines() if x.startswith("step ")] == ["2/4", "3/4", "4/4"]
+    log = (run_dir / RUN_LOG).read_text()
+    assert "torch profiler (libkineto)" in noise_in(log), log  # the CPU memory meter profiles step 2
+    headers = [x for x in log.splitlines() if x.startswith("--- ")]
+    assert len(headers) == 2 and headers[1].endswith("(resumed)"), headers
 
 
 @pytest.mark.slow
@@ -410,6 +420,46 @@ def test_report_draws_eval_curves_over_steps(tiny, tmp_path):
     finally:
         con.close()
     assert [r["step"] for r in curves[res.run_id]] == [1, 2]
+    # the curve comes from the DuckDB rows (migration 10): the same values metrics.jsonl holds
+    run_dir = Path(res.run_dir)
+    jsonl = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    _, rows = store.query(
+        str(db), "SELECT step, eval_loss, probe_loss, trained_tokens, positions FROM metrics ORDER BY step"
+    )
+    assert rows == [
+        (m["step"], m["eval_loss"], m["probe_loss"], m["trained_tokens"], m["positions"]) for m in jsonl
+    ]
+    assert [(r["eval_loss"], r["probe_loss"]) for r in curves[res.run_id]] == [
+        (m["eval_loss"], m["probe_loss"]) for m in jsonl
+    ]
+    best = min(jsonl, key=lambda m: m["eval_loss"])
+    _, best_rows = store.query(
+        str(db),
+        "SELECT run_id, evaluations, best_step, eval_loss_best, early_stopped, best_learning, "
+        "forgetting_at_best FROM run_best_eval JOIN runs USING (run_id)",
+    )
+    assert best_rows == [
+        (
+            res.run_id,
+            2,
+            best["step"],
+            best["eval_loss"],
+            False,
+            res.eval_loss_before - best["eval_loss"],
+            best["probe_loss"] - res.forgetting_loss_before,
+        )
+    ]
+    _, recorded = store.query(str(db), "SELECT best_step, eval_loss_best, stop_reason FROM runs")
+    assert recorded == [(res.best_step, res.best_eval_loss, None)] and res.best_step == best["step"]
+    # `runs ingest` of the run directory alone fills the same rows
+    fresh = tmp_path / "fresh.duckdb"
+    assert store.ingest(str(fresh), [run_dir]) is not None
+    _, again = store.query(
+        str(fresh), "SELECT step, eval_loss, probe_loss, trained_tokens, positions FROM metrics ORDER BY step"
+    )
+    assert again == rows
+    _, again_best = store.query(str(fresh), "SELECT best_step, eval_loss_best FROM runs")
+    assert again_best == [(res.best_step, res.best_eval_loss)]
     paths = write_report(str(db), tmp_path / "report")
     fig = tmp_path / "report" / "eval_curves.png"
     assert fig in paths and fig.stat().st_size > 5000

@@ -70,7 +70,11 @@ def trials_db(db, tmp_path) -> Path:
         run_dir.mkdir(parents=True)
         plan["training"]["learning_rate"] = lr
         (run_dir / "plan.json").write_text(json.dumps(plan))
-        store.record(db, make_result(run_dir, rid, eval_loss_after=loss), metrics_rows(2))
+        metrics, evaluated = metrics_rows(2), {}
+        if rid == "l1":  # evaluated during training at step 2 (run_eval_steps, run_best_eval)
+            metrics[1].update(eval_loss=loss, probe_loss=3.05)
+            evaluated = dict(best_step=2, best_eval_loss=loss)
+        store.record(db, make_result(run_dir, rid, eval_loss_after=loss, **evaluated), metrics)
         store.record_comparison(
             db,
             "s1",

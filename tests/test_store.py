@@ -135,6 +135,10 @@ def test_connect_creates_schema_and_is_idempotent(tmp_path):
             "grad_norm",
             "tokens",
             "elapsed_s",
+            "eval_loss",  # migration 10: evaluation during training
+            "probe_loss",
+            "trained_tokens",
+            "positions",
         ]
     finally:
         con.close()

@@ -100,7 +100,7 @@ def cmd_measure(args) -> int:
     """`tuneplan measure`: print (and record) the distance of a data file or reference task(s)."""
     from tuneplan.executor.models import EMBEDDED_MODEL
 
-    from .evidence import load_rows, new_measure_id, resolve_target, summary_lines, to_evidence
+    from .evidence import load_rows, resolve_target
 
     model_name = args.model or EMBEDDED_MODEL
     fill_defaults(args)
@@ -130,6 +130,14 @@ def cmd_measure(args) -> int:
     except InputError as e:
         print(e.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
+    from tuneplan.executor.runlog import measure_log
+
+    with measure_log("measure"):  # third-party noise to the cache's logs/measure.log
+        return _measure_sources(args, target, sources, model_name)
+
+
+def _measure_sources(args, target, sources, model_name: str) -> int:
+    from .evidence import new_measure_id, summary_lines, to_evidence
     from .measure import choose_load, load_base, measure_loaded, _weight_bytes
     from tuneplan.executor.loading import load_tokenizer
     from tuneplan.executor.models import pick_device
@@ -282,12 +290,15 @@ def measure_before_advise(args, model_name: Optional[str], family: Optional[str]
         import random
 
         rows = random.Random(args.measure_seed).sample(list(rows), args.measure_rows)
-    m = measure(rows, target.model_dir, model_name=target.model_name, **_options(args))
-    args._measure_id = new_measure_id()
-    args._pilot = None
-    if getattr(args, "pilot_steps", None):
-        _free(m.device)
-        args._pilot = _pilot(args, rows, target, m, args._measure_id, m.device)
+    from tuneplan.executor.runlog import measure_log
+
+    with measure_log("advise --measure-distance"):
+        m = measure(rows, target.model_dir, model_name=target.model_name, **_options(args))
+        args._measure_id = new_measure_id()
+        args._pilot = None
+        if getattr(args, "pilot_steps", None):
+            _free(m.device)
+            args._pilot = _pilot(args, rows, target, m, args._measure_id, m.device)
     if not args.domain_distance:
         v = judge(m.mean_rank_90_share, m.high_loss_share).distance
         args.domain_distance = with_pilot(v, args._pilot.verdict if args._pilot else None)

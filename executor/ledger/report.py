@@ -11,8 +11,9 @@ Writes into the output directory:
                            modules when swept), one line per `tuneplan sweep` and value of its
                            other axes (sweep_trials view)
   eval_curves.png          eval loss (learning) and probe loss (forgetting) over optimizer steps
-                           for runs evaluated during training (training.eval_every_steps), best
-                           step starred
+                           for runs evaluated during training (training.eval_every_steps), and
+                           learning against forgetting step by step, best step starred (the
+                           run_eval_steps view over the metrics rows)
   report.md                the figures, a per-run table with `tuneplan check` verdicts, and the
                            rule audit
 matplotlib runs on the Agg backend (no display needed).
@@ -24,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .check import FORGETTING_THRESHOLDS, audit_rules, check_runs
-from .connect import DBPath, StoreError, default_db_path, open_read
-from .rows import read_metrics_jsonl
+from .connect import DBPath, default_db_path, open_read
 
 FIGURES = ("memory.png", "learning_forgetting.png", "loss_curves.png", "sweeps.png", "eval_curves.png")
 COLORS = {"full": "tab:red", "lora": "tab:blue", "qlora": "tab:green"}
@@ -143,47 +143,72 @@ def _loss_figure(plt, metrics: list[dict], methods: dict[str, str], path: Path) 
 
 
 def _eval_curves_figure(plt, curves: dict[str, list[dict]], methods: dict[str, str], path: Path) -> None:
-    """Learning (eval loss) and forgetting (probe loss) over optimizer steps, for runs evaluated
-    during training (training.eval_every_steps; from each run's metrics.jsonl), best step marked."""
-    fig, (ax_e, ax_p) = plt.subplots(1, 2, figsize=(10, 4.2))
+    """Learning (eval loss) and forgetting (probe loss) over optimizer steps, and the two against
+    each other step by step (forgetting on x, learning on y: the learning-vs-forgetting curve), for
+    runs evaluated during training (training.eval_every_steps; the run_eval_steps view), best
+    step starred."""
+    fig, (ax_e, ax_p, ax_lf) = plt.subplots(1, 3, figsize=(15, 4.2))
     if curves:
         for run_id, rows in sorted(curves.items()):
             color = COLORS.get(methods.get(run_id, "?"))
             label = f"{methods.get(run_id, '?')} {run_id[-6:]}"
             ev = [(r["step"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
             pr = [(r["step"], r["probe_loss"]) for r in rows if r.get("probe_loss") is not None]
+            lf = [
+                (r["forgetting"], r["learning"], r["step"])
+                for r in rows
+                if r.get("learning") is not None and r.get("forgetting") is not None
+            ]
             if ev:
                 ax_e.plot(*zip(*ev), marker=".", color=color, alpha=0.8, label=label)
                 best = min(ev, key=lambda x: x[1])
                 ax_e.scatter([best[0]], [best[1]], marker="*", s=120, color=color, zorder=3)
             if pr:
                 ax_p.plot(*zip(*pr), marker=".", color=color, alpha=0.8, label=label)
+            if lf:
+                ax_lf.plot(
+                    [x for x, _, _ in lf],
+                    [y for _, y, _ in lf],
+                    marker=".",
+                    color=color,
+                    alpha=0.8,
+                    label=label,
+                )
+                for x, y, step in (lf[0], lf[-1]):
+                    ax_lf.annotate(f"{step}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                best_rows = [r for r in rows if r.get("is_best_step") and r.get("learning") is not None]
+                for r in best_rows:
+                    ax_lf.scatter(
+                        [r["forgetting"]], [r["learning"]], marker="*", s=120, color=color, zorder=3
+                    )
         if len(curves) <= 12:
             ax_e.legend(fontsize=7)
     else:
-        for ax in (ax_e, ax_p):
+        for ax in (ax_e, ax_p, ax_lf):
             _empty(ax, "no run evaluated during training\n(training.eval_every_steps)")
     ax_e.set_title("Learning: eval loss over steps (star: best step)")
     ax_p.set_title("Forgetting: probe loss over steps")
+    ax_lf.set_title("Learning vs forgetting, step by step")
     for ax in (ax_e, ax_p):
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("loss")
+    ax_lf.set_xlabel("forgetting (probe loss - before), nats")
+    ax_lf.set_ylabel("learning (eval loss before - now), nats")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def _curves(con) -> dict[str, list[dict]]:
-    """Per-step eval/probe losses of runs evaluated during training, from their metrics.jsonl."""
+    """Per-step eval/probe losses (and learning/forgetting) of runs evaluated during training: the
+    run_eval_steps view over the ``metrics`` rows (an old database's runs: `tuneplan runs ingest`)."""
     out: dict[str, list[dict]] = {}
-    for row in _rows(con, "SELECT run_id, run_dir FROM runs WHERE run_dir IS NOT NULL"):
-        try:
-            rows = read_metrics_jsonl(Path(row["run_dir"]) / "metrics.jsonl")
-        except StoreError:
-            continue
-        evals = [r for r in rows if r.get("eval_loss") is not None or r.get("probe_loss") is not None]
-        if evals:
-            out[row["run_id"]] = evals
+    for row in _rows(
+        con,
+        "SELECT run_id, step, eval_loss, probe_loss, step_learning AS learning, "
+        "step_forgetting AS forgetting, is_best_step FROM run_eval_steps ORDER BY run_id, step",
+    ):
+        out.setdefault(row["run_id"], []).append(row)
     return out
 
 

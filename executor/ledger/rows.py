@@ -77,6 +77,10 @@ RUN_COLUMNS: list[tuple[str, str]] = _V1_RUN_COLUMNS + [
     ("runtime_bytes", "BIGINT"),  # migration 4
     ("predicted_overhead_bytes", "BIGINT"),  # migration 7
     ("planned_hardware", "VARCHAR"),  # migration 7
+    ("best_step", "BIGINT"),  # migration 10
+    ("eval_loss_best", "DOUBLE"),  # migration 10
+    ("early_stopped", "BOOLEAN"),  # migration 10
+    ("stop_reason", "VARCHAR"),  # migration 10
 ]
 """Columns of ``runs`` in order. ``result_json`` keeps the whole result.json so nothing is lost
 when the schema grows; ``recorded_at`` is when the row was last written (UTC);
@@ -85,7 +89,9 @@ before the model loaded; 0 on CUDA), added by migration 4 at the end so new and 
 databases have the same column order. ``predicted_overhead_bytes`` (the plan's
 memory.breakdown.framework_overhead) and ``planned_hardware`` (the plan's inputs.hardware.name,
 next to ``hardware``, the device the run used) are written from the plan at record time by the
-macros of macros.sql (migration 7 back-fills older rows)."""
+macros of macros.sql (migration 7 back-fills older rows). ``best_step`` / ``eval_loss_best`` (the
+lowest eval loss during training, training.eval_every_steps), ``early_stopped`` and
+``stop_reason`` come from the result (migration 10 back-fills them from result_json)."""
 
 DERIVED_COLUMNS: dict[str, str] = {
     "predicted_overhead_bytes": "plan_overhead_bytes",
@@ -101,8 +107,15 @@ METRIC_COLUMNS: list[tuple[str, str]] = [
     ("grad_norm", "DOUBLE"),
     ("tokens", "BIGINT"),
     ("elapsed_s", "DOUBLE"),
+    ("eval_loss", "DOUBLE"),  # migration 10
+    ("probe_loss", "DOUBLE"),  # migration 10
+    ("trained_tokens", "BIGINT"),  # migration 10
+    ("positions", "BIGINT"),  # migration 10
 ]
-"""Columns of ``metrics`` in order; primary key (run_id, step)."""
+"""Columns of ``metrics`` in order; primary key (run_id, step). ``eval_loss`` / ``probe_loss``
+are set on the steps evaluated during training (training.eval_every_steps), NULL elsewhere;
+``trained_tokens`` are the step's loss-bearing tokens, ``positions`` its batch positions with
+padding (metrics.jsonl's fields of the same names)."""
 
 
 def _utcnow() -> datetime:
@@ -196,6 +209,10 @@ def _row(result: RunResult, plan_json: str | None, run_dir: str | None = None) -
         "result_json": result.model_dump_json(),
         "recorded_at": _utcnow(),
         "runtime_bytes": m.runtime_bytes if m else None,
+        "best_step": result.best_step,
+        "eval_loss_best": result.best_eval_loss,
+        "early_stopped": result.early_stopped,
+        "stop_reason": result.stop_reason,
     }
     assert list(row) == _WRITTEN
     return row
@@ -256,7 +273,7 @@ def _num(value: Any, kind: type) -> Any:
 
 
 def _metric_columns(metrics: Iterable[dict]) -> list[list[Any]]:
-    """Metrics dicts -> column lists (step, loss, lr, grad_norm, tokens, elapsed_s).
+    """Metrics dicts -> column lists in METRIC_COLUMNS order (after run_id).
     Rows without an integer step are skipped; a repeated step keeps its last row."""
     by_step: dict[int, dict] = {}
     for item in metrics:
@@ -276,6 +293,10 @@ def _metric_columns(metrics: Iterable[dict]) -> list[list[Any]]:
         [_num(by_step[s].get("grad_norm"), float) for s in steps],
         [_num(by_step[s].get("tokens"), int) for s in steps],
         [_num(by_step[s].get("elapsed_s"), float) for s in steps],
+        [_num(by_step[s].get("eval_loss"), float) for s in steps],
+        [_num(by_step[s].get("probe_loss"), float) for s in steps],
+        [_num(by_step[s].get("trained_tokens"), int) for s in steps],
+        [_num(by_step[s].get("positions"), int) for s in steps],
     ]
 
 
@@ -285,8 +306,10 @@ def _replace_metrics(con: "DuckDBPyConnection", run_id: str, metrics: Iterable[d
     if not cols[0]:
         return 0
     con.execute(
-        "INSERT INTO metrics SELECT ?, unnest(?::BIGINT[]), unnest(?::DOUBLE[]), "
-        "unnest(?::DOUBLE[]), unnest(?::DOUBLE[]), unnest(?::BIGINT[]), unnest(?::DOUBLE[])",
+        "INSERT INTO metrics ("
+        + ", ".join(c for c, _ in METRIC_COLUMNS)
+        + ") SELECT ?, "
+        + ", ".join(f"unnest(?::{kind.split()[0]}[])" for _, kind in METRIC_COLUMNS[1:]),
         [run_id, *cols],
     )
     return len(cols[0])

@@ -28,6 +28,10 @@ TABLE_DOCS = {
     "audit_memory_predictions": "per method and device kind: how often the memory promise held",
     "sweep_trials": "one row per recorded trial of a sweep or comparison: what it varied and to what "
     "(JOIN runs USING (run_id) for its outcome, run_settings for its learning rate and rank)",
+    "run_eval_steps": "each step evaluated during training (training.eval_every_steps): eval and probe loss, "
+    "learning and forgetting at that step (the curve `tuneplan report` draws)",
+    "run_best_eval": "per run evaluated during training: evaluations, and learning and forgetting at its "
+    "best step (runs.best_step, eval_loss_best, early_stopped)",
     "audit_learning_rate": "per learning-rate sweep: the best trial's rate against the advised one (TP040)",
     "distance_measurements": "one row per measured domain distance (tuneplan measure, advise --measure-distance); "
     "a run joins it through its plan's inputs.distance.measure_id (docs/domain-distance.md)",
@@ -147,6 +151,20 @@ COLUMN_DOCS = {
     "advised_learning_rate": "the learning rate the advisor chose",
     "best_learning_rate": "the learning rate of the trial with the lowest eval loss after training",
     "best_eval_loss": "the lowest eval loss after training among the trials",
+    "eval_loss_best": "the lowest eval loss during training (training.eval_every_steps), at best_step",
+    "best_step": "the optimizer step with the lowest eval loss during training (null: never evaluated)",
+    "early_stopped": "stopped by training.early_stop_patience: eval loss had not improved (the run still succeeds)",
+    "stop_reason": "why training ended before its planned steps (signal, early stop, failed checkpoint); null: it ran them all",
+    "eval_loss": "eval loss at this step (null: not an evaluated step; training.eval_every_steps)",
+    "probe_loss": "general-text probe loss at this step (null: not an evaluated step)",
+    "trained_tokens": "loss-bearing tokens of the step (prompts and padding excluded; rank 0's in a multi-process run)",
+    "positions": "batch positions of the step, padding included (rank 0's in a multi-process run); 1 - tokens / positions is the padding share of a one-process run",
+    "evaluations": "steps evaluated during training",
+    "is_best_step": "whether this is the run's best step (lowest eval loss)",
+    "step_learning": "eval_loss_before - eval_loss at this step (larger = learned more)",
+    "step_forgetting": "probe_loss at this step - forgetting_loss_before (larger = forgot more)",
+    "best_learning": "eval_loss_before - eval_loss_best: learning at the best step",
+    "forgetting_at_best": "probe loss at the best step - forgetting_loss_before: forgetting there",
     "ratio": "best_learning_rate / advised_learning_rate",
     "within_2x": "the best rate is within a factor 2 of the advised one (TP040's promise)",
     # schema_migrations
@@ -191,6 +209,7 @@ COLUMN_DOCS = {
 
 TABLE_COLUMN_DOCS: dict[tuple[str, str], str] = {
     ("method_summary", "method"): "fine-tuning method (one row per method and model)",
+    ("metrics", "tokens"): "non-padding tokens of the step, prompts included (summed over processes)",
     ("audit_memory_predictions", "runs"): "runs of this method on this device kind",
     ("comparisons", "method"): "method of this run within the comparison",
     ("schema_views", "created_at"): "when a writable connection last created the views (UTC)",

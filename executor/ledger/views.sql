@@ -195,3 +195,32 @@ SELECT
 FROM ranked
 GROUP BY compare_id, model
 HAVING count(*) >= 2;
+
+-- Evaluation during training (training.eval_every_steps): one row per evaluated step, keyed by
+-- (run_id, step): the step's eval and probe loss (the metrics row's) and the learning (eval loss
+-- drop since before training) and forgetting (probe loss rise) at that step, as run_learning
+-- defines them for the whole run: the learning-vs-forgetting curve `tuneplan report` draws.
+CREATE OR REPLACE VIEW run_eval_steps AS
+SELECT
+    m.run_id, m.step, m.eval_loss, m.probe_loss,
+    r.eval_loss_before - m.eval_loss AS step_learning,
+    m.probe_loss - r.forgetting_loss_before AS step_forgetting,
+    coalesce(m.step = r.best_step, false) AS is_best_step
+FROM metrics m
+JOIN runs r USING (run_id)
+WHERE m.eval_loss IS NOT NULL OR m.probe_loss IS NOT NULL;
+
+-- Per run evaluated during training: how many evaluations, and the learning and forgetting at
+-- its best step (runs.best_step / eval_loss_best, the lowest eval loss; runs.early_stopped says
+-- whether it stopped there).
+CREATE OR REPLACE VIEW run_best_eval AS
+SELECT
+    r.run_id,
+    count(m.eval_loss) AS evaluations,
+    any_value(r.eval_loss_before) - any_value(r.eval_loss_best) AS best_learning,
+    max(m.probe_loss) FILTER (WHERE m.step = r.best_step) - any_value(r.forgetting_loss_before)
+        AS forgetting_at_best
+FROM runs r
+JOIN metrics m USING (run_id)
+WHERE m.eval_loss IS NOT NULL
+GROUP BY r.run_id;

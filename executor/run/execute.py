@@ -57,6 +57,9 @@ def execute(p: Prepared, ex: Execution, ctx, signals: RunSignals, progress: Opti
     result, t = p.result, p.plan.training
     with runtime_imports():  # first: transformers.trainer_utils (set_seed) imports peft
         import_runtime(p.plan.method)
+    from ..runlog import refresh
+
+    refresh()  # loggers the runtime imports created (torch's): their console handlers raised too
     from transformers import set_seed
 
     set_seed(t.seed)

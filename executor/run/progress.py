@@ -7,7 +7,9 @@ from typing import Optional
 
 
 class Progress:
-    """A rich progress bar on a TTY, plain log lines on stderr otherwise."""
+    """A rich progress bar on a TTY, plain log lines on stderr otherwise: one line per logged step
+    (every tenth of the run, the last step, and each evaluated step with its eval and probe loss),
+    nothing else; third-party output goes to the run's log file (executor/runlog.py)."""
 
     def __init__(self, total: int, enabled: Optional[bool]):
         self.total = total
@@ -43,10 +45,15 @@ class Progress:
         tps = self.tokens / m["elapsed_s"] if m["elapsed_s"] > 0 else 0.0
         if self.bar is not None:
             self.bar.update(self.task, completed=m["step"], loss=f"{m['loss']:.4f}", tps=f"{tps:,.0f}")
-        elif m["step"] % self.every == 0 or m["step"] == self.total:
+        elif m["step"] % self.every == 0 or m["step"] == self.total or "eval_loss" in m:
+            evaluated = "".join(
+                f"  {name} {m[key]:.4f}"
+                for name, key in (("eval", "eval_loss"), ("probe", "probe_loss"))
+                if isinstance(m.get(key), (int, float))
+            )
             print(
                 f"step {m['step']}/{self.total}  loss {m['loss']:.4f}  lr {m['lr']:.3g}  "
-                f"grad_norm {m['grad_norm']:.3g}  {tps:,.0f} tok/s",
+                f"grad_norm {m['grad_norm']:.3g}  {tps:,.0f} tok/s{evaluated}",
                 file=sys.stderr,
                 flush=True,
             )
