@@ -25,6 +25,7 @@ __all__ = [
     "METHOD_LABEL",
     "advise",
     "advise_answers",
+    "with_distance",
     "choices",
     "describe",
     "detect",
@@ -131,3 +132,26 @@ def advise_answers(
             except Exception as e:  # an advisor bug must not take the questionnaire down
                 problems.append(Problem("advisor", f"{type(e).__name__}: {e}"))
     return plan, problems
+
+
+def with_distance(plan: Optional[Plan], evidence, answers: Answers) -> Optional[Plan]:
+    """The plan with a measured distance's evidence in `inputs.distance`, as `advise
+    --measure-distance` writes it: source measured when the domain answer is the verdict, else
+    declared with the disagreement in the warnings. Unchanged when there is no evidence, or it was
+    measured on another model or data file than the ones answered now."""
+    if plan is None or evidence is None:
+        return plan
+    if evidence.data != answers.data or evidence.model != answers.model:
+        return plan
+    from tuneplan.executor.distance.verdict import disagreement
+
+    chosen = plan.inputs.task.domain_distance
+    warnings = list(plan.warnings)
+    if chosen == evidence.measured:
+        ev = evidence.model_copy(update={"source": "measured", "declared": None})
+    else:
+        ev = evidence.model_copy(update={"source": "declared", "declared": chosen})
+        warnings.append(disagreement(chosen, evidence.measured, evidence.score))
+    return plan.model_copy(
+        update={"inputs": plan.inputs.model_copy(update={"distance": ev}), "warnings": warnings}
+    )

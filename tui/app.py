@@ -25,7 +25,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.lazy import Lazy
-from textual.widgets import Footer, Input, OptionList, Select, TabbedContent, TabPane
+from textual.widgets import Button, Footer, Input, OptionList, Select, Static, TabbedContent, TabPane
 
 from tuneplan.base.errors import Problem
 from tuneplan.base.fileio import write_text_atomic
@@ -105,6 +105,12 @@ class TunePlanApp(App[int]):
         self._later: set[str] = set()
         self._calibrated = False
         self._focus_when_mounted: Optional[str] = None
+        self.distance_evidence = None
+        """The measured domain distance (tuneplan.schemas.DistanceEvidence) of "measure it from
+        my data", attached to the plan while the model and data answered are the measured ones."""
+        self.measuring = False
+        self.measure_options: dict = {}
+        """Measurement options over `tuneplan measure`'s defaults (tests make them small)."""
 
     # ------------------------------------------------------------------ parts
 
@@ -191,7 +197,8 @@ class TunePlanApp(App[int]):
         """Validate and advise (pure; runs in a worker thread). Returns (plan or None, problems)."""
         self.recompute_count += 1
         assert self.bridge is not None
-        return self.bridge.advise_answers(answers, problems, self._calibrated, self.db)
+        plan, problems = self.bridge.advise_answers(answers, problems, self._calibrated, self.db)
+        return self.bridge.with_distance(plan, self.distance_evidence, answers), problems
 
     def recompute(self) -> None:
         """Validate and advise now, on the UI loop (save and run need the current answers)."""
@@ -277,6 +284,64 @@ class TunePlanApp(App[int]):
     @on(Input.Changed)
     @on(Select.Changed)
     def _answer_changed(self) -> None:
+        self.schedule_recompute()
+
+    # ------------------------------------------------------------------ measured distance
+
+    @on(Button.Pressed, "#measure-domain")
+    def action_measure_distance(self) -> None:
+        """Measure the domain distance of the data file on the chosen model, in a worker thread
+        (it imports torch and loads the model: the form stays live meanwhile)."""
+        if self.bridge is None or self.measuring:
+            return
+        q = self.questions
+        data, model = q.text("data"), q.text("model")
+        say = self.query_one("#domain-evidence", Static)
+        if not model:
+            say.update("Choose the model first: the distance is measured on it.")
+            return
+        if not data or not Path(data).expanduser().is_file():
+            say.update("Give the training data file first.")
+            return
+        self.measuring = True
+        self.query_one("#measure-domain", Button).disabled = True
+        say.update(f"Measuring on {model}… (loads the model; the form stays usable)")
+        self._measure_worker(model, str(Path(data).expanduser()))
+
+    @work(thread=True, exclusive=True, group="measure")
+    def _measure_worker(self, model: str, data: str) -> None:
+        from tuneplan.base.errors import InputError
+
+        from . import measuring
+
+        evidence, error = None, None
+        try:
+            evidence = measuring.measure_data(model, data, db=self.db, options=self.measure_options)
+        except InputError as e:
+            error = "; ".join(f"{p.message}" + (f" ({p.fix})" if p.fix else "") for p in e.problems)
+        except Exception as e:  # noqa: BLE001 - a failed measurement must not take the form down
+            error = f"{type(e).__name__}: {e}"
+        try:
+            self.call_from_thread(self._measured, evidence, error)
+        except RuntimeError:  # the app has gone
+            pass
+
+    def _measured(self, evidence, error: Optional[str]) -> None:
+        self.measuring = False
+        try:
+            self.query_one("#measure-domain", Button).disabled = False
+            say = self.query_one("#domain-evidence", Static)
+        except NoMatches:
+            return
+        if evidence is None:
+            say.update(f"✗ Not measured: {error}")
+            return
+        from tuneplan.executor.distance.evidence import summary_lines
+
+        self.distance_evidence = evidence
+        say.update("Measured: " + "\n".join(line.strip() for line in summary_lines(evidence)[:3]))
+        self.query_one("#domain", Select).value = evidence.measured
+        self.questions.touched.add("domain")
         self.schedule_recompute()
 
     # ------------------------------------------------------------------ actions

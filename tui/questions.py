@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.widget import AwaitMount, Widget
-from textual.widgets import Collapsible, Input, OptionList, Select, Static
+from textual.widgets import Button, Collapsible, Input, OptionList, Select, Static
 
 from tuneplan.base.errors import Problem
 
@@ -140,13 +140,40 @@ class Questions(VerticalScroll):
                 box.value = value
         self.sync_hw_visibility()
         task: list[Widget] = [Static("Task", classes="group")]
-        task += [self._question(q) for q in QUESTIONS if q.group == "task"]
+        for q in QUESTIONS:
+            if q.group == "task":
+                task.append(self._question(q))
+                if q.id == "domain":
+                    task.append(self._measure_box())
         pins = [self._question(q) for q in QUESTIONS if q.group == "pins"]
         task.append(Collapsible(*pins, title="Pins (optional: fix choices yourself)", id="pins"))
         model = self.query_one("#model", Input)
         if model.value:
             self.filter_models(model.value)
-        return self.query_one("#task-body").mount_all(task)
+        done = self.query_one("#task-body").mount_all(task)
+        self.call_after_refresh(self.sync_measure_visibility)
+        return done
+
+    def _measure_box(self) -> Vertical:
+        """Under the domain question: "measure it from my data", shown once the training data
+        names a file (the app runs the measurement in a worker, tui/app.py)."""
+        box = Vertical(
+            Button("Measure it from my data", id="measure-domain", compact=True),
+            Static("", id="domain-evidence", classes="help"),
+            id="measure-box",
+            classes="field",
+        )
+        box.display = False
+        return box
+
+    def sync_measure_visibility(self) -> None:
+        """Offer the measurement only when the data field holds an existing file."""
+        try:
+            box = self.query_one("#measure-box")
+        except NoMatches:
+            return
+        path = self.text("data")
+        box.display = bool(path) and Path(path).expanduser().is_file()
 
     # ------------------------------------------------------------------ answers
 
@@ -326,6 +353,8 @@ class Questions(VerticalScroll):
     def _input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "model":
             self.filter_models(event.value)
+        if event.input.id == "data":
+            self.sync_measure_visibility()
         if event.input.has_focus:
             self.touched.add(event.input.id or "")
 
