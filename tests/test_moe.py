@@ -291,3 +291,47 @@ def test_qlora_on_a_tiny_moe_quantizes_and_adapts_the_experts_with_the_router_fr
     assert row[:2] == ("qlora", "succeeded")
     assert len(losses) == 8 and losses[-1] < losses[0], losses
     assert result.eval_loss_after < result.eval_loss_before
+
+
+def test_an_unsupported_moe_config_is_refused_not_read_as_dense(tmp_path, capsys) -> None:
+    """DeepSeek-V3's config.json (values from huggingface.co/deepseek-ai/DeepSeek-V3) has the
+    Llama keys, so it used to be read as a 38.6B dense Llama: 671B parameters in 256 routed
+    experts and MLA attention, wrong by 17x. Now exit 2 naming --model and the keys."""
+    cfg = {
+        "model_type": "deepseek_v3",
+        "num_hidden_layers": 61,
+        "hidden_size": 7168,
+        "intermediate_size": 18432,
+        "moe_intermediate_size": 2048,
+        "num_attention_heads": 128,
+        "num_key_value_heads": 128,
+        "vocab_size": 129280,
+        "n_routed_experts": 256,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 8,
+        "first_k_dense_replace": 3,
+        "kv_lora_rank": 512,
+        "q_lora_rank": 1536,
+        "max_position_embeddings": 163840,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    argv = [
+        "advise",
+        "--model",
+        str(tmp_path),
+        "--gpu",
+        "H100-80GB",
+        "--domain",
+        "near",
+        "--forgetting",
+        "low",
+    ]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("  - ") <= 1, err  # the one problem is the model
+    assert "--model" in err and "n_routed_experts" in err and "kv_lora_rank" in err and "--params" in err
+    dense = {k: v for k, v in cfg.items() if k in ("model_type", *TINY, "intermediate_size")}
+    dense.update(TINY, model_type="some_llama_like")
+    spec = catalog.model_from_config_dict(dense, "llama-like")
+    assert "read as Llama-shaped" in spec.source and not spec.is_moe  # a dense unknown type still reads

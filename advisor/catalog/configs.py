@@ -40,6 +40,17 @@ _GPT2_TYPES = {"gpt2", "gpt3"}
 _TIED_BY_DEFAULT = {"gemma2", "gemma3", "gemma3_text", "gpt2", "gpt3"}
 _LLAMA_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
 _GPT2_KEYS = ("n_layer", "n_embd", "n_head", "vocab_size")
+# config.json keys of shapes the Llama reading cannot count: routed experts (DeepSeek, Qwen,
+# Mixtral, OLMoE, DBRX spellings) and multi-head latent attention (DeepSeek-V2/V3 kv_lora_rank).
+_NOT_LLAMA_KEYS = (
+    "n_routed_experts",
+    "num_experts",
+    "num_local_experts",
+    "moe_intermediate_size",
+    "n_shared_experts",
+    "kv_lora_rank",
+    "ffn_config",
+)
 
 
 def model_from_config_dict(
@@ -74,6 +85,18 @@ def model_from_config_dict(
                 "--model",
                 f"{name}: model_type {model_type!r} is not supported",
                 f"use a model of type {', '.join(sorted(MODEL_TYPES))}, or --params N for a guess",
+            )
+        shaped = sorted(k for k in _NOT_LLAMA_KEYS if cfg.get(k))
+        if shaped:
+            # Read as Llama these would be silently wrong: DeepSeek-V3's config reads as a 38.6B
+            # dense model (it has 671B parameters in 256 routed experts and MLA attention).
+            raise InputError.one(
+                "--model",
+                f"{name}: model_type {model_type!r} is a mixture-of-experts or non-Llama attention "
+                f"model ({', '.join(shaped)} in config.json) that tuneplan does not count yet; read "
+                "as Llama-shaped its parameters and memory would be wrong",
+                f"use a supported model type ({', '.join(sorted(MODEL_TYPES))}), or --params N "
+                "for a rough guess",
             )
         family = "llama"
         note = (
