@@ -131,6 +131,38 @@ def _common_notes(plan) -> list[str]:
     return notes
 
 
+def _split_targets(lora) -> tuple[list[str], list[str]]:
+    """(module targets, fused expert parameters): a mixture-of-experts plan's
+    ``experts.gate_up_proj`` / ``experts.down_proj`` are 3-D nn.Parameters (transformers >= 5),
+    which peft adapts through ``target_parameters``, not ``target_modules``."""
+    targets = list(lora.target_modules)
+    fused = [x for x in targets if x.startswith("experts.")]
+    return [x for x in targets if x not in fused], fused
+
+
+def _fused_notes(plan, tool: str, targets_taken: bool) -> list[str]:
+    """What a trainer does differently with a mixture-of-experts plan's fused expert stacks."""
+    if plan.lora is None:
+        return []
+    _, fused = _split_targets(plan.lora)
+    if not fused:
+        return []
+    notes = []
+    if not targets_taken:
+        notes.append(
+            f"lora.target_modules {fused}: fused expert parameters, adapted by peft's "
+            f"target_parameters, which {tool}'s documented keys do not take; left out of the "
+            "target list (it would match no nn.Linear)"
+        )
+    if plan.quantization is not None:
+        notes.append(
+            f"{fused}: transformers' bitsandbytes integration quantises nn.Linear layers only, so "
+            f"under {tool} the fused expert stacks stay in the load dtype (tuneplan's executor "
+            "stores them 4-bit): memory above the plan's estimate"
+        )
+    return notes
+
+
 def _distributed_note(plan, how: str) -> list[str]:
     d = plan.distributed
     if d.num_processes <= 1:
@@ -168,10 +200,14 @@ def to_trl(plan, plan_dir: Optional[Path]) -> Exported:
             lora_r=lora.rank,
             lora_alpha=_num(lora.alpha),
             lora_dropout=lora.dropout,
-            lora_target_modules=list(lora.target_modules),
             use_rslora=lora.use_rslora,
             lora_task_type="CAUSAL_LM",
         )
+        modules, fused = _split_targets(lora)
+        cfg["lora_target_modules"] = modules
+        if fused:
+            cfg["lora_target_parameters"] = fused
+        notes += _fused_notes(plan, "TRL", targets_taken=True)
     if plan.data is not None and plan.data.train_path:
         sets = [
             {"path": _file_format(plan.data.train_path), "data_files": plan.data.train_path, "split": "train"}
@@ -274,9 +310,10 @@ def to_axolotl(plan, plan_dir: Optional[Path]) -> Exported:
             lora_r=lora.rank,
             lora_alpha=_num(lora.alpha),
             lora_dropout=lora.dropout,
-            lora_target_modules=list(lora.target_modules),
+            lora_target_modules=_split_targets(lora)[0],
             peft_use_rslora=lora.use_rslora,
         )
+        notes += _fused_notes(plan, "Axolotl", targets_taken=False)
     if q is not None:
         cfg["load_in_4bit"] = True
         cfg["bnb_config_kwargs"] = {
@@ -388,9 +425,10 @@ def to_llamafactory(plan, plan_dir: Optional[Path]) -> Exported:
             lora_rank=lora.rank,
             lora_alpha=_num(lora.alpha),
             lora_dropout=lora.dropout,
-            lora_target=",".join(lora.target_modules),
+            lora_target=",".join(_split_targets(lora)[0]),
             use_rslora=lora.use_rslora,
         )
+        notes += _fused_notes(plan, "LLaMA-Factory", targets_taken=False)
     if q is not None:
         cfg.update(
             quantization_bit=4,
@@ -607,6 +645,7 @@ def to_torchtune(plan, plan_dir: Optional[Path]) -> Exported:
             )
         if other:
             notes.append(f"lora.target_modules {other}: no torchtune equivalent")
+        notes += _fused_notes(plan, "torchtune", targets_taken=True)
         if lora.use_rslora:
             notes.append("lora.use_rslora: torchtune's LoRA builders have no rsLoRA scaling")
     if q is not None:

@@ -332,3 +332,53 @@ def test_export_to_stdout_and_bad_target(tmp_path, capsys) -> None:
         main(["export", str(EXAMPLES / "plans" / "lora.json"), "--to", "unsloth"])
     assert exc.value.code == 2
     assert main(["export", str(tmp_path / "missing.json"), "--to", "trl"]) == 2
+
+
+def test_moe_plan_exports_expert_targets_as_peft_target_parameters(tmp_path, capsys) -> None:
+    """A QLoRA plan for a (tiny) Mixtral: TRL takes the fused expert projections as
+    lora_target_parameters (peft's target_parameters; read back by TRL's own parser and
+    get_peft_config); Axolotl and LLaMA-Factory, whose documented keys have no such list, leave
+    them out of the module targets and say so; every target notes that transformers' 4-bit load
+    leaves the fused experts unquantised."""
+    from transformers import CONFIG_MAPPING
+    from trl import get_peft_config
+    from trl.scripts.sft import make_parser
+
+    cfg = CONFIG_MAPPING["mixtral"](
+        vocab_size=320,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+    )
+    model_dir = tmp_path / "tiny-mixtral"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(cfg.to_json_string())
+    plan_path = tmp_path / "moe.json"
+    argv = ["advise", "--model", str(model_dir), "--cpu", "--cpu-name", "t", "--cpu-memory", "8"]
+    argv += ["--cpu-cores", "2", "--domain", "near", "--forgetting", "low"]
+    assert main([*argv, "--method", "qlora", "-o", str(plan_path)]) == 0
+    plan = load_plan_dict(json.loads(plan_path.read_text()))
+    fused = [t for t in plan.lora.target_modules if t.startswith("experts.")]
+    assert sorted(fused) == ["experts.down_proj", "experts.gate_up_proj"]
+    modules = [t for t in plan.lora.target_modules if t not in fused]
+
+    trl_cfg, text, _ = _export(tmp_path, plan_path, "trl", capsys)
+    assert trl_cfg["lora_target_parameters"] == fused and trl_cfg["lora_target_modules"] == modules
+    _, _, model, _ = make_parser().parse_args_and_config(
+        ["--config", str(tmp_path / "moe.trl.yaml"), "--output_dir", str(tmp_path / "out")],
+        fail_with_unknown_args=True,
+    )
+    peft_cfg = get_peft_config(model)
+    assert set(peft_cfg.target_parameters) == set(fused) and set(peft_cfg.target_modules) == set(modules)
+    assert "quantises nn.Linear layers only" in _notes(text)
+    for target, key in (("axolotl", "lora_target_modules"), ("llamafactory", "lora_target")):
+        out, text, _ = _export(tmp_path, plan_path, target, capsys)
+        got = out[key] if isinstance(out[key], list) else out[key].split(",")
+        assert got == modules and "target_parameters" in _notes(text), target
+        assert "quantises nn.Linear layers only" in _notes(text)
+    _, text, _ = _export(tmp_path, plan_path, "torchtune", capsys)
+    assert "experts.gate_up_proj" in _notes(text) and "quantises nn.Linear layers only" in _notes(text)
