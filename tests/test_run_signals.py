@@ -271,3 +271,30 @@ def test_full_disk_under_the_run_directory_says_so_and_exits_1(
     assert row["status"] == "failed" and "No space left on device" in row["error"]
     (run_dir,) = _run_dirs(tmpfs)  # result.json tells the same, not "running" (rewritten in place)
     assert json.loads((run_dir / "result.json").read_text())["status"] == "failed"
+
+
+def test_in_training_a_second_sigint_stops_at_once_a_repeated_sigterm_does_not():
+    """Issue 12 item 3, in the training loop (RunSignals.soft): the first signal only asks for a
+    checkpoint at the end of the step; a second SIGINT raises at once; a repeated SIGTERM (torchrun
+    forwards it to its workers) is ignored so the checkpoint completes."""
+    import time
+
+    from tuneplan.executor.signals import RunSignals
+
+    for first, second, raises in (("SIGINT", "SIGINT", True), ("SIGTERM", "SIGTERM", False)):
+        s = RunSignals().install()
+        try:
+            with s.soft():
+                os.kill(os.getpid(), getattr(signal, first))
+                time.sleep(0.05)  # the handler runs in the main thread, between bytecodes
+                assert s.stop_requested == first
+                if raises:
+                    with pytest.raises(KeyboardInterrupt, match="twice: stopped at once"):
+                        os.kill(os.getpid(), getattr(signal, second))
+                        time.sleep(1)
+                else:
+                    os.kill(os.getpid(), getattr(signal, second))
+                    time.sleep(0.05)
+                    assert s.stop_requested == first
+        finally:
+            s.restore()
