@@ -58,6 +58,29 @@ def _steady_tokens_per_second(run_dir: Path, skip: set[int]) -> tuple[float, int
     return (tokens / seconds if seconds > 0 else float("nan")), used
 
 
+def _at_seq_len(plan, seq_len: int):
+    """The plan advised again for ``seq_len`` (its memory block must match what runs: preflight
+    re-estimates it), the method, learning rate, checkpointing and batch pinned as planned."""
+    from tuneplan.advisor import advise
+
+    i = plan.inputs
+    pins = i.pins.model_copy(
+        update={
+            "method": plan.method,
+            "learning_rate": plan.training.learning_rate,
+            "gradient_checkpointing": plan.training.gradient_checkpointing,
+        }
+    )
+    out = advise(i.model_copy(update={"task": i.task.model_copy(update={"seq_len": seq_len}), "pins": pins}))
+    t = out.training
+    assert (t.seq_len, t.per_device_batch_size, t.gradient_accumulation_steps) == (
+        seq_len,
+        plan.training.per_device_batch_size,
+        plan.training.gradient_accumulation_steps,
+    ), "the advisor changed the batch at this seq_len: compare like with like"
+    return out.model_copy(update={"data": plan.data})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--plan", default=str(ROOT / "examples/plans/lora.json"))
@@ -69,6 +92,7 @@ def main() -> int:
     from tuneplan.executor.runner import load_plan, run_plan
 
     plan, _, _ = load_plan(a.plan)
+    long_plan = _at_seq_len(plan, a.seq_len)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         rows = (ROOT / "examples/data/train.jsonl").read_text().splitlines()[: a.rows]
@@ -82,7 +106,7 @@ def main() -> int:
                 {"packing": False, "save_every_steps": 1, "max_steps": a.ckpt_steps, "num_epochs": None},
             ),
         ):
-            p = plan.model_copy(deep=True)
+            p = (plan if name == "padded+ckpt" else long_plan).model_copy(deep=True)
             if p.data is not None:  # the plan's relative paths, from its own directory
                 fix = {
                     k: str((Path(a.plan).parent / v).resolve())
@@ -90,11 +114,7 @@ def main() -> int:
                     if (v := getattr(p.data, k)) and not Path(v).is_absolute()
                 }
                 p.data = p.data.model_copy(update=fix)
-            seq_len = a.seq_len if name != "padded+ckpt" else p.training.seq_len
-            p.training = p.training.model_copy(update={**upd, "seq_len": seq_len, "save_every_minutes": None})
-            if seq_len != plan.training.seq_len:  # preflight checks the estimate's settings match
-                # (the memory estimate itself stays the plan's: this benchmark measures throughput)
-                p.memory.settings = p.memory.settings.model_copy(update={"seq_len": seq_len})
+            p.training = p.training.model_copy(update={**upd, "save_every_minutes": None})
             path = Path(tmp) / f"{name}.json"
             path.write_text(p.model_dump_json())
             r = run_plan(
