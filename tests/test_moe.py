@@ -335,3 +335,28 @@ def test_an_unsupported_moe_config_is_refused_not_read_as_dense(tmp_path, capsys
     dense.update(TINY, model_type="some_llama_like")
     spec = catalog.model_from_config_dict(dense, "llama-like")
     assert "read as Llama-shaped" in spec.source and not spec.is_moe  # a dense unknown type still reads
+
+
+def test_fsdp_qlora_stores_the_expert_stacks_in_the_compute_dtype(mixtral) -> None:
+    """FSDP / ZeRO-3 QLoRA shards one dtype: the packed expert stacks are stored in the compute
+    dtype then (as quantization_config asks of Linear4bit); dequantised they keep their shape and
+    the logical parameter count."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tuneplan.executor.loading.qlora import quantize_fused_experts
+    from tuneplan.executor.measure import count_params
+
+    model = AutoModelForCausalLM.from_pretrained(mixtral, dtype=torch.float32)
+    _, total = count_params(model)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if "experts" in n}
+    plan = SimpleNamespace(quantization=SimpleNamespace(quant_type="nf4", double_quant=True))
+    names = quantize_fused_experts(model, plan, torch.bfloat16, SimpleNamespace(strategy="fsdp"))
+    assert sorted(names) == sorted(shapes)
+    experts = model.model.layers[0].mlp.experts
+    assert experts.parametrizations["gate_up_proj"].original.dtype == torch.bfloat16
+    assert experts.gate_up_proj.dtype == torch.bfloat16
+    assert tuple(experts.gate_up_proj.shape) == shapes["model.layers.0.mlp.experts.gate_up_proj"]
+    assert count_params(model)[1] == total

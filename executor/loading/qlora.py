@@ -45,7 +45,7 @@ def keep_cpu_4bit_differentiable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _store_4bit(module, name: str, quant_type: str, double_quant: bool, compute):
+def _store_4bit(module, name: str, quant_type: str, double_quant: bool, compute, storage=None):
     """Replace ``module.<name>`` by its packed 4-bit form behind a torch parametrization that
     dequantises it on read; returns the packed parameter."""
     import bitsandbytes.functional as bnbf
@@ -70,7 +70,7 @@ def _store_4bit(module, name: str, quant_type: str, double_quant: bool, compute)
         blocksize=64,
         compress_statistics=double_quant,
         quant_type=quant_type,
-        quant_storage=torch.uint8,
+        quant_storage=storage or torch.uint8,
     )
     del weight
     delattr(module, name)
@@ -95,7 +95,7 @@ def fused_expert_parameters(model) -> list[tuple[str, object, str]]:
     return out
 
 
-def quantize_fused_experts(model, plan, compute) -> list[str]:
+def quantize_fused_experts(model, plan, compute, dist=None) -> list[str]:
     """Store the fused expert stacks of a mixture-of-experts model in 4 bits.
 
     transformers' bitsandbytes integration replaces nn.Linear layers only, so fused expert
@@ -104,11 +104,14 @@ def quantize_fused_experts(model, plan, compute) -> list[str]:
     stack is quantised with bitsandbytes' own quantize_4bit (the plan's NF4/FP4 and double quant,
     blocksize 64 like Linear4bit) behind a torch parametrization that dequantises on read; peft's
     ParamWrapper (target_parameters) stacks its LoRA proxy on top. Returns the stacks' full
-    parameter names (peft matches a parametrized parameter by its whole name)."""
+    parameter names (peft matches a parametrized parameter by its whole name). Under FSDP /
+    ZeRO-3 the packed bytes are stored in the compute dtype, as quantization_config asks of
+    Linear4bit (bnb_4bit_quant_storage), so sharding sees one dtype."""
     q = plan.quantization
+    sharded = dist is not None and dist.strategy in ("fsdp", "deepspeed-zero3")
     found = fused_expert_parameters(model)
     for _, module, name in found:
-        _store_4bit(module, name, q.quant_type, q.double_quant, compute)
+        _store_4bit(module, name, q.quant_type, q.double_quant, compute, compute if sharded else None)
     return [f"{mname}.{name}" for mname, _, name in found]
 
 
@@ -196,7 +199,7 @@ def load(plan, model_dir: Path, device, dist=None) -> LoadedModel:
     subs = planned.substitutions + subs + csubs
     gc = plan.training.gradient_checkpointing
     keep_cpu_4bit_differentiable(model)
-    stacks = quantize_fused_experts(model, plan, compute)
+    stacks = quantize_fused_experts(model, plan, compute, dist)
     if getattr(plan.quantization, "kbit_upcast", True):
         from peft import prepare_model_for_kbit_training
 
