@@ -143,12 +143,16 @@ def main() -> int:
         print(
             f"{name:7s} steps {r.steps:4d}  tokens {r.tokens:7,d}  tokens/s {r.tokens_per_second:8.1f}  "
             f"padded tokens/s {r.padded_tokens_per_second:8.1f}  padding {100 * (r.padding_fraction or 0):5.1f}%  "
-            f"steady tokens/s {steady:8.1f} ({used} steps)"
+            + (
+                f"steady tokens/s {steady:8.1f} ({used} steps)"
+                if used
+                else "steady tokens/s n/a (no unprofiled step)"
+            )
         )
     (base, (bs, _)), (packed, (ps, _)) = out["padded"], out["packed"]
     print(
         f"packed / padded: tokens/s {packed.tokens_per_second / base.tokens_per_second:.2f}x, steady "
-        f"{ps / bs:.2f}x, steps {packed.steps}/{base.steps} = {packed.steps / base.steps:.2f} for "
+        f"{ps / bs:.2f}x (nan: too few steps), steps {packed.steps}/{base.steps} = {packed.steps / base.steps:.2f} for "
         f"{packed.tokens / base.tokens:.3f}x the tokens"
     )
     print(
