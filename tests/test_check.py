@@ -336,6 +336,31 @@ def test_audit_views(cmp_db):
     assert mp[("full", None)]["share_within_threshold"] is None
 
 
+def test_pair_audits_skip_sweeps_over_method_and_another_axis(cmp_db, tmp_path):
+    """In a sweep over method and learning rate at once, the LoRA and full trials may differ in
+    their rate too: the LoRA-vs-full and QLoRA-vs-LoRA audits pair only one-axis comparisons."""
+    root = tmp_path / "runs"
+    for method, measured, ev in (
+        ("full", 3000, (2.0, 1.0)),
+        ("lora", 1500, (2.0, 1.5)),
+        ("qlora", 1000, (2.0, 1.5)),
+    ):
+        rid = f"s1-{method}"
+        record_run(
+            cmp_db, root, rid, method=method, measured=measured, predicted=measured + 100, eval_losses=ev
+        )
+        store.record_comparison(
+            cmp_db, "s1", rid, method, "lora", "medium", axis="method,learning_rate", value=f"{method},1e-4"
+        )
+    for view in (
+        "audit_qlora_vs_lora_memory",
+        "audit_lora_vs_full_forgetting",
+        "audit_lora_vs_full_learning",
+    ):
+        ids = {r["compare_id"] for r in q(cmp_db, f"SELECT compare_id FROM {view}")}
+        assert "s1" not in ids and "c1" in ids, view
+
+
 def test_check_rules_summary(cmp_db, capsys):
     rules = {r["rule"]: r for r in check.audit_rules(cmp_db)}
     assert (rules["TP023"]["tested"], rules["TP023"]["held"], rules["TP023"]["status"]) == (2, 1, "mixed")

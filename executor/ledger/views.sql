@@ -97,12 +97,15 @@ SELECT c.compare_id, c.run_id, c.chosen_method, c.created_at
 FROM comparisons c SEMI JOIN runs r USING (run_id);
 
 -- The pair audits below read each trial's method, status, peak and learning from runs and
--- run_learning themselves (comparison_runs carries none of them).
+-- run_learning themselves (comparison_runs carries none of them). They pair trials of
+-- comparisons whose one axis is the method: in a sweep over method and learning rate at once,
+-- a LoRA trial and a full trial may differ in their rate too, so no pair of them is a test.
 -- TP023: QLoRA uses less memory than LoRA and learns at least LEARNING_MATCH_SHARE of what it did.
 CREATE OR REPLACE VIEW audit_qlora_vs_lora_memory AS
 WITH t AS (
     SELECT c.compare_id, r.run_id, r.method, r.status, r.measured_peak_bytes, l.learning
-    FROM comparison_runs c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id)
+    FROM comparisons c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id)
+    WHERE c.axis = 'method'
 ), p AS (
     SELECT
         q.compare_id, l.run_id AS lora_run_id, q.run_id AS qlora_run_id,
@@ -123,7 +126,8 @@ SELECT *, qlora_less_memory AND qlora_learning_matches AS holds FROM p;
 CREATE OR REPLACE VIEW audit_lora_vs_full_forgetting AS
 WITH t AS (
     SELECT c.compare_id, r.run_id, r.method, r.status, l.forgetting
-    FROM comparison_runs c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id)
+    FROM comparisons c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id)
+    WHERE c.axis = 'method'
 )
 SELECT
     a.compare_id, a.method AS adapter_method,
@@ -140,7 +144,8 @@ WHERE a.method IN ('lora', 'qlora') AND a.status = 'succeeded' AND f.status = 's
 CREATE OR REPLACE VIEW audit_lora_vs_full_learning AS
 WITH t AS (
     SELECT c.compare_id, r.run_id, r.method, r.status, r.domain_distance, l.learning
-    FROM comparison_runs c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id)
+    FROM comparisons c JOIN runs r USING (run_id) JOIN run_learning l USING (run_id)
+    WHERE c.axis = 'method'
 )
 SELECT
     a.compare_id, a.domain_distance = 'far' AS far_domain,
