@@ -41,6 +41,7 @@ COMMANDS: dict[str, Callable[["argparse._SubParsersAction"], None]] = {
     "calibrate": checks.add_calibrate,
     "report": checks.add_report,
     "tui": tui.add_tui,
+    "completion": reference.add_completion,
 }
 
 

@@ -119,3 +119,31 @@ def cmd_gpus(args) -> int:
             f"aliases: {', '.join(r['aliases'])}"
         )
     return EXIT_OK
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "tcsh")
+
+
+def add_completion(sub: "argparse._SubParsersAction") -> None:
+    c = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or tcsh)",
+        description=(
+            "Print a completion script for every command and flag, generated from tuneplan's own "
+            "parser by shtab. bash: `tuneplan completion bash > ~/.local/share/bash-completion/"
+            "completions/tuneplan`; zsh: `tuneplan completion zsh > ~/.zfunc/_tuneplan` (with "
+            "~/.zfunc on fpath)."
+        ),
+    )
+    c.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete in")
+    c.set_defaults(func=cmd_completion)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    from .main import build_parser
+
+    parser = build_parser()
+    sys.stdout.write(shtab.complete(parser, shell=args.shell))
+    return EXIT_OK
