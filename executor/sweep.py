@@ -8,7 +8,7 @@ plan's method pinned unless method is the axis, and the plan's data kept (relati
 absolute). All variants run through :func:`tuneplan.executor.runner.run_plan` on the same data,
 seed and step budget; a failed trial does not stop the others. Each trial is recorded in the
 ``comparisons`` table with its axis, value and the advisor's own value on that axis;
-``sweep_trials`` joins them to the runs.
+``sweep_trials`` shows them (axis, value, advised value), joined to the runs with ``USING (run_id)``.
 
 The pick: the lowest eval loss among the succeeded trials whose forgetting (probe loss after -
 before) stays within the user's tolerance (ledger/check.py FORGETTING_THRESHOLDS); when none
