@@ -7,7 +7,6 @@ neither the first paint nor the live plan ever import it.
 
 from __future__ import annotations
 
-import random
 from typing import Any, Optional
 
 from tuneplan.schemas import DistanceEvidence
@@ -28,8 +27,6 @@ def measure_data(
     opts = {**DEFAULTS, **(options or {})}
     target = resolve_target(model)
     rows, label = load_rows(data, None, rows=opts["measure_rows"], seed=opts["measure_seed"])
-    if len(rows) > opts["measure_rows"]:
-        rows = random.Random(opts["measure_seed"]).sample(list(rows), opts["measure_rows"])
     m = measure(
         rows,
         target.model_dir,

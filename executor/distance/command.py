@@ -153,12 +153,7 @@ def _measure_sources(args, target, sources, model_name: str) -> int:
     probe_loss = None
     try:
         measured = []
-        for rows, label in sources:
-            sample = rows
-            if len(rows) > args.measure_rows:
-                import random
-
-                sample = random.Random(args.measure_seed).sample(list(rows), args.measure_rows)
+        for sample, label in sources:
             m = measure_loaded(
                 model,
                 tokenizer,
@@ -286,10 +281,6 @@ def measure_before_advise(args, model_name: Optional[str], family: Optional[str]
         name, family=family, model_path=getattr(args, "model_path", None), proxy_model=args.proxy_model
     )
     rows, _label = load_rows(args.data, None, rows=args.measure_rows, seed=args.measure_seed)
-    if len(rows) > args.measure_rows:
-        import random
-
-        rows = random.Random(args.measure_seed).sample(list(rows), args.measure_rows)
     from tuneplan.executor.runlog import measure_log
 
     with measure_log("advise --measure-distance"):

@@ -6,6 +6,7 @@ verdict, and `inputs.distance` (schemas/distance.py). Torch is imported only by 
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,7 @@ def resolve_target(
 
 def load_rows(data: Optional[str], reference_task: Optional[str], *, rows: int, seed: int = 0):
     """(rows, label): the user's data file (every row validated as `tuneplan run` does) or a
-    shipped reference task."""
+    shipped reference task, at most ``rows`` of them (a seeded sample when there are more)."""
     from ..data import read_rows
     from .reference import TASKS, reference_rows
 
@@ -88,14 +89,19 @@ def load_rows(data: Optional[str], reference_task: Optional[str], *, rows: int, 
             raise InputError.one(
                 "--reference", f"unknown reference task {reference_task!r}", f"use one of {', '.join(TASKS)}"
             )
-        return reference_rows(reference_task, rows, seed=seed or 20240607), f"reference:{reference_task}"
-    if not data:
+        found = reference_rows(reference_task, rows, seed=seed or 20240607)
+        label = f"reference:{reference_task}"
+    elif not data:
         raise InputError.one(
             "--data",
             "no data to measure",
             "pass --data FILE (the training file) or --reference date|code|arithmetic",
         )
-    return read_rows(data, field_name="--data").rows, str(data)
+    else:
+        found, label = read_rows(data, field_name="--data").rows, str(data)
+    if len(found) > rows:
+        found = random.Random(seed).sample(list(found), rows)
+    return found, label
 
 
 def new_measure_id() -> str:
