@@ -84,7 +84,9 @@ def _sigterm_after_first_step(plan: Path, out: Path, db: Path, **kw) -> Path:
     return Path(info.value.run_dir)
 
 
-def _equivalence(plan: Path, tmp_path: Path, *, steps: int = 4, saves: tuple[int, ...] = (1, 2), **kw) -> None:
+def _equivalence(
+    plan: Path, tmp_path: Path, *, steps: int = 4, saves: tuple[int, ...] = (1, 2), **kw
+) -> None:
     """Uninterrupted vs SIGTERM after step 1 + resume: same loss at every step, bitwise.
 
     ``saves``: the checkpoints the resumed run leaves (step-1 from the SIGTERM, then the planned ones)."""
