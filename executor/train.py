@@ -267,7 +267,7 @@ def train(
     model.train()
     meter.start()
     t_start = time.perf_counter() - (state.metrics[-1]["elapsed_s"] if state.metrics else 0.0)
-    last_save = time.monotonic()
+    last_save = _clock()
     every_eval = training.eval_every_steps if evaluate_fn is not None else None
     soft = signals.soft() if signals is not None else nullcontext()
     with soft:
@@ -305,17 +305,17 @@ def train(
             if dist is not None and dist.max_int(1 if stop else 0) and not stop:
                 stop = "a signal on another process"
             minutes = training.save_every_minutes
+            by_time = minutes is not None and _clock() - last_save >= minutes * 60
+            if dist is not None and minutes is not None:  # every rank saves, or none (a collective)
+                by_time = bool(dist.max_int(1 if by_time else 0))
             due = (
                 ckpt is not None
                 and step < steps
-                and (
-                    (training.save_every_steps and step % training.save_every_steps == 0)
-                    or (minutes is not None and time.monotonic() - last_save >= minutes * 60)
-                )
+                and (bool(training.save_every_steps and step % training.save_every_steps == 0) or by_time)
             )
             if ckpt is not None and (stop or due):
                 ckpt.save(step)
-                last_save = time.monotonic()
+                last_save = _clock()
                 if signals is not None and not stop:
                     stop = signals.stop_requested
             if stop:
@@ -336,6 +336,10 @@ def train(
                 )
                 break
     return subs
+
+
+_clock = time.monotonic
+"""The wall clock training.save_every_minutes is measured on (a test sets a fake one)."""
 
 
 def _one_step(

@@ -389,30 +389,6 @@ def test_disk_full_while_checkpointing_keeps_the_previous_one(tiny, tmp_path, mo
     shutil.rmtree(run_dir)
 
 
-def test_report_to_tensorboard_writes_event_files(tiny, tmp_path):
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    plan = _plan(tmp_path, str(tiny), max_steps=2, eval_every_steps=1, save_every_steps=None)
-    res = run_plan(
-        str(plan),
-        db=str(tmp_path / "db.duckdb"),
-        output_dir=str(tmp_path / "runs"),
-        progress=False,
-        report_to="tensorboard",
-    )
-    events = list((Path(res.run_dir) / "tensorboard").rglob("events.out.tfevents.*"))
-    assert events, list(Path(res.run_dir).rglob("*"))
-    acc = EventAccumulator(str(events[0].parent))
-    acc.Reload()
-    assert {"loss", "lr", "eval_loss"} <= set(acc.Tags()["scalars"])
-    assert [e.step for e in acc.Scalars("loss")] == [1, 2]
-    assert [round(e.value, 5) for e in acc.Scalars("loss")] == [
-        round(m["loss"], 5)
-        for m in map(json.loads, (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines())
-    ]
-
-
 def test_report_to_unknown_or_missing_tracker_exits_2(tiny, tmp_path):
     plan = _plan(tmp_path, str(tiny))
     r = _cli(

@@ -64,6 +64,8 @@ def execute(p: Prepared, ex: Execution, ctx, signals: RunSignals, progress: Opti
 
     set_seed(t.seed)
     runtime_bytes = runtime_baseline_bytes()  # RSS before the model: the runtime part of a CPU peak
+    if p.tracker_names and ctx.is_main:  # before the model loads: a tracker that cannot start says so now
+        ex.trackers = _open_trackers(p, ctx)
     loaded = load_model(p.plan, p.model_dir, ctx.device, dist=ctx.collectives)
     ex.substitutions += loaded.substitutions
     result.trainable_params, result.total_params = count_params(loaded.model)
@@ -100,6 +102,31 @@ def execute(p: Prepared, ex: Execution, ctx, signals: RunSignals, progress: Opti
     result.forgetting_loss_after = _eval(data.probe)
     _save(p, ctx, loaded, ex.state, bar)
     result.status = "succeeded"
+
+
+def _open_trackers(p: Prepared, ctx):
+    """--report-to's trackers (executor/trackers.py), given the plan's settings as their config."""
+    from accelerate import PartialState
+
+    from ..trackers import Trackers
+
+    # accelerate's trackers log through its process-state logger: the state first (one process:
+    # this device's; several: the launcher's, already there)
+    PartialState(cpu=ctx.device.type == "cpu")
+
+    t = p.plan.training
+    config = {
+        "run_id": p.run_id,
+        "method": p.plan.method,
+        "model": p.result.model,
+        "plan_hash": p.phash,
+        **{k: v for k, v in t.model_dump().items() if isinstance(v, (int, float, str, bool))},
+    }
+    if p.plan.method != "full" and p.plan.lora is not None:
+        config.update({f"lora_{k}": v for k, v in p.plan.lora.model_dump().items() if isinstance(v, (int, float, str, bool))})
+    if p.prior is not None:
+        config["resumed_from_step"] = p.prior.step
+    return Trackers(p.tracker_names, p.run_dir, p.run_id, config)
 
 
 def _evaluate(loaded, examples, batch_size: int, device):
@@ -169,20 +196,6 @@ def _train(
     from ..train import train
 
     t = p.plan.training
-    if p.tracker_names and ctx.is_main:
-        from ..trackers import Trackers
-
-        ex.trackers = Trackers(
-            p.tracker_names,
-            p.run_dir,
-            p.run_id,
-            {
-                "method": p.plan.method,
-                "model": p.result.model,
-                "plan_hash": p.phash,
-                **{k: v for k, v in t.model_dump().items() if isinstance(v, (int, float, str, bool))},
-            },
-        )
     bar, trackers = ex.bar, ex.trackers
     with p.metrics_file.open("a", encoding="utf-8") if ctx.is_main else open(os.devnull, "w") as mf:
 
