@@ -48,9 +48,11 @@ def add_run(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument(
         "--report-to",
         metavar="LIST",
-        help="also log metrics to experiment trackers: tensorboard, wandb, mlflow (comma "
-        "list; optional extras: pip install 'tuneplan[trackers]'); TensorBoard and MLflow "
-        "write under the run directory",
+        help="also log metrics and the plan's settings to experiment trackers: tensorboard, "
+        "wandb, mlflow (comma list; optional extras: pip install 'tuneplan[trackers]'). All "
+        "write under the run directory: TensorBoard events, MLflow's file store (unless "
+        "$MLFLOW_TRACKING_URI), W&B's files (unless $WANDB_DIR; W&B uploads only when logged "
+        "in and not WANDB_MODE=offline). A tracker that cannot start is a warning; the run goes on",
     )
     p.add_argument(
         "--resume",

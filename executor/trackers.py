@@ -16,8 +16,9 @@ Where each one writes (main process only; a multi-process run's other ranks open
   default needs SQLAlchemy and ~15 s of migrations per new database). MLflow's usage telemetry is
   off unless ``$MLFLOW_DISABLE_TELEMETRY`` says otherwise.
 
-A tracker that cannot start (W&B without a login and not offline, an unreachable MLflow server)
-is a warning on the terminal and a note in the run's record; the run goes on without it. One that
+A tracker that cannot start (W&B without a login and not offline, an unreachable MLflow server:
+one retry, seconds rather than MLflow's minutes) is a warning on the terminal and a note in the
+run's record; the run goes on without it. One that
 fails mid-run stops logging with a note; the run is never lost over a tracker."""
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import importlib.util
 import math
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from tuneplan.base.errors import InputError, Problem
 
@@ -101,6 +103,22 @@ def _where(name: str, t) -> Optional[str]:
     return None
 
 
+_QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""While an MLflow tracker starts, unless set: one retry, 10 s per request. MLflow's defaults (7
+retries with backoff, 120 s) take about 4 minutes to give up on a server that is not there."""
+
+
+@contextmanager
+def _fail_fast(name: str) -> Iterator[None]:
+    unset = [k for k in _QUICK if name == "mlflow" and k not in os.environ]
+    os.environ.update({k: _QUICK[k] for k in unset})
+    try:
+        yield
+    finally:
+        for k in unset:
+            os.environ.pop(k, None)
+
+
 class Trackers:
     """The opened trackers of one run (main process only)."""
 
@@ -126,7 +144,8 @@ class Trackers:
                     mlflow.set_tracking_uri((run_dir / "mlruns").absolute().as_uri())
                     self._set_mlflow_uri = True
                 t = _tracker(n, run_dir, run_id)
-                t.start()
+                with _fail_fast(n):
+                    t.start()
                 refresh()
                 t.store_init_configuration(config)
                 where = _where(n, t)
@@ -187,4 +206,3 @@ class Trackers:
                 t.finish()
         except Exception:  # noqa: BLE001 - already reported
             pass
-

@@ -64,6 +64,7 @@ THIRD_PARTY_NOISE = {
     "python warnings": r"(Future|Deprecation|User|Runtime)Warning|warnings\.warn\(",
     "transformers progress bars": r"Loading weights|Writing model shards|it/s\]",
     "transformers/peft/accelerate loggers": r"\[(transformers|peft|accelerate|bitsandbytes|torch)[.\]]",
+    "experiment trackers (--report-to)": r"^wandb: |\[(wandb|mlflow)[.\]]| mlflow\.\S+: ",
 }
 
 

@@ -9,12 +9,13 @@ import json
 import os
 import re
 import struct
+import time
 from pathlib import Path
 
 import pytest
 
 from exec_fixtures import make_plan, one_torch_thread, overfit_rows, tiny_llama_dir, write_jsonl
-from helpers import OUR_STDERR_LINE, noise_in, tuneplan
+from helpers import OUR_STDERR_LINE, cli, noise_in
 from tuneplan.executor.checkpoint import complete_checkpoints
 from tuneplan.executor.runner import run_plan
 
@@ -39,7 +40,10 @@ def offline_wandb(tmp_path, monkeypatch):
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    return env
+    wandb = pytest.importorskip("wandb")
+    wandb.teardown()  # W&B reads the environment once per process setup: read it again
+    yield env
+    wandb.teardown()
 
 
 def _plan(tmp_path: Path, model: str, **training) -> Path:
@@ -118,10 +122,12 @@ def test_report_to_tensorboard_writes_event_files(tiny, tmp_path):
     acc.Reload()
     assert {"loss", "lr", "eval_loss"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("loss")] == [1, 2]
-    assert [round(e.value, 5) for e in acc.Scalars("loss")] == [round(m["loss"], 5) for m in _metrics(res.run_dir)]
+    assert [round(e.value, 5) for e in acc.Scalars("loss")] == [
+        round(m["loss"], 5) for m in _metrics(res.run_dir)
+    ]
 
 
-def test_report_to_wandb_and_mlflow_from_the_cli(tiny, tmp_path, offline_wandb, monkeypatch):
+def test_report_to_wandb_and_mlflow_from_the_cli(tiny, tmp_path, offline_wandb, monkeypatch, capfd):
     """One CLI run, both trackers: each holds metrics.jsonl's loss and eval loss per step and the
     plan's settings; the terminal has only tuneplan's own lines; nothing lands outside the run
     directory (the working directory stays empty)."""
@@ -132,16 +138,25 @@ def test_report_to_wandb_and_mlflow_from_the_cli(tiny, tmp_path, offline_wandb, 
     plan = _plan(tmp_path, str(tiny), max_steps=3, eval_every_steps=2, learning_rate=3e-4)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
+    monkeypatch.chdir(cwd)
     out = tmp_path / "runs"
-    r = tuneplan(
-        "run", str(plan), "--report-to", "wandb,mlflow", "--output", str(out), "--db", str(tmp_path / "db.duckdb"),
-        cwd=cwd,
-        env={**offline_wandb, "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert noise_in(r.stderr + r.stdout) == {}, r.stderr
-    assert [x for x in r.stderr.splitlines() if not re.match(OUR_STDERR_LINE, x)] == [], r.stderr
+    capfd.readouterr()
+    with one_torch_thread():  # the command's own code path in this process; fd 1 and 2 captured
+        code = cli(
+            "run",
+            str(plan),
+            "--report-to",
+            "wandb,mlflow",
+            "--output",
+            str(out),
+            "--db",
+            str(tmp_path / "db.duckdb"),
+        )
+    r = capfd.readouterr()
+    assert code == 0, r.err
+    assert noise_in(r.err + r.out) == {}, r.err
+    assert [x for x in r.err.splitlines() if not re.match(OUR_STDERR_LINE, x)] == [], r.err
+    assert [x.split()[1] for x in r.err.splitlines() if x.startswith("step ")] == ["1/3", "2/3", "3/3"], r.err
     assert list(cwd.iterdir()) == []
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
     metrics = _metrics(run_dir)
@@ -152,7 +167,9 @@ def test_report_to_wandb_and_mlflow_from_the_cli(tiny, tmp_path, offline_wandb, 
     wb = read_wandb_run(run_dir)
     assert wb["project"] == "tuneplan" and wb["name"] == run_dir.name
     assert {s: v["loss"] for s, v in wb["history"].items()} == {m["step"]: m["loss"] for m in metrics}
-    assert {s: v["eval_loss"] for s, v in wb["history"].items() if "eval_loss" in v} == {2: metrics[1]["eval_loss"]}
+    assert {s: v["eval_loss"] for s, v in wb["history"].items() if "eval_loss" in v} == {
+        2: metrics[1]["eval_loss"]
+    }
     assert wb["config"]["learning_rate"] == 3e-4 and wb["config"]["max_steps"] == 3
     assert wb["config"]["run_id"] == run_dir.name and wb["config"]["method"] == "lora"
     assert any(n.startswith(f"--report-to wandb: offline run in {run_dir / 'wandb'}") for n in notes), notes
@@ -170,7 +187,11 @@ def test_report_to_wandb_and_mlflow_from_the_cli(tiny, tmp_path, offline_wandb, 
         (2, metrics[1]["eval_loss"])
     ]
     params = run.data.params
-    assert params["learning_rate"] == "0.0003" and params["max_steps"] == "3" and params["run_id"] == run_dir.name
+    assert (
+        params["learning_rate"] == "0.0003"
+        and params["max_steps"] == "3"
+        and params["run_id"] == run_dir.name
+    )
     assert any(n.startswith(f"--report-to mlflow: run {run.info.run_id} in file://") for n in notes), notes
 
 
@@ -194,7 +215,9 @@ def test_mlflow_in_process_leaves_the_tracking_uri_as_it_was(tiny, tmp_path, mon
         assert [h.step for h in client.get_metric_history(run.info.run_id, "loss")] == [1]
 
 
-def test_a_tracker_that_cannot_start_is_a_warning_and_a_note(tiny, tmp_path, offline_wandb, monkeypatch, capsys):
+def test_a_tracker_that_cannot_start_is_a_warning_and_a_note(
+    tiny, tmp_path, offline_wandb, monkeypatch, capsys
+):
     """W&B online without a login: the run goes on and succeeds, a warning says why at once, and
     the run's record keeps it."""
     pytest.importorskip("wandb")
@@ -208,6 +231,23 @@ def test_a_tracker_that_cannot_start_is_a_warning_and_a_note(tiny, tmp_path, off
     assert line.startswith("warning: --report-to: wandb could not start (UsageError: No API key configured")
     assert any(s.startswith("--report-to: wandb could not start") for s in res.substitutions)
     assert not list((Path(res.run_dir) / "wandb").glob("*run-*"))
+
+
+def test_an_unreachable_mlflow_server_is_a_warning_in_seconds(tiny, tmp_path, monkeypatch, capsys):
+    """MLflow gives up on a server that is not there after about 4 minutes by default; at start
+    tuneplan asks for one retry, so the warning comes in seconds and the run goes on."""
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on port 9
+    for var in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+    t0 = time.monotonic()
+    res = _run(tmp_path, _plan(tmp_path, str(tiny), max_steps=1), report_to="mlflow")
+    assert time.monotonic() - t0 < 60
+    assert res.status == "succeeded" and res.steps == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "--report-to" in x]
+    assert line.startswith("warning: --report-to: mlflow could not start (MlflowException: API request to ")
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # MLflow's own retries again for later calls
+    assert not (Path(res.run_dir) / "mlruns").exists()
 
 
 def test_a_tracker_failing_mid_run_is_a_note_never_a_lost_run(tiny, tmp_path, monkeypatch):
@@ -247,7 +287,9 @@ class _FakeClock:
         (61.0, None, []),  # by steps only, and save_every_steps is null: none
     ],
 )
-def test_save_every_minutes_checkpoints_when_the_minutes_pass(tiny, tmp_path, monkeypatch, tick, minutes, saved_at):
+def test_save_every_minutes_checkpoints_when_the_minutes_pass(
+    tiny, tmp_path, monkeypatch, tick, minutes, saved_at
+):
     from tuneplan.executor import train as T
 
     monkeypatch.setattr(T, "_clock", _FakeClock(tick))

@@ -123,7 +123,13 @@ def _open_trackers(p: Prepared, ctx):
         **{k: v for k, v in t.model_dump().items() if isinstance(v, (int, float, str, bool))},
     }
     if p.plan.method != "full" and p.plan.lora is not None:
-        config.update({f"lora_{k}": v for k, v in p.plan.lora.model_dump().items() if isinstance(v, (int, float, str, bool))})
+        config.update(
+            {
+                f"lora_{k}": v
+                for k, v in p.plan.lora.model_dump().items()
+                if isinstance(v, (int, float, str, bool))
+            }
+        )
     if p.prior is not None:
         config["resumed_from_step"] = p.prior.step
     return Trackers(p.tracker_names, p.run_dir, p.run_id, config)
