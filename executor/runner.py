@@ -65,7 +65,7 @@ def run_plan(
         ctx = SingleProcess()
     from .runlog import run_log
 
-    signals = RunSignals().install()
+    signals = RunSignals(announce=ctx.is_main).install()
     recorded = Recorded()
     try:
         with run_log(rank=ctx.rank) as log:

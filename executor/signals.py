@@ -42,7 +42,9 @@ class RunSignals:
 
     A no-op outside the main thread (Python delivers signals only there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce
+        """Print the "finishing this step" notice (one rank of several: only the main one does)."""
         self.received: Optional[str] = None
         """Name of the first signal received (SIGINT, SIGTERM), or None."""
         self._pending: Optional[str] = None
@@ -73,12 +75,13 @@ class RunSignals:
         if self._soft and not self._depth and not self._raised:
             if self.stop_requested is None:
                 self.stop_requested = name
-                print(
-                    f"tuneplan: {name} received: finishing this step and writing a checkpoint; "
-                    "Ctrl-C again stops at once",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                if self.announce:
+                    print(
+                        f"tuneplan: {name} received: finishing this step and writing a checkpoint; "
+                        "Ctrl-C again stops at once",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 return
             if name != "SIGINT":  # launchers forward SIGTERM again: keep checkpointing
                 return

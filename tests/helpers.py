@@ -83,6 +83,6 @@ def noise_in(text: str) -> dict[str, list[str]]:
 OUR_STDERR_LINE = (
     r"^(run \S+: (full|lora|qlora) on |evaluating (before|after) training|resuming from |"
     r"step \d+/\d+  loss |saving the (adapter|model) to |early stop at step |warning: |interrupted|tuneplan: |"
-    r"compare: |sweep: |\s*$)"
+    r"compare: |sweep: |launching \d+ processes \(\w+\); run directory |\s*$)"
 )
 """A line tuneplan itself prints on stderr during a non-TTY run."""

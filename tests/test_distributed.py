@@ -349,7 +349,50 @@ def test_failure_on_rank_1_is_recorded_failed(tmp_path, tiny, train_file, monkey
     (row,) = _rows(tmp_path / "runs.duckdb")
     assert row["status"] == "failed" and row["num_processes"] == 2
     assert row["error"].startswith("rank 1: RuntimeError: forced failure on rank 1"), row["error"]
-    assert "rank 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "rank 1: RuntimeError: forced failure" in err
+    # torchrun's own summary of the failure (ChildFailedError, its traceback) is in run.log only
+    assert "ChildFailedError" not in err and "Traceback" not in err, err
+    assert "ChildFailedError" in (Path(row["run_dir"]) / "run.log").read_text()
+
+
+def test_launcher_routes_the_jobs_stderr_to_run_log_and_never_hides_a_crash(
+    tmp_path, tiny, train_file, capsys
+):
+    """The launcher's two channels, with a stand-in for torchrun (no training): the job's stdout
+    (the workers' own lines) reaches the user; its stderr (torchrun's agent, C++ warnings) goes
+    to run.log; a crash that left no error file is quoted in the failure the user sees."""
+    import argparse
+    import sys
+
+    from tuneplan.executor.distributed.launch import Launch, run_launch
+    from tuneplan.executor.runlog import RUN_LOG
+
+    plan = _plan_file(tmp_path, tiny, train_file)
+    args = argparse.Namespace(num_processes=2, output=str(tmp_path / "runs"), db=str(tmp_path / "r.duckdb"))
+    L = Launch(str(plan), args)
+    job = (
+        "import os, sys\n"
+        "assert os.environ['TUNEPLAN_CONSOLE_ON_STDOUT'] == '1'\n"
+        "print('step 1/2  loss 1.0000', flush=True)\n"
+        "sys.stderr.write('W1202 10:15:40.385000 1 torch/distributed/elastic/agent/server/api.py:753] notice\\n')\n"
+        "sys.stderr.write('[rank1]:[W1202 CPUAllocator.cpp:245] Memory block of unknown size\\n')\n"
+        "sys.stderr.write('Fatal Python error: Segmentation fault\\n')\n"
+        "sys.exit(1)\n"
+    )
+    L.command = [sys.executable, "-c", job]
+    code, result = run_launch(L)
+    err = capsys.readouterr().err
+    assert code == 1 and result.status == "failed"
+    assert "step 1/2  loss 1.0000" in err and "torch/distributed" not in err and "CPUAllocator" not in err, (
+        err
+    )
+    log = (L.run_dir / RUN_LOG).read_text()
+    assert "agent/server/api.py:753] notice" in log and "CPUAllocator.cpp" in log, log
+    # no rank left an error file: the failure quotes the end of the job's stderr
+    assert result.error.startswith("worker job exited with code 1: ") and "Segmentation fault" in result.error
+    (row,) = _rows(tmp_path / "r.duckdb")
+    assert row["status"] == "failed" and "Segmentation fault" in row["error"]
 
 
 # --------------------------------------------------------------------------------------------

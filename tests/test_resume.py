@@ -251,10 +251,17 @@ def test_sigterm_checkpoints_then_resume_latest_through_the_cli(tiny, tmp_path):
     assert len(headers) == 2 and headers[1].endswith("(resumed)"), headers
 
 
+def _only_ours(stderr: str, *extra: str) -> list[str]:
+    """The lines of ``stderr`` that tuneplan did not print (``extra``: more patterns of ours)."""
+    pattern = "|".join((OUR_STDERR_LINE, *extra))
+    return [x for x in stderr.splitlines() if not re.match(pattern, x)]
+
+
 @pytest.mark.slow
-def test_two_process_resume_is_exact(tiny, tmp_path):
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_two_process_resume_is_exact(method, tiny, tmp_path):
     out, db = tmp_path / "runs", tmp_path / "db.duckdb"
-    plan = _plan(tmp_path, str(tiny), max_steps=3)
+    plan = _plan(tmp_path, str(tiny), method, max_steps=3)
     base = ["run", str(plan), "--output", str(out), "--db", str(db), "--num-processes", "2"]
     r = _cli(*base)
     assert r.returncode == 0, r.stderr
@@ -264,22 +271,36 @@ def test_two_process_resume_is_exact(tiny, tmp_path):
         CLI + base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
     try:
+        seen = []
         for line in proc.stderr:
+            seen.append(line)
             if "paused at training" in line:
                 break
         proc.send_signal(signal.SIGTERM)  # to the launcher, as a scheduler would
-        proc.communicate(timeout=90)
+        _, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     (cut,) = [d for d in out.iterdir() if d.is_dir() and d != whole]
     assert [s for s, _ in complete_checkpoints(cut)] == [1], (cut / "result.json").read_text()
-    r = _cli("run", "--resume", str(cut), "--db", str(db))
-    assert r.returncode == 0, r.stderr
+    r2 = _cli("run", "--resume", str(cut), "--db", str(db))
+    assert r2.returncode == 0, r2.stderr
     assert _losses(cut) == _losses(whole)
     rows = {x["run_id"]: x for x in store.list_runs(str(db))}
     assert rows[cut.name]["status"] == "succeeded"
+    # clean logs: torchrun's own notices (its agent's SIGTERM handling and traceback) and the
+    # workers' C++ warnings are in run.log; the terminal gets only our lines, once (rank 0's)
+    cut_err = "".join(seen) + err
+    for text in (r.stderr, cut_err, r2.stderr):
+        assert noise_in(text) == {} and _only_ours(text, "tuneplan-test: paused at ") == [], text
+    assert "torch/distributed/elastic" not in cut_err and "Traceback" not in cut_err, cut_err
+    assert cut_err.count("SIGTERM received: finishing this step") == 1, cut_err
+    log = (cut / RUN_LOG).read_text()
+    assert re.search(r"torch/distributed/elastic/agent/server/api\.py:\d+\] Received 15 death signal", log), (
+        log
+    )
+    assert "SignalException" in log and log.count("launcher: the job's stderr") == 2, log
 
 
 def test_packing_same_trained_tokens_fewer_steps(tiny, tmp_path):

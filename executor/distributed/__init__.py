@@ -13,6 +13,7 @@
 from .context import DistContext, SingleProcess, init_worker, read_errors, shard, write_error
 from .layout import (
     ENV_FAIL_RANK,
+    ENV_CONSOLE,
     ENV_OFFLOAD,
     ENV_RUN_DIR,
     ENV_RUN_ID,
@@ -38,6 +39,7 @@ __all__ = [
     "shard",
     "write_error",
     "ENV_FAIL_RANK",
+    "ENV_CONSOLE",
     "ENV_OFFLOAD",
     "ENV_RUN_DIR",
     "ENV_RUN_ID",

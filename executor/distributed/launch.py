@@ -13,7 +13,8 @@ What it does, in order:
   5. waits. Rank 0 writes the run directory and the database row; when the job exits non-zero
      this launcher records the run as failed with the failing rank's error (error-rank<R>.txt) or
      the tail of the job's stderr. Ctrl-C / SIGTERM stop the whole process group and record the
-     run as interrupted (exit 130).
+     run as interrupted (exit 130). The workers' own lines reach the terminal; the job's stderr
+     (torchrun's notices, C++ warnings) is appended to run.log (:func:`run_launch`).
 
 --dry-run prints the command and the config YAML and starts nothing, writes nothing (exit 0).
 """
@@ -288,6 +289,7 @@ class Launch:
             D.ENV_RUN_DIR: str(self.run_dir),
             D.ENV_STRATEGY: lay.strategy,
             D.ENV_OFFLOAD: "1" if lay.cpu_offload else "0",
+            D.ENV_CONSOLE: "1",
         }
         if lay.use_cpu and "OMP_NUM_THREADS" not in os.environ:
             # torchrun would set 1 thread per process; share this machine's cores instead.
@@ -479,8 +481,57 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+class _JobLog:
+    """Where the job's stderr goes: appended to the run's run.log (torchrun's agent notices, the
+    workers' C++ warnings, the profiler's lines, torchrun's own tracebacks), or to the terminal
+    when run.log cannot be opened, so nothing the job writes is ever lost."""
+
+    def __init__(self, path: Path, quiet: bool) -> None:
+        from datetime import datetime, timezone
+
+        self.quiet = quiet
+        self.file = None
+        try:
+            self.file = open(path, "a", encoding="utf-8", errors="replace")
+            when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.file.write(
+                f"--- {when} pid {os.getpid()} launcher: the job's stderr (torchrun and libraries)\n"
+            )
+            self.file.flush()
+        except OSError as exc:
+            self.file = None
+            if not quiet:
+                print(f"warning: cannot write {path} ({exc}); the job's stderr follows here", file=sys.stderr)
+
+    def write(self, line: str) -> None:
+        if self.file is not None:
+            try:
+                self.file.write(line)
+                self.file.flush()
+                return
+            except OSError:  # disk full: the terminal from now on
+                self.file = None
+        if not self.quiet:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+
+
 def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
-    """Start the job, wait, record; returns (exit code, RunResult)."""
+    """Start the job, wait, record; returns (exit code, RunResult).
+
+    Two channels (see worker.console_on_stdout): the job's stdout carries the workers' own lines
+    and is printed on this process's stderr; the job's stderr (torchrun's agent and everything
+    third-party) is appended to the run's run.log. When the job fails and no rank left an error
+    file, the failure message quotes the end of that stderr, so a crash is never hidden."""
+    from ..runlog import RUN_LOG
+
     L.write_files()
     env = dict(os.environ)
     env.update(L.env)
@@ -490,6 +541,7 @@ def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
             file=sys.stderr,
             flush=True,
         )
+    job_log = _JobLog(L.run_dir / RUN_LOG, quiet)
     proc = subprocess.Popen(
         L.command,
         env=env,
@@ -501,17 +553,20 @@ def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
     )
     tail: collections.deque[str] = collections.deque(maxlen=60)
 
-    def pump(stream, out, keep: bool) -> None:
+    def ours(stream) -> None:
         for line in stream:
-            if keep:
-                tail.append(line.rstrip("\n"))
             if not quiet:
-                out.write(line)
-                out.flush()
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    def theirs(stream) -> None:
+        for line in stream:
+            tail.append(line.rstrip("\n"))
+            job_log.write(line)
 
     readers = [
-        threading.Thread(target=pump, args=(proc.stdout, sys.stdout, False), daemon=True),
-        threading.Thread(target=pump, args=(proc.stderr, sys.stderr, True), daemon=True),
+        threading.Thread(target=ours, args=(proc.stdout,), daemon=True),
+        threading.Thread(target=theirs, args=(proc.stderr,), daemon=True),
     ]
     for r in readers:
         r.start()
@@ -534,6 +589,7 @@ def run_launch(L: Launch, *, quiet: bool = False) -> tuple[int, Any]:
             signal.signal(signal.SIGTERM, old)
     for r in readers:
         r.join(timeout=5)
+    job_log.close()
     result = _finish(L, rc, interrupted, list(tail))
     if interrupted:
         return 130, result
@@ -606,7 +662,10 @@ def launch(plan_path: str, args, print_summary: Optional[Callable[[RunResult], N
         return 130
     if result.status != "succeeded":
         print(f"error: run failed: {result.error}", file=sys.stderr)
-        print(f"  run directory: {L.run_dir} (result.json, metrics.jsonl, error-rank*.txt)", file=sys.stderr)
+        print(
+            f"  run directory: {L.run_dir} (result.json, metrics.jsonl, run.log, error-rank*.txt)",
+            file=sys.stderr,
+        )
         return 1
     if print_summary is not None:
         print_summary(result)

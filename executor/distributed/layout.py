@@ -32,6 +32,9 @@ ENV_RUN_ID = "TUNEPLAN_RUN_ID"
 ENV_RUN_DIR = "TUNEPLAN_RUN_DIR"
 ENV_STRATEGY = "TUNEPLAN_STRATEGY"
 ENV_OFFLOAD = "TUNEPLAN_CPU_OFFLOAD"
+ENV_CONSOLE = "TUNEPLAN_CONSOLE_ON_STDOUT"
+"""Set by the launcher: a worker's own lines go out on its stdout (the launcher prints them), its
+stderr carries only what torchrun and the libraries write (the launcher appends it to run.log)."""
 ENV_FAIL_RANK = "TUNEPLAN_TEST_FAIL_RANK"
 """Tests only: the rank named here raises after its first optimizer step."""
 

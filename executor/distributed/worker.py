@@ -3,7 +3,7 @@
 Started by `tuneplan run --num-processes N` through torchrun (CPU, gloo) or ``accelerate launch``
 (GPUs), never by hand: the launcher (executor/distributed/launch.py) sets TUNEPLAN_RUN_ID / TUNEPLAN_RUN_DIR /
 TUNEPLAN_STRATEGY / TUNEPLAN_CPU_OFFLOAD, and torchrun sets RANK / WORLD_SIZE / LOCAL_RANK /
-MASTER_ADDR / MASTER_PORT. Each rank reads the plan once, joins the process group
+MASTER_ADDR / MASTER_PORT. Output: see :func:`console_on_stdout`. Each rank reads the plan once, joins the process group
 (executor/distributed/context.py) and runs the same run_plan as one process does, its DistContext
 passed explicitly; only rank 0 writes the run directory and the database row. A rank that fails leaves ``error-rank<R>.txt`` in the run directory for the launcher.
 
@@ -36,7 +36,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def console_on_stdout() -> None:
+    """When the launcher asks for it (ENV_CONSOLE): swap the two output channels of this process.
+
+    torchrun's agent and every worker share one stderr, where torch's C++ warnings, the
+    profiler's lines and the agent's own notices also land. The launcher reads that stream into
+    run.log and prints this process's stdout to the user instead. So: ``sys.stderr`` (what
+    tuneplan prints, Python tracebacks, ERROR records of the run log's console handler) is
+    rebound to a line-buffered stream on the launcher's stdout pipe, and file descriptor 1 is
+    pointed at stderr, so third-party writes to stdout (Python or C) go to the log as well.
+    Called first, before torch or transformers create logging handlers on the old sys.stderr."""
+    if os.environ.get(layout.ENV_CONSOLE) != "1":
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    console = os.dup(1)
+    os.dup2(2, 1)
+    sys.stderr = open(console, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    console_on_stdout()
     args = _parser().parse_args(argv)
     from tuneplan.base.errors import InputError
 
