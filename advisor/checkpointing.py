@@ -32,7 +32,8 @@ def checkpoint_cadence(planned_steps: Optional[int]) -> tuple[Optional[int], Opt
 
 
 def checkpoint_bytes(method: str, breakdown: MemoryBreakdown) -> int:
-    """Bytes of one checkpoint: trainable weights + optimizer states (per device, as estimated).
+    """Bytes of one checkpoint: trainable weights + optimizer states, of the whole model (pass the
+    breakdown of the unsharded, not offloaded estimate: fitting.estimate_whole).
 
     Full fine-tuning saves every weight (breakdown.weights); LoRA/QLoRA save the adapter alone
     (breakdown.adapter_weights). The optimizer states are saved whole (breakdown.optimizer_states).

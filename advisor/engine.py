@@ -20,7 +20,7 @@ from tuneplan.schemas.common import Method
 
 from .checkpointing import checkpoint_bytes, checkpoint_cadence
 from .draft import Draft, initial_draft
-from .fitting import best_fit, lowest
+from .fitting import best_fit, estimate_whole, lowest
 from .rules import RULES, Rule
 
 GIB = 1024**3
@@ -78,7 +78,7 @@ def advise(inputs: Inputs, *, calibration: Optional[dict[str, float]] = None) ->
             loss_chunk_size=d.loss_chunk_size,
             save_every_steps=save_steps,
             save_every_minutes=save_minutes,
-            checkpoint_bytes=checkpoint_bytes(method, memory.breakdown),
+            checkpoint_bytes=checkpoint_bytes(method, estimate_whole(d, memory).breakdown),
         ),
         lora=None
         if method == "full"

@@ -110,6 +110,17 @@ def estimate_for(d: Draft, method: Method, **overrides: Any) -> MemoryEstimate:
     return _cached_estimate(d, settings_for(d, method, **overrides))
 
 
+def estimate_whole(d: Draft, est: MemoryEstimate) -> MemoryEstimate:
+    """``est`` on one device, nothing sharded or offloaded: the whole model states, which is what
+    a checkpoint holds (FSDP's full state dict, DeepSpeed's per-rank files add up to it), where
+    ``est`` itself prices one rank's shard."""
+    st = est.settings
+    if st.strategy in ("none", "ddp") and not st.cpu_offload:
+        return est
+    whole = st.model_copy(update={"strategy": "none", "num_devices": 1, "cpu_offload": False})
+    return _cached_estimate(d, whole)
+
+
 def _cached_estimate(d: Draft, settings: MemorySettings) -> MemoryEstimate:
     cal = tuple(sorted((d.calibration or {}).items()))
     return _estimate(

@@ -4,8 +4,9 @@ Layout under the run directory::
 
   checkpoints/step-<N>/          one complete checkpoint (the newest is resumed from)
     custom_checkpoint_<i>.pkl    registered objects: trainable weights (the adapter alone for
-                                 LoRA/QLoRA), optimizer (one process), scheduler, grad scaler,
-                                 loop state (step, data position, metrics so far, best eval)
+                                 LoRA/QLoRA), optimizer (one process; FSDP on CPU: both gathered
+                                 from the shards), scheduler, grad scaler, loop state (step, data
+                                 position, metrics so far, best eval)
     optimizer.bin, ...           what accelerate saves itself for prepared objects (several
                                  processes: the optimizer; FSDP/DeepSpeed: sharded model states)
     random_states_<rank>.pkl     RNG states of every process (python, numpy, torch, cuda)
@@ -156,6 +157,52 @@ class _Trainable:
                 p.copy_(sd[n].to(p.device, p.dtype))
 
 
+class _GatheredShards:
+    """FSDP2 applied by hand (CPU, executor/distributed/context.py): the trainable weights and the
+    optimizer's states are DTensor shards that accelerate's state API does not know. Saving gathers
+    them into one full state dict (a collective: every rank calls state_dict; rank 0 holds the
+    result and accelerate writes it); loading gives every rank the full dict and shards it again
+    - torch.distributed.checkpoint's state_dict API, which FSDP2's own docs point to. The files are
+    the same as one process's, bit for bit the same values."""
+
+    def __init__(self, model, optimizer=None) -> None:
+        self.model, self.optimizer = model, optimizer
+
+    @staticmethod
+    def _options(**kw):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, **kw)
+
+    def _trainable(self) -> set[str]:
+        return {n for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def state_dict(self) -> dict:
+        from torch.distributed.checkpoint import state_dict as dcp
+
+        opts = self._options(cpu_offload=True)  # the full tensors on rank 0's host only
+        if self.optimizer is not None:
+            return dcp.get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+        keep = self._trainable()
+        return {n: t for n, t in dcp.get_model_state_dict(self.model, options=opts).items() if n in keep}
+
+    def load_state_dict(self, sd: dict) -> None:
+        from torch.distributed.checkpoint import state_dict as dcp
+
+        if self.optimizer is not None:
+            dcp.set_optimizer_state_dict(self.model, self.optimizer, sd, options=self._options())
+            return
+        want = self._trainable()
+        if set(sd) != want:
+            raise InputError.one(
+                "--resume",
+                f"checkpoint weights do not match the model (missing {sorted(want - set(sd))[:3]}, "
+                f"unexpected {sorted(set(sd) - want)[:3]})",
+                "resume with the run's own plan and model",
+            )
+        dcp.set_model_state_dict(self.model, sd, options=self._options(strict=False))
+
+
 class _StateDict:
     """Adapter: any object exposing get()/set(dict) as state_dict/load_state_dict."""
 
@@ -205,14 +252,17 @@ class Checkpointer:
         prepared_model = any(True for _ in acc._models)
         prepared_opt = any(True for _ in acc._optimizers)
         sharded = dist is not None and (dist.strategy.startswith("deepspeed") or dist.strategy == "fsdp")
-        objs = []
-        if not (sharded and prepared_model):
-            objs.append(_Trainable(model))
-            if prepared_model:  # DDP: accelerate would save the whole model; the trainable part is enough
-                acc.register_save_state_pre_hook(lambda models, weights, out: weights.clear())
-                acc.register_load_state_pre_hook(lambda models, inp: models.clear())
-        if not prepared_opt:
-            objs.append(optimizer)
+        objs: list[Any] = []
+        if dist is not None and getattr(dist, "manual_fsdp", False):  # FSDP2 by hand on CPU
+            objs += [_GatheredShards(model), _GatheredShards(model, optimizer)]
+        else:
+            if not (sharded and prepared_model):
+                objs.append(_Trainable(model))
+                if prepared_model:  # DDP: accelerate would save the whole model; the trainable part is enough
+                    acc.register_save_state_pre_hook(lambda models, weights, out: weights.clear())
+                    acc.register_load_state_pre_hook(lambda models, inp: models.clear())
+            if not prepared_opt:
+                objs.append(optimizer)
         objs.append(scheduler)
         if scaler is not None:
             objs.append(scaler)

@@ -8,9 +8,12 @@ Loading it for the plan's method (full, LoRA, QLoRA) is executor/loading/.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -100,8 +103,15 @@ def ensure_embedded_model() -> Path:
     gguf = embedded_gguf_path()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=final.parent))
+    # transformers' GGUF reader draws a plain tqdm bar on sys.stderr (no switch turns it off);
+    # one line of ours instead, the bar kept off the terminal.
+    print(
+        f"tuneplan: converting the embedded {EMBEDDED_MODEL} from its GGUF once, into {final}",
+        file=sys.stderr,
+    )
     try:
-        _convert_gguf(gguf, tmp)
+        with contextlib.redirect_stderr(io.StringIO()):
+            _convert_gguf(gguf, tmp)
         (tmp / _COMPLETE_MARKER).write_text(f"converted from {gguf}\n")
         if final.exists():  # a stale, incomplete directory from an older layout
             shutil.rmtree(final, ignore_errors=True)

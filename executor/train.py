@@ -227,35 +227,25 @@ def train(
     scaler = torch.amp.GradScaler(device.type) if prec.grad_scaler else None
     ckpt = None
     if run_dir is not None:
-        if dist is not None and dist.manual_fsdp:
-            subs.append(
-                "checkpoints: not written for FSDP on CPU (hand-sharded, outside accelerate's "
-                "state API); use ddp on CPU or FSDP on GPUs"
-            )
-        else:
-            from .checkpoint import Checkpointer
+        from .checkpoint import Checkpointer
 
-            ckpt = Checkpointer(
-                run_dir,
-                plan_hash or "",
-                keep=training.save_total_limit,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                loop_get=state.snapshot,
-                loop_put=state.restore,
-                device=device,
-                dist=dist,
-            )
-            state.checkpointer = ckpt
+        ckpt = Checkpointer(
+            run_dir,
+            plan_hash or "",
+            keep=training.save_total_limit,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            loop_get=state.snapshot,
+            loop_put=state.restore,
+            device=device,
+            dist=dist,
+        )
+        state.checkpointer = ckpt
     if resume_from is not None:
         if ckpt is None:
-            from tuneplan.base.errors import InputError
-
-            raise InputError.one(
-                "--resume", "this run cannot load checkpoints (FSDP on CPU)", "use ddp on CPU"
-            )
+            raise RuntimeError("resume_from needs the run directory its checkpoints belong to")
         ckpt.load(resume_from)
     first = state.steps + 1
     stream = micro_batches(

@@ -429,6 +429,22 @@ def test_advisor_fsdp_for_70b_lora_and_for_full_ft_where_it_fits():
     assert full.distributed.num_nodes == 4 and full.distributed.num_processes == 32
 
 
+def test_checkpoint_bytes_are_the_whole_model_states_when_sharded_or_offloaded():
+    """A checkpoint holds every rank's share (FSDP's full state dict; DeepSpeed's per-rank files
+    add up), so the plan's checkpoint_bytes is not the per-device shard, nor 0 when offloaded."""
+    full = _advise("Llama-3.1-70B", "full", nodes=4)  # FSDP over 32 ranks, bf16-mixed AdamW
+    # fp32 master weights (4 B) + AdamW m and v (8 B) for each of the 70.55e9 parameters; one
+    # rank's share is 1/32 of that (8.8 GB + 17.6 GB) plus the all-gathered block it computes
+    assert full.training.checkpoint_bytes == 12 * full.inputs.model.total_params
+    assert full.memory.breakdown.optimizer_states * 32 == 8 * full.inputs.model.total_params
+    offloaded = _advise("Llama-3.1-70B", "full")  # FSDP over 8 with the optimizer offloaded
+    assert offloaded.distributed.cpu_offload and offloaded.memory.breakdown.optimizer_states == 0
+    assert offloaded.training.checkpoint_bytes == full.training.checkpoint_bytes
+    replicated = _advise("Llama-3.1-8B", "lora")  # DDP or one device: the estimate's own terms
+    b = replicated.memory.breakdown
+    assert replicated.training.checkpoint_bytes == b.adapter_weights + b.optimizer_states
+
+
 def test_advisor_cpu_offload_only_when_needed():
     p = _advise("Llama-3.1-70B", "full")  # 70B x 16 B/param / 8 = 140 GB per H100 without offload
     assert (p.distributed.strategy, p.distributed.cpu_offload) == ("fsdp", True) and p.feasible

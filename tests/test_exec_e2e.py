@@ -136,11 +136,17 @@ def test_database_failure_keeps_the_run_and_raises_recording_failed(
 
 
 @pytest.mark.slow
-def test_embedded_smollm2_converts_once_and_learns_the_example_task(tmp_path, monkeypatch):
+def test_embedded_smollm2_converts_once_and_learns_the_example_task(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("TUNEPLAN_CACHE", str(tmp_path / "cache"))
     t0 = time.perf_counter()
     first = M.ensure_embedded_model()
     convert_s = time.perf_counter() - t0
+    said = capfd.readouterr()
+    # one line of ours; transformers' GGUF progress bar stays off the terminal
+    assert said.err.splitlines() == [
+        f"tuneplan: converting the embedded {M.EMBEDDED_MODEL} from its GGUF once, into {first}"
+    ], said.err
+    assert said.out == ""
     assert (first / "model.safetensors").is_file() and (first / "tokenizer_config.json").is_file()
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temp dirs left behind
 

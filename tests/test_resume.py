@@ -28,7 +28,7 @@ from tuneplan.executor.runlog import RUN_LOG
 from tuneplan.executor.checkpoint import MANIFEST, complete_checkpoints
 from tuneplan.executor.runner import run_plan
 from tuneplan.executor.signals import RunInterrupted
-from tuneplan.schemas import RunResult
+from tuneplan.schemas import Distributed, RunResult
 
 CLI = TUNEPLAN
 
@@ -38,13 +38,15 @@ def tiny(tmp_path_factory):
     return tiny_llama_dir(tmp_path_factory.mktemp("resume"))
 
 
-def _plan(tmp_path: Path, model: str, method: str = "lora", **training) -> Path:
+def _plan(tmp_path: Path, model: str, method: str = "lora", *, strategy: str = "none", **training) -> Path:
+    """``strategy`` other than "none": the plan's own 2-process layout (``ddp``, ``fsdp``)."""
     train = write_jsonl(tmp_path / "train.jsonl", overfit_rows(8))
     t = {"max_steps": 4, "per_device_batch_size": 2, "save_every_steps": 2, **training}
     path = tmp_path / f"plan-{method}.json"
-    path.write_text(
-        make_plan(method, model, train_path=str(train), training=t, lora={"dropout": 0.1}).model_dump_json()
-    )
+    plan = make_plan(method, model, train_path=str(train), training=t, lora={"dropout": 0.1})
+    if strategy != "none":
+        plan.distributed = Distributed(num_processes=2, strategy=strategy)
+    path.write_text(plan.model_dump_json())
     return path
 
 
@@ -259,10 +261,12 @@ def _only_ours(stderr: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_two_process_resume_is_exact(method, tiny, tmp_path):
+@pytest.mark.parametrize(("method", "strategy"), [("lora", "ddp"), ("full", "ddp"), ("full", "fsdp")])
+def test_two_process_resume_is_exact(method, strategy, tiny, tmp_path):
+    """2 processes over gloo; FSDP: torch's fully_shard on CPU, its sharded state gathered into one
+    checkpoint and sharded again on resume."""
     out, db = tmp_path / "runs", tmp_path / "db.duckdb"
-    plan = _plan(tmp_path, str(tiny), method, max_steps=3)
+    plan = _plan(tmp_path, str(tiny), method, strategy=strategy, max_steps=3)
     base = ["run", str(plan), "--output", str(out), "--db", str(db), "--num-processes", "2"]
     r = _cli(*base)
     assert r.returncode == 0, r.stderr
@@ -289,7 +293,8 @@ def test_two_process_resume_is_exact(method, tiny, tmp_path):
     assert r2.returncode == 0, r2.stderr
     assert _losses(cut) == _losses(whole)
     rows = {x["run_id"]: x for x in store.list_runs(str(db))}
-    assert rows[cut.name]["status"] == "succeeded"
+    assert (rows[cut.name]["status"], rows[cut.name]["strategy"]) == ("succeeded", strategy)
+    assert rows[cut.name]["num_processes"] == 2
     # clean logs: torchrun's own notices (its agent's SIGTERM handling and traceback) and the
     # workers' C++ warnings are in run.log; the terminal gets only our lines, once (rank 0's)
     cut_err = "".join(seen) + err

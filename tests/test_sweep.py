@@ -18,7 +18,7 @@ from tuneplan.base.errors import InputError
 from tuneplan.executor import ledger as store
 from tuneplan.executor import sweep
 from tuneplan.executor.ledger import check
-from helpers import cli_captured
+from helpers import cli_captured, noise_in
 from tuneplan.schemas import Plan, Task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_v4_comparisons_upgraded_in_place(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_three_learning_rates_on_the_embedded_model(tmp_path, monkeypatch):
+def test_sweep_three_learning_rates_on_the_embedded_model(tmp_path, monkeypatch, capfd):
     """The embedded SmolLM2-135M: a real advised plan, three rates, 2 steps of one short row each
     (the first step is warmup at rate 0), evaluations of one batch: cheap on a shared CPU."""
     monkeypatch.setenv("TUNEPLAN_EVAL_BATCHES", "1")
@@ -184,7 +184,8 @@ def test_sweep_three_learning_rates_on_the_embedded_model(tmp_path, monkeypatch)
         )
     assert code == 0
     db, out = tmp_path / "runs.duckdb", tmp_path / "out"
-    code, text = cli(
+    capfd.readouterr()
+    code, text, err = cli_captured(
         "sweep",
         str(plan),
         "--lr",
@@ -196,7 +197,10 @@ def test_sweep_three_learning_rates_on_the_embedded_model(tmp_path, monkeypatch)
         "--output",
         str(out),
     )
-    assert code == 0, text
+    assert code == 0, text + err
+    fd = capfd.readouterr()  # what reached the terminal below Python (C extensions' stderr)
+    assert noise_in(text + err + fd.out + fd.err) == {}, err + fd.err
+    assert [line for line in err.splitlines() if line.startswith("step ")], err  # our progress lines
     _, trials = store.query(
         db,
         "SELECT learning_rate, eval_loss_after, status FROM sweep_trials JOIN runs USING (run_id) "
