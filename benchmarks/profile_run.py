@@ -202,7 +202,7 @@ def tuneplan_child(method: str, steps: int, workdir: Path, out: Path) -> None:
     """One real `tuneplan run` in this process, its stages wrapped by :class:`Phases`."""
     ph = Phases()
     with ph.phase("imports (tuneplan CLI)"):
-        from tuneplan.cli.main import main as cli_main
+        from tuneplan.cli.main import main as cli_main  # noqa: F401  (its import, timed here)
     with ph.phase("imports (torch)"):
         import torch
         import transformers  # noqa: F401
@@ -410,16 +410,8 @@ def tuneplan_child(method: str, steps: int, workdir: Path, out: Path) -> None:
 
     L.load_model = load_model
 
-    args = ["run", str(PLANS / f"{method}.json"), "--max-steps", str(steps)]
-    args += ["--output", str(workdir / "runs"), "--db", str(workdir / "runs.duckdb")]
     with ph.phase("tuneplan run (all stages)"):
-        try:
-            code = cli_main(args)
-        except SystemExit as exc:
-            code = exc.code
-    if code not in (0, None):
-        raise SystemExit(f"tuneplan run exited {code}")
-    run_dir = next((workdir / "runs").iterdir())
+        run_dir = vs_trl.run_tuneplan(method, steps, workdir)
     result = json.loads((run_dir / "result.json").read_text())
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     dump = ph.dump()
@@ -446,106 +438,11 @@ def _null():
 
 
 def trl_child(method: str, steps: int, data: Path, out: Path) -> None:
-    """benchmarks/vs_trl.py's TRL script with its phases timed the same way."""
+    """benchmarks/vs_trl.py's TRL script, its stages and steps timed as phases."""
     ph = Phases()
-    with ph.phase("imports (torch)"):
-        import torch
-        import transformers  # noqa: F401
-    with ph.phase("imports (datasets, peft, trl)"):
-        from datasets import Dataset
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-        from transformers import (
-            AutoModelForCausalLM,
-            AutoTokenizer,
-            BitsAndBytesConfig,
-            TrainerCallback,
-            set_seed,
-        )
-        from trl import SFTConfig, SFTTrainer
-
-        from tuneplan.executor.models import resolve_model_dir
-        from tuneplan.executor.runner import load_plan
-
-    plan, _, _ = load_plan(str(PLANS / f"{method}.json"))
-    t = plan.training
-    model_dir = str(resolve_model_dir(plan.inputs.model.name))
-    set_seed(t.seed)
-    with ph.phase("model load"):
-        with ph.phase("tokenizer"):
-            tok = AutoTokenizer.from_pretrained(model_dir)
-            if tok.pad_token is None:
-                tok.pad_token = tok.eos_token
-        kw: dict = {"dtype": torch.float32, "attn_implementation": "sdpa"}
-        if method == "qlora":
-            q = plan.quantization
-            kw["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type=q.quant_type,
-                bnb_4bit_use_double_quant=q.double_quant,
-                bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
-            )
-            kw["device_map"] = {"": "cpu"}
-        with ph.phase("from_pretrained" + (" (4-bit quantisation)" if method == "qlora" else "")):
-            model = AutoModelForCausalLM.from_pretrained(model_dir, **kw)
-        model.config.use_cache = False
-        if method == "qlora":
-            with ph.phase("prepare_model_for_kbit_training"):
-                model = prepare_model_for_kbit_training(
-                    model, use_gradient_checkpointing=t.gradient_checkpointing
-                )
-        if plan.lora is not None:
-            lo = plan.lora
-            with ph.phase("LoRA adapters (get_peft_model)"):
-                model = get_peft_model(
-                    model,
-                    LoraConfig(
-                        r=lo.rank,
-                        lora_alpha=lo.alpha,
-                        lora_dropout=lo.dropout,
-                        target_modules=list(lo.target_modules),
-                        use_rslora=lo.use_rslora,
-                        bias="none",
-                        task_type="CAUSAL_LM",
-                    ),
-                )
-    rng = torch.get_rng_state()
-    record: dict[str, Any] = {"loss": [], "num_tokens": [], "step_end": []}
-    open_step: dict[str, Any] = {}
-
-    class Figures(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            if state.global_step == 0:
-                torch.set_rng_state(rng)
-            open_step["ctx"] = ph.phase(f"step {state.global_step + 1}")
-            open_step["ctx"].__enter__()
-
-        def on_step_end(self, args, state, control, **kw):
-            open_step.pop("ctx").__exit__(None, None, None)
-            record["step_end"].append(time.perf_counter())
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                record["loss"].append(float(logs["loss"]))
-                record["num_tokens"].append(float(logs.get("num_tokens", 0)))
-
-    with tempfile.TemporaryDirectory(prefix="profile-trl-") as tmp:
-        cfg = vs_trl.matched_sft_config(plan, steps, tmp)
-        with ph.phase("SFTTrainer set-up (tokenise)"):
-            trainer = SFTTrainer(
-                model=model,
-                args=SFTConfig(**cfg),
-                train_dataset=Dataset.from_list([json.loads(line) for line in data.read_text().splitlines()]),
-                processing_class=tok,
-                callbacks=[Figures()],
-            )
-        if method == "qlora":
-            for p in trainer.model.parameters():
-                if p.requires_grad:
-                    p.data = p.data.float()
-        with ph.phase("training"):
-            trainer.train()
-        with ph.phase("save adapter/model"):
-            trainer.save_model(str(Path(tmp) / "final"))
+    record = vs_trl.trl_child(method, steps, data, None, phase=ph.phase)
+    for key in ("input_ids", "labels", "wall_in_process"):
+        record.pop(key, None)
     dump = ph.dump()
     dump.update(side="trl", method=method, in_process=time.perf_counter() - _T_START, **record)
     out.write_text(json.dumps(dump))

@@ -41,6 +41,7 @@ table shows the median over rounds:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -191,68 +192,88 @@ def ordered_rows(plan, plan_path: Path, tokenizer, steps: int) -> tuple[list[dic
 # --------------------------------------------------------------------------- the TRL side
 
 
-def trl_child(method: str, steps: int, data: Path, out: Path) -> None:
-    """One TRL run, as a user would write it; writes its per-step figures to `out`."""
-    t_proc = time.perf_counter()
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        BitsAndBytesConfig,
-        TrainerCallback,
-        set_seed,
-    )
-    from trl import SFTConfig, SFTTrainer
+def _no_phase(name: str):
+    return contextlib.nullcontext()
 
-    from tuneplan.executor.models import resolve_model_dir
-    from tuneplan.executor.runner import load_plan
+
+def trl_child(method: str, steps: int, data: Path, out: Optional[Path], phase=_no_phase) -> dict:
+    """One TRL run, as a user would write it; writes its per-step figures to `out` (if given) and
+    returns them. ``phase(name)``: a context manager around each stage and step
+    (benchmarks/profile_run.py times them; here they cost nothing)."""
+    t_proc = time.perf_counter()
+    with phase("imports (torch)"):
+        import torch
+        import transformers  # noqa: F401
+    with phase("imports (datasets, peft, trl)"):
+        from datasets import Dataset
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            BitsAndBytesConfig,
+            TrainerCallback,
+            set_seed,
+        )
+        from trl import SFTConfig, SFTTrainer
+
+        from tuneplan.executor.models import resolve_model_dir
+        from tuneplan.executor.runner import load_plan
 
     plan, _, _ = load_plan(str(PLANS / f"{method}.json"))
     t = plan.training
     model_dir = str(resolve_model_dir(plan.inputs.model.name))
     set_seed(t.seed)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    kw: dict = {"dtype": torch.float32, "attn_implementation": "sdpa"}
-    if method == "qlora":
-        q = plan.quantization
-        kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=q.quant_type,
-            bnb_4bit_use_double_quant=q.double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
-        )
-        kw["device_map"] = {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kw)
-    model.config.use_cache = False
-    if method == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
-    if plan.lora is not None:
-        lo = plan.lora
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=lo.rank,
-                lora_alpha=lo.alpha,
-                lora_dropout=lo.dropout,
-                target_modules=list(lo.target_modules),
-                use_rslora=lo.use_rslora,
-                bias="none",
-                task_type="CAUSAL_LM",
-            ),
-        )
+    with phase("model load"):
+        with phase("tokenizer"):
+            tok = AutoTokenizer.from_pretrained(model_dir)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+        kw: dict = {"dtype": torch.float32, "attn_implementation": "sdpa"}
+        if method == "qlora":
+            q = plan.quantization
+            kw["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=q.quant_type,
+                bnb_4bit_use_double_quant=q.double_quant,
+                bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
+            )
+            kw["device_map"] = {"": "cpu"}
+        with phase("from_pretrained" + (" (4-bit quantisation)" if method == "qlora" else "")):
+            model = AutoModelForCausalLM.from_pretrained(model_dir, **kw)
+        model.config.use_cache = False
+        if method == "qlora":
+            with phase("prepare_model_for_kbit_training"):
+                model = prepare_model_for_kbit_training(
+                    model, use_gradient_checkpointing=t.gradient_checkpointing
+                )
+        if plan.lora is not None:
+            lo = plan.lora
+            with phase("LoRA adapters (get_peft_model)"):
+                model = get_peft_model(
+                    model,
+                    LoraConfig(
+                        r=lo.rank,
+                        lora_alpha=lo.alpha,
+                        lora_dropout=lo.dropout,
+                        target_modules=list(lo.target_modules),
+                        use_rslora=lo.use_rslora,
+                        bias="none",
+                        task_type="CAUSAL_LM",
+                    ),
+                )
     rng = torch.get_rng_state()
     record: dict[str, Any] = {"loss": [], "num_tokens": [], "step_end": []}
+    open_step: dict[str, Any] = {}
 
     class Figures(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
             if state.global_step == 0:
                 torch.set_rng_state(rng)  # dropout as in tuneplan's loop (Trainer re-seeded at init)
+            open_step["ctx"] = phase(f"step {state.global_step + 1}")
+            open_step["ctx"].__enter__()
 
         def on_step_end(self, args, state, control, **kw):
+            open_step.pop("ctx").__exit__(None, None, None)
             record["step_end"].append(time.perf_counter())
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -262,15 +283,16 @@ def trl_child(method: str, steps: int, data: Path, out: Path) -> None:
 
     with tempfile.TemporaryDirectory(prefix="vs-trl-") as tmp:
         cfg = matched_sft_config(plan, steps, tmp)
-        trainer = SFTTrainer(
-            model=model,
-            args=SFTConfig(**cfg),
-            # from_list, not load_dataset("json"): Arrow's JSON reader turns the ISO-date answers
-            # of the example data into timestamps, which the chat template renders as "<datetime>".
-            train_dataset=Dataset.from_list([json.loads(line) for line in data.read_text().splitlines()]),
-            processing_class=tok,
-            callbacks=[Figures()],
-        )
+        with phase("SFTTrainer set-up (tokenise)"):
+            trainer = SFTTrainer(
+                model=model,
+                args=SFTConfig(**cfg),
+                # from_list, not load_dataset("json"): Arrow's JSON reader turns the ISO-date answers
+                # of the example data into timestamps, which the chat template renders as "<datetime>".
+                train_dataset=Dataset.from_list([json.loads(line) for line in data.read_text().splitlines()]),
+                processing_class=tok,
+                callbacks=[Figures()],
+            )
         if method == "qlora":  # SFTTrainer made the adapters bf16; the plan computes in float32
             for p in trainer.model.parameters():
                 if p.requires_grad:
@@ -278,18 +300,36 @@ def trl_child(method: str, steps: int, data: Path, out: Path) -> None:
         ds = trainer.train_dataset
         record["input_ids"] = [list(x) for x in ds["input_ids"]]
         record["labels"] = [list(x) for x in ds["labels"]]
-        trainer.train()
-        trainer.save_model(str(Path(tmp) / "final"))
+        with phase("training"):
+            trainer.train()
+        with phase("save adapter/model"):
+            trainer.save_model(str(Path(tmp) / "final"))
     record["wall_in_process"] = time.perf_counter() - t_proc
-    out.write_text(json.dumps(record))
+    if out is not None:
+        out.write_text(json.dumps(record))
+    return record
 
 
 # --------------------------------------------------------------------------- the tuneplan side
 
 
+def run_tuneplan(method: str, steps: int, workdir: Path) -> Path:
+    """`tuneplan run` of the example plan in this process (under ``workdir``); its run directory."""
+    from tuneplan.cli.main import main as cli_main
+
+    args = ["run", str(PLANS / f"{method}.json"), "--max-steps", str(steps)]
+    args += ["--output", str(workdir / "runs"), "--db", str(workdir / "runs.duckdb")]
+    try:
+        code = cli_main(args)
+    except SystemExit as exc:
+        code = exc.code
+    if code not in (0, None):
+        raise SystemExit(f"tuneplan run exited {code}")
+    return next(d for d in (workdir / "runs").iterdir() if d.is_dir())
+
+
 def tuneplan_child(method: str, steps: int, workdir: Path, out: Path) -> None:
     """`tuneplan run` in this process, timing its before/after evaluations."""
-    from tuneplan.cli.main import main as cli_main
     from tuneplan.executor.run import execute as E
 
     spent = {"eval_s": 0.0}
@@ -303,15 +343,7 @@ def tuneplan_child(method: str, steps: int, workdir: Path, out: Path) -> None:
             spent["eval_s"] += time.perf_counter() - t0
 
     E._evaluate = timed
-    args = ["run", str(PLANS / f"{method}.json"), "--max-steps", str(steps)]
-    args += ["--output", str(workdir / "runs"), "--db", str(workdir / "runs.duckdb")]
-    try:
-        code = cli_main(args)
-    except SystemExit as exc:
-        code = exc.code
-    if code not in (0, None):
-        raise SystemExit(f"tuneplan run exited {code}")
-    metrics = next((workdir / "runs").glob("*/metrics.jsonl"))
+    metrics = run_tuneplan(method, steps, workdir) / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     out.write_text(
         json.dumps(

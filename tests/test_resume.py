@@ -261,7 +261,9 @@ def _only_ours(stderr: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("method", "strategy"), [("lora", "ddp"), ("full", "ddp"), ("full", "fsdp")])
+@pytest.mark.parametrize(
+    ("method", "strategy"), [("lora", "ddp"), ("full", "ddp"), ("lora", "fsdp"), ("full", "fsdp")]
+)
 def test_two_process_resume_is_exact(method, strategy, tiny, tmp_path):
     """2 processes over gloo; FSDP: torch's fully_shard on CPU, its sharded state gathered into one
     checkpoint and sharded again on resume."""
