@@ -115,7 +115,7 @@ def estimate_whole(d: Draft, est: MemoryEstimate) -> MemoryEstimate:
     a checkpoint holds (FSDP's full state dict, DeepSpeed's per-rank files add up to it), where
     ``est`` itself prices one rank's shard."""
     st = est.settings
-    if st.strategy in ("none", "ddp") and not st.cpu_offload:
+    if st.num_devices == 1 and not st.cpu_offload:
         return est
     whole = st.model_copy(update={"strategy": "none", "num_devices": 1, "cpu_offload": False})
     return _cached_estimate(d, whole)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -152,7 +153,7 @@ def main() -> int:
     (base, (bs, _)), (packed, (ps, _)) = out["padded"], out["packed"]
     print(
         f"packed / padded: tokens/s {packed.tokens_per_second / base.tokens_per_second:.2f}x, steady "
-        f"{ps / bs:.2f}x{' (a run had no unprofiled step)' if ps != ps or bs != bs else ''}, steps {packed.steps}/{base.steps} = {packed.steps / base.steps:.2f} for "
+        f"{ps / bs:.2f}x{' (a run had no unprofiled step)' if math.isnan(ps / bs) else ''}, steps {packed.steps}/{base.steps} = {packed.steps / base.steps:.2f} for "
         f"{packed.tokens / base.tokens:.3f}x the tokens"
     )
     print(

@@ -127,6 +127,18 @@ def verify(path: Path, plan_hash: Optional[str]) -> dict:
     return manifest
 
 
+def _same_names(saved, want) -> None:
+    """InputError unless a checkpoint's weight names are the model's trainable ones."""
+    saved, want = set(saved), set(want)
+    if saved != want:
+        raise InputError.one(
+            "--resume",
+            f"checkpoint weights do not match the model (missing {sorted(want - saved)[:3]}, "
+            f"unexpected {sorted(saved - want)[:3]})",
+            "resume with the run's own plan and model",
+        )
+
+
 class _Trainable:
     """The trainable parameters only (all of them for full fine-tuning, the adapter for LoRA)."""
 
@@ -144,63 +156,59 @@ class _Trainable:
         import torch
 
         params = self._params()
-        if set(sd) != set(params):
-            missing = sorted(set(params) - set(sd))[:3]
-            extra = sorted(set(sd) - set(params))[:3]
-            raise InputError.one(
-                "--resume",
-                f"checkpoint weights do not match the model (missing {missing}, unexpected {extra})",
-                "resume with the run's own plan and model",
-            )
+        _same_names(sd, params)
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(sd[n].to(p.device, p.dtype))
 
 
-class _GatheredShards:
-    """FSDP2 applied by hand (CPU, executor/distributed/context.py): the trainable weights and the
-    optimizer's states are DTensor shards that accelerate's state API does not know. Saving gathers
-    them into one full state dict (a collective: every rank calls state_dict; rank 0 holds the
-    result and accelerate writes it); loading gives every rank the full dict and shards it again
-    - torch.distributed.checkpoint's state_dict API, which FSDP2's own docs point to. The files are
-    the same as one process's, bit for bit the same values."""
+def _full_state(**kw):
+    """torch.distributed.checkpoint's options for one full (unsharded) state dict."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    def __init__(self, model, optimizer=None) -> None:
-        self.model, self.optimizer = model, optimizer
+    return StateDictOptions(full_state_dict=True, **kw)
 
-    @staticmethod
-    def _options(**kw):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-        return StateDictOptions(full_state_dict=True, **kw)
+# FSDP2 applied by hand (CPU, executor/distributed/context.py): the trainable weights and the
+# optimizer's states are DTensor shards that accelerate's state API does not know. The two objects
+# below gather them into one full state dict when saved (a collective: every rank calls
+# state_dict; rank 0 holds the result on its host and accelerate writes it) and give every rank
+# the full dict to shard again when loaded - torch.distributed.checkpoint's state_dict API, the
+# one FSDP2's docs point to. The files are those of one process, with the same values.
 
-    def _trainable(self) -> set[str]:
-        return {n for n, p in self.model.named_parameters() if p.requires_grad}
+
+class _GatheredWeights(_Trainable):
+    """The trainable weights of a hand-sharded FSDP2 model, as one full state dict."""
 
     def state_dict(self) -> dict:
-        from torch.distributed.checkpoint import state_dict as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        opts = self._options(cpu_offload=True)  # the full tensors on rank 0's host only
-        if self.optimizer is not None:
-            return dcp.get_optimizer_state_dict(self.model, self.optimizer, options=opts)
-        keep = self._trainable()
-        return {n: t for n, t in dcp.get_model_state_dict(self.model, options=opts).items() if n in keep}
+        keep = self._params()
+        full = get_model_state_dict(self.model, options=_full_state(cpu_offload=True))
+        return {n: t for n, t in full.items() if n in keep}
 
     def load_state_dict(self, sd: dict) -> None:
-        from torch.distributed.checkpoint import state_dict as dcp
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-        if self.optimizer is not None:
-            dcp.set_optimizer_state_dict(self.model, self.optimizer, sd, options=self._options())
-            return
-        want = self._trainable()
-        if set(sd) != want:
-            raise InputError.one(
-                "--resume",
-                f"checkpoint weights do not match the model (missing {sorted(want - set(sd))[:3]}, "
-                f"unexpected {sorted(set(sd) - want)[:3]})",
-                "resume with the run's own plan and model",
-            )
-        dcp.set_model_state_dict(self.model, sd, options=self._options(strict=False))
+        _same_names(sd, self._params())
+        set_model_state_dict(self.model, sd, options=_full_state(strict=False))
+
+
+class _GatheredOptimizer:
+    """The optimizer of a hand-sharded FSDP2 model, as one full state dict."""
+
+    def __init__(self, model, optimizer) -> None:
+        self.model, self.optimizer = model, optimizer
+
+    def state_dict(self) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.model, self.optimizer, options=_full_state(cpu_offload=True))
+
+    def load_state_dict(self, sd: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.model, self.optimizer, sd, options=_full_state())
 
 
 class _StateDict:
@@ -253,8 +261,8 @@ class Checkpointer:
         prepared_opt = any(True for _ in acc._optimizers)
         sharded = dist is not None and (dist.strategy.startswith("deepspeed") or dist.strategy == "fsdp")
         objs: list[Any] = []
-        if dist is not None and getattr(dist, "manual_fsdp", False):  # FSDP2 by hand on CPU
-            objs += [_GatheredShards(model), _GatheredShards(model, optimizer)]
+        if dist is not None and dist.manual_fsdp:  # FSDP2 by hand on CPU
+            objs += [_GatheredWeights(model), _GatheredOptimizer(model, optimizer)]
         else:
             if not (sharded and prepared_model):
                 objs.append(_Trainable(model))
