@@ -63,8 +63,16 @@ def pydantic_problems(
         loc = ".".join(str(p) for p in err.get("loc", ()))
         path = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(root)"
         where = flags.get(path, path)
-        out.append(Problem(where, err.get("msg", "invalid value"), _fix_for(err)))
+        out.append(Problem(where, _message(err), _fix_for(err)))
     return out
+
+
+def _message(err: "Mapping[str, Any]") -> str:
+    """pydantic's message, without the "Value error, " it puts before a validator's own words."""
+    ctx = err.get("ctx") or {}
+    if err.get("type") == "value_error" and ctx.get("error") is not None:
+        return str(ctx["error"])
+    return str(err.get("msg", "invalid value"))
 
 
 def _fix_for(err: "Mapping[str, Any]") -> str:

@@ -289,6 +289,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INFEASIBLE
     except RunInterrupted as exc:
         err(f"interrupted ({exc}): {exc.recorded.describe()}")
+        from tuneplan.executor.checkpoint import resume_hint
+
+        hint = resume_hint(exc.recorded.run_dir)
+        if hint:
+            err(hint)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:  # pragma: no cover - run_plan wraps every interrupt
         err("interrupted")

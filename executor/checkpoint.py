@@ -10,8 +10,8 @@ Layout under the run directory::
     optimizer.bin, ...           what accelerate saves itself for prepared objects (several
                                  processes: the optimizer; FSDP/DeepSpeed: sharded model states)
     random_states_<rank>.pkl     RNG states of every process (python, numpy, torch, cuda)
-    tuneplan_checkpoint.json     manifest, written last: plan hash, step, every file's bytes and
-                                 sha256
+    tuneplan_checkpoint.json     manifest, written last: plan hash, step, the run's total steps,
+                                 number of processes, every file's bytes and sha256
   checkpoints/.tmp-step-<N>/     a save in progress; never resumed from, removed on the next save
 
 A save writes into ``.tmp-step-<N>``, adds the manifest, then renames the directory into place
@@ -64,6 +64,14 @@ def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 def newest_checkpoint(run_dir: Path) -> Optional[Path]:
     found = complete_checkpoints(run_dir)
     return found[-1][1] if found else None
+
+
+def resume_hint(run_dir) -> Optional[str]:
+    """The line that tells how to continue an interrupted run, when it left a checkpoint."""
+    ckpt = newest_checkpoint(Path(run_dir)) if run_dir else None
+    if ckpt is None:
+        return None
+    return f"tuneplan: checkpoint {ckpt.name} is in it; continue with: tuneplan run --resume {run_dir}"
 
 
 def _sha256(path: Path) -> str:
@@ -241,9 +249,12 @@ class Checkpointer:
         loop_put,
         device,
         dist=None,
+        total_steps: Optional[int] = None,
     ) -> None:
         self.root = checkpoint_root(run_dir)
         self.plan_hash = plan_hash
+        self.total_steps = total_steps
+        """The run's optimizer steps (its LR schedule is built on them): a resume keeps them."""
         self.keep = keep
         self.dist = dist
         self.saved = 0
@@ -302,6 +313,7 @@ class Checkpointer:
                     "files": files,
                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "num_processes": self.acc.num_processes,
+                    "total_steps": self.total_steps,
                 }
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
                 for f in tmp.iterdir():

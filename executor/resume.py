@@ -31,6 +31,21 @@ class Prior:
     def step(self) -> int:
         return int(self.manifest["step"])
 
+    def max_steps(self, asked: Optional[int]) -> Optional[int]:
+        """The run's own total steps (an interrupted `--max-steps N` run resumes to N): its LR
+        schedule is built on them, so another count would not continue the same run."""
+        planned = self.manifest.get("total_steps")
+        if planned is None:  # a checkpoint from before total_steps was recorded
+            return asked
+        if asked is not None and asked != planned:
+            raise InputError.one(
+                "--max-steps",
+                f"run {self.result.run_id} was started for {planned} steps (its learning-rate "
+                f"schedule is built on them); {asked} would not continue the same run",
+                f"omit --max-steps (or pass {planned}) to finish it, or start a new run",
+            )
+        return int(planned)
+
     def check_plan(self, phash: str) -> None:
         """The plan given (or the run's own) must be the plan the run and checkpoint were made for."""
         if phash != self.result.plan_hash:

@@ -241,6 +241,7 @@ def train(
             loop_put=state.restore,
             device=device,
             dist=dist,
+            total_steps=steps,
         )
         state.checkpointer = ckpt
     if resume_from is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .common import (
     Attention,
@@ -87,9 +87,11 @@ class Training(Strict):
     """Checkpoints kept: older ones are deleted once a newer one is complete. 2 survives one
     checkpoint being corrupted by a crash mid-write elsewhere; each costs checkpoint_bytes."""
     checkpoint_bytes: Optional[int] = Field(default=None, ge=0)
-    """Estimated bytes of one checkpoint: trainable weights + optimizer states, from the memory
-    estimate's breakdown (adapter_weights or weights, optimizer_states; RNG/scheduler/data state
-    are a few KB). Null in plans written before it existed."""
+    """Estimated bytes of one checkpoint: trainable weights + optimizer states of the whole model
+    (every rank's share, as FSDP's full state dict and DeepSpeed's per-rank files hold them, none
+    offloaded), from the memory estimate's breakdown on one device (adapter_weights or weights,
+    optimizer_states; RNG/scheduler/data state are a few KB). Null in plans written before it
+    existed."""
     packing: bool = False
     """Concatenate several examples into each seq_len sequence (position ids reset per example,
     first token of each example not trained), so fewer steps carry the same trained tokens and
@@ -103,12 +105,18 @@ class Training(Strict):
     """Stop when the eval loss has not improved for this many evaluations in a row (needs
     eval_every_steps); the run succeeds and records that it stopped early. Null: never."""
 
+    @field_validator("early_stop_patience")
+    @classmethod
+    def _patience_needs_evaluations(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        # eval_every_steps is declared first, so it is in info.data when it was valid itself
+        if v is not None and "eval_every_steps" in info.data and info.data["eval_every_steps"] is None:
+            raise ValueError("needs evaluations to count: set training.eval_every_steps too")
+        return v
+
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "Training":
         if self.num_epochs is None and self.max_steps is None:
             raise ValueError("set num_epochs or max_steps")
-        if self.early_stop_patience is not None and self.eval_every_steps is None:
-            raise ValueError("early_stop_patience needs eval_every_steps: set training.eval_every_steps")
         return self
 
 

@@ -179,6 +179,27 @@ def _cli(*args, env=None, timeout=180):
     return tuneplan(*args, env=env or {}, timeout=timeout)
 
 
+def test_a_max_steps_run_resumes_to_its_own_step_count(tiny, tmp_path):
+    """`run --max-steps 3` of a 6-step plan, stopped after step 1: --resume finishes at step 3 on
+    the 3-step schedule (bitwise the uninterrupted 3-step run), not the plan's 6; another
+    --max-steps is refused."""
+    out, db = tmp_path / "runs", tmp_path / "db.duckdb"
+    plan = _plan(tmp_path, str(tiny), max_steps=6, save_every_steps=None)
+    whole = run_plan(str(plan), db=str(db), output_dir=str(out), progress=False, max_steps=3)
+    run_dir = _sigterm_after_first_step(plan, out, db, max_steps=3)
+    r = _cli("run", "--resume", str(run_dir), "--db", str(db), "--max-steps", "5")
+    assert r.returncode == 2 and "--max-steps: run" in r.stderr and "started for 3 steps" in r.stderr, (
+        r.stderr
+    )
+    resumed = run_plan(None, db=str(db), output_dir=str(out), progress=False, resume=str(run_dir))
+    assert resumed.status == "succeeded" and resumed.steps == 3
+    assert _losses(resumed.run_dir) == _losses(whole.run_dir)
+    lrs = [json.loads(x)["lr"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == [
+        json.loads(x)["lr"] for x in (Path(whole.run_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
 def test_bad_resume_inputs_exit_2_and_touch_nothing(tiny, tmp_path):
     out, db = tmp_path / "runs", tmp_path / "db.duckdb"
     plan = _plan(tmp_path, str(tiny))
@@ -237,6 +258,7 @@ def test_sigterm_checkpoints_then_resume_latest_through_the_cli(tiny, tmp_path):
     assert proc.returncode == 130, "".join(seen) + err
     assert stop_s < 30  # bounded: the step in progress, one checkpoint, the final write
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    assert f"checkpoint step-1 is in it; continue with: tuneplan run --resume {run_dir}" in err, err
     assert [s for s, _ in complete_checkpoints(run_dir)] == [1]
     runs = _cli("runs", "--db", str(db))
     assert "resumable" in runs.stdout, runs.stdout
@@ -291,6 +313,7 @@ def test_two_process_resume_is_exact(method, strategy, tiny, tmp_path):
             proc.wait()
     (cut,) = [d for d in out.iterdir() if d.is_dir() and d != whole]
     assert [s for s, _ in complete_checkpoints(cut)] == [1], (cut / "result.json").read_text()
+    assert f"checkpoint step-1 is in it; continue with: tuneplan run --resume {cut}" in err, err
     r2 = _cli("run", "--resume", str(cut), "--db", str(db))
     assert r2.returncode == 0, r2.stderr
     assert _losses(cut) == _losses(whole)
@@ -378,10 +401,15 @@ def test_eval_during_training_best_step_and_early_stop(tiny, tmp_path):
 def test_early_stop_needs_eval_every_steps():
     from pydantic import ValidationError
 
+    from tuneplan.base.errors import pydantic_problems
     from tuneplan.schemas import Training
 
-    with pytest.raises(ValidationError, match="eval_every_steps"):
+    with pytest.raises(ValidationError, match="eval_every_steps") as info:
         Training(learning_rate=1e-4, max_steps=5, per_device_batch_size=1, seq_len=64, early_stop_patience=2)
+    # the exact field, in the validator's own words (no "Value error, " before them)
+    (problem,) = pydantic_problems(info.value, prefix="training.")
+    assert problem.where == "training.early_stop_patience"
+    assert problem.message == "needs evaluations to count: set training.eval_every_steps too"
 
 
 def test_advisor_proposes_checkpoints_from_the_run_length():

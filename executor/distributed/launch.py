@@ -189,6 +189,8 @@ class Launch:
             raise InputError.one(
                 "--max-steps", f"must be at least 1, got {max_steps}", "pass a positive number"
             )
+        if self.prior is not None:  # the workers get the run's own total (checked here, once)
+            args.max_steps = self.prior.max_steps(max_steps)
         train_value = getattr(args, "data", None) or (spec.train_path if spec else None)
         if not train_value:
             raise InputError.one(
@@ -658,7 +660,12 @@ def launch(plan_path: str, args, print_summary: Optional[Callable[[RunResult], N
         return 0
     code, result = run_launch(L)
     if code == 130:
+        from ..checkpoint import resume_hint
+
         print(f"interrupted: {interrupted_message(L.recorded)}", file=sys.stderr)
+        hint = resume_hint(L.run_dir)
+        if hint:
+            print(hint, file=sys.stderr)
         return 130
     if result.status != "succeeded":
         print(f"error: run failed: {result.error}", file=sys.stderr)

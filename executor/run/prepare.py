@@ -123,6 +123,8 @@ def prepare(
         data = data or prior.result.data_path
     if max_steps is not None and max_steps < 1:
         raise InputError.one("--max-steps", f"must be at least 1, got {max_steps}", "pass a positive number")
+    if prior is not None:
+        max_steps = prior.max_steps(max_steps)
     checked = preflight(read_once(plan), data=data, model_path=model_path)
     plan_obj = effective_plan(checked.plan, trust_remote_code)
     phash = plan_hash(plan_obj)
